@@ -1,0 +1,19 @@
+//! `stockade:plugin/progress`: progress notifications for the current call.
+
+use crate::bindings::progress::Host;
+use crate::runtime::CallState;
+
+impl Host for CallState {
+    async fn report(&mut self, progress: f64, total: Option<f64>, message: Option<String>) {
+        let cx = &mut self.cx;
+        if !progress.is_finite() || total.is_some_and(|t| !t.is_finite()) {
+            return;
+        }
+        if !cx.spend_notify(32 + message.as_ref().map_or(0, String::len)) {
+            return;
+        }
+        if let Some(link) = &cx.link {
+            link.progress(progress, total, message);
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The command line. Parsing and wiring only: the work is done by the modules it
+//! calls.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http::{HttpConfig, router};
+use crate::mcp::Shared;
+use crate::plugins::{Catalog, load_dir};
+use crate::runtime::Runtime;
+
+/// Stockade: an MCP host whose tools are sandboxed WebAssembly components.
+#[derive(Parser, Debug)]
+#[command(name = "stockade", version, about)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, env = "STOCKADE_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve MCP over Streamable HTTP at /mcp.
+    Serve(ServeArgs),
+}
+
+/// Options of `stockade serve`. Each overrides the config file.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// TOML config file.
+    #[arg(long, short, env = "STOCKADE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long, env = "STOCKADE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory of plugin components, `*.wasm` (default ./plugins).
+    #[arg(long, env = "STOCKADE_PLUGINS")]
+    pub plugins: Option<PathBuf>,
+    /// Directory for the host's state (default ./data).
+    #[arg(long, env = "STOCKADE_DATA")]
+    pub data: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The effective configuration: defaults, then the file, then flags/env.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.listen {
+            config.listen = v;
+        }
+        if let Some(v) = &self.plugins {
+            config.plugins_dir = v.clone();
+        }
+        if let Some(v) = &self.data {
+            config.data_dir = v.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("STOCKADE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    if !config.listen.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {}: without authentication configured, Stockade only \
+             listens on loopback addresses (127.0.0.1, ::1). Put it behind a reverse proxy or \
+             use --listen 127.0.0.1:PORT",
+            config.listen
+        );
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    if !config.plugins_dir.is_dir() {
+        bail!(
+            "plugin directory {} does not exist; create it and put plugin components (*.wasm) in it, \
+             or point --plugins / STOCKADE_PLUGINS at one",
+            config.plugins_dir.display()
+        );
+    }
+
+    let runtime = Arc::new(Runtime::new().map_err(|e| anyhow::anyhow!("{e:#}")).context("cannot start the WebAssembly runtime")?);
+    let snapshot = load_dir(&runtime, &config)
+        .await
+        .with_context(|| format!("cannot read plugin directory {}", config.plugins_dir.display()))?;
+    tracing::info!(
+        plugins = snapshot.plugins.len(),
+        tools = snapshot.tools.len(),
+        refused = snapshot.refused.len(),
+        dir = %config.plugins_dir.display(),
+        "plugins loaded"
+    );
+    let shared = Arc::new(Shared {
+        catalog: Arc::new(Catalog::new(snapshot)),
+        runtime,
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let app = router(
+        shared,
+        HttpConfig {
+            allowed_hosts: vec![
+                "localhost".into(),
+                "127.0.0.1".into(),
+                "::1".into(),
+                "[::1]".into(),
+            ],
+            max_body_bytes: (config.max_body_kib as usize) << 10,
+            shutdown: shutdown.clone(),
+        },
+    );
+    // The line tests and scripts wait for; keep its shape.
+    tracing::info!(addr = %local, "listening on http://{local}/mcp");
+    eprintln!("stockade listening on http://{local}/mcp");
+    let stop = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            stop.cancel();
+        })
+        .await
+        .context("server error")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,229 @@
+//! The host configuration.
+//!
+//! Sources, highest precedence first: command-line flags, `STOCKADE_*` environment
+//! variables (both handled by [`crate::cli`]), the TOML file given by `--config`, and
+//! the built-in defaults below. The file is validated when it is read: unknown keys
+//! and out-of-range values are errors that name the key, never silently ignored.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Errors while reading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("config file {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// One or more values are out of range; every problem is listed.
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+/// The whole host configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The address to listen on. Until authentication is configured only loopback
+    /// addresses are accepted.
+    pub listen: SocketAddr,
+    /// The directory holding plugin components (`*.wasm`).
+    pub plugins_dir: PathBuf,
+    /// The directory for the host's state (created when missing).
+    pub data_dir: PathBuf,
+    /// Maximum size of an HTTP request body to `/mcp`, in KiB.
+    pub max_body_kib: u32,
+    /// Default limits for every plugin.
+    pub limits: Limits,
+    /// Per-plugin settings, keyed by plugin name (the file name without `.wasm`).
+    pub plugins: BTreeMap<String, PluginConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            plugins_dir: PathBuf::from("plugins"),
+            data_dir: PathBuf::from("data"),
+            max_body_kib: 4096,
+            limits: Limits::default(),
+            plugins: BTreeMap::new(),
+        }
+    }
+}
+
+/// Settings for one plugin.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginConfig {
+    /// Limits that override the defaults in `[limits]`; unset keys inherit them.
+    pub limits: LimitOverrides,
+}
+
+/// Resource limits for one plugin call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Fuel (roughly, WebAssembly instructions) one call may use.
+    pub fuel: u64,
+    /// Wall-clock time one call may take, in milliseconds.
+    pub timeout_ms: u64,
+    /// Linear memory one call may use, in MiB.
+    pub memory_mib: u32,
+    /// Table elements one call may allocate.
+    pub table_elements: u32,
+    /// Calls of this plugin that may run at once.
+    pub max_concurrent: u32,
+    /// Calls that may wait for a free slot; past that a call fails as busy.
+    pub max_queue: u32,
+    /// Size of a call's result, in KiB.
+    pub max_result_kib: u32,
+    /// Bytes of log and progress messages one call may send, in KiB.
+    pub max_log_kib: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            fuel: 5_000_000_000,
+            timeout_ms: 10_000,
+            memory_mib: 64,
+            table_elements: 20_000,
+            max_concurrent: 16,
+            max_queue: 64,
+            max_result_kib: 4096,
+            max_log_kib: 256,
+        }
+    }
+}
+
+/// Per-plugin overrides of [`Limits`]; `None` inherits the default.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[allow(missing_docs)]
+pub struct LimitOverrides {
+    pub fuel: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub memory_mib: Option<u32>,
+    pub table_elements: Option<u32>,
+    pub max_concurrent: Option<u32>,
+    pub max_queue: Option<u32>,
+    pub max_result_kib: Option<u32>,
+    pub max_log_kib: Option<u32>,
+}
+
+impl Limits {
+    /// These limits with `overrides` applied.
+    pub fn with(self, o: &LimitOverrides) -> Limits {
+        Limits {
+            fuel: o.fuel.unwrap_or(self.fuel),
+            timeout_ms: o.timeout_ms.unwrap_or(self.timeout_ms),
+            memory_mib: o.memory_mib.unwrap_or(self.memory_mib),
+            table_elements: o.table_elements.unwrap_or(self.table_elements),
+            max_concurrent: o.max_concurrent.unwrap_or(self.max_concurrent),
+            max_queue: o.max_queue.unwrap_or(self.max_queue),
+            max_result_kib: o.max_result_kib.unwrap_or(self.max_result_kib),
+            max_log_kib: o.max_log_kib.unwrap_or(self.max_log_kib),
+        }
+    }
+
+    fn check(&self, at: &str, problems: &mut Vec<String>) {
+        let mut bad = |key: &str, why: &str| problems.push(format!("{at}.{key}: {why}"));
+        if self.fuel == 0 {
+            bad("fuel", "must be at least 1");
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > 3_600_000 {
+            bad("timeout_ms", "must be between 1 and 3600000 (one hour)");
+        }
+        if self.memory_mib == 0 || self.memory_mib > MAX_MEMORY_MIB {
+            bad("memory_mib", &format!("must be between 1 and {MAX_MEMORY_MIB}"));
+        }
+        if self.max_concurrent == 0 || self.max_concurrent > 1024 {
+            bad("max_concurrent", "must be between 1 and 1024");
+        }
+        if self.max_result_kib == 0 {
+            bad("max_result_kib", "must be at least 1");
+        }
+    }
+}
+
+/// The largest linear memory any plugin may be given, in MiB (it sizes the pooling
+/// allocator's slots).
+pub const MAX_MEMORY_MIB: u32 = 4096;
+
+impl Config {
+    /// Reads and validates the TOML file at `path`.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string().trim().to_owned(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value, reporting all problems together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        self.limits.check("limits", &mut problems);
+        for (name, plugin) in &self.plugins {
+            if !crate::plugins::is_valid_plugin_name(name) {
+                problems.push(format!(
+                    "plugins.{name}: not a valid plugin name (use letters, digits, `-` and `_`)"
+                ));
+            }
+            self.limits
+                .with(&plugin.limits)
+                .check(&format!("plugins.{name}.limits"), &mut problems);
+        }
+        if self.max_body_kib == 0 {
+            problems.push("max_body_kib: must be at least 1".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The effective limits of the plugin `name`.
+    pub fn limits_for(&self, name: &str) -> Limits {
+        match self.plugins.get(name) {
+            Some(p) => self.limits.with(&p.limits),
+            None => self.limits,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

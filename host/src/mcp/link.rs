@@ -1,0 +1,132 @@
+//! [`McpLink`]: the [`ClientLink`] of a call, over the session's rmcp peer.
+//!
+//! MCP logging is deprecated for protocol revisions after 2025-11-25 (SEP-2577);
+//! Stockade serves 2025-11-25 clients, so it keeps sending it.
+#![allow(deprecated)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use rmcp::model::{LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken};
+use rmcp::{Peer, RoleServer};
+
+use crate::capabilities::{ClientLink, LogLevel};
+
+/// Index of an MCP level name (`"debug"` = 0 ... `"emergency"` = 7).
+pub(crate) fn level_index(name: &str) -> u8 {
+    match name {
+        "debug" => 0,
+        "info" => 1,
+        "notice" => 2,
+        "warning" => 3,
+        "error" => 4,
+        "critical" => 5,
+        "alert" => 6,
+        "emergency" => 7,
+        _ => 0,
+    }
+}
+
+fn level_name(l: LogLevel) -> &'static str {
+    match l {
+        LogLevel::Debug => "debug",
+        LogLevel::Info => "info",
+        LogLevel::Notice => "notice",
+        LogLevel::Warning => "warning",
+        LogLevel::Error => "error",
+        LogLevel::Critical => "critical",
+        LogLevel::Alert => "alert",
+        LogLevel::Emergency => "emergency",
+    }
+}
+
+enum Note {
+    Log(LoggingMessageNotificationParam),
+    Progress(ProgressNotificationParam),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Sends a call's log and progress messages to its MCP client, in order, from a
+/// forwarding task so a plugin never waits on the network.
+pub struct McpLink {
+    tx: tokio::sync::mpsc::UnboundedSender<Note>,
+    has_progress: Option<ProgressToken>,
+    min_level: Arc<AtomicU8>,
+    plugin: String,
+    last_progress: std::sync::Mutex<Option<f64>>,
+}
+
+impl McpLink {
+    /// A link for one call; starts its forwarding task.
+    pub fn new(
+        peer: Peer<RoleServer>,
+        progress_token: Option<ProgressToken>,
+        min_level: Arc<AtomicU8>,
+        plugin: String,
+    ) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Note>();
+        tokio::spawn(async move {
+            while let Some(note) = rx.recv().await {
+                match note {
+                    Note::Log(p) => {
+                        let _ = peer.notify_logging_message(p).await;
+                    }
+                    Note::Progress(p) => {
+                        let _ = peer.notify_progress(p).await;
+                    }
+                    Note::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        Self {
+            tx,
+            has_progress: progress_token,
+            min_level,
+            plugin,
+            last_progress: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Waits until every message sent so far has been handed to the transport, so
+    /// progress arrives before the call's response.
+    pub async fn flush(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.tx.send(Note::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+impl ClientLink for McpLink {
+    fn log(&self, level: LogLevel, logger: Option<String>, message: String) {
+        let name = level_name(level);
+        if level_index(name) < self.min_level.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(level) = serde_json::from_value(name.into()) else {
+            return;
+        };
+        let mut param = LoggingMessageNotificationParam::new(level, message.into());
+        param.logger = Some(logger.unwrap_or_else(|| self.plugin.clone()));
+        let _ = self.tx.send(Note::Log(param));
+    }
+
+    fn progress(&self, progress: f64, total: Option<f64>, message: Option<String>) {
+        let Some(token) = self.has_progress.clone() else {
+            return;
+        };
+        {
+            let mut last = self.last_progress.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|l| progress <= l) {
+                return;
+            }
+            *last = Some(progress);
+        }
+        let mut param = ProgressNotificationParam::new(token, progress);
+        param.total = total;
+        param.message = message;
+        let _ = self.tx.send(Note::Progress(param));
+    }
+}

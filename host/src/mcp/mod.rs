@@ -1,0 +1,353 @@
+//! The MCP server: an rmcp [`ServerHandler`] over the shared plugin [`Catalog`].
+//!
+//! One [`StockadeMcp`] is made per MCP session by the transport's factory; all of
+//! them share the catalog and runtime. A failing tool returns a result with
+//! `isError: true` (the model sees why); protocol errors are kept for unknown
+//! tools, resources and prompts.
+
+// MCP logging (`logging/setLevel`) is deprecated after revision 2025-11-25 but
+// still used by the clients Stockade serves.
+#![allow(deprecated)]
+
+pub mod convert;
+mod link;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, GetPromptRequestParams,
+    GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ServerCapabilities,
+    ServerConfig, SetLevelRequestParams,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::{Value, json};
+use tracing::Instrument;
+
+use crate::bindings::{guest_prompts, guest_resources, guest_tools};
+use crate::capabilities::CallContext;
+use crate::plugins::{Catalog, Plugin};
+use crate::runtime::{CallFailure, Op, OpOutput, Runtime};
+
+pub use link::McpLink;
+
+/// State shared by every MCP session.
+pub struct Shared {
+    /// The plugins being served.
+    pub catalog: Arc<Catalog>,
+    /// The runtime that runs them.
+    pub runtime: Arc<Runtime>,
+}
+
+/// The MCP handler of one session.
+#[derive(Clone)]
+pub struct StockadeMcp {
+    shared: Arc<Shared>,
+    /// The session's minimum log level (`logging/setLevel`), as a `LogLevel` index.
+    log_level: Arc<AtomicU8>,
+}
+
+impl StockadeMcp {
+    /// A handler for a new session.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            log_level: Arc::new(AtomicU8::new(0)),
+        }
+    }
+
+    /// Runs `op` on `plugin` for the request `rq`, stopping it if the client
+    /// cancels the request, and flushing its notifications before returning.
+    async fn run(
+        &self,
+        plugin: &Plugin,
+        tool: Option<&str>,
+        op: Op<'_>,
+        rq: &RequestContext<RoleServer>,
+    ) -> Result<OpOutput, CallFailure> {
+        let link = Arc::new(McpLink::new(
+            rq.peer.clone(),
+            rq.meta.get_progress_token(),
+            self.log_level.clone(),
+            plugin.name.clone(),
+        ));
+        let cx = CallContext {
+            plugin: plugin.name.clone(),
+            tool: tool.map(str::to_owned),
+            link: Some(link.clone()),
+            notify_budget: (plugin.code.limits.max_log_kib as usize) << 10,
+            notify_dropped: 0,
+        };
+        let report = tokio::select! {
+            r = self.shared.runtime.invoke(&plugin.code, op, cx) => r,
+            () = rq.ct.cancelled() => return Err(CallFailure::Cancelled),
+        };
+        link.flush().await;
+        if !report.stderr.is_empty() {
+            tracing::debug!(stderr = %report.stderr, "plugin stderr");
+        }
+        tracing::info!(
+            fuel = report.fuel_used,
+            duration_us = report.duration.as_micros() as u64,
+            dropped_notifications = report.notify_dropped,
+            outcome = match &report.outcome {
+                Ok(_) => "ok".to_owned(),
+                Err(f) => f.to_string(),
+            },
+            "plugin call finished"
+        );
+        report.outcome
+    }
+}
+
+fn invalid_params(message: String) -> ErrorData {
+    ErrorData::invalid_params(message, None)
+}
+
+impl ServerHandler for StockadeMcp {
+    fn get_info(&self) -> ServerConfig {
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .enable_resources()
+            .enable_prompts()
+            .enable_logging()
+            .build();
+        ServerConfig::new(capabilities)
+            .with_server_info(Implementation::new("stockade", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Tools served by Stockade: each runs in a sandboxed WebAssembly plugin.",
+            )
+    }
+
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let level = serde_json::to_value(request.level)
+            .ok()
+            .and_then(|v| v.as_str().map(link::level_index))
+            .unwrap_or(0);
+        self.log_level.store(level, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let snapshot = self.shared.catalog.snapshot();
+        let tools: Vec<Value> = snapshot.all_tools().map(|(_, t)| convert::tool(t)).collect();
+        convert::to_rmcp(json!({ "tools": tools }))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let snapshot = self.shared.catalog.snapshot();
+        let name = request.name.as_ref();
+        let Some((plugin, _)) = snapshot.tool(name) else {
+            return Err(invalid_params(format!(
+                "unknown tool `{name}`: call tools/list for the tools this server has"
+            )));
+        };
+        let plugin = plugin.clone();
+        let span = tracing::info_span!(
+            "tool_call",
+            tool = %name,
+            plugin = %plugin.name,
+            version = %plugin.code.info.version,
+            request_id = ?context.id,
+        );
+        let arguments = match &request.arguments {
+            Some(a) => serde_json::to_string(a).unwrap_or_else(|_| "{}".into()),
+            None => "{}".into(),
+        };
+        let caller = guest_tools::Caller {
+            subject: None,
+            client_id: None,
+        };
+        let op = Op::CallTool {
+            tool: name,
+            arguments: &arguments,
+            caller: &caller,
+        };
+        let outcome = self.run(&plugin, Some(name), op, &context).instrument(span).await;
+        let json = match outcome {
+            Ok(OpOutput::Tool(Ok(result))) => convert::call_result(&result),
+            Ok(OpOutput::Tool(Err(e))) => convert::error_result(&match e {
+                guest_tools::ToolError::InvalidArguments(m) => {
+                    if m.contains("invalid arguments") {
+                        m
+                    } else {
+                        format!("invalid arguments for tool `{name}`: {m}")
+                    }
+                }
+                guest_tools::ToolError::Failed(m) => m,
+                guest_tools::ToolError::UnknownTool(m) => {
+                    format!("plugin `{}` does not know tool `{name}`: {m}", plugin.name)
+                }
+            }),
+            Ok(_) => convert::error_result("internal error: unexpected plugin answer"),
+            Err(f) => convert::error_result(&format!(
+                "tool `{name}` (plugin `{}`) failed: {f}",
+                plugin.name
+            )),
+        };
+        let result: CallToolResult = convert::to_rmcp(json)?;
+        Ok(CallToolResponse::Complete(result))
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let snapshot = self.shared.catalog.snapshot();
+        let resources: Vec<Value> = snapshot
+            .plugins
+            .values()
+            .flat_map(|p| p.code.resources.iter().map(convert::resource))
+            .collect();
+        convert::to_rmcp(json!({ "resources": resources }))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        let snapshot = self.shared.catalog.snapshot();
+        let templates: Vec<Value> = snapshot
+            .plugins
+            .values()
+            .flat_map(|p| p.code.resource_templates.iter().map(convert::resource_template))
+            .collect();
+        convert::to_rmcp(json!({ "resourceTemplates": templates }))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let uri = request.uri.as_str();
+        let snapshot = self.shared.catalog.snapshot();
+        let owner = snapshot
+            .plugins
+            .values()
+            .find(|p| p.code.resources.iter().any(|r| r.uri == uri))
+            .or_else(|| {
+                snapshot.plugins.values().find(|p| {
+                    p.code
+                        .resource_templates
+                        .iter()
+                        .any(|t| convert::uri_matches(&t.uri_template, uri))
+                })
+            })
+            .cloned();
+        let not_found = || ErrorData::resource_not_found(format!("no resource `{uri}`"), Some(json!({ "uri": uri })));
+        let Some(plugin) = owner else {
+            return Err(not_found());
+        };
+        let span = tracing::info_span!("resource_read", %uri, plugin = %plugin.name);
+        let outcome = self
+            .run(&plugin, None, Op::ReadResource { uri }, &context)
+            .instrument(span)
+            .await;
+        match outcome {
+            Ok(OpOutput::Resource(Ok(contents))) => {
+                let contents: Vec<Value> = contents.iter().map(convert::resource_contents).collect();
+                let result: ReadResourceResult = convert::to_rmcp(json!({ "contents": contents }))?;
+                Ok(ReadResourceResponse::Complete(result))
+            }
+            Ok(OpOutput::Resource(Err(guest_resources::ResourceError::NotFound(_)))) => Err(not_found()),
+            Ok(OpOutput::Resource(Err(guest_resources::ResourceError::Failed(m)))) => {
+                Err(ErrorData::internal_error(format!("reading `{uri}` failed: {m}"), None))
+            }
+            Ok(_) => Err(ErrorData::internal_error("unexpected plugin answer", None)),
+            Err(f) => Err(ErrorData::internal_error(
+                format!("plugin `{}` failed reading `{uri}`: {f}", plugin.name),
+                None,
+            )),
+        }
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        let snapshot = self.shared.catalog.snapshot();
+        let prompts: Vec<Value> = snapshot
+            .plugins
+            .values()
+            .flat_map(|p| p.code.prompts.iter().map(convert::prompt))
+            .collect();
+        convert::to_rmcp(json!({ "prompts": prompts }))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        let name = request.name.as_str();
+        let snapshot = self.shared.catalog.snapshot();
+        let Some(plugin) = snapshot
+            .plugins
+            .values()
+            .find(|p| p.code.prompts.iter().any(|pr| pr.name == name))
+            .cloned()
+        else {
+            return Err(invalid_params(format!("unknown prompt `{name}`")));
+        };
+        let arguments: Vec<(String, String)> = request
+            .arguments
+            .iter()
+            .flatten()
+            .map(|(k, v)| {
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), v)
+            })
+            .collect();
+        let span = tracing::info_span!("prompt_get", prompt = %name, plugin = %plugin.name);
+        let outcome = self
+            .run(&plugin, None, Op::GetPrompt { name, arguments: &arguments }, &context)
+            .instrument(span)
+            .await;
+        match outcome {
+            Ok(OpOutput::Prompt(Ok(p))) => {
+                let result: GetPromptResult = convert::to_rmcp(convert::prompt_result(&p))?;
+                Ok(GetPromptResponse::Complete(result))
+            }
+            Ok(OpOutput::Prompt(Err(guest_prompts::PromptError::InvalidArguments(m)))) => {
+                Err(invalid_params(format!("invalid arguments for prompt `{name}`: {m}")))
+            }
+            Ok(OpOutput::Prompt(Err(guest_prompts::PromptError::UnknownPrompt(m)))) => {
+                Err(invalid_params(format!("unknown prompt `{name}`: {m}")))
+            }
+            Ok(OpOutput::Prompt(Err(guest_prompts::PromptError::Failed(m)))) => {
+                Err(ErrorData::internal_error(format!("prompt `{name}` failed: {m}"), None))
+            }
+            Ok(_) => Err(ErrorData::internal_error("unexpected plugin answer", None)),
+            Err(f) => Err(ErrorData::internal_error(
+                format!("plugin `{}` failed rendering `{name}`: {f}", plugin.name),
+                None,
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,527 @@
+//! The WebAssembly runtime: one [`wasmtime::Engine`] for every plugin, one compiled
+//! component and one `InstancePre` per plugin version, and a fresh `Store` per call.
+//!
+//! Limits are enforced here: fuel per call, a wall-clock deadline through epoch
+//! interruption (which also makes a spinning guest yield to other tasks), linear
+//! memory and table caps through a [`wasmtime::ResourceLimiter`], and a per-plugin
+//! concurrency cap with a bounded queue. Each limit hit is reported as a distinct
+//! [`CallFailure`].
+
+mod state;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+pub use self::state::{CallState, LimitHit};
+use crate::bindings::types::ResourceContents;
+use crate::bindings::{guest_prompts, guest_resources, guest_tools, names};
+use crate::capabilities::CallContext;
+use crate::config::{Limits, MAX_MEMORY_MIB};
+
+/// How often the epoch advances: the granularity of deadlines and of yields.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Bytes of a guest's stdout/stderr kept per call (for the host log and trap messages).
+const STDIO_CAPTURE: usize = 64 * 1024;
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes are not a WebAssembly component (a core module, or not wasm at all).
+    #[error("not a WebAssembly component: {0}")]
+    NotComponent(String),
+    /// The component imports something the host does not provide.
+    #[error("imports an interface this host does not provide: {0}")]
+    Link(String),
+    /// The component does not export the `tools` interface of a supported version.
+    #[error("does not export `stockade:plugin/tools@0.1.0` (is it built for the stockade:plugin world?): {0}")]
+    NoToolsExport(String),
+    /// The plugin failed while describing itself.
+    #[error("failed while listing its tools: {0}")]
+    Describe(String),
+    /// The plugin's tool list is invalid.
+    #[error("invalid tool list: {0}")]
+    InvalidTools(String),
+}
+
+/// Why a call produced no result from the plugin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallFailure {
+    /// The plugin ran out of fuel.
+    #[error("fuel exhausted: the call used all {0} units of fuel it is allowed")]
+    FuelExhausted(u64),
+    /// The call ran past its deadline.
+    #[error("timed out after {}", fmt_duration(*.0))]
+    Timeout(Duration),
+    /// The plugin tried to grow its memory past the cap.
+    #[error("memory limit {0} MiB exceeded")]
+    Memory(u32),
+    /// The plugin tried to grow a table past the cap.
+    #[error("table limit of {0} elements exceeded")]
+    Table(u32),
+    /// Too many calls of this plugin are running and waiting.
+    #[error("too many concurrent calls: plugin `{plugin}` is running {running} and queueing {queued}; try again shortly")]
+    Busy {
+        /// The plugin.
+        plugin: String,
+        /// Its concurrency cap.
+        running: u32,
+        /// Its queue cap.
+        queued: u32,
+    },
+    /// The result was larger than allowed.
+    #[error("result of {size} bytes exceeds the limit of {limit} KiB")]
+    ResultTooLarge {
+        /// The result's size.
+        size: usize,
+        /// The limit.
+        limit: u32,
+    },
+    /// The plugin trapped (a panic, `unreachable`, a stack overflow, ...).
+    #[error("plugin crashed: {0}")]
+    Trap(String),
+    /// The call was cancelled by the client.
+    #[error("cancelled by the client")]
+    Cancelled,
+}
+
+impl CallFailure {
+    /// The limit this failure represents, for audit records (`None` for crashes).
+    pub fn limit_name(&self) -> Option<&'static str> {
+        Some(match self {
+            CallFailure::FuelExhausted(_) => "fuel",
+            CallFailure::Timeout(_) => "timeout",
+            CallFailure::Memory(_) => "memory",
+            CallFailure::Table(_) => "table",
+            CallFailure::Busy { .. } => "concurrency",
+            CallFailure::ResultTooLarge { .. } => "result_size",
+            CallFailure::Trap(_) | CallFailure::Cancelled => return None,
+        })
+    }
+}
+
+fn fmt_duration(d: Duration) -> String {
+    if d.as_millis() % 1000 == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
+/// The shared engine and linker.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// Builds the engine (fuel, epochs, pooling allocator), links every host
+    /// interface and starts the epoch ticker.
+    pub fn new() -> wasmtime::Result<Self> {
+        let mut config = wasmtime::Config::new();
+        config.consume_fuel(true);
+        config.epoch_interruption(true);
+        config.max_wasm_stack(1 << 20);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(512)
+            .total_core_instances(2048)
+            .total_memories(512)
+            .total_tables(1024)
+            .max_memory_size((MAX_MEMORY_MIB as usize) << 20)
+            .table_elements(1 << 20);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::<CallState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        crate::capabilities::add_to_linker(&mut linker)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            std::thread::Builder::new()
+                .name("stockade-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })?;
+        }
+        Ok(Self {
+            engine,
+            linker,
+            ticker_stop,
+        })
+    }
+
+    /// The engine, shared by every plugin.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles `bytes`, links it, and asks the plugin to describe itself.
+    pub async fn load(&self, name: &str, bytes: &[u8], limits: Limits) -> Result<PluginCode, LoadError> {
+        if wasmparser_is_core_module(bytes) {
+            return Err(LoadError::NotComponent(
+                "this is a core WebAssembly module; build a component (cargo build --target wasm32-wasip2)".into(),
+            ));
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| LoadError::NotComponent(first_line(&e)))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link(first_line(&e)))?;
+        let tools_idx = guest_tools::GuestIndices::new(&pre)
+            .map_err(|e| LoadError::NoToolsExport(first_line(&e)))?;
+        let resources_idx = guest_resources::GuestIndices::new(&pre).ok();
+        let prompts_idx = guest_prompts::GuestIndices::new(&pre).ok();
+
+        let mut store = self.store(CallContext::internal(name), &limits);
+        let describe = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let tools = tools_idx.load(&mut store, &instance)?;
+            let info = tools.call_describe(&mut store).await?;
+            let list = tools.call_list_tools(&mut store).await?;
+            let resources = match &resources_idx {
+                Some(idx) => {
+                    let r = idx.load(&mut store, &instance)?;
+                    (
+                        r.call_list_resources(&mut store).await?,
+                        r.call_list_resource_templates(&mut store).await?,
+                    )
+                }
+                None => Default::default(),
+            };
+            let prompts = match &prompts_idx {
+                Some(idx) => idx.load(&mut store, &instance)?.call_list_prompts(&mut store).await?,
+                None => Vec::new(),
+            };
+            wasmtime::Result::Ok((info, list, resources, prompts))
+        };
+        let (info, tools, (resources, resource_templates), prompts) =
+            match tokio::time::timeout(Duration::from_millis(limits.timeout_ms), describe).await {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    let failure = classify(&e, &store, &limits);
+                    return Err(LoadError::Describe(failure.to_string()));
+                }
+                Err(_) => {
+                    return Err(LoadError::Describe(
+                        CallFailure::Timeout(Duration::from_millis(limits.timeout_ms)).to_string(),
+                    ));
+                }
+            };
+        Ok(PluginCode {
+            pre,
+            tools_idx,
+            resources_idx,
+            prompts_idx,
+            info,
+            tools,
+            resources,
+            resource_templates,
+            prompts,
+            gate: Gate::new(limits.max_concurrent, limits.max_queue),
+            limits,
+        })
+    }
+
+    fn store(&self, cx: CallContext, limits: &Limits) -> Store<CallState> {
+        let stdout = MemoryOutputPipe::new(STDIO_CAPTURE);
+        let stderr = MemoryOutputPipe::new(STDIO_CAPTURE);
+        let state = CallState::new(
+            cx,
+            (limits.memory_mib as usize) << 20,
+            limits.table_elements as usize,
+            stdout,
+            stderr,
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        // Fuel is always enabled in the engine, so this cannot fail.
+        let _ = store.set_fuel(limits.fuel);
+        let deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |mut cx| {
+            if Instant::now() >= deadline {
+                cx.data_mut().limiter.hit = Some(LimitHit::Timeout);
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+
+    /// Runs `op` on `plugin` in a fresh instance under the plugin's limits.
+    pub async fn invoke(&self, plugin: &PluginCode, op: Op<'_>, cx: CallContext) -> CallReport {
+        let started = Instant::now();
+        let limits = plugin.limits;
+        let _permit = match plugin.gate.enter().await {
+            Ok(p) => p,
+            Err(()) => {
+                return CallReport {
+                    outcome: Err(CallFailure::Busy {
+                        plugin: cx.plugin.clone(),
+                        running: limits.max_concurrent,
+                        queued: limits.max_queue,
+                    }),
+                    fuel_used: 0,
+                    duration: started.elapsed(),
+                    notify_dropped: 0,
+                    stderr: String::new(),
+                };
+            }
+        };
+        let mut store = self.store(cx, &limits);
+        let run = async {
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            wasmtime::Result::Ok(match op {
+                Op::CallTool { tool, arguments, caller } => {
+                    let g = plugin.tools_idx.load(&mut store, &instance)?;
+                    OpOutput::Tool(g.call_call_tool(&mut store, tool, arguments, caller).await?)
+                }
+                Op::ReadResource { uri } => {
+                    let idx = plugin.resources_idx.as_ref().ok_or_else(|| {
+                        wasmtime::format_err!("the plugin does not export `{}`", names::RESOURCES)
+                    })?;
+                    let g = idx.load(&mut store, &instance)?;
+                    OpOutput::Resource(g.call_read_resource(&mut store, uri).await?)
+                }
+                Op::GetPrompt { name, arguments } => {
+                    let idx = plugin.prompts_idx.as_ref().ok_or_else(|| {
+                        wasmtime::format_err!("the plugin does not export `{}`", names::PROMPTS)
+                    })?;
+                    let g = idx.load(&mut store, &instance)?;
+                    OpOutput::Prompt(g.call_get_prompt(&mut store, name, arguments).await?)
+                }
+            })
+        };
+        // The epoch callback enforces the deadline inside wasm; this outer timeout
+        // also bounds time spent in host calls (a grace of two ticks on top).
+        let hard = Duration::from_millis(limits.timeout_ms) + EPOCH_TICK * 2;
+        let outcome = match tokio::time::timeout(hard, run).await {
+            Ok(Ok(r)) => {
+                let size = r.size();
+                if size > (limits.max_result_kib as usize) << 10 {
+                    Err(CallFailure::ResultTooLarge {
+                        size,
+                        limit: limits.max_result_kib,
+                    })
+                } else {
+                    Ok(r)
+                }
+            }
+            Ok(Err(e)) => Err(classify(&e, &store, &limits)),
+            Err(_) => Err(CallFailure::Timeout(Duration::from_millis(limits.timeout_ms))),
+        };
+        let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let data = store.data();
+        CallReport {
+            outcome,
+            fuel_used,
+            duration: started.elapsed(),
+            notify_dropped: data.cx.notify_dropped,
+            stderr: String::from_utf8_lossy(&data.stderr.contents()).into_owned(),
+        }
+    }
+}
+
+/// An operation on a plugin instance.
+pub enum Op<'a> {
+    /// `tools.call-tool`.
+    CallTool {
+        /// The tool.
+        tool: &'a str,
+        /// The arguments, a JSON object as text.
+        arguments: &'a str,
+        /// Who calls.
+        caller: &'a guest_tools::Caller,
+    },
+    /// `resources.read-resource`.
+    ReadResource {
+        /// The URI.
+        uri: &'a str,
+    },
+    /// `prompts.get-prompt`.
+    GetPrompt {
+        /// The prompt.
+        name: &'a str,
+        /// Its arguments.
+        arguments: &'a [(String, String)],
+    },
+}
+
+/// What an [`Op`] returned.
+#[derive(Debug)]
+pub enum OpOutput {
+    /// From `call-tool`.
+    Tool(Result<guest_tools::CallResult, guest_tools::ToolError>),
+    /// From `read-resource`.
+    Resource(Result<Vec<ResourceContents>, guest_resources::ResourceError>),
+    /// From `get-prompt`.
+    Prompt(Result<guest_prompts::PromptResult, guest_prompts::PromptError>),
+}
+
+impl OpOutput {
+    /// Approximate size on the wire, for the result-size limit.
+    fn size(&self) -> usize {
+        use crate::bindings::types::Content;
+        fn content(c: &Content) -> usize {
+            match c {
+                Content::Text(t) => t.len(),
+                Content::Image(m) | Content::Audio(m) => m.data.len() * 4 / 3,
+                Content::EmbeddedResource(r) => resource(r),
+                Content::ResourceLink(l) => l.uri.len() + l.name.len(),
+            }
+        }
+        fn resource(r: &ResourceContents) -> usize {
+            match r {
+                ResourceContents::Text(t) => t.text.len(),
+                ResourceContents::Blob(b) => b.blob.len() * 4 / 3,
+            }
+        }
+        match self {
+            OpOutput::Tool(Ok(r)) => {
+                r.structured_content.as_ref().map_or(0, String::len)
+                    + r.content.iter().map(content).sum::<usize>()
+            }
+            OpOutput::Tool(Err(
+                guest_tools::ToolError::Failed(m)
+                | guest_tools::ToolError::InvalidArguments(m)
+                | guest_tools::ToolError::UnknownTool(m),
+            )) => m.len(),
+            OpOutput::Resource(Ok(list)) => list.iter().map(resource).sum(),
+            OpOutput::Prompt(Ok(p)) => p.messages.iter().map(|m| content(&m.content)).sum(),
+            OpOutput::Resource(Err(_)) | OpOutput::Prompt(Err(_)) => 0,
+        }
+    }
+}
+
+/// Turns a wasmtime error from a call into the failure it represents.
+fn classify(e: &wasmtime::Error, store: &Store<CallState>, limits: &Limits) -> CallFailure {
+    match store.data().limiter.hit {
+        Some(LimitHit::Memory) => return CallFailure::Memory(limits.memory_mib),
+        Some(LimitHit::Table) => return CallFailure::Table(limits.table_elements),
+        Some(LimitHit::Timeout) => {
+            return CallFailure::Timeout(Duration::from_millis(limits.timeout_ms));
+        }
+        None => {}
+    }
+    if let Some(trap) = e.downcast_ref::<Trap>() {
+        match trap {
+            Trap::OutOfFuel => return CallFailure::FuelExhausted(limits.fuel),
+            Trap::Interrupt => {
+                return CallFailure::Timeout(Duration::from_millis(limits.timeout_ms));
+            }
+            _ => {}
+        }
+    }
+    let mut message = first_line(e);
+    let stderr = String::from_utf8_lossy(&store.data().stderr.contents()).into_owned();
+    if let Some(panic) = panic_message(&stderr) {
+        message = format!("{panic} ({message})");
+    }
+    CallFailure::Trap(message)
+}
+
+/// Extracts a Rust guest's panic message from its stderr, if there is one.
+fn panic_message(stderr: &str) -> Option<String> {
+    let start = stderr.rfind("panicked at ")?;
+    let text: String = stderr[start..].lines().take(2).collect::<Vec<_>>().join(": ");
+    Some(text.chars().take(500).collect())
+}
+
+fn first_line(e: &wasmtime::Error) -> String {
+    let s = format!("{e:#}");
+    s.lines().next().unwrap_or_default().to_owned()
+}
+
+fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+    // A core module has version 1 in its preamble; a component has a layer of 1.
+    bytes.len() >= 8 && bytes[0..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
+}
+
+/// What one call did.
+pub struct CallReport {
+    /// The plugin's answer, or why there was none.
+    pub outcome: Result<OpOutput, CallFailure>,
+    /// Fuel consumed.
+    pub fuel_used: u64,
+    /// Wall-clock time, including any wait for a concurrency slot.
+    pub duration: Duration,
+    /// Log/progress messages dropped for exceeding the budget.
+    pub notify_dropped: u64,
+    /// What the guest wrote to stderr (capped).
+    pub stderr: String,
+}
+
+/// One compiled, linked plugin version and what it said about itself at load time.
+pub struct PluginCode {
+    pre: InstancePre<CallState>,
+    tools_idx: guest_tools::GuestIndices,
+    resources_idx: Option<guest_resources::GuestIndices>,
+    prompts_idx: Option<guest_prompts::GuestIndices>,
+    /// The plugin's own description.
+    pub info: guest_tools::PluginInfo,
+    /// Its tools.
+    pub tools: Vec<guest_tools::Tool>,
+    /// Its concrete resources.
+    pub resources: Vec<guest_resources::Resource>,
+    /// Its resource templates.
+    pub resource_templates: Vec<guest_resources::ResourceTemplate>,
+    /// Its prompts.
+    pub prompts: Vec<guest_prompts::Prompt>,
+    /// The limits every call of this version runs under.
+    pub limits: Limits,
+    gate: Gate,
+}
+
+/// A concurrency cap with a bounded queue.
+struct Gate {
+    slots: Arc<tokio::sync::Semaphore>,
+    waiting: AtomicUsize,
+    max_queue: usize,
+}
+
+impl Gate {
+    fn new(max_concurrent: u32, max_queue: u32) -> Self {
+        Self {
+            slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent as usize)),
+            waiting: AtomicUsize::new(0),
+            max_queue: max_queue as usize,
+        }
+    }
+
+    async fn enter(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ()> {
+        if let Ok(p) = self.slots.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_queue {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(());
+        }
+        let permit = self.slots.clone().acquire_owned().await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        permit.map_err(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests;
