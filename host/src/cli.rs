@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{Audit, AuditEvent};
 use crate::config::Config;
 use crate::http::{HttpConfig, router};
 use crate::mcp::Shared;
@@ -42,6 +43,21 @@ pub enum LogFormat {
 pub enum Command {
     /// Serve MCP over Streamable HTTP at /mcp.
     Serve(ServeArgs),
+    /// Work with the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `stockade audit ...`
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the hash chain of audit files, oldest first
+    /// (e.g. `audit.log.2 audit.log.1 audit.log`); reports the first broken line.
+    Verify {
+        /// The files, oldest first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// Options of `stockade serve`. Each overrides the config file.
@@ -96,6 +112,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Audit(AuditCommand::Verify { files }) => audit_verify(&files),
         }
     });
     match result {
@@ -137,6 +154,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
 
+    let audit = Audit::open(config.audit_config()).context("cannot open the audit log")?;
+    audit
+        .record(AuditEvent::HostStarted {
+            version: env!("CARGO_PKG_VERSION").into(),
+            listen: config.listen.to_string(),
+        })
+        .await
+        .context("cannot write the audit log")?;
     let runtime = Arc::new(Runtime::new().map_err(|e| anyhow::anyhow!("{e:#}")).context("cannot start the WebAssembly runtime")?);
     let snapshot = load_dir(&runtime, &config)
         .await
@@ -148,9 +173,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         dir = %config.plugins_dir.display(),
         "plugins loaded"
     );
+    for plugin in snapshot.plugins.values() {
+        audit
+            .note(AuditEvent::PluginLoaded {
+                plugin: plugin.name.clone(),
+                version: plugin.code.info.version.clone(),
+                digest: plugin.digest.clone(),
+                tools: plugin.code.tools.iter().map(|t| t.name.clone()).collect(),
+            })
+            .await;
+    }
+    for (name, (path, refusal)) in &snapshot.refused {
+        audit
+            .note(AuditEvent::PluginRefused {
+                plugin: name.clone(),
+                file: path.display().to_string(),
+                digest: None,
+                reason: refusal.to_string(),
+            })
+            .await;
+    }
     let shared = Arc::new(Shared {
         catalog: Arc::new(Catalog::new(snapshot)),
         runtime,
+        audit,
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -182,6 +228,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })
         .await
         .context("server error")?;
+    Ok(())
+}
+
+fn audit_verify(files: &[PathBuf]) -> anyhow::Result<()> {
+    let refs: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
+    let report = crate::audit::verify(&refs)?;
+    println!(
+        "ok: {} lines, chain intact{}",
+        report.lines,
+        if report.from_genesis {
+            " from the first line ever written"
+        } else {
+            " (continues a rotated file not given here)"
+        }
+    );
     Ok(())
 }
 

@@ -48,6 +48,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Maximum size of an HTTP request body to `/mcp`, in KiB.
     pub max_body_kib: u32,
+    /// The audit log.
+    pub audit: AuditSettings,
     /// Default limits for every plugin.
     pub limits: Limits,
     /// Per-plugin settings, keyed by plugin name (the file name without `.wasm`).
@@ -61,8 +63,34 @@ impl Default for Config {
             plugins_dir: PathBuf::from("plugins"),
             data_dir: PathBuf::from("data"),
             max_body_kib: 4096,
+            audit: AuditSettings::default(),
             limits: Limits::default(),
             plugins: BTreeMap::new(),
+        }
+    }
+}
+
+/// Where and how the audit log is written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// The log file; relative paths are under the data directory.
+    pub file: PathBuf,
+    /// Rotate when the file reaches this many MiB.
+    pub rotate_mib: u32,
+    /// Rotated files to keep.
+    pub keep: u32,
+    /// Also print every audit line to stdout (for container log collectors).
+    pub stdout: bool,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            file: PathBuf::from("audit/audit.log"),
+            rotate_mib: 64,
+            keep: 10,
+            stdout: false,
         }
     }
 }
@@ -206,6 +234,9 @@ impl Config {
                 .with(&plugin.limits)
                 .check(&format!("plugins.{name}.limits"), &mut problems);
         }
+        if self.audit.rotate_mib == 0 {
+            problems.push("audit.rotate_mib: must be at least 1".into());
+        }
         if self.max_body_kib == 0 {
             problems.push("max_body_kib: must be at least 1".into());
         }
@@ -213,6 +244,16 @@ impl Config {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The audit writer's settings, with paths resolved against the data directory.
+    pub fn audit_config(&self) -> crate::audit::AuditConfig {
+        crate::audit::AuditConfig {
+            path: self.data_dir.join(&self.audit.file),
+            rotate_bytes: u64::from(self.audit.rotate_mib) << 20,
+            keep: self.audit.keep,
+            stdout: self.audit.stdout,
         }
     }
 

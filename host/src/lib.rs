@@ -15,6 +15,7 @@
 //! `InstancePre`; only [`capabilities`] reach the outside world on a guest's behalf;
 //! a plugin gets no capability unless the operator grants it.
 
+pub mod audit;
 pub mod bindings;
 pub mod capabilities;
 pub mod cli;

@@ -1,4 +1,4 @@
-use super::convert::*;
+use super::*;
 use crate::bindings::guest_tools::{CallResult, Tool, ToolAnnotations};
 use crate::bindings::types::{Content, Media};
 

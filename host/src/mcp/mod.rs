@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 
 use crate::bindings::{guest_prompts, guest_resources, guest_tools};
+use crate::audit::{Audit, AuditEvent, ToolCallRecord, redact_arguments, sha256_hex};
 use crate::capabilities::CallContext;
 use crate::plugins::{Catalog, Plugin};
 use crate::runtime::{CallFailure, Op, OpOutput, Runtime};
@@ -40,6 +41,8 @@ pub struct Shared {
     pub catalog: Arc<Catalog>,
     /// The runtime that runs them.
     pub runtime: Arc<Runtime>,
+    /// The audit log.
+    pub audit: Audit,
 }
 
 /// The MCP handler of one session.
@@ -67,7 +70,8 @@ impl StockadeMcp {
         tool: Option<&str>,
         op: Op<'_>,
         rq: &RequestContext<RoleServer>,
-    ) -> Result<OpOutput, CallFailure> {
+    ) -> (Result<OpOutput, CallFailure>, u64, std::time::Duration) {
+        let started = std::time::Instant::now();
         let link = Arc::new(McpLink::new(
             rq.peer.clone(),
             rq.meta.get_progress_token(),
@@ -83,7 +87,7 @@ impl StockadeMcp {
         };
         let report = tokio::select! {
             r = self.shared.runtime.invoke(&plugin.code, op, cx) => r,
-            () = rq.ct.cancelled() => return Err(CallFailure::Cancelled),
+            () = rq.ct.cancelled() => return (Err(CallFailure::Cancelled), 0, started.elapsed()),
         };
         link.flush().await;
         if !report.stderr.is_empty() {
@@ -99,7 +103,7 @@ impl StockadeMcp {
             },
             "plugin call finished"
         );
-        report.outcome
+        (report.outcome, report.fuel_used, report.duration)
     }
 }
 
@@ -179,7 +183,48 @@ impl ServerHandler for StockadeMcp {
             arguments: &arguments,
             caller: &caller,
         };
-        let outcome = self.run(&plugin, Some(name), op, &context).instrument(span).await;
+        let (outcome, fuel, duration) =
+            self.run(&plugin, Some(name), op, &context).instrument(span).await;
+        let mut record = ToolCallRecord {
+            subject: caller.subject.clone(),
+            client_id: caller.client_id.clone(),
+            kind: "tool",
+            target: name.to_owned(),
+            plugin: plugin.name.clone(),
+            version: plugin.code.info.version.clone(),
+            digest: plugin.digest.clone(),
+            arguments_sha256: sha256_hex(arguments.as_bytes()),
+            arguments: request
+                .arguments
+                .as_ref()
+                .map(|a| redact_arguments(&Value::Object(a.clone()), 2048))
+                .unwrap_or(Value::Null),
+            outcome: "ok",
+            duration_us: duration.as_micros() as u64,
+            fuel,
+            ..Default::default()
+        };
+        match &outcome {
+            Ok(OpOutput::Tool(Ok(r))) if r.is_error => record.outcome = "tool_error",
+            Ok(OpOutput::Tool(Ok(_))) => {}
+            Ok(OpOutput::Tool(Err(guest_tools::ToolError::InvalidArguments(m)))) => {
+                record.outcome = "invalid_arguments";
+                record.error = Some(m.chars().take(300).collect());
+            }
+            Ok(OpOutput::Tool(Err(e))) => {
+                record.outcome = "failed";
+                record.error = Some(format!("{e:?}").chars().take(300).collect());
+            }
+            Ok(_) => record.outcome = "failed",
+            Err(CallFailure::Cancelled) => record.outcome = "cancelled",
+            Err(f) => {
+                record.outcome = "failed";
+                record.limit = f.limit_name();
+                record.error = Some(f.to_string().chars().take(300).collect());
+            }
+        }
+        // The record is on disk before the client sees the answer.
+        self.shared.audit.note(AuditEvent::ToolCall(record)).await;
         let json = match outcome {
             Ok(OpOutput::Tool(Ok(result))) => convert::call_result(&result),
             Ok(OpOutput::Tool(Err(e))) => convert::error_result(&match e {
@@ -258,7 +303,7 @@ impl ServerHandler for StockadeMcp {
             return Err(not_found());
         };
         let span = tracing::info_span!("resource_read", %uri, plugin = %plugin.name);
-        let outcome = self
+        let (outcome, _, _) = self
             .run(&plugin, None, Op::ReadResource { uri }, &context)
             .instrument(span)
             .await;
@@ -322,7 +367,7 @@ impl ServerHandler for StockadeMcp {
             })
             .collect();
         let span = tracing::info_span!("prompt_get", prompt = %name, plugin = %plugin.name);
-        let outcome = self
+        let (outcome, _, _) = self
             .run(&plugin, None, Op::GetPrompt { name, arguments: &arguments }, &context)
             .instrument(span)
             .await;
