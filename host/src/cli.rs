@@ -11,7 +11,8 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{Audit, AuditEvent};
-use crate::config::Config;
+use crate::auth::{AuthState, ScopeResolver, Secret};
+use crate::config::{AuthMode, Config};
 use crate::http::{HttpConfig, router};
 use crate::mcp::Shared;
 use crate::plugins::{Catalog, load_dir};
@@ -46,6 +47,9 @@ pub enum Command {
     /// Work with the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Print an argon2id hash of a password read from standard input, for
+    /// `auth.users_file` entries (`password_hash = "..."`).
+    HashPassword,
 }
 
 /// `stockade audit ...`
@@ -75,6 +79,25 @@ pub struct ServeArgs {
     /// Directory for the host's state (default ./data).
     #[arg(long, env = "STOCKADE_DATA")]
     pub data: Option<PathBuf>,
+    /// Authentication of /mcp: builtin (OAuth server, default), external (an
+    /// identity provider's JWTs), none (loopback only).
+    #[arg(long, env = "STOCKADE_AUTH", value_enum)]
+    pub auth: Option<AuthMode>,
+    /// The URL clients use to reach this host, e.g. https://mcp.example.com behind
+    /// a TLS proxy (default http://<listen address>). The OAuth issuer.
+    #[arg(long, env = "STOCKADE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// File holding the operator password (first line). STOCKADE_PASSWORD (an
+    /// environment variable only, never a flag) takes precedence.
+    #[arg(long, env = "STOCKADE_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// TOML file of users with argon2 password hashes and scopes.
+    #[arg(long, env = "STOCKADE_USERS_FILE")]
+    pub users_file: Option<PathBuf>,
+    /// Skip the login page for clients redirecting to loopback (single-user,
+    /// loopback-only setups).
+    #[arg(long, env = "STOCKADE_AUTO_APPROVE")]
+    pub auto_approve: bool,
 }
 
 impl ServeArgs {
@@ -92,6 +115,21 @@ impl ServeArgs {
         }
         if let Some(v) = &self.data {
             config.data_dir = v.clone();
+        }
+        if let Some(v) = self.auth {
+            config.auth.mode = v;
+        }
+        if let Some(v) = &self.public_url {
+            config.auth.public_url = Some(v.clone());
+        }
+        if let Some(v) = &self.password_file {
+            config.auth.password_file = Some(v.clone());
+        }
+        if let Some(v) = &self.users_file {
+            config.auth.users_file = Some(v.clone());
+        }
+        if self.auto_approve {
+            config.auth.auto_approve = true;
         }
         config.validate()?;
         Ok(config)
@@ -113,6 +151,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Audit(AuditCommand::Verify { files }) => audit_verify(&files),
+            Command::HashPassword => hash_password(),
         }
     });
     match result {
@@ -135,14 +174,14 @@ fn init_tracing(format: LogFormat) {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = args.config()?;
-    if !config.listen.ip().is_loopback() {
-        bail!(
-            "refusing to listen on {}: without authentication configured, Stockade only \
-             listens on loopback addresses (127.0.0.1, ::1). Put it behind a reverse proxy or \
-             use --listen 127.0.0.1:PORT",
+    let config = Arc::new(args.config()?);
+    if config.auth.mode == AuthMode::None {
+        // Validation already refused `none` off loopback; say it loudly anyway.
+        tracing::warn!(
+            "AUTHENTICATION IS DISABLED (auth.mode = \"none\"): anyone who can reach {} can call every tool",
             config.listen
         );
+        eprintln!("stockade: WARNING: authentication is disabled (--auth none); loopback only");
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
@@ -193,26 +232,38 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             })
             .await;
     }
+    let catalog = Arc::new(Catalog::new(snapshot));
     let shared = Arc::new(Shared {
-        catalog: Arc::new(Catalog::new(snapshot)),
+        catalog: catalog.clone(),
         runtime,
-        audit,
+        audit: audit.clone(),
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
+    // The password comes from the environment only (never argv, never the file).
+    let password = std::env::var("STOCKADE_PASSWORD").ok().filter(|p| !p.is_empty()).map(Secret::new);
+    let auth = Arc::new(
+        AuthState::new(&config.auth, local, &config.data_dir, password, audit)
+            .await
+            .context("cannot set up authentication")?,
+    );
+    tracing::info!(mode = ?auth.mode, issuer = %auth.issuer(), resource = %auth.resource, "authentication ready");
+    // The scope a tool needs comes from the plugin that serves it *now*, so a
+    // reloaded catalog or config is honoured.
+    let scope_catalog = catalog.clone();
+    let scopes: ScopeResolver = Arc::new(move |tool: &str| {
+        scope_catalog.snapshot().tool(tool).and_then(|(plugin, _)| plugin.policy.scope.clone())
+    });
     let shutdown = CancellationToken::new();
     let app = router(
         shared,
+        auth.clone(),
+        scopes,
         HttpConfig {
-            allowed_hosts: vec![
-                "localhost".into(),
-                "127.0.0.1".into(),
-                "::1".into(),
-                "[::1]".into(),
-            ],
+            allowed_hosts: HttpConfig::hosts_for(&auth.public_url),
             max_body_bytes: (config.max_body_kib as usize) << 10,
             shutdown: shutdown.clone(),
         },
@@ -221,7 +272,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(addr = %local, "listening on http://{local}/mcp");
     eprintln!("stockade listening on http://{local}/mcp");
     let stop = shutdown.clone();
-    axum::serve(listener, app)
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             stop.cancel();
@@ -243,6 +294,17 @@ fn audit_verify(files: &[PathBuf]) -> anyhow::Result<()> {
             " (continues a rotated file not given here)"
         }
     );
+    Ok(())
+}
+
+fn hash_password() -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).context("cannot read the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.chars().count() < crate::auth::users::MIN_PASSWORD_CHARS {
+        bail!("the password is shorter than {} characters", crate::auth::users::MIN_PASSWORD_CHARS);
+    }
+    println!("{}", crate::auth::users::hash_password(password).map_err(|e| anyhow::anyhow!(e))?);
     Ok(())
 }
 

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod auth;
+pub use self::auth::{AuthMode, AuthSettings, is_https_or_loopback, is_loopback_host, is_valid_scope};
+
 /// Errors while reading or validating the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -39,8 +42,8 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// The address to listen on. Until authentication is configured only loopback
-    /// addresses are accepted.
+    /// The address to listen on. With `auth.mode = "none"` only loopback addresses
+    /// are accepted.
     pub listen: SocketAddr,
     /// The directory holding plugin components (`*.wasm`).
     pub plugins_dir: PathBuf,
@@ -54,6 +57,9 @@ pub struct Config {
     pub limits: Limits,
     /// Per-plugin settings, keyed by plugin name (the file name without `.wasm`).
     pub plugins: BTreeMap<String, PluginConfig>,
+    /// Authentication of `/mcp`: the built-in OAuth server, an external identity
+    /// provider, or none (loopback only).
+    pub auth: AuthSettings,
 }
 
 impl Default for Config {
@@ -66,6 +72,7 @@ impl Default for Config {
             audit: AuditSettings::default(),
             limits: Limits::default(),
             plugins: BTreeMap::new(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -99,6 +106,8 @@ impl Default for AuditSettings {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginConfig {
+    /// The OAuth scope a token must carry to list or call this plugin's tools.
+    pub scope: Option<String>,
     /// Limits that override the defaults in `[limits]`; unset keys inherit them.
     pub limits: LimitOverrides,
 }
@@ -233,6 +242,19 @@ impl Config {
             self.limits
                 .with(&plugin.limits)
                 .check(&format!("plugins.{name}.limits"), &mut problems);
+        }
+        self.auth.check(self.listen, &mut problems);
+        if self.auth.mode == AuthMode::Builtin {
+            for (name, plugin) in &self.plugins {
+                if let Some(scope) = &plugin.scope
+                    && !self.auth.scopes_supported.contains(scope)
+                {
+                    problems.push(format!(
+                        "plugins.{name}.scope: `{scope}` is not in auth.scopes_supported {:?}",
+                        self.auth.scopes_supported
+                    ));
+                }
+            }
         }
         if self.audit.rotate_mib == 0 {
             problems.push("audit.rotate_mib: must be at least 1".into());

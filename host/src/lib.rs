@@ -3,7 +3,9 @@
 //! Crate map (see `ARCHITECTURE.md` for the request flow and invariants):
 //! - [`cli`]: the command line (`stockade serve`, `stockade plugins inspect`); no logic.
 //! - [`config`]: the host configuration: flags, `STOCKADE_*` environment, TOML file.
-//! - [`http`]: the axum router: `/mcp`, `/health`.
+//! - [`http`]: the axum router: `/mcp` (behind the bearer gate), the OAuth endpoints, `/health`.
+//! - [`auth`]: the OAuth 2.1 authorization server, the bearer gate → [`auth::Principal`],
+//!   external identity providers; never imports `runtime`, `plugins` or `mcp`.
 //! - [`mcp`]: the MCP server handler (rmcp) and the WIT ↔ MCP conversion.
 //! - [`plugins`]: discovery and loading of plugin files into the [`plugins::Catalog`].
 //! - [`runtime`]: the wasmtime engine, per-call stores, limits and invocation.
@@ -16,6 +18,7 @@
 //! a plugin gets no capability unless the operator grants it.
 
 pub mod audit;
+pub mod auth;
 pub mod bindings;
 pub mod capabilities;
 pub mod cli;

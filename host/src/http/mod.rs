@@ -1,23 +1,39 @@
 //! The HTTP surface: one axum [`Router`] built by [`router`] (no I/O here).
 //!
-//! - `POST/GET/DELETE /mcp`: MCP over Streamable HTTP (rmcp).
+//! - `POST/GET/DELETE /mcp`: MCP over Streamable HTTP (rmcp), behind the bearer
+//!   gate ([`crate::auth::bearer::gate`]).
+//! - The OAuth endpoints and discovery documents of [`crate::auth::routes`].
 //! - `GET /health`: liveness and plugin counts, without authentication.
+//!
+//! Layers, outermost first (written once, here): sensitive headers marked
+//! (`Authorization`, `Cookie`: never logged) → tracing → the guard (Host
+//! allow-list against DNS rebinding; declared bodies over the limit → 413; both
+//! audited) → routes. Every handler that reads a body bounds it again (chunked
+//! bodies declare no length).
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
 
+use crate::auth::bearer::{Gate, gate};
+use crate::auth::{AuthState, ScopeResolver};
 use crate::mcp::{Shared, StockadeMcp};
 
 /// What the router needs.
 pub struct HttpConfig {
-    /// Host names (with or without port) accepted in the `Host` header.
+    /// Host names (without port) accepted in the `Host` header: the public URL's
+    /// host and the loopback names.
     pub allowed_hosts: Vec<String>,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
@@ -25,22 +41,99 @@ pub struct HttpConfig {
     pub shutdown: CancellationToken,
 }
 
+impl HttpConfig {
+    /// The host names to accept for `public_url`: its host plus loopback.
+    pub fn hosts_for(public_url: &str) -> Vec<String> {
+        let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+        if let Some(h) = url::Url::parse(public_url).ok().and_then(|u| u.host_str().map(str::to_owned)) {
+            let h = h.trim_matches(['[', ']']).to_ascii_lowercase();
+            if !hosts.contains(&h) {
+                hosts.push(h);
+            }
+        }
+        hosts
+    }
+}
+
+#[derive(Clone)]
+struct Guard {
+    auth: Arc<AuthState>,
+    hosts: Arc<Vec<String>>,
+    max_body: usize,
+}
+
 /// Builds the router.
-pub fn router(shared: Arc<Shared>, config: HttpConfig) -> Router {
-    let mcp_config = StreamableHttpServerConfig::default()
-        .with_allowed_hosts(config.allowed_hosts)
+pub fn router(shared: Arc<Shared>, auth: Arc<AuthState>, scopes: ScopeResolver, config: HttpConfig) -> Router {
+    let mut mcp_config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(config.allowed_hosts.clone())
         .with_max_request_body_bytes(config.max_body_bytes)
         .with_cancellation_token(config.shutdown);
+    if !auth.allowed_origins.is_empty() {
+        mcp_config = mcp_config.with_allowed_origins(auth.allowed_origins.clone());
+    }
     let factory_shared = shared.clone();
     let mcp = StreamableHttpService::new(
         move || Ok(StockadeMcp::new(factory_shared.clone())),
         Arc::new(LocalSessionManager::default()),
         mcp_config,
     );
+    let gate_state = Gate { auth: auth.clone(), scopes, max_body: config.max_body_bytes };
+    let mcp_routes = Router::new().nest_service("/mcp", mcp).route_layer(from_fn_with_state(gate_state, gate));
+    let guard = Guard { auth: auth.clone(), hosts: Arc::new(config.allowed_hosts), max_body: config.max_body_bytes };
     Router::new()
         .route("/health", get(health))
-        .nest_service("/mcp", mcp)
         .with_state(shared)
+        .merge(crate::auth::routes(auth))
+        .merge(mcp_routes)
+        .layer(from_fn_with_state(guard, guard_layer))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE, HeaderName::from_static("x-api-key")]))
+}
+
+/// The host name of an authority (`host[:port]`, `[v6]:port`), lowercased.
+fn host_name(authority: &str) -> String {
+    let a = authority.trim();
+    let host = if let Some(rest) = a.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        a.rsplit_once(':').map_or(a, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { a })
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+async fn guard_layer(State(g): State<Guard>, req: Request, next: Next) -> Response {
+    let authority = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let host_ok = authority.as_deref().map(host_name).is_some_and(|h| g.hosts.contains(&h));
+    if !host_ok {
+        let ip = g.auth.client_ip(req.headers(), req.extensions());
+        let shown: String = authority.unwrap_or_default().chars().take(100).collect();
+        g.auth
+            .deny(StatusCode::FORBIDDEN, format!("Host `{shown}` not allowed (DNS rebinding protection)"), req.uri().path(), &ip, None)
+            .await;
+        return (StatusCode::FORBIDDEN, Json(json!({"error": "forbidden", "error_description": "unknown Host"}))).into_response();
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > g.max_body as u64) {
+        let ip = g.auth.client_ip(req.headers(), req.extensions());
+        g.auth
+            .deny(StatusCode::PAYLOAD_TOO_LARGE, format!("body of {} bytes over the {} byte limit", declared.unwrap_or(0), g.max_body), req.uri().path(), &ip, None)
+            .await;
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Json(json!({"error": "invalid_request", "error_description": "request body too large"})),
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 async fn health(State(shared): State<Arc<Shared>>) -> Json<Value> {
@@ -53,3 +146,6 @@ async fn health(State(shared): State<Arc<Shared>>) -> Json<Value> {
         "refused": snapshot.refused.len(),
     }))
 }
+
+#[cfg(test)]
+mod tests;

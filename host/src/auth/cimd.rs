@@ -1,0 +1,183 @@
+//! Client ID Metadata Documents: a `client_id` that is an https URL names a JSON
+//! document (the client's metadata) which the server fetches.
+//!
+//! Fetching a URL a stranger chose is a server-side request forgery risk, so:
+//! https only, no redirects, 5 s timeout, 64 KiB at most, and the host's
+//! addresses are resolved first and refused when any is loopback, private,
+//! link-local or otherwise non-public (unless `auth.allow_cimd_private_networks`);
+//! the connection then goes to the checked address only (no second lookup).
+//! The document's `client_id` must equal the URL exactly. Documents are cached
+//! for five minutes.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::register::{ClientMetadata, validate_metadata};
+
+/// Largest document accepted.
+pub const MAX_DOCUMENT_BYTES: usize = 64 << 10;
+const TIMEOUT: Duration = Duration::from_secs(5);
+const CACHE_FOR: Duration = Duration::from_secs(300);
+
+/// A client known from its metadata document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataClient {
+    /// The URL (= client id).
+    pub client_id: String,
+    /// Its display name.
+    pub client_name: Option<String>,
+    /// Its redirect URIs.
+    pub redirect_uris: Vec<String>,
+}
+
+/// Fetches and caches metadata documents.
+pub struct Fetcher {
+    allow_private: bool,
+    cache: Mutex<HashMap<String, (Instant, MetadataClient)>>,
+}
+
+/// Whether `client_id` is meant as a metadata document URL.
+pub fn is_metadata_url(client_id: &str) -> bool {
+    client_id.starts_with("https://")
+}
+
+/// Whether `ip` is a public unicast address.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1])) // CGNAT 100.64/10
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0/24
+                || (o[0] == 198 && (18..20).contains(&o[1])) // benchmarking 198.18/15
+                || o[0] >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let seg = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (seg[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+                || (seg[0] & 0xffc0) == 0xfe80 // link local fe80::/10
+                || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
+                || (seg[0] == 0x64 && seg[1] == 0xff9b)) // NAT64 (may reach v4 private)
+        }
+    }
+}
+
+/// Checks the URL form of a metadata client id.
+pub fn check_url(client_id: &str) -> Result<url::Url, String> {
+    let u = url::Url::parse(client_id).map_err(|e| format!("client_id is not a URL: {e}"))?;
+    if u.scheme() != "https" {
+        return Err("a client_id URL must use https".into());
+    }
+    if u.host().is_none() || !u.username().is_empty() || u.password().is_some() || u.fragment().is_some() {
+        return Err("a client_id URL needs a host and no user info or fragment".into());
+    }
+    if u.path() == "/" || u.path().split('/').any(|seg| seg == "." || seg == "..") {
+        return Err("a client_id URL needs a path without dot segments".into());
+    }
+    Ok(u)
+}
+
+/// Validates a fetched document against the URL it came from.
+pub fn parse_document(client_id: &str, body: &[u8]) -> Result<MetadataClient, String> {
+    let meta: ClientMetadata =
+        serde_json::from_slice(body).map_err(|e| format!("client metadata document is not valid JSON: {e}"))?;
+    if meta.client_id.as_deref() != Some(client_id) {
+        return Err("the document's client_id does not equal its URL".into());
+    }
+    if let Some(m) = &meta.token_endpoint_auth_method
+        && m != "none"
+    {
+        return Err(format!("token_endpoint_auth_method `{m}` is not supported for metadata-document clients"));
+    }
+    let (client_name, redirect_uris) = validate_metadata(&meta).map_err(|(_, e)| e)?;
+    Ok(MetadataClient { client_id: client_id.to_owned(), client_name, redirect_uris })
+}
+
+impl Fetcher {
+    /// A fetcher; `allow_private` lifts the address check.
+    pub fn new(allow_private: bool) -> Self {
+        Fetcher { allow_private, cache: Mutex::new(HashMap::new()) }
+    }
+
+    /// The client behind `client_id` (an https URL), fetched or cached.
+    pub async fn get(&self, client_id: &str) -> Result<MetadataClient, String> {
+        if let Some((at, c)) = self.cache.lock().expect("cimd cache").get(client_id)
+            && at.elapsed() < CACHE_FOR
+        {
+            return Ok(c.clone());
+        }
+        let client = self.fetch(client_id).await?;
+        let mut cache = self.cache.lock().expect("cimd cache");
+        if cache.len() > 1000 {
+            cache.retain(|_, (at, _)| at.elapsed() < CACHE_FOR);
+        }
+        cache.insert(client_id.to_owned(), (Instant::now(), client.clone()));
+        Ok(client)
+    }
+
+    async fn fetch(&self, client_id: &str) -> Result<MetadataClient, String> {
+        let url = check_url(client_id)?;
+        let host = url.host_str().ok_or("no host")?.trim_matches(['[', ']']).to_owned();
+        let port = url.port_or_known_default().unwrap_or(443);
+        let addrs: Vec<SocketAddr> = tokio::time::timeout(TIMEOUT, tokio::net::lookup_host((host.as_str(), port)))
+            .await
+            .map_err(|_| "resolving the client_id host timed out".to_owned())?
+            .map_err(|e| format!("cannot resolve the client_id host: {e}"))?
+            .collect();
+        let Some(first) = addrs.first().copied() else {
+            return Err("the client_id host has no address".into());
+        };
+        if !self.allow_private && addrs.iter().any(|a| !is_public(a.ip())) {
+            return Err(format!(
+                "the client_id host resolves to a non-public address ({}); refused \
+                 (auth.allow_cimd_private_networks)",
+                first.ip()
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(TIMEOUT)
+            .resolve(&host, first)
+            .build()
+            .map_err(|e| format!("http client: {e}"))?;
+        let mut resp = http
+            .get(url.clone())
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| format!("fetching the client metadata document failed: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("fetching the client metadata document: HTTP {}", resp.status().as_u16()));
+        }
+        if resp.content_length().is_some_and(|n| n as usize > MAX_DOCUMENT_BYTES) {
+            return Err("the client metadata document is larger than 64 KiB".into());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("reading the document: {e}"))? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_DOCUMENT_BYTES {
+                return Err("the client metadata document is larger than 64 KiB".into());
+            }
+        }
+        parse_document(client_id, &body)
+    }
+}
+
+#[cfg(test)]
+#[path = "cimd_tests.rs"]
+mod tests;

@@ -1,0 +1,383 @@
+//! Authentication: the built-in OAuth 2.1 authorization server, the bearer gate in
+//! front of `/mcp`, and validation of an external identity provider's tokens.
+//!
+//! - [`metadata`]: RFC 9728 protected-resource and RFC 8414 server metadata.
+//! - [`register`]: RFC 7591 dynamic client registration; [`cimd`]: Client ID
+//!   Metadata Documents (a client id that is an https URL).
+//! - [`authorize`]: `/authorize` and its login page (PKCE S256, exact redirect
+//!   URIs, CSRF, anti-framing, per-address login throttling).
+//! - [`token`]: `/token` (`authorization_code`, `refresh_token`); [`revoke`]:
+//!   RFC 7009 `/revoke`.
+//! - [`keys`]: the ES256 signing key, JWKS, access-token JWTs.
+//! - [`bearer`]: the gate: bearer token → [`Principal`], scope challenges, Origin
+//!   checks, per-subject rate limits.
+//! - [`external`]: an external identity provider's JWTs (JWKS URL).
+//! - [`store`]: [`store::AuthStore`] and its SQLite implementation.
+//!
+//! Invariants: passwords, tokens, codes and client secrets never reach a log or an
+//! audit line (only their purpose, the client and the subject do); secrets are
+//! stored as sha256 hashes and compared in constant time; every refusal is
+//! audited before its response is sent. This module never imports `runtime`,
+//! `plugins` or `mcp`: it learns which scope a tool needs through a
+//! [`ScopeResolver`].
+//!
+//! The MCP layer finds the caller as a [`Principal`] in the request's
+//! `http::request::Parts` extensions (rmcp puts the `Parts` into each request
+//! context). No `Principal` is inserted when `auth.mode = "none"`.
+
+pub mod authorize;
+pub mod bearer;
+pub mod cimd;
+pub mod external;
+pub mod keys;
+pub mod metadata;
+pub mod ratelimit;
+pub mod register;
+pub mod revoke;
+pub mod rules;
+pub mod store;
+pub mod token;
+pub mod users;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::audit::{Audit, AuditEvent};
+use crate::config::{AuthMode, AuthSettings};
+
+pub use self::bearer::ScopeResolver;
+pub use self::keys::{SigningKey, TokenRejection};
+pub use self::users::{Credentials, Secret};
+
+/// The authenticated caller of an `/mcp` request, inserted by the gate into the
+/// request's extensions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The user (the token's `sub`).
+    pub subject: String,
+    /// The OAuth client the token was issued to, when known.
+    pub client_id: Option<String>,
+    /// The scopes the token carries.
+    pub scopes: Vec<String>,
+    /// The token's audience.
+    pub audience: Option<String>,
+}
+
+impl Principal {
+    /// Whether the token carries `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+/// Errors setting up authentication at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    /// No usable credentials for the built-in server.
+    #[error("{0}")]
+    Credentials(String),
+    /// The signing key could not be loaded or created.
+    #[error(transparent)]
+    Key(#[from] keys::KeyError),
+    /// The database could not be opened.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// Another start-up problem.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Everything the built-in authorization server needs.
+pub struct Builtin {
+    /// Persistent state.
+    pub store: Arc<dyn store::AuthStore>,
+    /// The signing key.
+    pub key: SigningKey,
+    /// Who may log in.
+    pub credentials: Credentials,
+    /// Access-token lifetime, seconds.
+    pub access_ttl: u64,
+    /// Refresh-token lifetime, seconds.
+    pub refresh_ttl: i64,
+    /// Skip the login page for loopback redirect URIs.
+    pub auto_approve: bool,
+    /// Authorizations waiting for the login form, by CSRF token.
+    pub pending: Mutex<HashMap<String, authorize::Pending>>,
+    /// Failed-login throttling per client address.
+    pub logins: ratelimit::LoginThrottle,
+    /// Registrations per client address.
+    pub registrations: ratelimit::AddressLimiter,
+    /// Fetches Client ID Metadata Documents.
+    pub cimd: cimd::Fetcher,
+}
+
+/// The authentication state shared by the gate and the OAuth endpoints.
+pub struct AuthState {
+    /// The configured mode.
+    pub mode: AuthMode,
+    /// The public URL (issuer), without a trailing slash.
+    pub public_url: String,
+    /// The protected resource: `<public_url>/mcp`.
+    pub resource: String,
+    /// Scopes advertised; the first is the default.
+    pub scopes_supported: Vec<String>,
+    /// The audit log.
+    pub audit: Audit,
+    /// Browser origins allowed on `/mcp` (normalized `scheme://host:port`).
+    pub allowed_origins: Vec<String>,
+    /// Take the client address from `X-Forwarded-For`.
+    pub trust_forwarded_for: bool,
+    /// Per-subject limit on `/mcp` POSTs.
+    pub mcp_limit: Option<ratelimit::SubjectLimiter>,
+    /// The built-in server (mode `builtin`).
+    pub builtin: Option<Builtin>,
+    /// The external provider (mode `external`).
+    pub external: Option<external::ExternalIdp>,
+}
+
+impl std::fmt::Debug for AuthState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthState")
+            .field("mode", &self.mode)
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthState {
+    /// Sets up authentication from the `[auth]` settings. `password` is the
+    /// operator password from `STOCKADE_PASSWORD`, if set (it wins over
+    /// `password_file`).
+    pub async fn new(
+        settings: &AuthSettings,
+        listen: SocketAddr,
+        data_dir: &Path,
+        password: Option<Secret>,
+        audit: Audit,
+    ) -> Result<AuthState, AuthSetupError> {
+        let public_url = settings.public_url(listen);
+        let resource = format!("{public_url}/mcp");
+        let mut allowed_origins: Vec<String> = settings
+            .allowed_origins
+            .iter()
+            .filter_map(|o| rules::normalize_origin(o))
+            .collect();
+        if let Some(o) = rules::normalize_origin(&public_url) {
+            allowed_origins.push(o);
+        }
+        let mcp_limit = std::num::NonZeroU32::new(settings.rate_limit_per_minute).map(ratelimit::SubjectLimiter::new);
+        let mut state = AuthState {
+            mode: settings.mode,
+            public_url: public_url.clone(),
+            resource,
+            scopes_supported: settings.scopes_supported.clone(),
+            audit,
+            allowed_origins,
+            trust_forwarded_for: settings.trust_forwarded_for,
+            mcp_limit,
+            builtin: None,
+            external: None,
+        };
+        match settings.mode {
+            AuthMode::None => {}
+            AuthMode::External => {
+                state.external = Some(external::ExternalIdp::new(settings, &state.resource)?);
+            }
+            AuthMode::Builtin => {
+                let password = match password {
+                    Some(p) => Some(p),
+                    None => match &settings.password_file {
+                        Some(f) => Some(Secret::from_file(f).map_err(AuthSetupError::Credentials)?),
+                        None => None,
+                    },
+                };
+                let credentials = Credentials::load(
+                    password,
+                    settings.users_file.as_deref(),
+                    &settings.scopes_supported,
+                    settings.auto_approve,
+                )
+                .map_err(AuthSetupError::Credentials)?;
+                std::fs::create_dir_all(data_dir)
+                    .map_err(|e| AuthSetupError::Other(format!("cannot create {}: {e}", data_dir.display())))?;
+                let key = SigningKey::load_or_create(&data_dir.join("keys"))?;
+                let store = store::SqliteStore::open(&data_dir.join("stockade.db")).await?;
+                state.builtin = Some(Builtin {
+                    store: Arc::new(store),
+                    key,
+                    credentials,
+                    access_ttl: settings.access_token_ttl_secs,
+                    refresh_ttl: i64::from(settings.refresh_token_ttl_days) * 86_400,
+                    auto_approve: settings.auto_approve,
+                    pending: Mutex::new(HashMap::new()),
+                    logins: ratelimit::LoginThrottle::default(),
+                    registrations: ratelimit::AddressLimiter::per_minute(30),
+                    cimd: cimd::Fetcher::new(settings.allow_cimd_private_networks),
+                });
+            }
+        }
+        Ok(state)
+    }
+
+    /// The protected-resource metadata URL named in 401 challenges.
+    pub fn resource_metadata_url(&self) -> String {
+        format!("{}/.well-known/oauth-protected-resource/mcp", self.public_url)
+    }
+
+    /// The default scope (the first supported one).
+    pub fn default_scope(&self) -> &str {
+        self.scopes_supported.first().map(String::as_str).unwrap_or("mcp")
+    }
+
+    /// The issuer whose tokens `/mcp` accepts.
+    pub fn issuer(&self) -> &str {
+        match &self.external {
+            Some(e) => e.issuer(),
+            None => &self.public_url,
+        }
+    }
+
+    /// Records a refusal in the audit log (awaited: it is written before the
+    /// response goes out).
+    pub async fn deny(&self, status: StatusCode, reason: impl Into<String>, path: &str, ip: &str, subject: Option<String>) {
+        let reason = reason.into();
+        tracing::info!(status = status.as_u16(), %reason, %path, %ip, "request denied");
+        self.audit
+            .note(AuditEvent::RequestDenied {
+                status: status.as_u16(),
+                reason,
+                path: path.to_owned(),
+                ip: ip.to_owned(),
+                subject,
+            })
+            .await;
+    }
+
+    /// The client address of a request: the peer, or the last `X-Forwarded-For`
+    /// entry when configured to trust it.
+    pub fn client_ip(&self, headers: &HeaderMap, extensions: &axum::http::Extensions) -> String {
+        if self.trust_forwarded_for
+            && let Some(ip) = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .next_back()
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|s| s.trim().parse::<IpAddr>().ok())
+        {
+            return ip.to_string();
+        }
+        extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_else(|| "unknown".into())
+    }
+}
+
+/// The OAuth endpoints for the configured mode (none in `none`; metadata only in
+/// `external`).
+pub fn routes(state: Arc<AuthState>) -> Router {
+    let mut r: Router<Arc<AuthState>> = Router::new();
+    if state.mode == AuthMode::None {
+        return Router::new();
+    }
+    r = r
+        .route("/.well-known/oauth-protected-resource", get(metadata::protected_resource))
+        .route("/.well-known/oauth-protected-resource/mcp", get(metadata::protected_resource));
+    if state.builtin.is_some() {
+        r = r
+            .route("/.well-known/oauth-authorization-server", get(metadata::authorization_server))
+            .route("/.well-known/openid-configuration", get(metadata::authorization_server))
+            .route("/jwks.json", get(metadata::jwks))
+            .route("/register", post(register::register))
+            .route("/authorize", get(authorize::show).post(authorize::submit))
+            .route("/token", post(token::token))
+            .route("/revoke", post(revoke::revoke));
+    }
+    r.with_state(state)
+}
+
+/// `N` random bytes from the operating system.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::getrandom(&mut b).expect("the operating system's random source works");
+    b
+}
+
+/// A random URL-safe token carrying 256 bits.
+pub fn random_token() -> String {
+    B64.encode(random_bytes::<32>())
+}
+
+/// sha256 of `s`, hex.
+pub fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// Now, in seconds since the epoch.
+pub fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// A JSON OAuth error (`{"error", "error_description"}`) with `no-store`.
+pub fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let mut resp = (status, axum::Json(json!({ "error": error, "error_description": description }))).into_response();
+    no_store(resp.headers_mut());
+    resp
+}
+
+/// Adds `Cache-Control: no-store` and `Pragma: no-cache`.
+pub fn no_store(h: &mut HeaderMap) {
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+/// Reads a request body of at most `max` bytes; `Err` is a ready 413 or 400.
+pub async fn read_body(body: axum::body::Body, max: usize) -> Result<axum::body::Bytes, BodyError> {
+    match axum::body::to_bytes(body, max).await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit");
+            Err(if too_large { BodyError::TooLarge } else { BodyError::Unreadable })
+        }
+    }
+}
+
+/// Why a body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Larger than allowed (413).
+    TooLarge,
+    /// The connection failed mid-body (400).
+    Unreadable,
+}
+
+/// Parses an `application/x-www-form-urlencoded` body; a repeated parameter is an
+/// error (RFC 6749 §3.1).
+pub fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, String> {
+    let mut out = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(body) {
+        if out.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(format!("parameter `{k}` repeated"));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,151 @@
+//! Persistent state of the authorization server, behind [`AuthStore`]: registered
+//! clients, authorization codes, token families and refresh tokens.
+//!
+//! Secrets never reach the store in clear: codes, refresh tokens and client
+//! secrets are kept as sha256 hashes (hex). Every operation that reads and then
+//! changes state runs in one transaction, so two concurrent redemptions of a code
+//! or a refresh token cannot both succeed.
+//!
+//! [`SqliteStore`] is the embedded default; the trait is small so a PostgreSQL
+//! backend (several hosts behind a load balancer) can implement it too.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use self::sqlite::SqliteStore;
+
+/// A store failure (I/O, corruption). Answered as a 500 and logged.
+#[derive(Debug, thiserror::Error)]
+#[error("auth store: {0}")]
+pub struct StoreError(pub String);
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// A client registered with RFC 7591 dynamic registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Client {
+    /// The id Stockade gave it.
+    pub client_id: String,
+    /// Its display name, if it gave one.
+    pub client_name: Option<String>,
+    /// The exact redirect URIs it may use.
+    pub redirect_uris: Vec<String>,
+    /// `none`, `client_secret_post` or `client_secret_basic`.
+    pub token_endpoint_auth_method: String,
+    /// sha256 (hex) of its secret, for confidential clients.
+    pub secret_hash: Option<String>,
+    /// When it registered (seconds since the epoch).
+    pub created_at: i64,
+}
+
+/// What an authorization code grants; stored under the code's hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeGrant {
+    /// The client the code was issued to.
+    pub client_id: String,
+    /// The redirect URI used at `/authorize`.
+    pub redirect_uri: String,
+    /// The PKCE S256 challenge.
+    pub code_challenge: String,
+    /// The resource (token audience).
+    pub resource: String,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+    /// The user who approved.
+    pub subject: String,
+    /// Expiry (seconds since the epoch).
+    pub expires_at: i64,
+}
+
+/// The outcome of redeeming a code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redeem {
+    /// First use: the code is now spent and the new family exists.
+    Fresh(CodeGrant),
+    /// The code was already used; the family it started is now revoked.
+    Replayed {
+        /// The family the first redemption created.
+        family: Option<String>,
+        /// The client the code belonged to.
+        client_id: String,
+    },
+    /// The code is past its expiry.
+    Expired,
+    /// No such code.
+    Unknown,
+}
+
+/// One authorization: every access and refresh token descending from one code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Family {
+    /// Its id (random).
+    pub id: String,
+    /// The client.
+    pub client_id: String,
+    /// The user.
+    pub subject: String,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+    /// The resource (token audience).
+    pub resource: String,
+}
+
+/// The outcome of presenting a refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotate {
+    /// Valid: it is now spent and its successor stored.
+    Rotated(Family),
+    /// Already used: the whole family is now revoked.
+    Reused(Family),
+    /// Valid token, but its family was revoked earlier.
+    Revoked(Family),
+    /// Past its expiry.
+    Expired(Family),
+    /// Presented by another client than the one it was issued to (nothing changed).
+    WrongClient(Family),
+    /// No such token.
+    Unknown,
+}
+
+/// The persistent state of the authorization server.
+#[async_trait]
+pub trait AuthStore: Send + Sync {
+    /// Stores a newly registered client.
+    async fn insert_client(&self, client: &Client) -> Result<(), StoreError>;
+    /// A registered client by id.
+    async fn client(&self, client_id: &str) -> Result<Option<Client>, StoreError>;
+    /// Stores a new authorization code under `code_hash`.
+    async fn insert_code(&self, code_hash: &str, grant: &CodeGrant) -> Result<(), StoreError>;
+    /// Spends a code: on first use creates family `family_id` from it; on replay
+    /// revokes the family the first use created.
+    async fn redeem_code(&self, code_hash: &str, family_id: &str, now: i64) -> Result<Redeem, StoreError>;
+    /// Stores the first refresh token of a family.
+    async fn add_refresh(&self, family_id: &str, token_hash: &str, expires_at: i64) -> Result<(), StoreError>;
+    /// Spends refresh token `old_hash` presented by `client_id` and stores
+    /// `new_hash` in its place; detects reuse (and then revokes the family).
+    async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        client_id: &str,
+        now: i64,
+        new_expires_at: i64,
+    ) -> Result<Rotate, StoreError>;
+    /// The family a refresh token (used or not) belongs to.
+    async fn family_of_refresh(&self, token_hash: &str) -> Result<Option<Family>, StoreError>;
+    /// Revokes a family; returns whether it existed and was active.
+    async fn revoke_family(&self, family_id: &str, reason: &str, now: i64) -> Result<bool, StoreError>;
+    /// Whether a family exists and is not revoked.
+    async fn family_active(&self, family_id: &str) -> Result<bool, StoreError>;
+    /// Deletes expired codes and long-dead refresh tokens.
+    async fn purge(&self, now: i64) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests;
