@@ -75,6 +75,7 @@ async fn discovery_login_tool_call_refresh_revoke() {
     assert!(jwks["keys"][0]["kid"].is_string());
     assert!(jwks["keys"][0].get("d").is_none(), "no private part in the JWKS");
     assert_eq!(o.get("/health").await.status, StatusCode::OK, "/health stays open");
+    assert_eq!(o.get("/no-such-page").await.status, StatusCode::NOT_FOUND, "the gate guards /mcp only");
 
     // 3. Registration.
     let reg = o.register_raw(&[REDIRECT]).await;
