@@ -18,7 +18,10 @@ use serde_json::{Value, json};
 const PASSWORD: &str = "correct-horse-battery-staple";
 
 fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// Signs `claims` with the host's own key (read from its data directory), so that
@@ -40,7 +43,12 @@ fn claims(base: &str, fam: &str) -> Value {
 fn assert_invalid_token(r: &oauth::Resp, base: &str) {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
     let www = r.header("www-authenticate").unwrap();
-    assert!(www.contains(&format!("resource_metadata=\"{base}/.well-known/oauth-protected-resource/mcp\"")), "{www}");
+    assert!(
+        www.contains(&format!(
+            "resource_metadata=\"{base}/.well-known/oauth-protected-resource/mcp\""
+        )),
+        "{www}"
+    );
     assert!(www.contains("error=\"invalid_token\""), "{www}");
 }
 
@@ -51,16 +59,30 @@ async fn code_replay_revokes_the_family() {
     let client_id = o.register().await;
     let (code, verifier) = o.login(&client_id, PASSWORD).await;
     let t = tokens(&o.exchange(&client_id, &code, &verifier).await);
-    assert_eq!(o.mcp(Some(&t.access), &initialize()).await.status, StatusCode::OK);
+    assert_eq!(
+        o.mcp(Some(&t.access), &initialize()).await.status,
+        StatusCode::OK
+    );
 
     let r = o.exchange(&client_id, &code, &verifier).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.json()["error"], "invalid_grant");
-    assert_audited(&host.data_dir(), "reuse_detected", &[("kind", "authorization_code"), ("client_id", &client_id)]);
-    assert_audited(&host.data_dir(), "token_revoked", &[("reason", "authorization code replayed")]);
+    assert_audited(
+        &host.data_dir(),
+        "reuse_detected",
+        &[("kind", "authorization_code"), ("client_id", &client_id)],
+    );
+    assert_audited(
+        &host.data_dir(),
+        "token_revoked",
+        &[("reason", "authorization code replayed")],
+    );
     // What the code issued is dead: access and refresh token.
     assert_invalid_token(&o.mcp(Some(&t.access), &initialize()).await, &o.base);
-    assert_eq!(o.refresh(&client_id, &t.refresh).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        o.refresh(&client_id, &t.refresh).await.status,
+        StatusCode::BAD_REQUEST
+    );
     assert!(host.is_running());
 }
 
@@ -77,11 +99,28 @@ async fn pkce_is_required_and_checked() {
     let r = o.exchange(&client_id, &code, &other_verifier).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.json()["error"], "invalid_grant");
-    assert_audited(&data, "request_denied", &[("reason", "PKCE code_verifier does not match")]);
-    assert_eq!(o.exchange(&client_id, &code, &verifier).await.status, StatusCode::BAD_REQUEST);
+    assert_audited(
+        &data,
+        "request_denied",
+        &[("reason", "PKCE code_verifier does not match")],
+    );
+    assert_eq!(
+        o.exchange(&client_id, &code, &verifier).await.status,
+        StatusCode::BAD_REQUEST
+    );
     // No verifier at all.
     let (code, _) = o.login(&client_id, PASSWORD).await;
-    let r = o.post_form("/token", &[("grant_type", "authorization_code"), ("code", &code), ("client_id", &client_id), ("redirect_uri", REDIRECT)]).await;
+    let r = o
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", &client_id),
+                ("redirect_uri", REDIRECT),
+            ],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.json()["error"], "invalid_request");
 
@@ -92,19 +131,46 @@ async fn pkce_is_required_and_checked() {
         (vec![("code_challenge_method", "plain")], "must be S256"),
         (vec![("code_challenge_method", "")], "must be S256"),
     ] {
-        let r = o.authorize(&o.authorize_query(&client_id, &challenge, "st", &extra)).await;
+        let r = o
+            .authorize(&o.authorize_query(&client_id, &challenge, "st", &extra))
+            .await;
         assert_eq!(r.status, StatusCode::FOUND, "{extra:?}");
         assert!(r.header("location").unwrap().starts_with(REDIRECT));
-        assert_eq!(r.location_param("error").as_deref(), Some("invalid_request"));
-        assert_eq!(r.location_param("state").as_deref(), Some("st"), "state echoed on errors");
-        assert_audited(&data, "request_denied", &[("path", "/authorize"), ("reason", why)]);
+        assert_eq!(
+            r.location_param("error").as_deref(),
+            Some("invalid_request")
+        );
+        assert_eq!(
+            r.location_param("state").as_deref(),
+            Some("st"),
+            "state echoed on errors"
+        );
+        assert_audited(
+            &data,
+            "request_denied",
+            &[("path", "/authorize"), ("reason", why)],
+        );
     }
     // Other redirected errors.
-    let r = o.authorize(&o.authorize_query(&client_id, &challenge, "st", &[("response_type", "token")])).await;
-    assert_eq!(r.location_param("error").as_deref(), Some("unsupported_response_type"));
-    let r = o.authorize(&o.authorize_query(&client_id, &challenge, "st", &[("scope", "root")])).await;
+    let r = o
+        .authorize(&o.authorize_query(&client_id, &challenge, "st", &[("response_type", "token")]))
+        .await;
+    assert_eq!(
+        r.location_param("error").as_deref(),
+        Some("unsupported_response_type")
+    );
+    let r = o
+        .authorize(&o.authorize_query(&client_id, &challenge, "st", &[("scope", "root")]))
+        .await;
     assert_eq!(r.location_param("error").as_deref(), Some("invalid_scope"));
-    let r = o.authorize(&o.authorize_query(&client_id, &challenge, "st", &[("resource", "https://other.example/mcp")])).await;
+    let r = o
+        .authorize(&o.authorize_query(
+            &client_id,
+            &challenge,
+            "st",
+            &[("resource", "https://other.example/mcp")],
+        ))
+        .await;
     assert_eq!(r.location_param("error").as_deref(), Some("invalid_target"));
     assert!(host.is_running());
 }
@@ -124,55 +190,120 @@ async fn redirect_uris_are_exact_and_never_open_redirects() {
         "http://127.0.0.1:45678/callback?x=1",
         "http://localhost:45678/callback",
     ] {
-        let r = o.authorize(&o.authorize_query(&client_id, &challenge, "st", &[("redirect_uri", evil)])).await;
+        let r = o
+            .authorize(&o.authorize_query(&client_id, &challenge, "st", &[("redirect_uri", evil)]))
+            .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{evil}");
         assert!(r.header("location").is_none(), "never redirected to {evil}");
-        assert!(r.body.contains("redirect_uri is not one of the URIs"), "{}", r.body);
+        assert!(
+            r.body.contains("redirect_uri is not one of the URIs"),
+            "{}",
+            r.body
+        );
         assert_eq!(r.header("x-frame-options").as_deref(), Some("DENY"));
     }
-    assert_audited(&data, "request_denied", &[("path", "/authorize"), ("reason", "redirect_uri is not one of")]);
+    assert_audited(
+        &data,
+        "request_denied",
+        &[
+            ("path", "/authorize"),
+            ("reason", "redirect_uri is not one of"),
+        ],
+    );
     // Unknown client with an attacker's redirect URI: a page, no redirect.
-    let r = o.authorize(&o.authorize_query("stk_nobody", &challenge, "st", &[("redirect_uri", "https://evil.example/cb")])).await;
+    let r = o
+        .authorize(&o.authorize_query(
+            "stk_nobody",
+            &challenge,
+            "st",
+            &[("redirect_uri", "https://evil.example/cb")],
+        ))
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.header("location").is_none());
     assert_audited(&data, "request_denied", &[("reason", "unknown client_id")]);
     // Even a broken request with a bad redirect URI is not redirected.
-    let r = o.authorize(&o.authorize_query(&client_id, "", "st", &[("redirect_uri", "https://evil.example/cb"), ("response_type", "token")])).await;
+    let r = o
+        .authorize(&o.authorize_query(
+            &client_id,
+            "",
+            "st",
+            &[
+                ("redirect_uri", "https://evil.example/cb"),
+                ("response_type", "token"),
+            ],
+        ))
+        .await;
     assert!(r.header("location").is_none());
     // Markup in parameters is escaped on the page.
-    let r = o.authorize(&o.authorize_query("<script>alert(1)</script>", &challenge, "st", &[])).await;
+    let r = o
+        .authorize(&o.authorize_query("<script>alert(1)</script>", &challenge, "st", &[]))
+        .await;
     assert!(!r.body.contains("<script>alert"), "{}", r.body);
 
     // Registration refuses bad redirect URIs.
-    for bad in ["http://evil.example/cb", "https://a.example/cb#frag", "javascript:alert(1)", "not a uri"] {
+    for bad in [
+        "http://evil.example/cb",
+        "https://a.example/cb#frag",
+        "javascript:alert(1)",
+        "not a uri",
+    ] {
         let r = o.register_raw(&[bad]).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
         assert_eq!(r.json()["error"], "invalid_redirect_uri");
     }
-    assert_audited(&data, "request_denied", &[("path", "/register"), ("reason", "plain http")]);
+    assert_audited(
+        &data,
+        "request_denied",
+        &[("path", "/register"), ("reason", "plain http")],
+    );
     let r = o.post_json("/register", &json!({"client_name": "x"})).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 
     // The token request's redirect_uri must equal the one at /authorize.
-    let reg = o.register_raw(&[REDIRECT, "http://127.0.0.1:45678/other"]).await;
+    let reg = o
+        .register_raw(&[REDIRECT, "http://127.0.0.1:45678/other"])
+        .await;
     let two = reg.json()["client_id"].as_str().unwrap().to_owned();
     let (code, verifier) = o.login(&two, PASSWORD).await;
-    let r = o.post_form("/token", &[
-        ("grant_type", "authorization_code"), ("code", &code), ("code_verifier", &verifier),
-        ("client_id", &two), ("redirect_uri", "http://127.0.0.1:45678/other"),
-    ]).await;
+    let r = o
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("code_verifier", &verifier),
+                ("client_id", &two),
+                ("redirect_uri", "http://127.0.0.1:45678/other"),
+            ],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert_audited(&data, "request_denied", &[("reason", "redirect_uri differs")]);
+    assert_audited(
+        &data,
+        "request_denied",
+        &[("reason", "redirect_uri differs")],
+    );
     // A code is bound to its client.
     let (code, verifier) = o.login(&two, PASSWORD).await;
     let r = o.exchange(&client_id, &code, &verifier).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert_audited(&data, "request_denied", &[("reason", "code issued to another client")]);
+    assert_audited(
+        &data,
+        "request_denied",
+        &[("reason", "code issued to another client")],
+    );
     // Client ID Metadata Documents on private addresses are refused.
-    let r = o.authorize(&o.authorize_query("https://127.0.0.1:9/client.json", &challenge, "st", &[])).await;
+    let r = o
+        .authorize(&o.authorize_query("https://127.0.0.1:9/client.json", &challenge, "st", &[]))
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.body.contains("non-public"), "{}", r.body);
-    assert_audited(&data, "request_denied", &[("reason", "client metadata document refused")]);
+    assert_audited(
+        &data,
+        "request_denied",
+        &[("reason", "client metadata document refused")],
+    );
     assert!(host.is_running());
 }
 
@@ -183,25 +314,48 @@ async fn refresh_token_reuse_revokes_the_family() {
     let (client_id, t1) = o.full_login(PASSWORD).await;
     let t2 = tokens(&o.refresh(&client_id, &t1.refresh).await);
     let t3 = tokens(&o.refresh(&client_id, &t2.refresh).await);
-    assert_eq!(o.mcp(Some(&t3.access), &initialize()).await.status, StatusCode::OK);
+    assert_eq!(
+        o.mcp(Some(&t3.access), &initialize()).await.status,
+        StatusCode::OK
+    );
 
     // Someone replays the first refresh token.
     let r = o.refresh(&client_id, &t1.refresh).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.json()["error"], "invalid_grant");
-    assert_audited(&host.data_dir(), "reuse_detected", &[("kind", "refresh_token"), ("client_id", &client_id)]);
-    assert_audited(&host.data_dir(), "token_revoked", &[("reason", "refresh token reused")]);
+    assert_audited(
+        &host.data_dir(),
+        "reuse_detected",
+        &[("kind", "refresh_token"), ("client_id", &client_id)],
+    );
+    assert_audited(
+        &host.data_dir(),
+        "token_revoked",
+        &[("reason", "refresh token reused")],
+    );
     // The whole family is gone: the live refresh token and the access tokens.
-    assert_eq!(o.refresh(&client_id, &t3.refresh).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        o.refresh(&client_id, &t3.refresh).await.status,
+        StatusCode::BAD_REQUEST
+    );
     assert_invalid_token(&o.mcp(Some(&t3.access), &initialize()).await, &o.base);
     // Another family of the same client is unaffected.
     let (code, verifier) = o.login(&client_id, PASSWORD).await;
     let fresh = tokens(&o.exchange(&client_id, &code, &verifier).await);
-    assert_eq!(o.mcp(Some(&fresh.access), &initialize()).await.status, StatusCode::OK);
+    assert_eq!(
+        o.mcp(Some(&fresh.access), &initialize()).await.status,
+        StatusCode::OK
+    );
     // A refresh token presented by another client is refused and changes nothing.
     let other = o.register().await;
-    assert_eq!(o.refresh(&other, &fresh.refresh).await.status, StatusCode::BAD_REQUEST);
-    assert_eq!(o.refresh(&client_id, &fresh.refresh).await.status, StatusCode::OK);
+    assert_eq!(
+        o.refresh(&other, &fresh.refresh).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        o.refresh(&client_id, &fresh.refresh).await.status,
+        StatusCode::OK
+    );
     assert!(host.is_running());
 }
 
@@ -218,7 +372,15 @@ async fn bad_tokens_are_refused_the_same_way() {
         c["fam"].as_str().unwrap().to_owned()
     };
     // Sanity: a token signed with the host key and correct claims passes.
-    assert_eq!(o.mcp(Some(&sign_with_host_key(&data, &claims(&base, &fam))), &initialize()).await.status, StatusCode::OK);
+    assert_eq!(
+        o.mcp(
+            Some(&sign_with_host_key(&data, &claims(&base, &fam))),
+            &initialize()
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
 
     let mut expired = claims(&base, &fam);
     expired["exp"] = json!(now() - 3600);
@@ -228,9 +390,17 @@ async fn bad_tokens_are_refused_the_same_way() {
     wrong_iss["iss"] = json!("https://other.example");
     let unknown_family = claims(&base, "no-such-family");
     let payload = B64.encode(serde_json::to_vec(&claims(&base, &fam)).unwrap());
-    let alg_none = format!("{}.{payload}.", B64.encode(br#"{"alg":"none","typ":"JWT"}"#));
+    let alg_none = format!(
+        "{}.{payload}.",
+        B64.encode(br#"{"alg":"none","typ":"JWT"}"#)
+    );
     let jwks = o.get("/jwks.json").await.body;
-    let hs256 = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims(&base, &fam), &EncodingKey::from_secret(jwks.as_bytes())).unwrap();
+    let hs256 = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims(&base, &fam),
+        &EncodingKey::from_secret(jwks.as_bytes()),
+    )
+    .unwrap();
     let other_key = {
         let mut bytes = [0u8; 32];
         getrandom::getrandom(&mut bytes).unwrap();
@@ -238,7 +408,12 @@ async fn bad_tokens_are_refused_the_same_way() {
         let k = p256::SecretKey::from_slice(&bytes).unwrap();
         use p256::pkcs8::EncodePrivateKey;
         let pem = k.to_pkcs8_pem(p256::pkcs8::LineEnding::LF).unwrap();
-        jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims(&base, &fam), &EncodingKey::from_ec_pem(pem.as_bytes()).unwrap()).unwrap()
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::ES256),
+            &claims(&base, &fam),
+            &EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+        )
+        .unwrap()
     };
     let mut tampered: Vec<String> = t.access.split('.').map(str::to_owned).collect();
     let mut c = claims(&base, &fam);
@@ -259,22 +434,54 @@ async fn bad_tokens_are_refused_the_same_way() {
     ] {
         let r = o.mcp(Some(&token), &initialize()).await;
         assert_invalid_token(&r, &base);
-        assert_audited(&data, "request_denied", &[("reason", &format!("invalid token: {reason}")), ("status", "401")]);
+        assert_audited(
+            &data,
+            "request_denied",
+            &[
+                ("reason", &format!("invalid token: {reason}")),
+                ("status", "401"),
+            ],
+        );
     }
     // Not a bearer scheme.
-    let r = o.http.post(format!("{base}/mcp")).header("authorization", format!("Basic {}", t.access)).json(&initialize()).send().await.unwrap();
+    let r = o
+        .http
+        .post(format!("{base}/mcp"))
+        .header("authorization", format!("Basic {}", t.access))
+        .json(&initialize())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     // Tokens only in the Authorization header: the query string is refused.
     for q in ["access_token", "token"] {
-        let r = o.http.post(format!("{base}/mcp?{q}={}", t.access)).json(&initialize()).send().await.unwrap();
+        let r = o
+            .http
+            .post(format!("{base}/mcp?{q}={}", t.access))
+            .json(&initialize())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("resource_metadata"));
+        assert!(
+            r.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("resource_metadata")
+        );
     }
-    assert_audited(&data, "request_denied", &[("reason", "token in the query string")]);
+    assert_audited(
+        &data,
+        "request_denied",
+        &[("reason", "token in the query string")],
+    );
     let log = host.log();
     let audit = audit_text(&data);
-    assert!(!log.contains(&t.access) && !audit.contains(&t.access), "tokens in the query string are not logged");
+    assert!(
+        !log.contains(&t.access) && !audit.contains(&t.access),
+        "tokens in the query string are not logged"
+    );
     assert!(host.is_running());
 }
 
@@ -285,33 +492,51 @@ async fn brute_force_logins_are_locked_out() {
     let data = host.data_dir();
     let client_id = o.register().await;
     let (_, challenge) = oauth::pkce();
-    let mut page = o.authorize(&o.authorize_query(&client_id, &challenge, "st", &[])).await;
+    let mut page = o
+        .authorize(&o.authorize_query(&client_id, &challenge, "st", &[]))
+        .await;
     for i in 0..5 {
         let r = o.submit_login(&page, &format!("guess-number-{i}")).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "attempt {i}");
         assert!(r.body.contains("Wrong password"));
         page = r;
     }
-    assert_audited(&data, "login_failed", &[("reason", "locked out for 30s"), ("client_id", &client_id)]);
+    assert_audited(
+        &data,
+        "login_failed",
+        &[("reason", "locked out for 30s"), ("client_id", &client_id)],
+    );
     // Locked out now: even the right password is not checked.
     let r = o.submit_login(&page, PASSWORD).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=30).contains(&retry), "{retry}");
     assert!(r.header("location").is_none());
-    assert_audited(&data, "login_failed", &[("reason", "locked out after repeated failures")]);
+    assert_audited(
+        &data,
+        "login_failed",
+        &[("reason", "locked out after repeated failures")],
+    );
     // A forged or reused CSRF token is refused.
-    let r = o.post_form("/authorize", &[("csrf", "forged"), ("password", PASSWORD)]).await;
+    let r = o
+        .post_form("/authorize", &[("csrf", "forged"), ("password", PASSWORD)])
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_audited(&data, "request_denied", &[("reason", "CSRF token unknown")]);
     let audit = audit_text(&data);
-    assert!(!audit.contains("guess-number") && !host.log().contains("guess-number"), "attempted passwords are not logged");
+    assert!(
+        !audit.contains("guess-number") && !host.log().contains("guess-number"),
+        "attempted passwords are not logged"
+    );
     assert!(host.is_running());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_and_malformed_requests() {
-    let mut host = HostBuilder::new().password(PASSWORD).config("max_body_kib = 8\n").start();
+    let mut host = HostBuilder::new()
+        .password(PASSWORD)
+        .config("max_body_kib = 8\n")
+        .start();
     let base = host.base_url();
     let o = Oauth::new(&base);
     let data = host.data_dir();
@@ -320,42 +545,104 @@ async fn oversized_and_malformed_requests() {
 
     // Declared too large: refused before anything reads it, on every route.
     for path in ["/mcp", "/token", "/register", "/authorize", "/revoke"] {
-        let r = o.http.post(format!("{base}{path}")).bearer_auth(&t.access).body(big.clone()).send().await.unwrap();
+        let r = o
+            .http
+            .post(format!("{base}{path}"))
+            .bearer_auth(&t.access)
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE, "{path}");
     }
-    assert_audited(&data, "request_denied", &[("status", "413"), ("path", "/mcp")]);
+    assert_audited(
+        &data,
+        "request_denied",
+        &[("status", "413"), ("path", "/mcp")],
+    );
     // Chunked (no Content-Length) and too large: the gate counts.
     let status = chunked_post(host.addr, "/mcp", &t.access, big.as_bytes()).await;
     assert_eq!(status, 413);
-    assert_audited(&data, "request_denied", &[("status", "413"), ("reason", "request body too large"), ("subject", "operator")]);
+    assert_audited(
+        &data,
+        "request_denied",
+        &[
+            ("status", "413"),
+            ("reason", "request body too large"),
+            ("subject", "operator"),
+        ],
+    );
 
     // Malformed JSON-RPC: 400 with a JSON error.
-    let r = o.http.post(format!("{base}/mcp")).bearer_auth(&t.access).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    let r = o
+        .http
+        .post(format!("{base}/mcp"))
+        .bearer_auth(&t.access)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], -32700);
-    assert_audited(&data, "request_denied", &[("status", "400"), ("reason", "malformed JSON-RPC")]);
+    assert_audited(
+        &data,
+        "request_denied",
+        &[("status", "400"), ("reason", "malformed JSON-RPC")],
+    );
     // Malformed OAuth requests: 400 with a JSON error.
     let r = o.post_form("/token", &[("client_id", &client_id)]).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.json()["error"], "invalid_request");
-    let r = o.http.post(format!("{base}/token")).header("content-type", "application/x-www-form-urlencoded").body("grant_type=refresh_token&grant_type=authorization_code&client_id=x").send().await.unwrap();
+    let r = o
+        .http
+        .post(format!("{base}/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=refresh_token&grant_type=authorization_code&client_id=x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let r = o.post_form("/token", &[("grant_type", "password"), ("client_id", &client_id)]).await;
+    let r = o
+        .post_form(
+            "/token",
+            &[("grant_type", "password"), ("client_id", &client_id)],
+        )
+        .await;
     assert_eq!(r.json()["error"], "unsupported_grant_type");
-    let r = o.post_form("/token", &[("grant_type", "refresh_token"), ("refresh_token", "x")]).await;
+    let r = o
+        .post_form(
+            "/token",
+            &[("grant_type", "refresh_token"), ("refresh_token", "x")],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.json()["error"], "invalid_client");
-    let r = o.http.post(format!("{base}/register")).header("content-type", "application/json").body("[1,2").send().await.unwrap();
+    let r = o
+        .http
+        .post(format!("{base}/register"))
+        .header("content-type", "application/json")
+        .body("[1,2")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "invalid_client_metadata");
-    assert_audited(&data, "request_denied", &[("path", "/register"), ("reason", "malformed JSON")]);
+    assert_audited(
+        &data,
+        "request_denied",
+        &[("path", "/register"), ("reason", "malformed JSON")],
+    );
     let r = o.authorize("client_id=a&client_id=b").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(host.is_running());
     // Still serving.
-    assert_eq!(o.mcp(Some(&t.access), &initialize()).await.status, StatusCode::OK);
+    assert_eq!(
+        o.mcp(Some(&t.access), &initialize()).await.status,
+        StatusCode::OK
+    );
 }
 
 /// POSTs `body` with `Transfer-Encoding: chunked` (no length declared) over a raw
@@ -369,7 +656,9 @@ async fn chunked_post(addr: std::net::SocketAddr, path: &str, token: &str, body:
     );
     s.write_all(head.as_bytes()).await.unwrap();
     for chunk in body.chunks(1024) {
-        let _ = s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await;
+        let _ = s
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .await;
         let _ = s.write_all(chunk).await;
         let _ = s.write_all(b"\r\n").await;
     }
@@ -377,7 +666,10 @@ async fn chunked_post(addr: std::net::SocketAddr, path: &str, token: &str, body:
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf).await;
     let text = String::from_utf8_lossy(&buf);
-    text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status line: {text}"))
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -391,18 +683,52 @@ async fn foreign_origins_and_hosts_are_refused() {
     let data = host.data_dir();
     let (_, t) = o.full_login(PASSWORD).await;
     let post = |origin: &str| {
-        o.http.post(format!("{base}/mcp")).bearer_auth(&t.access).header("origin", origin).header("accept", "application/json, text/event-stream").json(&initialize()).send()
+        o.http
+            .post(format!("{base}/mcp"))
+            .bearer_auth(&t.access)
+            .header("origin", origin)
+            .header("accept", "application/json, text/event-stream")
+            .json(&initialize())
+            .send()
     };
     let r = post("https://evil.example").await.unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    assert_audited(&data, "request_denied", &[("status", "403"), ("reason", "origin `https://evil.example` not allowed")]);
+    assert_audited(
+        &data,
+        "request_denied",
+        &[
+            ("status", "403"),
+            ("reason", "origin `https://evil.example` not allowed"),
+        ],
+    );
     assert_eq!(post("null").await.unwrap().status(), StatusCode::FORBIDDEN);
-    assert_eq!(post("https://app.example.com").await.unwrap().status(), StatusCode::OK);
-    assert_eq!(post(&base).await.unwrap().status(), StatusCode::OK, "the host's own origin is allowed");
+    assert_eq!(
+        post("https://app.example.com").await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        post(&base).await.unwrap().status(),
+        StatusCode::OK,
+        "the host's own origin is allowed"
+    );
     // DNS rebinding: a foreign Host header.
-    let r = o.http.get(format!("{base}/.well-known/oauth-authorization-server")).header("host", "evil.example").send().await.unwrap();
+    let r = o
+        .http
+        .get(format!("{base}/.well-known/oauth-authorization-server"))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let r = o.http.post(format!("{base}/mcp")).header("host", format!("evil.example:{}", host.addr.port())).bearer_auth(&t.access).json(&initialize()).send().await.unwrap();
+    let r = o
+        .http
+        .post(format!("{base}/mcp"))
+        .header("host", format!("evil.example:{}", host.addr.port()))
+        .bearer_auth(&t.access)
+        .json(&initialize())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert_audited(&data, "request_denied", &[("reason", "Host `evil.example")]);
     assert!(host.is_running());
@@ -410,23 +736,40 @@ async fn foreign_origins_and_hosts_are_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn per_subject_rate_limit_answers_429_with_headers() {
-    let mut host = HostBuilder::new().password(PASSWORD).config("[auth]\nrate_limit_per_minute = 3\n").start();
+    let mut host = HostBuilder::new()
+        .password(PASSWORD)
+        .config("[auth]\nrate_limit_per_minute = 3\n")
+        .start();
     let o = Oauth::new(&host.base_url());
     let (_, t) = o.full_login(PASSWORD).await;
     let mut remaining = Vec::new();
     for _ in 0..3 {
         let r = o.mcp(Some(&t.access), &initialize()).await;
         assert_eq!(r.status, StatusCode::OK);
-        assert_eq!(r.header("ratelimit-policy").as_deref(), Some("\"mcp\";q=3;w=60"));
+        assert_eq!(
+            r.header("ratelimit-policy").as_deref(),
+            Some("\"mcp\";q=3;w=60")
+        );
         remaining.push(r.header("ratelimit").unwrap());
     }
     assert!(remaining[2].starts_with("\"mcp\";r=0;"), "{remaining:?}");
     let r = o.mcp(Some(&t.access), &initialize()).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(r.header("ratelimit").unwrap().starts_with("\"mcp\";r=0;t="));
-    assert_eq!(r.header("ratelimit-policy").as_deref(), Some("\"mcp\";q=3;w=60"));
+    assert_eq!(
+        r.header("ratelimit-policy").as_deref(),
+        Some("\"mcp\";q=3;w=60")
+    );
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=20).contains(&retry), "{retry}");
-    assert_audited(&host.data_dir(), "request_denied", &[("status", "429"), ("subject", "operator"), ("reason", "rate limit")]);
+    assert_audited(
+        &host.data_dir(),
+        "request_denied",
+        &[
+            ("status", "429"),
+            ("subject", "operator"),
+            ("reason", "rate limit"),
+        ],
+    );
     assert!(host.is_running());
 }

@@ -40,7 +40,9 @@ async fn serve_jwks(jwks: Value) -> SocketAddr {
     let body = jwks.to_string();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = listener.accept().await else { return };
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
             let body = body.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
@@ -64,11 +66,17 @@ async fn idp() -> Idp {
         "x": B64.encode(point.x().unwrap()), "y": B64.encode(point.y().unwrap()),
     }]});
     let addr = serve_jwks(jwks).await;
-    Idp { key, jwks_url: format!("http://{addr}/jwks.json") }
+    Idp {
+        key,
+        jwks_url: format!("http://{addr}/jwks.json"),
+    }
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn sign(key: &EncodingKey, kid: &str, claims: &Value) -> String {
@@ -92,25 +100,46 @@ async fn external_idp_tokens_are_validated_with_its_jwks() {
     let data = host.data_dir();
 
     // Discovery points at the provider; the built-in server is not mounted.
-    let prm = o.get("/.well-known/oauth-protected-resource/mcp").await.json();
+    let prm = o
+        .get("/.well-known/oauth-protected-resource/mcp")
+        .await
+        .json();
     assert_eq!(prm["authorization_servers"], json!([issuer]));
     assert_eq!(prm["resource"], format!("{base}/mcp"));
-    for path in ["/authorize", "/.well-known/oauth-authorization-server", "/jwks.json"] {
+    for path in [
+        "/authorize",
+        "/.well-known/oauth-authorization-server",
+        "/jwks.json",
+    ] {
         assert_eq!(o.get(path).await.status, StatusCode::NOT_FOUND, "{path}");
     }
-    assert_eq!(o.post_form("/token", &[("grant_type", "x")]).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        o.post_form("/token", &[("grant_type", "x")]).await.status,
+        StatusCode::NOT_FOUND
+    );
     let r = o.mcp(None, &initialize()).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert!(r.header("www-authenticate").unwrap().contains("resource_metadata="));
+    assert!(
+        r.header("www-authenticate")
+            .unwrap()
+            .contains("resource_metadata=")
+    );
 
     let good = json!({"iss": issuer, "aud": audience, "sub": "alice@example.com", "exp": now() + 300,
                       "iat": now(), "azp": "claude", "scope": "mcp"});
-    let r = o.mcp(Some(&sign(&idp.key, "idp-1", &good)), &initialize()).await;
+    let r = o
+        .mcp(Some(&sign(&idp.key, "idp-1", &good)), &initialize())
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     // An audience array containing ours is fine too.
     let mut multi = good.clone();
     multi["aud"] = json!(["account", audience]);
-    assert_eq!(o.mcp(Some(&sign(&idp.key, "idp-1", &multi)), &initialize()).await.status, StatusCode::OK);
+    assert_eq!(
+        o.mcp(Some(&sign(&idp.key, "idp-1", &multi)), &initialize())
+            .await
+            .status,
+        StatusCode::OK
+    );
 
     let mut wrong_iss = good.clone();
     wrong_iss["iss"] = json!("https://evil.example");
@@ -119,7 +148,11 @@ async fn external_idp_tokens_are_validated_with_its_jwks() {
     let mut expired = good.clone();
     expired["exp"] = json!(now() - 3600);
     let (_, other_key) = key();
-    let alg_none = format!("{}.{}.", B64.encode(br#"{"alg":"none","kid":"idp-1"}"#), B64.encode(good.to_string()));
+    let alg_none = format!(
+        "{}.{}.",
+        B64.encode(br#"{"alg":"none","kid":"idp-1"}"#),
+        B64.encode(good.to_string())
+    );
     let hs256 = {
         let mut h = Header::new(Algorithm::HS256);
         h.kid = Some("idp-1".into());
@@ -136,8 +169,16 @@ async fn external_idp_tokens_are_validated_with_its_jwks() {
     ] {
         let r = o.mcp(Some(&token), &initialize()).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{reason}");
-        assert!(r.header("www-authenticate").unwrap().contains("error=\"invalid_token\""));
-        assert_audited(&data, "request_denied", &[("reason", &format!("invalid token: {reason}"))]);
+        assert!(
+            r.header("www-authenticate")
+                .unwrap()
+                .contains("error=\"invalid_token\"")
+        );
+        assert_audited(
+            &data,
+            "request_denied",
+            &[("reason", &format!("invalid token: {reason}"))],
+        );
     }
     assert!(host.is_running());
 }
@@ -146,12 +187,29 @@ async fn external_idp_tokens_are_validated_with_its_jwks() {
 fn external_mode_needs_issuer_and_jwks_url() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("plugins")).unwrap();
-    std::fs::write(dir.path().join("c.toml"), "[auth]\nmode = \"external\"\njwks_url = \"http://example.com/jwks\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("c.toml"),
+        "[auth]\nmode = \"external\"\njwks_url = \"http://example.com/jwks\"\n",
+    )
+    .unwrap();
     let (ok, out) = common::run_stockade_env(
-        &["serve", "--listen", "127.0.0.1:0", "--plugins", "plugins", "--data", "data", "--config", "c.toml"],
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--plugins",
+            "plugins",
+            "--data",
+            "data",
+            "--config",
+            "c.toml",
+        ],
         dir.path(),
         &[],
     );
     assert!(!ok);
-    assert!(out.contains("auth.issuer") && out.contains("auth.jwks_url"), "all problems at once: {out}");
+    assert!(
+        out.contains("auth.issuer") && out.contains("auth.jwks_url"),
+        "all problems at once: {out}"
+    );
 }

@@ -40,7 +40,10 @@ async fn greet_with(url: &str, token: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn discovery_login_tool_call_refresh_revoke() {
-    let mut host = HostBuilder::new().plugin(&bundled("template"), "template").password(PASSWORD).start();
+    let mut host = HostBuilder::new()
+        .plugin(&bundled("template"), "template")
+        .password(PASSWORD)
+        .start();
     let base = host.base_url();
     let o = Oauth::new(&base);
     let data = host.data_dir();
@@ -51,31 +54,61 @@ async fn discovery_login_tool_call_refresh_revoke() {
     let www = r.header("www-authenticate").unwrap();
     assert_eq!(
         www,
-        format!("Bearer resource_metadata=\"{base}/.well-known/oauth-protected-resource/mcp\", scope=\"mcp\"")
+        format!(
+            "Bearer resource_metadata=\"{base}/.well-known/oauth-protected-resource/mcp\", scope=\"mcp\""
+        )
     );
-    assert_audited(&data, "request_denied", &[("reason", "no bearer token"), ("path", "/mcp"), ("status", "401")]);
+    assert_audited(
+        &data,
+        "request_denied",
+        &[
+            ("reason", "no bearer token"),
+            ("path", "/mcp"),
+            ("status", "401"),
+        ],
+    );
 
     // 2. Discovery.
-    for path in ["/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource"] {
+    for path in [
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-protected-resource",
+    ] {
         let prm = o.get(path).await.json();
         assert_eq!(prm["resource"], format!("{base}/mcp"));
         assert_eq!(prm["authorization_servers"], json!([base]));
         assert_eq!(prm["bearer_methods_supported"], json!(["header"]));
     }
-    let asm = o.get("/.well-known/oauth-authorization-server").await.json();
+    let asm = o
+        .get("/.well-known/oauth-authorization-server")
+        .await
+        .json();
     assert_eq!(asm["issuer"], base);
     assert_eq!(asm["code_challenge_methods_supported"], json!(["S256"]));
     assert_eq!(asm["client_id_metadata_document_supported"], json!(true));
     assert_eq!(asm["registration_endpoint"], format!("{base}/register"));
     assert_eq!(asm["token_endpoint"], format!("{base}/token"));
     assert_eq!(asm["revocation_endpoint"], format!("{base}/revoke"));
-    assert_eq!(o.get("/.well-known/openid-configuration").await.json()["issuer"], base);
+    assert_eq!(
+        o.get("/.well-known/openid-configuration").await.json()["issuer"],
+        base
+    );
     let jwks = o.get("/jwks.json").await.json();
     assert_eq!(jwks["keys"][0]["alg"], "ES256");
     assert!(jwks["keys"][0]["kid"].is_string());
-    assert!(jwks["keys"][0].get("d").is_none(), "no private part in the JWKS");
-    assert_eq!(o.get("/health").await.status, StatusCode::OK, "/health stays open");
-    assert_eq!(o.get("/no-such-page").await.status, StatusCode::NOT_FOUND, "the gate guards /mcp only");
+    assert!(
+        jwks["keys"][0].get("d").is_none(),
+        "no private part in the JWKS"
+    );
+    assert_eq!(
+        o.get("/health").await.status,
+        StatusCode::OK,
+        "/health stays open"
+    );
+    assert_eq!(
+        o.get("/no-such-page").await.status,
+        StatusCode::NOT_FOUND,
+        "the gate guards /mcp only"
+    );
 
     // 3. Registration.
     let reg = o.register_raw(&[REDIRECT]).await;
@@ -83,19 +116,31 @@ async fn discovery_login_tool_call_refresh_revoke() {
     let client_id = reg.json()["client_id"].as_str().unwrap().to_owned();
     assert_eq!(reg.json()["token_endpoint_auth_method"], "none");
     assert!(reg.json().get("client_secret").is_none());
-    assert_audited(&data, "client_registered", &[("client_id", &client_id), ("redirect_uris", REDIRECT)]);
+    assert_audited(
+        &data,
+        "client_registered",
+        &[("client_id", &client_id), ("redirect_uris", REDIRECT)],
+    );
 
     // 4. The login page: client name (escaped), redirect host, anti-framing.
     let (verifier, challenge) = oauth::pkce();
-    let page = o.authorize(&o.authorize_query(&client_id, &challenge, "xyz", &[])).await;
+    let page = o
+        .authorize(&o.authorize_query(&client_id, &challenge, "xyz", &[]))
+        .await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert!(page.body.contains("Test &lt;Client&gt;"), "{}", page.body);
     assert!(!page.body.contains("<Client>"));
     assert!(page.body.contains("127.0.0.1:45678"));
     assert_eq!(page.header("x-frame-options").as_deref(), Some("DENY"));
     let csp = page.header("content-security-policy").unwrap();
-    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("form-action 'self'"), "{csp}");
-    assert_eq!(page.header("referrer-policy").as_deref(), Some("no-referrer"));
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("form-action 'self'"),
+        "{csp}"
+    );
+    assert_eq!(
+        page.header("referrer-policy").as_deref(),
+        Some("no-referrer")
+    );
     assert_eq!(page.header("cache-control").as_deref(), Some("no-store"));
     let done = o.submit_login(&page, PASSWORD).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
@@ -103,7 +148,11 @@ async fn discovery_login_tool_call_refresh_revoke() {
     assert!(location.starts_with(REDIRECT), "{location}");
     assert_eq!(done.location_param("state").as_deref(), Some("xyz"));
     let code = done.location_param("code").unwrap();
-    assert_audited(&data, "login_succeeded", &[("subject", "operator"), ("client_id", &client_id)]);
+    assert_audited(
+        &data,
+        "login_succeeded",
+        &[("subject", "operator"), ("client_id", &client_id)],
+    );
     // The form's CSRF token was single use.
     let again = o.submit_login(&page, PASSWORD).await;
     assert_eq!(again.status, StatusCode::BAD_REQUEST);
@@ -118,7 +167,15 @@ async fn discovery_login_tool_call_refresh_revoke() {
     assert_eq!(t.body["token_type"], "Bearer");
     assert_eq!(t.body["scope"], "mcp");
     assert!(t.body["expires_in"].as_u64().unwrap() <= 900);
-    assert_audited(&data, "token_issued", &[("subject", "operator"), ("client_id", &client_id), ("audience", &format!("{base}/mcp"))]);
+    assert_audited(
+        &data,
+        "token_issued",
+        &[
+            ("subject", "operator"),
+            ("client_id", &client_id),
+            ("audience", &format!("{base}/mcp")),
+        ],
+    );
 
     // 6. MCP with the token: the rmcp client lists and calls tools.
     let text = greet_with(&host.mcp_url(), &t.access).await;
@@ -135,25 +192,61 @@ async fn discovery_login_tool_call_refresh_revoke() {
     assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
     let t2 = tokens(&r);
     assert_ne!(t2.refresh, t.refresh, "refresh tokens rotate");
-    assert_eq!(o.mcp(Some(&t2.access), &initialize()).await.status, StatusCode::OK);
+    assert_eq!(
+        o.mcp(Some(&t2.access), &initialize()).await.status,
+        StatusCode::OK
+    );
     assert_audited(&data, "token_refreshed", &[("client_id", &client_id)]);
 
     // 8. Revocation (RFC 7009): the family dies, access tokens included.
-    let r = o.post_form("/revoke", &[("token", &t2.refresh), ("client_id", &client_id)]).await;
+    let r = o
+        .post_form(
+            "/revoke",
+            &[("token", &t2.refresh), ("client_id", &client_id)],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_audited(&data, "token_revoked", &[("client_id", &client_id), ("reason", "/revoke")]);
+    assert_audited(
+        &data,
+        "token_revoked",
+        &[("client_id", &client_id), ("reason", "/revoke")],
+    );
     let r = o.mcp(Some(&t2.access), &initialize()).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert!(r.header("www-authenticate").unwrap().contains("error=\"invalid_token\""));
-    assert_audited(&data, "request_denied", &[("reason", "invalid token: revoked")]);
-    assert_eq!(o.refresh(&client_id, &t2.refresh).await.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.header("www-authenticate")
+            .unwrap()
+            .contains("error=\"invalid_token\"")
+    );
+    assert_audited(
+        &data,
+        "request_denied",
+        &[("reason", "invalid token: revoked")],
+    );
+    assert_eq!(
+        o.refresh(&client_id, &t2.refresh).await.status,
+        StatusCode::BAD_REQUEST
+    );
     // Unknown tokens: still 200.
-    assert_eq!(o.post_form("/revoke", &[("token", "no-such-token")]).await.status, StatusCode::OK);
+    assert_eq!(
+        o.post_form("/revoke", &[("token", "no-such-token")])
+            .await
+            .status,
+        StatusCode::OK
+    );
 
     // Nothing secret was ever logged or audited.
     let log = host.log();
     let audit = audit_text(&data);
-    for secret in [PASSWORD, &code, &t.access, &t.refresh, &t2.access, &t2.refresh, &verifier] {
+    for secret in [
+        PASSWORD,
+        &code,
+        &t.access,
+        &t.refresh,
+        &t2.access,
+        &t2.refresh,
+        &verifier,
+    ] {
         assert!(!log.contains(secret), "a secret reached the host's log");
         assert!(!audit.contains(secret), "a secret reached the audit log");
     }
@@ -169,24 +262,47 @@ async fn clients_and_refresh_tokens_survive_a_restart() {
 
     host.restart();
     let o = Oauth::new(&host.base_url());
-    assert_eq!(o.get("/jwks.json").await.json(), jwks_before, "the signing key is kept");
+    assert_eq!(
+        o.get("/jwks.json").await.json(),
+        jwks_before,
+        "the signing key is kept"
+    );
     // The access token issued before the restart is still valid.
-    assert_eq!(o.mcp(Some(&t.access), &initialize()).await.status, StatusCode::OK);
+    assert_eq!(
+        o.mcp(Some(&t.access), &initialize()).await.status,
+        StatusCode::OK
+    );
     // The refresh token still works, and rotates.
     let r = o.refresh(&client_id, &t.refresh).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let t2 = tokens(&r);
-    assert_eq!(o.mcp(Some(&t2.access), &initialize()).await.status, StatusCode::OK);
+    assert_eq!(
+        o.mcp(Some(&t2.access), &initialize()).await.status,
+        StatusCode::OK
+    );
     // The registered client can log in again without registering.
     let (code, verifier) = o.login(&client_id, PASSWORD).await;
-    assert_eq!(o.exchange(&client_id, &code, &verifier).await.status, StatusCode::OK);
+    assert_eq!(
+        o.exchange(&client_id, &code, &verifier).await.status,
+        StatusCode::OK
+    );
 
     // Reuse detection survives the restart too: the spent token kills the family.
     host.restart();
     let o = Oauth::new(&host.base_url());
-    assert_eq!(o.refresh(&client_id, &t.refresh).await.status, StatusCode::BAD_REQUEST);
-    assert_eq!(o.refresh(&client_id, &t2.refresh).await.status, StatusCode::BAD_REQUEST);
-    assert_audited(&host.data_dir(), "reuse_detected", &[("kind", "refresh_token"), ("client_id", &client_id)]);
+    assert_eq!(
+        o.refresh(&client_id, &t.refresh).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        o.refresh(&client_id, &t2.refresh).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_audited(
+        &host.data_dir(),
+        "reuse_detected",
+        &[("kind", "refresh_token"), ("client_id", &client_id)],
+    );
     assert!(host.is_running());
 }
 
@@ -207,19 +323,43 @@ async fn plugin_scopes_are_enforced_with_a_403_challenge() {
     let r = o.mcp(Some(&t.access), &oauth::tools_call("greet")).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
     let www = r.header("www-authenticate").unwrap();
-    assert!(www.starts_with("Bearer error=\"insufficient_scope\""), "{www}");
+    assert!(
+        www.starts_with("Bearer error=\"insufficient_scope\""),
+        "{www}"
+    );
     assert!(www.contains("scope=\"mcp admin\""), "{www}");
-    assert!(www.contains(&format!("resource_metadata=\"{base}/.well-known/oauth-protected-resource/mcp\"")), "{www}");
-    assert_audited(&data, "request_denied", &[("status", "403"), ("reason", "tool `greet` needs scope `admin`"), ("subject", "operator")]);
+    assert!(
+        www.contains(&format!(
+            "resource_metadata=\"{base}/.well-known/oauth-protected-resource/mcp\""
+        )),
+        "{www}"
+    );
+    assert_audited(
+        &data,
+        "request_denied",
+        &[
+            ("status", "403"),
+            ("reason", "tool `greet` needs scope `admin`"),
+            ("subject", "operator"),
+        ],
+    );
     // In a batch too.
     let batch = json!([oauth::initialize(), oauth::tools_call("greet")]);
-    assert_eq!(o.mcp(Some(&t.access), &batch).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        o.mcp(Some(&t.access), &batch).await.status,
+        StatusCode::FORBIDDEN
+    );
     // Other methods pass the gate.
-    assert_eq!(o.mcp(Some(&t.access), &initialize()).await.status, StatusCode::OK);
+    assert_eq!(
+        o.mcp(Some(&t.access), &initialize()).await.status,
+        StatusCode::OK
+    );
 
     // Step up: ask for `admin` as well.
     let (verifier, challenge) = oauth::pkce();
-    let page = o.authorize(&o.authorize_query(&client_id, &challenge, "s", &[("scope", "mcp admin")])).await;
+    let page = o
+        .authorize(&o.authorize_query(&client_id, &challenge, "s", &[("scope", "mcp admin")]))
+        .await;
     assert!(page.body.contains("mcp, admin"), "{}", page.body);
     let done = o.submit_login(&page, PASSWORD).await;
     let code = done.location_param("code").unwrap();
@@ -229,11 +369,26 @@ async fn plugin_scopes_are_enforced_with_a_403_challenge() {
     let text = greet_with(&host.mcp_url(), &t2.access).await;
     assert!(text.contains("Hello, Ada"), "{text}");
     // A refresh may narrow the scope but never widen it.
-    let r = o.post_form("/token", &[("grant_type", "refresh_token"), ("refresh_token", &t2.refresh), ("client_id", &client_id), ("scope", "mcp")]).await;
+    let r = o
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &t2.refresh),
+                ("client_id", &client_id),
+                ("scope", "mcp"),
+            ],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     let t3 = tokens(&r);
     assert_eq!(t3.body["scope"], "mcp");
-    assert_eq!(o.mcp(Some(&t3.access), &oauth::tools_call("greet")).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        o.mcp(Some(&t3.access), &oauth::tools_call("greet"))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
     assert!(host.is_running());
 }
 
@@ -242,13 +397,18 @@ async fn users_file_logins_carry_per_user_scopes() {
     let dir = tempfile::tempdir().unwrap();
     let alice_pw = "alice-has-a-long-password";
     let hash = {
-        let (ok, out) = common::run_stockade_stdin(&["hash-password"], dir.path(), &format!("{alice_pw}\n"));
+        let (ok, out) =
+            common::run_stockade_stdin(&["hash-password"], dir.path(), &format!("{alice_pw}\n"));
         assert!(ok, "{out}");
         out.trim().to_owned()
     };
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     let users = dir.path().join("users.toml");
-    std::fs::write(&users, format!("[[user]]\nname = \"alice\"\npassword_hash = '{hash}'\nscopes = [\"mcp\"]\n")).unwrap();
+    std::fs::write(
+        &users,
+        format!("[[user]]\nname = \"alice\"\npassword_hash = '{hash}'\nscopes = [\"mcp\"]\n"),
+    )
+    .unwrap();
     let mut host = HostBuilder::new()
         .auth(Some("builtin"))
         .arg("--users-file")
@@ -258,38 +418,85 @@ async fn users_file_logins_carry_per_user_scopes() {
     let o = Oauth::new(&host.base_url());
     let client_id = o.register().await;
     let (verifier, challenge) = oauth::pkce();
-    let page = o.authorize(&o.authorize_query(&client_id, &challenge, "s", &[("scope", "mcp admin")])).await;
-    assert!(page.body.contains("name=username"), "a users file adds the user name field");
+    let page = o
+        .authorize(&o.authorize_query(&client_id, &challenge, "s", &[("scope", "mcp admin")]))
+        .await;
+    assert!(
+        page.body.contains("name=username"),
+        "a users file adds the user name field"
+    );
     let csrf = oauth::csrf_of(&page.body);
-    let r = o.post_form("/authorize", &[("csrf", &csrf), ("username", "alice"), ("password", "wrong password here"), ("action", "approve")]).await;
+    let r = o
+        .post_form(
+            "/authorize",
+            &[
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", "wrong password here"),
+                ("action", "approve"),
+            ],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert_audited(&host.data_dir(), "login_failed", &[("subject", "alice"), ("reason", "wrong credentials")]);
+    assert_audited(
+        &host.data_dir(),
+        "login_failed",
+        &[("subject", "alice"), ("reason", "wrong credentials")],
+    );
     let csrf = oauth::csrf_of(&r.body);
-    let r = o.post_form("/authorize", &[("csrf", &csrf), ("username", "alice"), ("password", alice_pw), ("action", "approve")]).await;
+    let r = o
+        .post_form(
+            "/authorize",
+            &[
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", alice_pw),
+                ("action", "approve"),
+            ],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
-    let t = tokens(&o.exchange(&client_id, &r.location_param("code").unwrap(), &verifier).await);
+    let t = tokens(
+        &o.exchange(&client_id, &r.location_param("code").unwrap(), &verifier)
+            .await,
+    );
     assert_eq!(t.body["scope"], "mcp", "alice is not granted admin");
-    assert_audited(&host.data_dir(), "token_issued", &[("subject", "alice"), ("scope", "mcp")]);
+    assert_audited(
+        &host.data_dir(),
+        "token_issued",
+        &[("subject", "alice"), ("scope", "mcp")],
+    );
     assert!(!host.log().contains(alice_pw) && !audit_text(&host.data_dir()).contains(alice_pw));
     assert!(host.is_running());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn auto_approve_skips_the_page_for_loopback_clients_only() {
-    let mut host = HostBuilder::new().auth(Some("builtin")).arg("--auto-approve").start();
+    let mut host = HostBuilder::new()
+        .auth(Some("builtin"))
+        .arg("--auto-approve")
+        .start();
     let o = Oauth::new(&host.base_url());
     let client_id = o.register().await;
     let (verifier, challenge) = oauth::pkce();
-    let r = o.authorize(&o.authorize_query(&client_id, &challenge, "s1", &[])).await;
+    let r = o
+        .authorize(&o.authorize_query(&client_id, &challenge, "s1", &[]))
+        .await;
     assert_eq!(r.status, StatusCode::FOUND, "{}", r.body);
     let code = r.location_param("code").unwrap();
-    assert_eq!(o.exchange(&client_id, &code, &verifier).await.status, StatusCode::OK);
+    assert_eq!(
+        o.exchange(&client_id, &code, &verifier).await.status,
+        StatusCode::OK
+    );
     // A client redirecting elsewhere still needs a login, and there is no password.
     let reg = o.register_raw(&["https://app.example.com/cb"]).await;
     let other = reg.json()["client_id"].as_str().unwrap().to_owned();
     let q = oauth::form(&[
-        ("response_type", "code"), ("client_id", &other), ("redirect_uri", "https://app.example.com/cb"),
-        ("code_challenge", &challenge), ("code_challenge_method", "S256"),
+        ("response_type", "code"),
+        ("client_id", &other),
+        ("redirect_uri", "https://app.example.com/cb"),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
     ]);
     let r = o.authorize(&q).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
@@ -301,26 +508,61 @@ async fn auto_approve_skips_the_page_for_loopback_clients_only() {
 fn refuses_to_start_without_a_good_password_or_off_loopback_without_auth() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("plugins")).unwrap();
-    let serve = ["serve", "--listen", "127.0.0.1:0", "--plugins", "plugins", "--data", "data"];
+    let serve = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--plugins",
+        "plugins",
+        "--data",
+        "data",
+    ];
     let (ok, out) = common::run_stockade_env(&serve, dir.path(), &[]);
     assert!(!ok);
     assert!(out.contains("STOCKADE_PASSWORD"), "{out}");
-    let (ok, out) = common::run_stockade_env(&serve, dir.path(), &[("STOCKADE_PASSWORD", "too-short")]);
+    let (ok, out) =
+        common::run_stockade_env(&serve, dir.path(), &[("STOCKADE_PASSWORD", "too-short")]);
     assert!(!ok);
     assert!(out.contains("shorter than 12"), "{out}");
-    assert!(!out.contains("too-short"), "the password is not echoed: {out}");
+    assert!(
+        !out.contains("too-short"),
+        "the password is not echoed: {out}"
+    );
     let (ok, out) = common::run_stockade_env(
-        &["serve", "--listen", "0.0.0.0:0", "--plugins", "plugins", "--data", "data", "--auth", "none"],
+        &[
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--plugins",
+            "plugins",
+            "--data",
+            "data",
+            "--auth",
+            "none",
+        ],
         dir.path(),
         &[],
     );
     assert!(!ok);
     assert!(out.contains("loopback"), "{out}");
     let (ok, out) = common::run_stockade_env(
-        &["serve", "--listen", "127.0.0.1:0", "--plugins", "plugins", "--data", "data", "--public-url", "http://mcp.example.com"],
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--plugins",
+            "plugins",
+            "--data",
+            "data",
+            "--public-url",
+            "http://mcp.example.com",
+        ],
         dir.path(),
         &[("STOCKADE_PASSWORD", "long-enough-password")],
     );
     assert!(!ok);
-    assert!(out.contains("https"), "plain http public URLs are refused: {out}");
+    assert!(
+        out.contains("https"),
+        "plain http public URLs are refused: {out}"
+    );
 }

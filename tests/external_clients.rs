@@ -23,7 +23,10 @@ const PASSWORD: &str = "an-operator-password-for-sdk-tests";
 fn node() -> PathBuf {
     let p = repo().join("tests/clients/ts/node_modules/node/bin/node");
     assert!(
-        p.exists() && repo().join("tests/clients/ts/node_modules/@modelcontextprotocol/sdk").exists(),
+        p.exists()
+            && repo()
+                .join("tests/clients/ts/node_modules/@modelcontextprotocol/sdk")
+                .exists(),
         "the TypeScript SDK client is not installed ({} missing): run scripts/setup-clients",
         p.display()
     );
@@ -32,7 +35,11 @@ fn node() -> PathBuf {
 
 fn python() -> PathBuf {
     let p = repo().join("target/py/bin/python");
-    assert!(p.exists(), "the Python SDK client is not installed ({} missing): run scripts/setup-clients", p.display());
+    assert!(
+        p.exists(),
+        "the Python SDK client is not installed ({} missing): run scripts/setup-clients",
+        p.display()
+    );
     p
 }
 
@@ -58,33 +65,82 @@ fn run(mut cmd: Command, what: &str) -> Value {
     };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the {what} client failed ({}):\nstdout: {stdout}\nstderr: {stderr}", out.status);
-    let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or_else(|| panic!("no JSON from {what}: {stdout}"));
+    assert!(
+        out.status.success(),
+        "the {what} client failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON from {what}: {stdout}"));
     serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON from {what} ({e}): {line}"))
 }
 
 fn check(result: &Value, who: &str) {
     assert_eq!(result["ok"], true, "{who}: {result}");
     assert_eq!(result["refreshed"], true, "{who}: {result}");
-    assert!(result["tools"].as_array().unwrap().iter().any(|t| t == "greet"), "{who}: {result}");
-    assert!(result["greet"].as_str().unwrap().contains("Hello,"), "{who}: {result}");
-    assert!(result["greet_after_refresh"].as_str().unwrap().contains("Hello, again"), "{who}: {result}");
-    assert!(result["registered_client"].as_str().unwrap().starts_with("stk_"), "{who}: {result}");
+    assert!(
+        result["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "greet"),
+        "{who}: {result}"
+    );
+    assert!(
+        result["greet"].as_str().unwrap().contains("Hello,"),
+        "{who}: {result}"
+    );
+    assert!(
+        result["greet_after_refresh"]
+            .as_str()
+            .unwrap()
+            .contains("Hello, again"),
+        "{who}: {result}"
+    );
+    assert!(
+        result["registered_client"]
+            .as_str()
+            .unwrap()
+            .starts_with("stk_"),
+        "{who}: {result}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn typescript_sdk_client_logs_in_calls_and_refreshes() {
     let node = node();
-    let mut host = HostBuilder::new().plugin(&bundled("template"), "template").password(PASSWORD).start();
+    let mut host = HostBuilder::new()
+        .plugin(&bundled("template"), "template")
+        .password(PASSWORD)
+        .start();
     let mut cmd = Command::new(node);
-    cmd.current_dir(repo().join("tests/clients/ts")).arg("flow.mjs").arg(host.mcp_url()).arg(PASSWORD);
-    let result = tokio::task::spawn_blocking(move || run(cmd, "TypeScript")).await.unwrap();
+    cmd.current_dir(repo().join("tests/clients/ts"))
+        .arg("flow.mjs")
+        .arg(host.mcp_url())
+        .arg(PASSWORD);
+    let result = tokio::task::spawn_blocking(move || run(cmd, "TypeScript"))
+        .await
+        .unwrap();
     check(&result, "TypeScript SDK");
     assert_eq!(result["pkce_method"], "S256");
-    assert_eq!(result["resource"], host.mcp_url(), "RFC 8707 resource sent by the SDK");
+    assert_eq!(
+        result["resource"],
+        host.mcp_url(),
+        "RFC 8707 resource sent by the SDK"
+    );
     let client = result["registered_client"].as_str().unwrap();
     let data = host.data_dir();
-    assert_audited(&data, "client_registered", &[("client_id", client), ("client_name", "TypeScript SDK flow test")]);
+    assert_audited(
+        &data,
+        "client_registered",
+        &[
+            ("client_id", client),
+            ("client_name", "TypeScript SDK flow test"),
+        ],
+    );
     assert_audited(&data, "login_succeeded", &[("client_id", client)]);
     assert_audited(&data, "token_issued", &[("client_id", client)]);
     assert_audited(&data, "token_refreshed", &[("client_id", client)]);
@@ -96,14 +152,28 @@ async fn typescript_sdk_client_logs_in_calls_and_refreshes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn python_sdk_client_logs_in_calls_and_refreshes() {
     let python = python();
-    let mut host = HostBuilder::new().plugin(&bundled("template"), "template").password(PASSWORD).start();
+    let mut host = HostBuilder::new()
+        .plugin(&bundled("template"), "template")
+        .password(PASSWORD)
+        .start();
     let mut cmd = Command::new(python);
-    cmd.arg(repo().join("tests/clients/py/flow.py")).arg(host.mcp_url()).arg(PASSWORD);
-    let result = tokio::task::spawn_blocking(move || run(cmd, "Python")).await.unwrap();
+    cmd.arg(repo().join("tests/clients/py/flow.py"))
+        .arg(host.mcp_url())
+        .arg(PASSWORD);
+    let result = tokio::task::spawn_blocking(move || run(cmd, "Python"))
+        .await
+        .unwrap();
     check(&result, "Python SDK");
     let client = result["registered_client"].as_str().unwrap();
     let data = host.data_dir();
-    assert_audited(&data, "client_registered", &[("client_id", client), ("client_name", "Python SDK flow test")]);
+    assert_audited(
+        &data,
+        "client_registered",
+        &[
+            ("client_id", client),
+            ("client_name", "Python SDK flow test"),
+        ],
+    );
     assert_audited(&data, "token_refreshed", &[("client_id", client)]);
     assert_audited(&data, "tool_call", &[("target", "greet")]);
     assert!(!host.log().contains(PASSWORD) && !audit_text(&data).contains(PASSWORD));

@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Host, HostBuilder, bundled, test_plugin};
+use rmcp::RoleClient;
 use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock};
 use rmcp::service::RunningService;
-use rmcp::RoleClient;
 use serde_json::{Value, json};
 
 // ---- Helpers ------------------------------------------------------------------
@@ -55,7 +55,11 @@ async fn try_call(client: &Client, tool: &str, args: Value) -> (bool, String) {
 /// Calls a tool that must fail; returns its error text.
 async fn must_fail(client: &Client, tool: &str, args: Value) -> String {
     let (is_error, t) = try_call(client, tool, args).await;
-    assert!(is_error, "`{tool}` should have failed but returned: {}", short(&t));
+    assert!(
+        is_error,
+        "`{tool}` should have failed but returned: {}",
+        short(&t)
+    );
     t
 }
 
@@ -76,13 +80,18 @@ fn read_audit(host: &Host) -> Vec<Value> {
     let text = std::fs::read_to_string(&path).unwrap_or_default();
     text.lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}"))
+        })
         .collect()
 }
 
 /// The audit lines of `event`.
 fn audit_events(host: &Host, event: &str) -> Vec<Value> {
-    read_audit(host).into_iter().filter(|l| l["event"] == event).collect()
+    read_audit(host)
+        .into_iter()
+        .filter(|l| l["event"] == event)
+        .collect()
 }
 
 /// The last `tool_call` audit record for `tool`.
@@ -91,11 +100,20 @@ fn last_tool_call(host: &Host, tool: &str) -> Value {
         .into_iter()
         .rev()
         .find(|l| l["target"] == tool)
-        .unwrap_or_else(|| panic!("no tool_call audit line for `{tool}`:\n{:#?}", read_audit(host)))
+        .unwrap_or_else(|| {
+            panic!(
+                "no tool_call audit line for `{tool}`:\n{:#?}",
+                read_audit(host)
+            )
+        })
 }
 
 /// Waits up to `timeout` for an audit line matching `pred`.
-async fn wait_audit(host: &Host, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+async fn wait_audit(
+    host: &Host,
+    timeout: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Option<Value> {
     let start = Instant::now();
     loop {
         if let Some(l) = read_audit(host).into_iter().find(|l| pred(l)) {
@@ -115,9 +133,14 @@ fn assert_denied(host: &Host, capability: &str, needles: &[&str]) {
     let found = lines.iter().any(|l| {
         l["plugin"] == "hostile"
             && l["capability"] == capability
-            && needles.iter().all(|n| l["detail"].as_str().unwrap_or_default().contains(n))
+            && needles
+                .iter()
+                .all(|n| l["detail"].as_str().unwrap_or_default().contains(n))
     });
-    assert!(found, "no capability_denied line for {capability} containing {needles:?}:\n{lines:#?}");
+    assert!(
+        found,
+        "no capability_denied line for {capability} containing {needles:?}:\n{lines:#?}"
+    );
 }
 
 /// Asserts that the failed call of `tool` was audited with `limit`.
@@ -184,9 +207,17 @@ async fn during_attack(host: &Host, tool: &'static str, args: Value, n: usize) -
     let mut overlapped = 0;
     for i in 0..n {
         let t = Instant::now();
-        let (is_error, answer) = try_call(&bystander, "greet", json!({"name": format!("bystander {i}")})).await;
+        let (is_error, answer) = try_call(
+            &bystander,
+            "greet",
+            json!({"name": format!("bystander {i}")}),
+        )
+        .await;
         latencies.push(t.elapsed());
-        assert!(!is_error && answer.contains("Hello, bystander"), "bystander call {i} failed during `{tool}`: {answer}");
+        assert!(
+            !is_error && answer.contains("Hello, bystander"),
+            "bystander call {i} failed during `{tool}`: {answer}"
+        );
         if running.load(Ordering::SeqCst) > 0 {
             overlapped += 1;
         }
@@ -206,7 +237,10 @@ async fn during_attack(host: &Host, tool: &'static str, args: Value, n: usize) -
         sorted[sorted.len() * 9 / 10],
         sorted[sorted.len() - 1],
     );
-    assert!(overlapped >= n / 2, "the attack `{tool}` did not overlap the bystander's calls ({overlapped}/{n})");
+    assert!(
+        overlapped >= n / 2,
+        "the attack `{tool}` did not overlap the bystander's calls ({overlapped}/{n})"
+    );
     assert!(
         b.median() < Duration::from_millis(500),
         "bystander median latency {:?} during `{tool}`",
@@ -243,10 +277,16 @@ async fn infinite_loop_times_out_without_starving_others() {
     let b = during_attack(&host, "spin", json!({}), 20).await;
     let (is_error, t) = &b.attacks[0];
     assert!(is_error);
-    assert!(t.contains("tool `spin` (plugin `hostile`) failed: timed out after 2 s"), "{t}");
+    assert!(
+        t.contains("tool `spin` (plugin `hostile`) failed: timed out after 2 s"),
+        "{t}"
+    );
     let line = assert_limit_audited(&host, "spin", "timeout");
     let us = line["duration_us"].as_u64().unwrap();
-    assert!((1_900_000..4_000_000).contains(&us), "stopped near its 2 s deadline: {us} µs");
+    assert!(
+        (1_900_000..4_000_000).contains(&us),
+        "stopped near its 2 s deadline: {us} µs"
+    );
     let client = host.client().await;
     assert_still_serving(&mut host, &client).await;
 }
@@ -272,16 +312,25 @@ async fn deep_recursion_overflows_the_stack_cleanly() {
     let b = during_attack(&host, "recurse", json!({}), 20).await;
     let (is_error, t) = &b.attacks[0];
     assert!(is_error);
-    assert!(t.contains("plugin crashed") && t.contains("stack overflow"), "{t}");
+    assert!(
+        t.contains("plugin crashed") && t.contains("stack overflow"),
+        "{t}"
+    );
     let line = last_tool_call(&host, "recurse");
     assert_eq!(line["outcome"], "failed", "{line}");
-    assert!(line["error"].as_str().unwrap().contains("stack overflow"), "{line}");
+    assert!(
+        line["error"].as_str().unwrap().contains("stack overflow"),
+        "{line}"
+    );
     // Big frames overflow the guest's own shadow stack in linear memory first:
     // that is a memory fault inside the guest's region, contained the same way.
     let b = during_attack(&host, "recurse_frames", json!({}), 20).await;
     let (is_error, t) = &b.attacks[0];
     println!("[recurse_frames] {t}");
-    assert!(*is_error && t.contains("tool `recurse_frames` (plugin `hostile`) failed: plugin crashed"), "{t}");
+    assert!(
+        *is_error && t.contains("tool `recurse_frames` (plugin `hostile`) failed: plugin crashed"),
+        "{t}"
+    );
     assert_eq!(last_tool_call(&host, "recurse_frames")["outcome"], "failed");
     let client = host.client().await;
     // Bounded recursion in the same plugin still works: nothing is left broken.
@@ -300,7 +349,11 @@ async fn memory_bomb_hits_the_memory_limit() {
     let (is_error, t) = &b.attacks[0];
     assert!(is_error);
     assert!(t.contains("memory limit 32 MiB exceeded"), "{t}");
-    assert!(b.attacks.iter().all(|(e, t)| *e && t.contains("memory limit 32 MiB exceeded")));
+    assert!(
+        b.attacks
+            .iter()
+            .all(|(e, t)| *e && t.contains("memory limit 32 MiB exceeded"))
+    );
     assert_limit_audited(&host, "alloc_bomb", "memory");
     let client = host.client().await;
     assert_still_serving(&mut host, &client).await;
@@ -321,7 +374,11 @@ async fn table_bomb_hits_the_table_limit() {
     assert!(t.contains("table limit of 5000 elements exceeded"), "{t}");
     assert_limit_audited(&host, "table_bomb", "table");
     let b = during_attack(&host, "table_bomb", json!({}), 20).await;
-    assert!(b.attacks.iter().all(|(e, t)| *e && t.contains("table limit")));
+    assert!(
+        b.attacks
+            .iter()
+            .all(|(e, t)| *e && t.contains("table limit"))
+    );
     assert_still_serving(&mut host, &client).await;
 }
 
@@ -333,7 +390,11 @@ async fn huge_result_is_refused_by_size() {
     let b = during_attack(&host, "huge_result", json!({"mib": 8}), 20).await;
     let (is_error, t) = &b.attacks[0];
     assert!(is_error);
-    assert!(t.contains("result of 8388608 bytes exceeds the limit of 1024 KiB"), "{}", short(t));
+    assert!(
+        t.contains("result of 8388608 bytes exceeds the limit of 1024 KiB"),
+        "{}",
+        short(t)
+    );
     assert_limit_audited(&host, "huge_result", "result_size");
     let client = host.client().await;
     let (e, t) = try_call(&client, "huge_result", json!({"mib": 0})).await;
@@ -353,7 +414,10 @@ async fn log_flood_is_capped_and_counted() {
     assert_eq!(line["outcome"], "ok", "{line}");
     let dropped = line["dropped_notifications"].as_u64().unwrap();
     // 64 KiB of ~70-byte messages: about a thousand get through, the rest are dropped.
-    assert!(dropped > 90_000 && dropped < 100_000, "dropped {dropped}: {line}");
+    assert!(
+        dropped > 90_000 && dropped < 100_000,
+        "dropped {dropped}: {line}"
+    );
     println!("[log_flood] dropped_notifications = {dropped} of 100000");
     let client = host.client().await;
     assert_still_serving(&mut host, &client).await;
@@ -379,7 +443,10 @@ async fn panic_and_trap_are_contained() {
     let mut host = attack_host();
     let client = host.client().await;
     let t = must_fail(&client, "panic", json!({})).await;
-    assert!(t.contains("plugin crashed") && t.contains("hostile plugin panicked on purpose"), "{t}");
+    assert!(
+        t.contains("plugin crashed") && t.contains("hostile plugin panicked on purpose"),
+        "{t}"
+    );
     let t = must_fail(&client, "trap", json!({})).await;
     println!("[trap] {t}");
     assert!(t.contains("plugin crashed"), "{t}");
@@ -391,7 +458,6 @@ async fn panic_and_trap_are_contained() {
 /// A crash names the trap, so the operator (and the model) can tell an
 /// `unreachable` from a memory fault.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "host bug: non-panic traps are reported as `plugin crashed: error while executing at wasm backtrace:` (runtime::classify keeps only the first line of the error chain)"]
 async fn crashes_name_the_trap() {
     let mut host = attack_host();
     let client = host.client().await;
@@ -399,7 +465,12 @@ async fn crashes_name_the_trap() {
     assert!(t.contains("unreachable"), "{t}");
     let t = must_fail(&client, "recurse_frames", json!({})).await;
     assert!(t.contains("out of bounds"), "{t}");
-    assert!(!last_tool_call(&host, "trap")["error"].as_str().unwrap().ends_with("backtrace:"));
+    assert!(
+        !last_tool_call(&host, "trap")["error"]
+            .as_str()
+            .unwrap()
+            .ends_with("backtrace:")
+    );
     assert_still_serving(&mut host, &client).await;
 }
 
@@ -411,7 +482,10 @@ async fn fuel_limit_stops_a_spinning_plugin() {
         .start();
     let client = host.client().await;
     let t = must_fail(&client, "spin", json!({})).await;
-    assert!(t.contains("fuel exhausted: the call used all 20000000 units"), "{t}");
+    assert!(
+        t.contains("fuel exhausted: the call used all 20000000 units"),
+        "{t}"
+    );
     let line = assert_limit_audited(&host, "spin", "fuel");
     assert!(line["fuel"].as_u64().unwrap() >= 20_000_000, "{line}");
     assert_still_serving(&mut host, &client).await;
@@ -428,7 +502,11 @@ async fn per_plugin_limits_override_the_defaults() {
     let started = Instant::now();
     let t = must_fail(&client, "spin", json!({})).await;
     assert!(t.contains("timed out after 1 s"), "{t}");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert_limit_audited(&host, "spin", "timeout");
     assert_still_serving(&mut host, &client).await;
 }
@@ -448,7 +526,10 @@ async fn concurrency_cap_refuses_the_second_call() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     let t = must_fail(&b, "spin", json!({})).await;
-    assert!(started.elapsed() < Duration::from_millis(1000), "refused at once, not queued");
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "refused at once, not queued"
+    );
     assert!(
         t.contains("too many concurrent calls: plugin `hostile` is running 1 and queueing 0"),
         "{t}"
@@ -478,7 +559,10 @@ async fn cancellation_stops_a_running_call() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    handle.cancel(Some("the user pressed stop".into())).await.unwrap();
+    handle
+        .cancel(Some("the user pressed stop".into()))
+        .await
+        .unwrap();
     let line = wait_audit(&host, Duration::from_secs(10), |l| {
         l["event"] == "tool_call" && l["target"] == "spin"
     })
@@ -523,17 +607,34 @@ dirs = [
         ro = root.join("ro").display(),
         rw = root.join("rw").display()
     );
-    let mut host = HostBuilder::new().plugin(&test_plugin("hostile"), "hostile").config(&config).start();
+    let mut host = HostBuilder::new()
+        .plugin(&test_plugin("hostile"), "hostile")
+        .config(&config)
+        .start();
     let client = host.client().await;
 
     // Positive: the read-only grant reads, the read-write grant writes.
-    assert_eq!(cap(&client, "read_path", json!({"path": "/data/hello.txt"})).await, "OK:hello from ro");
+    assert_eq!(
+        cap(&client, "read_path", json!({"path": "/data/hello.txt"})).await,
+        "OK:hello from ro"
+    );
     let listing = cap(&client, "list_dir", json!({"path": "/data"})).await;
     assert!(listing.contains("hello.txt"), "{listing}");
-    let t = cap(&client, "write_path", json!({"path": "/scratch/out.txt", "text": "written"})).await;
+    let t = cap(
+        &client,
+        "write_path",
+        json!({"path": "/scratch/out.txt", "text": "written"}),
+    )
+    .await;
     assert!(t.starts_with("OK:"), "{t}");
-    assert_eq!(std::fs::read_to_string(root.join("rw/out.txt")).unwrap(), "written");
-    assert_eq!(cap(&client, "read_path", json!({"path": "/scratch/out.txt"})).await, "OK:written");
+    assert_eq!(
+        std::fs::read_to_string(root.join("rw/out.txt")).unwrap(),
+        "written"
+    );
+    assert_eq!(
+        cap(&client, "read_path", json!({"path": "/scratch/out.txt"})).await,
+        "OK:written"
+    );
 
     // Escapes: `..`, relative paths, absolute guest and host paths, symlinks out.
     let secret = root.join("secret.txt").display().to_string();
@@ -551,28 +652,60 @@ dirs = [
         "/scratch/../ro/hello.txt",
     ] {
         let t = cap(&client, "read_path", json!({"path": path})).await;
-        assert!(t.starts_with("ERR:"), "reading {path} must fail, got {}", short(&t));
-        assert!(!t.contains("TOP SECRET") && !t.contains("root:"), "{path} leaked: {t}");
+        assert!(
+            t.starts_with("ERR:"),
+            "reading {path} must fail, got {}",
+            short(&t)
+        );
+        assert!(
+            !t.contains("TOP SECRET") && !t.contains("root:"),
+            "{path} leaked: {t}"
+        );
         println!("[fs] read {path}: {t}");
     }
     for path in ["/", "/data/..", "/etc"] {
         let t = cap(&client, "list_dir", json!({"path": path})).await;
-        assert!(!t.contains("secret.txt") && !t.contains("passwd,"), "listing {path} leaked: {t}");
+        assert!(
+            !t.contains("secret.txt") && !t.contains("passwd,"),
+            "listing {path} leaked: {t}"
+        );
     }
 
     // Writing into the read-only grant: new files, overwrites, through symlinks.
-    for path in ["/data/new.txt", "/data/hello.txt", "/data/escape-relative", "/scratch/../secret.txt"] {
-        let t = cap(&client, "write_path", json!({"path": path, "text": "pwned"})).await;
+    for path in [
+        "/data/new.txt",
+        "/data/hello.txt",
+        "/data/escape-relative",
+        "/scratch/../secret.txt",
+    ] {
+        let t = cap(
+            &client,
+            "write_path",
+            json!({"path": path, "text": "pwned"}),
+        )
+        .await;
         assert!(t.starts_with("ERR:"), "writing {path} must fail, got {t}");
         println!("[fs] write {path}: {t}");
     }
     assert!(!root.join("ro/new.txt").exists());
-    assert_eq!(std::fs::read_to_string(root.join("ro/hello.txt")).unwrap(), "hello from ro");
-    assert_eq!(std::fs::read_to_string(root.join("secret.txt")).unwrap(), "TOP SECRET");
+    assert_eq!(
+        std::fs::read_to_string(root.join("ro/hello.txt")).unwrap(),
+        "hello from ro"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("secret.txt")).unwrap(),
+        "TOP SECRET"
+    );
 
     // Every call is audited (WASI refusals are errors inside the plugin, not
     // capability denials: an ungranted path simply does not exist for it).
-    assert!(audit_events(&host, "tool_call").iter().filter(|l| l["target"] == "read_path").count() >= 12);
+    assert!(
+        audit_events(&host, "tool_call")
+            .iter()
+            .filter(|l| l["target"] == "read_path")
+            .count()
+            >= 12
+    );
     assert_still_serving(&mut host, &client).await;
 }
 
@@ -585,17 +718,31 @@ async fn no_grant_means_no_files_and_no_environment() {
         .env("STOCKADE_TEST_SECRET", "hunter2")
         .start();
     let client = host.client().await;
-    for path in ["/data/hello.txt", "/etc/passwd", tree.path().join("ro/hello.txt").to_str().unwrap(), "."] {
+    for path in [
+        "/data/hello.txt",
+        "/etc/passwd",
+        tree.path().join("ro/hello.txt").to_str().unwrap(),
+        ".",
+    ] {
         let t = cap(&client, "read_path", json!({"path": path})).await;
         assert!(t.starts_with("ERR:"), "{path}: {t}");
     }
-    let t = cap(&client, "write_path", json!({"path": "/tmp/pwned", "text": "x"})).await;
+    let t = cap(
+        &client,
+        "write_path",
+        json!({"path": "/tmp/pwned", "text": "x"}),
+    )
+    .await;
     assert!(t.starts_with("ERR:"), "{t}");
     for name in ["STOCKADE_TEST_SECRET", "HOME", "PATH", "USER"] {
         let t = cap(&client, "env", json!({"name": name})).await;
         assert!(t.starts_with("ERR:"), "{name} visible: {t}");
     }
-    assert_eq!(cap(&client, "env_all", json!({})).await, "OK:", "no variables at all");
+    assert_eq!(
+        cap(&client, "env_all", json!({})).await,
+        "OK:",
+        "no variables at all"
+    );
     assert_still_serving(&mut host, &client).await;
 }
 
@@ -607,7 +754,10 @@ async fn only_granted_environment_variables_are_visible() {
         .config("[plugins.hostile.grants]\nenv = { GREETING = \"hi there\" }\n")
         .start();
     let client = host.client().await;
-    assert_eq!(cap(&client, "env", json!({"name": "GREETING"})).await, "OK:hi there");
+    assert_eq!(
+        cap(&client, "env", json!({"name": "GREETING"})).await,
+        "OK:hi there"
+    );
     assert_eq!(cap(&client, "env_all", json!({})).await, "OK:GREETING");
     for name in ["STOCKADE_TEST_SECRET", "HOME", "PATH"] {
         let t = cap(&client, "env", json!({"name": name})).await;
@@ -626,32 +776,65 @@ async fn ungranted_capabilities_are_denied_with_the_config_key() {
         .start();
     let client = host.client().await;
 
-    let t = cap(&client, "exec", json!({"program": "/bin/echo", "args": ["hi"]})).await;
-    assert!(t.starts_with("ERR:plugin `hostile` may not use exec"), "{t}");
-    assert!(t.contains("grants.exec") && t.contains("[plugins.hostile]"), "{t}");
+    let t = cap(
+        &client,
+        "exec",
+        json!({"program": "/bin/echo", "args": ["hi"]}),
+    )
+    .await;
+    assert!(
+        t.starts_with("ERR:plugin `hostile` may not use exec"),
+        "{t}"
+    );
+    assert!(
+        t.contains("grants.exec") && t.contains("[plugins.hostile]"),
+        "{t}"
+    );
     assert_denied(&host, "exec", &["/bin/echo"]);
 
-    let t = cap(&client, "sql", json!({"source": "main", "statement": "SELECT 1"})).await;
-    assert!(t.starts_with("ERR:plugin `hostile` may not use the SQL source `main`"), "{t}");
+    let t = cap(
+        &client,
+        "sql",
+        json!({"source": "main", "statement": "SELECT 1"}),
+    )
+    .await;
+    assert!(
+        t.starts_with("ERR:plugin `hostile` may not use the SQL source `main`"),
+        "{t}"
+    );
     assert!(t.contains("grants.sql = [\"main\"]"), "{t}");
     assert_denied(&host, "sql", &["main"]);
 
     let t = cap(&client, "sample", json!({})).await;
-    assert!(t.starts_with("ERR:plugin `hostile` may not use client sampling"), "{t}");
+    assert!(
+        t.starts_with("ERR:plugin `hostile` may not use client sampling"),
+        "{t}"
+    );
     assert!(t.contains("grants.client = [\"sampling\"]"), "{t}");
     let t = cap(&client, "elicit", json!({})).await;
-    assert!(t.starts_with("ERR:plugin `hostile` may not use client elicitation"), "{t}");
+    assert!(
+        t.starts_with("ERR:plugin `hostile` may not use client elicitation"),
+        "{t}"
+    );
     assert!(t.contains("grants.client = [\"elicitation\"]"), "{t}");
     assert_denied(&host, "client", &["sampling"]);
     assert_denied(&host, "client", &["elicitation"]);
 
     // HTTP with no grant: refused before DNS; the plugin learns it was denied,
     // the audit log says by whom and how to grant it.
-    for url in ["http://example.com/", "http://127.0.0.1:9/", "http://169.254.169.254/latest/meta-data/"] {
+    for url in [
+        "http://example.com/",
+        "http://127.0.0.1:9/",
+        "http://169.254.169.254/latest/meta-data/",
+    ] {
         let t = cap(&client, "http", json!({"url": url})).await;
         assert!(t.starts_with("ERR:") && t.contains("denied"), "{url}: {t}");
     }
-    assert_denied(&host, "http", &["may not make HTTP requests", "grants.http.hosts"]);
+    assert_denied(
+        &host,
+        "http",
+        &["may not make HTTP requests", "grants.http.hosts"],
+    );
 
     let denials = audit_events(&host, "capability_denied").len();
     assert!(denials >= 7, "{denials} denials audited");
@@ -676,30 +859,66 @@ timeout_ms = 5000
         .start();
     let client = host.client().await;
     // Positive: the allow-listed program with matching arguments runs.
-    let t = cap(&client, "exec", json!({"program": "/bin/echo", "args": ["hello", "there"]})).await;
+    let t = cap(
+        &client,
+        "exec",
+        json!({"program": "/bin/echo", "args": ["hello", "there"]}),
+    )
+    .await;
     assert_eq!(t, "OK:hello there\n");
 
     // Not on the allow-list, even when the same binary is reached another way.
-    for program in ["/bin/sh", "/usr/bin/env", "/bin/../bin/echo", "echo", "/usr/bin/echo"] {
-        let t = cap(&client, "exec", json!({"program": program, "args": ["hello", "x"]})).await;
+    for program in [
+        "/bin/sh",
+        "/usr/bin/env",
+        "/bin/../bin/echo",
+        "echo",
+        "/usr/bin/echo",
+    ] {
+        let t = cap(
+            &client,
+            "exec",
+            json!({"program": program, "args": ["hello", "x"]}),
+        )
+        .await;
         if program == "/usr/bin/echo" && t.starts_with("OK:") {
             panic!("{program} ran although only /bin/echo is allowed");
         }
-        assert!(t.starts_with(&format!("ERR:plugin `hostile` may not run `{program}`")), "{program}: {t}");
+        assert!(
+            t.starts_with(&format!("ERR:plugin `hostile` may not run `{program}`")),
+            "{program}: {t}"
+        );
         assert!(t.contains("allowed: /bin/echo"), "{t}");
     }
     assert_denied(&host, "exec", &["/bin/sh", "not in its exec allow-list"]);
 
     // Arguments that do not match the patterns, or the wrong number of them.
     for (args, why) in [
-        (json!(["hello; rm -rf /", "x"]), "does not match the allowed pattern `hello|world`"),
-        (json!(["hello", "ABC"]), "does not match the allowed pattern `[a-z]+`"),
+        (
+            json!(["hello; rm -rf /", "x"]),
+            "does not match the allowed pattern `hello|world`",
+        ),
+        (
+            json!(["hello", "ABC"]),
+            "does not match the allowed pattern `[a-z]+`",
+        ),
         (json!(["hello"]), "exactly 2 argument(s), got 1"),
-        (json!(["hello", "x", "extra"]), "exactly 2 argument(s), got 3"),
+        (
+            json!(["hello", "x", "extra"]),
+            "exactly 2 argument(s), got 3",
+        ),
         (json!(["helloworld", "x"]), "does not match"),
     ] {
-        let t = cap(&client, "exec", json!({"program": "/bin/echo", "args": args})).await;
-        assert!(t.starts_with("ERR:plugin `hostile` was refused") && t.contains(why), "{args}: {t}");
+        let t = cap(
+            &client,
+            "exec",
+            json!({"program": "/bin/echo", "args": args}),
+        )
+        .await;
+        assert!(
+            t.starts_with("ERR:plugin `hostile` was refused") && t.contains(why),
+            "{args}: {t}"
+        );
     }
     assert_denied(&host, "exec", &["does not match the allowed pattern"]);
     assert_still_serving(&mut host, &client).await;
@@ -715,7 +934,9 @@ async fn tiny_http_server() -> (u16, Arc<AtomicUsize>) {
     let counter = hits.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             counter.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let mut buf = Vec::new();
@@ -727,7 +948,9 @@ async fn tiny_http_server() -> (u16, Arc<AtomicUsize>) {
                     }
                 }
                 let _ = sock
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello")
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+                    )
                     .await;
             });
         }
@@ -750,7 +973,10 @@ hosts = ["127.0.0.1:{port}", "169.254.169.254", "10.0.0.1", "localhost:{port}"]
 methods = ["GET"]
 "#
     );
-    let mut host = HostBuilder::new().plugin(&test_plugin("hostile"), "hostile").config(&config).start();
+    let mut host = HostBuilder::new()
+        .plugin(&test_plugin("hostile"), "hostile")
+        .config(&config)
+        .start();
     let client = host.client().await;
     for target in [
         url.clone(),
@@ -759,7 +985,10 @@ methods = ["GET"]
         "http://10.0.0.1/".to_owned(),
     ] {
         let t = cap(&client, "http", json!({"url": target})).await;
-        assert!(t.starts_with("ERR:") && t.contains("DestinationIpProhibited"), "{target}: {t}");
+        assert!(
+            t.starts_with("ERR:") && t.contains("DestinationIpProhibited"),
+            "{target}: {t}"
+        );
         println!("[http] {target}: {t}");
     }
     assert_eq!(hits.load(Ordering::SeqCst), 0, "no connection was made");
@@ -770,9 +999,16 @@ methods = ["GET"]
         (url.clone(), "POST"),
     ] {
         let t = cap(&client, "http", json!({"url": target, "method": method})).await;
-        assert!(t.starts_with("ERR:") && t.contains("denied"), "{method} {target}: {t}");
+        assert!(
+            t.starts_with("ERR:") && t.contains("denied"),
+            "{method} {target}: {t}"
+        );
     }
-    assert_denied(&host, "http", &["may not reach example.com:80", "grants.http.hosts"]);
+    assert_denied(
+        &host,
+        "http",
+        &["may not reach example.com:80", "grants.http.hosts"],
+    );
     assert_denied(&host, "http", &["may not send POST"]);
     assert_eq!(hits.load(Ordering::SeqCst), 0, "no connection was made");
     assert_still_serving(&mut host, &client).await;
@@ -783,7 +1019,10 @@ methods = ["GET"]
     let config = format!(
         "[plugins.hostile.grants.http]\nhosts = [\"127.0.0.1:{port}\"]\nmethods = [\"GET\"]\nallow_private = true\n"
     );
-    let mut host = HostBuilder::new().plugin(&test_plugin("hostile"), "hostile").config(&config).start();
+    let mut host = HostBuilder::new()
+        .plugin(&test_plugin("hostile"), "hostile")
+        .config(&config)
+        .start();
     let client = host.client().await;
     let t = cap(&client, "http", json!({"url": url})).await;
     assert_eq!(t, "OK:200 hello");
@@ -796,14 +1035,18 @@ methods = ["GET"]
 
 /// Private-address refusals should be audited like every other denial.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "host gap: refusals of allow-listed names that resolve to non-public addresses are not audited (capabilities/http.rs)"]
 async fn http_private_address_refusals_are_audited() {
     let mut host = HostBuilder::new()
         .plugin(&test_plugin("hostile"), "hostile")
         .config("[plugins.hostile.grants.http]\nhosts = [\"169.254.169.254\"]\n")
         .start();
     let client = host.client().await;
-    let t = cap(&client, "http", json!({"url": "http://169.254.169.254/latest/meta-data/"})).await;
+    let t = cap(
+        &client,
+        "http",
+        json!({"url": "http://169.254.169.254/latest/meta-data/"}),
+    )
+    .await;
     assert!(t.contains("DestinationIpProhibited"), "{t}");
     assert_denied(&host, "http", &["169.254.169.254"]);
     assert_still_serving(&mut host, &client).await;
@@ -829,15 +1072,31 @@ async fn sql_reads_granted_sources_and_never_writes() {
         db.display(),
         db.display()
     );
-    let mut host = HostBuilder::new().plugin(&test_plugin("hostile"), "hostile").config(&config).start();
+    let mut host = HostBuilder::new()
+        .plugin(&test_plugin("hostile"), "hostile")
+        .config(&config)
+        .start();
     let client = host.client().await;
 
-    let t = cap(&client, "sql", json!({"source": "main", "statement": "SELECT id, name FROM people ORDER BY id"})).await;
+    let t = cap(
+        &client,
+        "sql",
+        json!({"source": "main", "statement": "SELECT id, name FROM people ORDER BY id"}),
+    )
+    .await;
     assert_eq!(t, "OK:id\tname\n1\tada\n2\tbob");
 
     // A source that exists but is not granted to this plugin.
-    let t = cap(&client, "sql", json!({"source": "other", "statement": "SELECT 1"})).await;
-    assert!(t.starts_with("ERR:plugin `hostile` may not use the SQL source `other`"), "{t}");
+    let t = cap(
+        &client,
+        "sql",
+        json!({"source": "other", "statement": "SELECT 1"}),
+    )
+    .await;
+    assert!(
+        t.starts_with("ERR:plugin `hostile` may not use the SQL source `other`"),
+        "{t}"
+    );
 
     // Writes: refused by the statement check, and by the read-only connection
     // for a write hidden behind WITH.
@@ -850,7 +1109,10 @@ async fn sql_reads_granted_sources_and_never_writes() {
         "  /* sneaky */ UPDATE people SET name = 'eve'",
     ] {
         let t = cap(&client, "sql", json!({"source": "main", "statement": stmt})).await;
-        assert!(t.starts_with("ERR:plugin `hostile` may only read from `main`"), "{stmt}: {t}");
+        assert!(
+            t.starts_with("ERR:plugin `hostile` may only read from `main`"),
+            "{stmt}: {t}"
+        );
     }
     assert_denied(&host, "sql", &["may only read from `main`"]);
     let t = cap(
@@ -859,8 +1121,16 @@ async fn sql_reads_granted_sources_and_never_writes() {
         json!({"source": "main", "statement": "WITH x AS (SELECT 1) DELETE FROM people"}),
     )
     .await;
-    assert!(t.starts_with("ERR:") && t.to_lowercase().contains("readonly"), "{t}");
-    let t = cap(&client, "sql", json!({"source": "main", "statement": "SELECT count(*) AS n FROM people"})).await;
+    assert!(
+        t.starts_with("ERR:") && t.to_lowercase().contains("readonly"),
+        "{t}"
+    );
+    let t = cap(
+        &client,
+        "sql",
+        json!({"source": "main", "statement": "SELECT count(*) AS n FROM people"}),
+    )
+    .await;
     assert_eq!(t, "OK:n\n2", "nothing was written");
     assert!(!Path::new("/tmp/stockade-evil.db").exists());
     assert_still_serving(&mut host, &client).await;
@@ -876,10 +1146,20 @@ async fn a_digest_pin_mismatch_drops_every_grant() {
     // The right pin: the grant applies.
     let mut host = HostBuilder::new()
         .plugin(&test_plugin("hostile"), "hostile")
-        .config(&format!("[plugins.hostile]\ndigest = \"sha256:{good}\"\n\n{grant}"))
+        .config(&format!(
+            "[plugins.hostile]\ndigest = \"sha256:{good}\"\n\n{grant}"
+        ))
         .start();
     let client = host.client().await;
-    assert_eq!(cap(&client, "exec", json!({"program": "/bin/echo", "args": ["pinned"]})).await, "OK:pinned\n");
+    assert_eq!(
+        cap(
+            &client,
+            "exec",
+            json!({"program": "/bin/echo", "args": ["pinned"]})
+        )
+        .await,
+        "OK:pinned\n"
+    );
     assert_still_serving(&mut host, &client).await;
     drop(client);
     drop(host);
@@ -888,17 +1168,28 @@ async fn a_digest_pin_mismatch_drops_every_grant() {
     let wrong = "0".repeat(64);
     let mut host = HostBuilder::new()
         .plugin(&test_plugin("hostile"), "hostile")
-        .config(&format!("[plugins.hostile]\ndigest = \"sha256:{wrong}\"\n\n{grant}"))
+        .config(&format!(
+            "[plugins.hostile]\ndigest = \"sha256:{wrong}\"\n\n{grant}"
+        ))
         .start();
     let log = host.log();
     assert!(
-        log.contains(&format!("plugin `hostile` has digest sha256:{good} but the config pins sha256:{wrong}"))
-            && log.contains("runs with no grants until plugins.hostile.digest is updated"),
+        log.contains(&format!(
+            "plugin `hostile` has digest sha256:{good} but the config pins sha256:{wrong}"
+        )) && log.contains("runs with no grants until plugins.hostile.digest is updated"),
         "the host log says the digest mismatched:\n{log}"
     );
     let client = host.client().await;
-    let t = cap(&client, "exec", json!({"program": "/bin/echo", "args": ["pinned"]})).await;
-    assert!(t.starts_with("ERR:plugin `hostile` may not use exec"), "{t}");
+    let t = cap(
+        &client,
+        "exec",
+        json!({"program": "/bin/echo", "args": ["pinned"]}),
+    )
+    .await;
+    assert!(
+        t.starts_with("ERR:plugin `hostile` may not use exec"),
+        "{t}"
+    );
     assert_denied(&host, "exec", &["/bin/echo"]);
     assert_still_serving(&mut host, &client).await;
 }
@@ -920,26 +1211,46 @@ async fn a_component_importing_an_unknown_interface_is_refused_at_load() {
     assert_eq!(refusals.len(), 1, "one refusal line:\n{log}");
     let line = refusals[0];
     println!("[import-unknown] {line}");
-    assert!(line.contains("imports an interface this host does not provide"), "{line}");
-    assert!(line.contains("evil:backdoor/shell"), "names the missing import: {line}");
+    assert!(
+        line.contains("imports an interface this host does not provide"),
+        "{line}"
+    );
+    assert!(
+        line.contains("evil:backdoor/shell"),
+        "names the missing import: {line}"
+    );
 
     let refused = audit_events(&host, "plugin_refused");
     assert!(
         refused.iter().any(|l| l["plugin"] == "import-unknown"
-            && l["reason"].as_str().unwrap_or_default().contains("evil:backdoor/shell")),
+            && l["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("evil:backdoor/shell")),
         "{refused:#?}"
     );
 
     let client = host.client().await;
     let tools = client.list_all_tools().await.unwrap();
-    assert!(!tools.iter().any(|t| t.name == "backdoor"), "the refused plugin serves nothing");
-    let err = client.call_tool(call("backdoor", json!({}))).await.unwrap_err();
+    assert!(
+        !tools.iter().any(|t| t.name == "backdoor"),
+        "the refused plugin serves nothing"
+    );
+    let err = client
+        .call_tool(call("backdoor", json!({})))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("unknown tool"), "{err}");
     let (e, t) = try_call(&client, "greet", json!({"name": "Ada"})).await;
     assert!(!e && t.contains("Hello, Ada"));
     assert_still_serving(&mut host, &client).await;
 
-    let health: Value = reqwest::get(format!("{}/health", host.base_url())).await.unwrap().json().await.unwrap();
+    let health: Value = reqwest::get(format!("{}/health", host.base_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["plugins"], 2, "{health}");
     assert_eq!(health["refused"], 1, "{health}");
 }

@@ -15,6 +15,7 @@ use crate::auth::{AuthState, ScopeResolver, Secret};
 use crate::config::{AuthMode, Config};
 use crate::http::{HttpConfig, router};
 use crate::mcp::Shared;
+use crate::plugins::watch::{ConfigSource, Reloader};
 use crate::plugins::{Catalog, load_dir};
 use crate::runtime::Runtime;
 
@@ -23,7 +24,13 @@ use crate::runtime::Runtime;
 #[command(name = "stockade", version, about)]
 pub struct Cli {
     /// Log format on stderr.
-    #[arg(long, env = "STOCKADE_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "STOCKADE_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
@@ -47,9 +54,26 @@ pub enum Command {
     /// Work with the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Work with plugin files.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
     /// Print an argon2id hash of a password read from standard input, for
     /// `auth.users_file` entries (`password_hash = "..."`).
     HashPassword,
+}
+
+/// `stockade plugins ...`
+#[derive(Subcommand, Debug)]
+pub enum PluginsCommand {
+    /// Show what a plugin file is: name, version, sha256, tools, the capabilities
+    /// it declares (which grant nothing), and a config snippet to grant them.
+    Inspect {
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `stockade audit ...`
@@ -140,7 +164,10 @@ impl ServeArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -151,6 +178,9 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Audit(AuditCommand::Verify { files }) => audit_verify(&files),
+            Command::Plugins(PluginsCommand::Inspect { file, json }) => {
+                plugins_inspect(&file, json).await
+            }
             Command::HashPassword => hash_password(),
         }
     });
@@ -166,7 +196,11 @@ pub fn main() -> ExitCode {
 fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("STOCKADE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -175,6 +209,8 @@ fn init_tracing(format: LogFormat) {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Arc::new(args.config()?);
+    let config_file = args.config.clone();
+    let args = Arc::new(args);
     if config.auth.mode == AuthMode::None {
         // Validation already refused `none` off loopback; say it loudly anyway.
         tracing::warn!(
@@ -201,10 +237,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })
         .await
         .context("cannot write the audit log")?;
-    let runtime = Arc::new(Runtime::new().map_err(|e| anyhow::anyhow!("{e:#}")).context("cannot start the WebAssembly runtime")?);
-    let snapshot = load_dir(&runtime, &config)
-        .await
-        .with_context(|| format!("cannot read plugin directory {}", config.plugins_dir.display()))?;
+    let runtime = Arc::new(
+        Runtime::new()
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+            .context("cannot start the WebAssembly runtime")?,
+    );
+    let snapshot = load_dir(&runtime, &config).await.with_context(|| {
+        format!(
+            "cannot read plugin directory {}",
+            config.plugins_dir.display()
+        )
+    })?;
     tracing::info!(
         plugins = snapshot.plugins.len(),
         tools = snapshot.tools.len(),
@@ -222,29 +265,56 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             })
             .await;
     }
-    for (name, (path, refusal)) in &snapshot.refused {
+    for (name, r) in &snapshot.refused {
         audit
             .note(AuditEvent::PluginRefused {
                 plugin: name.clone(),
-                file: path.display().to_string(),
-                digest: None,
-                reason: refusal.to_string(),
+                file: r.path.display().to_string(),
+                digest: r.digest.clone(),
+                reason: r.refusal.to_string(),
             })
             .await;
     }
     let catalog = Arc::new(Catalog::new(snapshot));
     let shared = Arc::new(Shared {
         catalog: catalog.clone(),
-        runtime,
+        runtime: runtime.clone(),
         audit: audit.clone(),
+        sessions: Arc::default(),
     });
+    if config.watch {
+        let (reloader, mut changed) =
+            Reloader::new(runtime, catalog.clone(), config.clone(), audit.clone());
+        let source: ConfigSource = {
+            let args = args.clone();
+            Arc::new(move || args.config())
+        };
+        reloader
+            .spawn_watcher(config_file, source)
+            .with_context(|| {
+                format!(
+                    "cannot watch plugin directory {}",
+                    config.plugins_dir.display()
+                )
+            })?;
+        let sessions = shared.sessions.clone();
+        tokio::spawn(async move {
+            while changed.changed().await.is_ok() {
+                sessions.announce_list_changed().await;
+            }
+        });
+        tracing::info!(dir = %config.plugins_dir.display(), "watching the plugin directory for changes");
+    }
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
     // The password comes from the environment only (never argv, never the file).
-    let password = std::env::var("STOCKADE_PASSWORD").ok().filter(|p| !p.is_empty()).map(Secret::new);
+    let password = std::env::var("STOCKADE_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(Secret::new);
     let auth = Arc::new(
         AuthState::new(&config.auth, local, &config.data_dir, password, audit)
             .await
@@ -255,7 +325,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // reloaded catalog or config is honoured.
     let scope_catalog = catalog.clone();
     let scopes: ScopeResolver = Arc::new(move |tool: &str| {
-        scope_catalog.snapshot().tool(tool).and_then(|(plugin, _)| plugin.policy.scope.clone())
+        scope_catalog
+            .snapshot()
+            .tool(tool)
+            .and_then(|(plugin, _)| plugin.policy.scope.clone())
     });
     let shutdown = CancellationToken::new();
     let app = router(
@@ -272,13 +345,90 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(addr = %local, "listening on http://{local}/mcp");
     eprintln!("stockade listening on http://{local}/mcp");
     let stop = shutdown.clone();
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            stop.cancel();
-        })
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        stop.cancel();
+    })
+    .await
+    .context("server error")?;
+    Ok(())
+}
+
+async fn plugins_inspect(file: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    use crate::plugins::inspect;
+    let name = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let runtime = Runtime::new().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let config = Config::default();
+    let plugin = crate::plugins::load_file(&runtime, &config, &name, file)
         .await
-        .context("server error")?;
+        .map_err(|e| anyhow::anyhow!("{} is not a usable plugin: {e}", file.display()))?;
+    let info = &plugin.code.info;
+    if json {
+        let tools: Vec<serde_json::Value> = plugin
+            .code
+            .tools
+            .iter()
+            .map(crate::mcp::convert::tool)
+            .collect();
+        let out = serde_json::json!({
+            "name": plugin.name,
+            "plugin_name": info.name,
+            "version": info.version,
+            "description": info.description,
+            "digest": format!("sha256:{}", plugin.digest),
+            "tools": tools,
+            "resources": plugin.code.resources.len(),
+            "resource_templates": plugin.code.resource_templates.len(),
+            "prompts": plugin.code.prompts.len(),
+            "declared_capabilities": plugin.declared,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("plugin:   {} ({} {})", plugin.name, info.name, info.version);
+    if let Some(d) = &info.description {
+        println!("about:    {d}");
+    }
+    println!("digest:   sha256:{}", plugin.digest);
+    println!("tools:");
+    for t in &plugin.code.tools {
+        let ro = if t.annotations.read_only == Some(true) {
+            " [read-only]"
+        } else {
+            ""
+        };
+        println!(
+            "  {}{ro}: {}",
+            t.name,
+            t.description.lines().next().unwrap_or_default()
+        );
+    }
+    if !plugin.code.resources.is_empty() || !plugin.code.resource_templates.is_empty() {
+        println!(
+            "resources: {} (+{} templates)",
+            plugin.code.resources.len(),
+            plugin.code.resource_templates.len()
+        );
+    }
+    if !plugin.code.prompts.is_empty() {
+        println!("prompts:  {}", plugin.code.prompts.len());
+    }
+    match &plugin.declared {
+        Some(d) => println!("declares: {d} (a declaration grants nothing)"),
+        None => println!("declares: no capabilities (runs as pure computation)"),
+    }
+    println!("\nTo run it with what it declares, review and add to the host config:\n");
+    print!(
+        "{}",
+        inspect::suggested_config(&plugin.name, &plugin.digest, plugin.declared.as_ref())
+    );
     Ok(())
 }
 
@@ -299,12 +449,20 @@ fn audit_verify(files: &[PathBuf]) -> anyhow::Result<()> {
 
 fn hash_password() -> anyhow::Result<()> {
     let mut line = String::new();
-    std::io::stdin().read_line(&mut line).context("cannot read the password from standard input")?;
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
     let password = line.trim_end_matches(['\r', '\n']);
     if password.chars().count() < crate::auth::users::MIN_PASSWORD_CHARS {
-        bail!("the password is shorter than {} characters", crate::auth::users::MIN_PASSWORD_CHARS);
+        bail!(
+            "the password is shorter than {} characters",
+            crate::auth::users::MIN_PASSWORD_CHARS
+        );
     }
-    println!("{}", crate::auth::users::hash_password(password).map_err(|e| anyhow::anyhow!(e))?);
+    println!(
+        "{}",
+        crate::auth::users::hash_password(password).map_err(|e| anyhow::anyhow!(e))?
+    );
     Ok(())
 }
 
@@ -312,13 +470,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

@@ -12,7 +12,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod auth;
-pub use self::auth::{AuthMode, AuthSettings, is_https_or_loopback, is_loopback_host, is_valid_scope};
+mod grants;
+pub use self::auth::{
+    AuthMode, AuthSettings, is_https_or_loopback, is_loopback_host, is_valid_scope,
+};
+pub use self::grants::{ClientGrant, DirGrant, DirMode, ExecGrant, Grants, HttpGrant, SqlSource};
 
 /// Errors while reading or validating the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -57,9 +61,15 @@ pub struct Config {
     pub limits: Limits,
     /// Per-plugin settings, keyed by plugin name (the file name without `.wasm`).
     pub plugins: BTreeMap<String, PluginConfig>,
+    /// Read-only SQL data sources plugins may be granted, by name.
+    pub sql: BTreeMap<String, SqlSource>,
     /// Authentication of `/mcp`: the built-in OAuth server, an external identity
     /// provider, or none (loopback only).
     pub auth: AuthSettings,
+    /// Plugin signature checking.
+    pub signatures: crate::plugins::sign::SignatureSettings,
+    /// Watch the plugin directory and the config file, applying changes live.
+    pub watch: bool,
 }
 
 impl Default for Config {
@@ -72,7 +82,10 @@ impl Default for Config {
             audit: AuditSettings::default(),
             limits: Limits::default(),
             plugins: BTreeMap::new(),
+            sql: BTreeMap::new(),
             auth: AuthSettings::default(),
+            signatures: Default::default(),
+            watch: true,
         }
     }
 }
@@ -106,10 +119,15 @@ impl Default for AuditSettings {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginConfig {
+    /// Pins the plugin file's sha256 (`sha256:<hex>` or `<hex>`): a file with
+    /// another digest still loads, but with no grants, until the pin is updated.
+    pub digest: Option<String>,
     /// The OAuth scope a token must carry to list or call this plugin's tools.
     pub scope: Option<String>,
     /// Limits that override the defaults in `[limits]`; unset keys inherit them.
     pub limits: LimitOverrides,
+    /// What the plugin may reach. Nothing unless listed.
+    pub grants: Grants,
 }
 
 /// Resource limits for one plugin call.
@@ -188,7 +206,10 @@ impl Limits {
             bad("timeout_ms", "must be between 1 and 3600000 (one hour)");
         }
         if self.memory_mib == 0 || self.memory_mib > MAX_MEMORY_MIB {
-            bad("memory_mib", &format!("must be between 1 and {MAX_MEMORY_MIB}"));
+            bad(
+                "memory_mib",
+                &format!("must be between 1 and {MAX_MEMORY_MIB}"),
+            );
         }
         if self.max_concurrent == 0 || self.max_concurrent > 1024 {
             bad("max_concurrent", "must be between 1 and 1024");
@@ -242,6 +263,23 @@ impl Config {
             self.limits
                 .with(&plugin.limits)
                 .check(&format!("plugins.{name}.limits"), &mut problems);
+            plugin.grants.check(name, &self.sql, &mut problems);
+            if let Some(d) = &plugin.digest {
+                let hex = d.strip_prefix("sha256:").unwrap_or(d);
+                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    problems.push(format!(
+                        "plugins.{name}.digest: expected `sha256:` and 64 hex digits (see `stockade plugins inspect FILE`)"
+                    ));
+                }
+            }
+        }
+        for (name, src) in &self.sql {
+            if !src.sqlite.is_absolute() {
+                problems.push(format!(
+                    "sql.{name}.sqlite: `{}` must be an absolute path",
+                    src.sqlite.display()
+                ));
+            }
         }
         self.auth.check(self.listen, &mut problems);
         if self.auth.mode == AuthMode::Builtin {
@@ -256,6 +294,7 @@ impl Config {
                 }
             }
         }
+        problems.extend(self.signatures.problems());
         if self.audit.rotate_mib == 0 {
             problems.push("audit.rotate_mib: must be at least 1".into());
         }
@@ -277,6 +316,27 @@ impl Config {
             keep: self.audit.keep,
             stdout: self.audit.stdout,
         }
+    }
+
+    /// The grants of plugin `name` for a file with `digest` (hex): none when the
+    /// plugin has no entry, or when its pinned digest differs.
+    pub fn grants_for(&self, name: &str, digest: &str) -> (Grants, Option<String>) {
+        let Some(p) = self.plugins.get(name) else {
+            return (Grants::default(), None);
+        };
+        if let Some(pin) = &p.digest {
+            let pin = pin.strip_prefix("sha256:").unwrap_or(pin);
+            if !pin.eq_ignore_ascii_case(digest) {
+                return (
+                    Grants::default(),
+                    Some(format!(
+                        "plugin `{name}` has digest sha256:{digest} but the config pins sha256:{pin}: \
+                         it runs with no grants until plugins.{name}.digest is updated"
+                    )),
+                );
+            }
+        }
+        (p.grants.clone(), None)
     }
 
     /// The effective limits of the plugin `name`.

@@ -156,6 +156,23 @@ pub mod prelude {
 /// # fn main() {}
 /// ```
 ///
+/// A plugin may also declare the capabilities it wants, after `description`.
+/// The declaration is written into the component (a custom section) so operators
+/// can review it with `stockade plugins inspect FILE`; it grants nothing — only
+/// the operator's config does. Keys: `dirs`, `env`, `http`, `exec`, `sql`,
+/// `client`; values are string literals.
+///
+/// ```
+/// # use stockade_sdk::prelude::*;
+/// # fn ping(_: NoArgs, _: &Call) -> Result<&'static str, ToolError> { Ok("pong") }
+/// stockade_sdk::plugin! {
+///     description: "Reports disk usage",
+///     capabilities: { exec: ["/usr/bin/df"], env: ["LANG"] },
+///     tools: [Tool::new("ping", "Answers pong", ping)],
+/// }
+/// # fn main() {}
+/// ```
+///
 /// `resources` and `prompts` are optional. The plugin's name and version shown
 /// by the host are the `name` and `version` of the crate that invokes the macro.
 /// The lists are built afresh for each request, so keep their expressions cheap
@@ -164,6 +181,7 @@ pub mod prelude {
 macro_rules! plugin {
     (
         description: $description:expr,
+        $(capabilities: { $($cap:ident : [ $first:literal $(, $rest:literal)* $(,)? ]),* $(,)? },)?
         tools: [ $($tool:expr),* $(,)? ]
         $(, resources: [ $($resource:expr),* $(,)? ])?
         $(, prompts: [ $($prompt:expr),* $(,)? ])?
@@ -171,6 +189,21 @@ macro_rules! plugin {
     ) => {
         #[doc(hidden)]
         struct __StockadePlugin;
+
+        $(
+            const __STOCKADE_CAPS: &str = ::core::concat!(
+                "{\"version\":1"
+                $(, ",\"", ::core::stringify!($cap), "\":[\"", $first, "\""
+                    $(, ",\"", $rest, "\"")* , "]")*
+                , "}"
+            );
+            /// The capabilities this plugin asks for, in a custom section the host
+            /// reads (`stockade plugins inspect`). Declaring grants nothing.
+            #[used]
+            #[cfg_attr(target_arch = "wasm32", unsafe(link_section = "stockade:capabilities"))]
+            static __STOCKADE_CAPABILITIES: [u8; __STOCKADE_CAPS.len()] =
+                $crate::__private::bytes::<{ __STOCKADE_CAPS.len() }>(__STOCKADE_CAPS);
+        )?
 
         const _: () = {
             use $crate::bindings::exports::stockade::plugin as __exports;
@@ -242,6 +275,18 @@ macro_rules! plugin {
 /// Support for [`plugin!`]; not a public API.
 #[doc(hidden)]
 pub mod __private {
+    /// Copies `s` into an array (for the capabilities custom section).
+    pub const fn bytes<const N: usize>(s: &str) -> [u8; N] {
+        let b = s.as_bytes();
+        let mut out = [0u8; N];
+        let mut i = 0;
+        while i < N {
+            out[i] = b[i];
+            i += 1;
+        }
+        out
+    }
+
     pub use crate::prompt::{get_prompt, list_prompts};
     pub use crate::resource::{
         ResourceEntry, list_resource_templates, list_resources, read_resource,

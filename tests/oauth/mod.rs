@@ -35,14 +35,18 @@ impl Resp {
 
     /// A header as text.
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).map(|v| v.to_str().unwrap().to_owned())
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
     }
 
     /// The `Location` header's query parameter `key`.
     pub fn location_param(&self, key: &str) -> Option<String> {
         let loc = self.header("location")?;
         let url = url::Url::parse(&loc).ok()?;
-        url.query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
+        url.query_pairs()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
     }
 }
 
@@ -90,20 +94,37 @@ pub struct Oauth {
 impl Oauth {
     /// A client for the host at `base`.
     pub fn new(base: &str) -> Self {
-        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Oauth { http, base: base.trim_end_matches('/').to_owned() }
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Oauth {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+        }
     }
 
     async fn read(r: reqwest::Response) -> Resp {
         let status = r.status();
         let headers = r.headers().clone();
         let body = r.text().await.unwrap_or_default();
-        Resp { status, headers, body }
+        Resp {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// GET `path`.
     pub async fn get(&self, path: &str) -> Resp {
-        Self::read(self.http.get(format!("{}{path}", self.base)).send().await.unwrap()).await
+        Self::read(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
     }
 
     /// POST a form to `path`.
@@ -121,7 +142,13 @@ impl Oauth {
 
     /// POST JSON to `path`.
     pub async fn post_json(&self, path: &str, v: &Value) -> Resp {
-        let r = self.http.post(format!("{}{path}", self.base)).json(v).send().await.unwrap();
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(v)
+            .send()
+            .await
+            .unwrap();
         Self::read(r).await
     }
 
@@ -148,7 +175,13 @@ impl Oauth {
     }
 
     /// The authorization URL's query for `client_id`.
-    pub fn authorize_query(&self, client_id: &str, challenge: &str, state: &str, extra: &[(&str, &str)]) -> String {
+    pub fn authorize_query(
+        &self,
+        client_id: &str,
+        challenge: &str,
+        state: &str,
+        extra: &[(&str, &str)],
+    ) -> String {
         let resource = format!("{}/mcp", self.base);
         let mut pairs = vec![
             ("response_type", "code"),
@@ -178,19 +211,35 @@ impl Oauth {
     /// Submits the login form of `page` with `password`.
     pub async fn submit_login(&self, page: &Resp, password: &str) -> Resp {
         let csrf = csrf_of(&page.body);
-        self.post_form("/authorize", &[("csrf", &csrf), ("password", password), ("action", "approve")]).await
+        self.post_form(
+            "/authorize",
+            &[
+                ("csrf", &csrf),
+                ("password", password),
+                ("action", "approve"),
+            ],
+        )
+        .await
     }
 
     /// Opens the login page for a fresh PKCE pair and logs in: (code, verifier).
     pub async fn login(&self, client_id: &str, password: &str) -> (String, String) {
         let (verifier, challenge) = pkce();
-        let page = self.authorize(&self.authorize_query(client_id, &challenge, "st-1", &[])).await;
+        let page = self
+            .authorize(&self.authorize_query(client_id, &challenge, "st-1", &[]))
+            .await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.body);
         let done = self.submit_login(&page, password).await;
         assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
         assert_eq!(done.location_param("state").as_deref(), Some("st-1"));
-        assert_eq!(done.location_param("iss").as_deref(), Some(self.base.as_str()));
-        (done.location_param("code").expect("code in the redirect"), verifier)
+        assert_eq!(
+            done.location_param("iss").as_deref(),
+            Some(self.base.as_str())
+        );
+        (
+            done.location_param("code").expect("code in the redirect"),
+            verifier,
+        )
     }
 
     /// Exchanges a code.
@@ -210,8 +259,15 @@ impl Oauth {
 
     /// Uses a refresh token.
     pub async fn refresh(&self, client_id: &str, refresh: &str) -> Resp {
-        self.post_form("/token", &[("grant_type", "refresh_token"), ("refresh_token", refresh), ("client_id", client_id)])
-            .await
+        self.post_form(
+            "/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh),
+                ("client_id", client_id),
+            ],
+        )
+        .await
     }
 
     /// Register, log in, exchange: (client_id, tokens).
@@ -241,15 +297,24 @@ impl Oauth {
 pub fn tokens(r: &Resp) -> Tokens {
     let body = r.json();
     Tokens {
-        access: body["access_token"].as_str().expect("access_token").to_owned(),
-        refresh: body["refresh_token"].as_str().expect("refresh_token").to_owned(),
+        access: body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned(),
+        refresh: body["refresh_token"]
+            .as_str()
+            .expect("refresh_token")
+            .to_owned(),
         body,
     }
 }
 
 /// The CSRF token in a login page.
 pub fn csrf_of(html: &str) -> String {
-    let i = html.find("name=csrf value=\"").expect("csrf field in the page") + "name=csrf value=\"".len();
+    let i = html
+        .find("name=csrf value=\"")
+        .expect("csrf field in the page")
+        + "name=csrf value=\"".len();
     html[i..].split('"').next().unwrap().to_owned()
 }
 
@@ -273,7 +338,9 @@ pub fn tools_call(name: &str) -> Value {
 /// Every line of the host's audit log, parsed.
 pub fn audit(data_dir: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(data_dir.join("audit/audit.log")).unwrap_or_default();
-    text.lines().map(|l| serde_json::from_str(l).expect("audit lines are JSON")).collect()
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("audit lines are JSON"))
+        .collect()
 }
 
 /// The raw audit log text.
@@ -299,7 +366,11 @@ pub fn assert_audited(data_dir: &Path, event: &str, fields: &[(&str, &str)]) -> 
         .unwrap_or_else(|| {
             panic!(
                 "no audit line {event} with {fields:?}; the log has:\n{}",
-                lines.iter().map(|l| l.to_string()).collect::<Vec<_>>().join("\n")
+                lines
+                    .iter()
+                    .map(|l| l.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
             )
         })
 }

@@ -36,29 +36,83 @@ pub enum AuditEvent {
     /// The host started.
     HostStarted { version: String, listen: String },
     /// A login on the authorization page succeeded.
-    LoginSucceeded { subject: String, client_id: String, ip: String },
+    LoginSucceeded {
+        subject: String,
+        client_id: String,
+        ip: String,
+    },
     /// A login failed (wrong password, unknown user, rate limited).
-    LoginFailed { subject: Option<String>, client_id: Option<String>, ip: String, reason: String },
+    LoginFailed {
+        subject: Option<String>,
+        client_id: Option<String>,
+        ip: String,
+        reason: String,
+    },
     /// A client registered itself (RFC 7591).
-    ClientRegistered { client_id: String, client_name: Option<String>, redirect_uris: Vec<String>, ip: String },
+    ClientRegistered {
+        client_id: String,
+        client_name: Option<String>,
+        redirect_uris: Vec<String>,
+        ip: String,
+    },
     /// Tokens were issued for an authorization code.
-    TokenIssued { subject: String, client_id: String, scope: String, audience: String, family: String },
+    TokenIssued {
+        subject: String,
+        client_id: String,
+        scope: String,
+        audience: String,
+        family: String,
+    },
     /// A refresh token was used and rotated.
-    TokenRefreshed { subject: String, client_id: String, family: String },
+    TokenRefreshed {
+        subject: String,
+        client_id: String,
+        family: String,
+    },
     /// A token was revoked (RFC 7009) or a family was revoked.
-    TokenRevoked { client_id: Option<String>, family: Option<String>, reason: String },
+    TokenRevoked {
+        client_id: Option<String>,
+        family: Option<String>,
+        reason: String,
+    },
     /// An already-used refresh token or authorization code was presented again.
-    ReuseDetected { kind: String, client_id: Option<String>, family: Option<String>, ip: String },
+    ReuseDetected {
+        kind: String,
+        client_id: Option<String>,
+        family: Option<String>,
+        ip: String,
+    },
     /// A request was refused.
-    RequestDenied { status: u16, reason: String, path: String, ip: String, subject: Option<String> },
+    RequestDenied {
+        status: u16,
+        reason: String,
+        path: String,
+        ip: String,
+        subject: Option<String>,
+    },
     /// A plugin call finished (or failed).
     ToolCall(ToolCallRecord),
     /// A plugin asked for a capability it was not granted.
-    CapabilityDenied { plugin: String, tool: Option<String>, capability: String, detail: String },
+    CapabilityDenied {
+        plugin: String,
+        tool: Option<String>,
+        capability: String,
+        detail: String,
+    },
     /// A plugin version was loaded and is serving.
-    PluginLoaded { plugin: String, version: String, digest: String, tools: Vec<String> },
+    PluginLoaded {
+        plugin: String,
+        version: String,
+        digest: String,
+        tools: Vec<String>,
+    },
     /// A plugin file was refused.
-    PluginRefused { plugin: String, file: String, digest: Option<String>, reason: String },
+    PluginRefused {
+        plugin: String,
+        file: String,
+        digest: Option<String>,
+        reason: String,
+    },
     /// A plugin was removed from the directory.
     PluginRemoved { plugin: String },
     /// The operator's configuration changed (or a change was refused).
@@ -96,6 +150,8 @@ pub struct ToolCallRecord {
     pub duration_us: u64,
     /// Fuel consumed.
     pub fuel: u64,
+    /// Log and progress messages dropped for exceeding the call's budget.
+    pub dropped_notifications: u64,
 }
 
 /// Errors opening the audit log.
@@ -170,7 +226,9 @@ impl Audit {
     pub async fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
         let line = match serde_json::to_value(&event) {
             Ok(Value::Object(m)) => m,
-            Ok(_) | Err(_) => return Err(AuditError::Unavailable("event did not serialize".into())),
+            Ok(_) | Err(_) => {
+                return Err(AuditError::Unavailable("event did not serialize".into()));
+            }
         };
         let (done, wait) = oneshot::channel();
         self.tx
@@ -193,7 +251,10 @@ impl Audit {
 }
 
 fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new().create(true).append(true).open(path)
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
 }
 
 /// The hash of the last line of `path` (or of the newest rotated file when `path`
@@ -215,7 +276,10 @@ fn last_hash(path: &Path) -> std::io::Result<(String, u64)> {
         return Ok((h, size));
     }
     let rotated = rotated_name(path, 1);
-    Ok((read_last(&rotated)?.unwrap_or_else(|| GENESIS.to_owned()), size))
+    Ok((
+        read_last(&rotated)?.unwrap_or_else(|| GENESIS.to_owned()),
+        size,
+    ))
 }
 
 fn rotated_name(path: &Path, n: u32) -> PathBuf {

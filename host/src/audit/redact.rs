@@ -5,8 +5,16 @@ use sha2::{Digest, Sha256};
 
 /// Key fragments whose values are masked (case-insensitive substring match).
 const SECRET_KEYS: &[&str] = &[
-    "password", "passwd", "secret", "token", "key", "authorization", "cookie", "credential",
-    "private", "session",
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "key",
+    "authorization",
+    "cookie",
+    "credential",
+    "private",
+    "session",
 ];
 
 /// The most bytes of one string value kept.
@@ -86,7 +94,9 @@ fn redact(v: &Value, left: &mut usize) -> Value {
 
 fn mask_all(v: &Value) -> Value {
     match v {
-        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), mask_all(v))).collect()),
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), mask_all(v))).collect())
+        }
         Value::Array(a) => Value::Array(a.iter().map(mask_all).collect()),
         _ => Value::from(MASK),
     }

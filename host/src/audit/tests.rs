@@ -34,7 +34,13 @@ async fn lines_chain_and_verify() {
     assert_eq!(first["event"], "request_denied");
     assert_eq!(first["prev"], GENESIS);
     let report = verify(&[&path]).unwrap();
-    assert_eq!(report, VerifyReport { lines: 5, from_genesis: true });
+    assert_eq!(
+        report,
+        VerifyReport {
+            lines: 5,
+            from_genesis: true
+        }
+    );
 
     // Editing line 3 breaks the chain at line 4.
     let tampered = text.replacen("no token 2", "no token X", 1);
@@ -66,7 +72,11 @@ async fn rotation_keeps_the_chain_across_files() {
         audit.record(denied(n)).await.unwrap();
     }
     let base = dir.path().join("audit.log");
-    let mut files: Vec<PathBuf> = (1..=5).rev().map(|n| rotated_name(&base, n)).filter(|p| p.exists()).collect();
+    let mut files: Vec<PathBuf> = (1..=5)
+        .rev()
+        .map(|n| rotated_name(&base, n))
+        .filter(|p| p.exists())
+        .collect();
     assert!(files.len() >= 2, "rotated at 600 bytes: {files:?}");
     files.push(base.clone());
     let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();

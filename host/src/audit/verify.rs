@@ -83,5 +83,8 @@ pub fn verify(files: &[&Path]) -> Result<VerifyReport, VerifyError> {
             lines += 1;
         }
     }
-    Ok(VerifyReport { lines, from_genesis })
+    Ok(VerifyReport {
+        lines,
+        from_genesis,
+    })
 }

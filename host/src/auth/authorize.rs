@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use super::rules::{self, html_escape};
 use super::store::CodeGrant;
 use super::users::LoggedIn;
-use super::{AuthState, Builtin, BodyError, parse_form, read_body};
+use super::{AuthState, BodyError, Builtin, parse_form, read_body};
 use crate::audit::AuditEvent;
 
 /// How long a login form stays valid.
@@ -56,7 +56,12 @@ enum Refusal {
     /// Shown on the page, never redirected.
     Page(StatusCode, String),
     /// Redirected to the (validated) redirect URI.
-    Redirect { redirect_uri: String, state: Option<String>, error: &'static str, description: String },
+    Redirect {
+        redirect_uri: String,
+        state: Option<String>,
+        error: &'static str,
+        description: String,
+    },
 }
 
 /// `GET /authorize`
@@ -91,7 +96,10 @@ pub async fn show(State(s): State<Arc<AuthState>>, req: Request) -> Response {
     }
     match remember(b, pending.clone()) {
         Some(csrf) => login_page(StatusCode::OK, b, &pending, &csrf, None),
-        None => error_page(StatusCode::SERVICE_UNAVAILABLE, "Too many logins in progress; try again shortly."),
+        None => error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many logins in progress; try again shortly.",
+        ),
     }
 }
 
@@ -102,9 +110,16 @@ pub async fn submit(State(s): State<Arc<AuthState>>, req: Request) -> Response {
     let body = match read_body(req.into_body(), MAX_FORM_BYTES).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
-            return refuse(&s, Refusal::Page(StatusCode::PAYLOAD_TOO_LARGE, "login form too large".into()), &ip).await;
+            return refuse(
+                &s,
+                Refusal::Page(StatusCode::PAYLOAD_TOO_LARGE, "login form too large".into()),
+                &ip,
+            )
+            .await;
         }
-        Err(BodyError::Unreadable) => return error_page(StatusCode::BAD_REQUEST, "Unreadable form."),
+        Err(BodyError::Unreadable) => {
+            return error_page(StatusCode::BAD_REQUEST, "Unreadable form.");
+        }
     };
     let form = match parse_form(&body) {
         Ok(f) => f,
@@ -148,7 +163,10 @@ pub async fn submit(State(s): State<Arc<AuthState>>, req: Request) -> Response {
                 subject: subject.clone(),
                 client_id: Some(pending.client_id.clone()),
                 ip: ip.clone(),
-                reason: format!("locked out after repeated failures ({}s left)", wait.as_secs().max(1)),
+                reason: format!(
+                    "locked out after repeated failures ({}s left)",
+                    wait.as_secs().max(1)
+                ),
             })
             .await;
         let secs = wait.as_secs().max(1);
@@ -158,11 +176,14 @@ pub async fn submit(State(s): State<Arc<AuthState>>, req: Request) -> Response {
                 b,
                 &pending,
                 &csrf,
-                Some(&format!("Too many failed logins from your address. Try again in {secs} seconds.")),
+                Some(&format!(
+                    "Too many failed logins from your address. Try again in {secs} seconds."
+                )),
             ),
             None => error_page(StatusCode::TOO_MANY_REQUESTS, "Too many failed logins."),
         };
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         return r;
     }
     let password = form.get("password").map(String::as_str).unwrap_or("");
@@ -179,27 +200,44 @@ pub async fn submit(State(s): State<Arc<AuthState>>, req: Request) -> Response {
                     client_id: Some(pending.client_id.clone()),
                     ip: ip.clone(),
                     reason: match lock {
-                        Some(l) => format!("wrong credentials; address locked out for {}s", l.as_secs()),
+                        Some(l) => {
+                            format!("wrong credentials; address locked out for {}s", l.as_secs())
+                        }
                         None => "wrong credentials".into(),
                     },
                 })
                 .await;
             match remember(b, pending.clone()) {
-                Some(csrf) => login_page(StatusCode::UNAUTHORIZED, b, &pending, &csrf, Some("Wrong password.")),
+                Some(csrf) => login_page(
+                    StatusCode::UNAUTHORIZED,
+                    b,
+                    &pending,
+                    &csrf,
+                    Some("Wrong password."),
+                ),
                 None => error_page(StatusCode::UNAUTHORIZED, "Wrong password."),
             }
         }
     }
 }
 
-async fn validate(s: &AuthState, b: &Builtin, p: &HashMap<String, String>) -> Result<Pending, Refusal> {
+async fn validate(
+    s: &AuthState,
+    b: &Builtin,
+    p: &HashMap<String, String>,
+) -> Result<Pending, Refusal> {
     let page = |why: &str| Refusal::Page(StatusCode::BAD_REQUEST, why.to_owned());
-    let client_id = p.get("client_id").filter(|c| !c.is_empty()).ok_or_else(|| page("client_id is missing"))?;
+    let client_id = p
+        .get("client_id")
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| page("client_id is missing"))?;
     let client = known_client(b, client_id).await.map_err(|e| page(&e))?;
     let redirect_uri = match p.get("redirect_uri") {
         Some(r) => {
             if !rules::redirect_uri_matches(r, &client.redirect_uris) {
-                return Err(page("redirect_uri is not one of the URIs this client registered"));
+                return Err(page(
+                    "redirect_uri is not one of the URIs this client registered",
+                ));
             }
             r.clone()
         }
@@ -214,30 +252,58 @@ async fn validate(s: &AuthState, b: &Builtin, p: &HashMap<String, String>) -> Re
         description: description.to_owned(),
     };
     if state.as_ref().is_some_and(|st| st.len() > 2048) {
-        return Err(redirect("invalid_request", "state is longer than 2048 characters"));
+        return Err(redirect(
+            "invalid_request",
+            "state is longer than 2048 characters",
+        ));
     }
     match p.get("response_type").map(String::as_str) {
         Some("code") => {}
-        Some(_) => return Err(redirect("unsupported_response_type", "only response_type=code is supported")),
+        Some(_) => {
+            return Err(redirect(
+                "unsupported_response_type",
+                "only response_type=code is supported",
+            ));
+        }
         None => return Err(redirect("invalid_request", "response_type is missing")),
     }
     let challenge = match p.get("code_challenge") {
         Some(c) => c.clone(),
-        None => return Err(redirect("invalid_request", "PKCE is required: code_challenge is missing")),
+        None => {
+            return Err(redirect(
+                "invalid_request",
+                "PKCE is required: code_challenge is missing",
+            ));
+        }
     };
     if p.get("code_challenge_method").map(String::as_str) != Some("S256") {
-        return Err(redirect("invalid_request", "PKCE code_challenge_method must be S256 (plain is not accepted)"));
+        return Err(redirect(
+            "invalid_request",
+            "PKCE code_challenge_method must be S256 (plain is not accepted)",
+        ));
     }
     if !rules::is_s256_challenge(&challenge) {
-        return Err(redirect("invalid_request", "code_challenge is not a base64url SHA-256 value"));
+        return Err(redirect(
+            "invalid_request",
+            "code_challenge is not a base64url SHA-256 value",
+        ));
     }
     let scopes = rules::parse_scope(p.get("scope").map(String::as_str).unwrap_or(""));
     if let Some(bad) = scopes.iter().find(|x| !s.scopes_supported.contains(x)) {
         return Err(redirect("invalid_scope", &format!("unknown scope `{bad}`")));
     }
     let resource = match p.get("resource") {
-        Some(r) if r.trim_end_matches('/') == s.resource || r.trim_end_matches('/') == s.public_url => s.resource.clone(),
-        Some(_) => return Err(redirect("invalid_target", &format!("this server only issues tokens for {}", s.resource))),
+        Some(r)
+            if r.trim_end_matches('/') == s.resource || r.trim_end_matches('/') == s.public_url =>
+        {
+            s.resource.clone()
+        }
+        Some(_) => {
+            return Err(redirect(
+                "invalid_target",
+                &format!("this server only issues tokens for {}", s.resource),
+            ));
+        }
         None => s.resource.clone(),
     };
     Ok(Pending {
@@ -254,11 +320,23 @@ async fn validate(s: &AuthState, b: &Builtin, p: &HashMap<String, String>) -> Re
 
 async fn known_client(b: &Builtin, client_id: &str) -> Result<KnownClient, String> {
     if super::cimd::is_metadata_url(client_id) {
-        let c = b.cimd.get(client_id).await.map_err(|e| format!("client metadata document refused: {e}"))?;
-        return Ok(KnownClient { client_id: c.client_id, client_name: c.client_name, redirect_uris: c.redirect_uris });
+        let c = b
+            .cimd
+            .get(client_id)
+            .await
+            .map_err(|e| format!("client metadata document refused: {e}"))?;
+        return Ok(KnownClient {
+            client_id: c.client_id,
+            client_name: c.client_name,
+            redirect_uris: c.redirect_uris,
+        });
     }
     match b.store.client(client_id).await {
-        Ok(Some(c)) => Ok(KnownClient { client_id: c.client_id, client_name: c.client_name, redirect_uris: c.redirect_uris }),
+        Ok(Some(c)) => Ok(KnownClient {
+            client_id: c.client_id,
+            client_name: c.client_name,
+            redirect_uris: c.redirect_uris,
+        }),
         Ok(None) => Err("unknown client_id: this client is not registered here".into()),
         Err(e) => {
             tracing::error!("client lookup failed: {e}");
@@ -268,7 +346,11 @@ async fn known_client(b: &Builtin, client_id: &str) -> Result<KnownClient, Strin
 }
 
 fn is_loopback_redirect(uri: &str) -> bool {
-    url::Url::parse(uri).is_ok_and(|u| u.scheme() == "http" && u.host().is_some_and(|h| crate::config::is_loopback_host(&h)))
+    url::Url::parse(uri).is_ok_and(|u| {
+        u.scheme() == "http"
+            && u.host()
+                .is_some_and(|h| crate::config::is_loopback_host(&h))
+    })
 }
 
 fn remember(b: &Builtin, p: Pending) -> Option<String> {
@@ -280,12 +362,25 @@ fn remember(b: &Builtin, p: Pending) -> Option<String> {
         }
     }
     let csrf = super::random_token();
-    map.insert(csrf.clone(), Pending { created: Instant::now(), ..p });
+    map.insert(
+        csrf.clone(),
+        Pending {
+            created: Instant::now(),
+            ..p
+        },
+    );
     Some(csrf)
 }
 
 /// Issues a code for `p` to `login` and redirects back to the client.
-async fn approve(s: &AuthState, b: &Builtin, p: Pending, login: LoggedIn, ip: &str, status: StatusCode) -> Response {
+async fn approve(
+    s: &AuthState,
+    b: &Builtin,
+    p: Pending,
+    login: LoggedIn,
+    ip: &str,
+    status: StatusCode,
+) -> Response {
     let mut granted: Vec<String> = if p.scopes.is_empty() {
         vec![s.default_scope().to_owned()]
     } else {
@@ -317,10 +412,17 @@ async fn approve(s: &AuthState, b: &Builtin, p: Pending, login: LoggedIn, ip: &s
     };
     if let Err(e) = b.store.insert_code(&super::sha256_hex(&code), &grant).await {
         tracing::error!("storing an authorization code failed: {e}");
-        return error_page(StatusCode::INTERNAL_SERVER_ERROR, "The server could not complete the login.");
+        return error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The server could not complete the login.",
+        );
     }
     s.audit
-        .note(AuditEvent::LoginSucceeded { subject: login.subject, client_id: p.client_id, ip: ip.to_owned() })
+        .note(AuditEvent::LoginSucceeded {
+            subject: login.subject,
+            client_id: p.client_id,
+            ip: ip.to_owned(),
+        })
         .await;
     let mut params: Vec<(&str, &str)> = vec![("code", &code)];
     if let Some(st) = &p.state {
@@ -333,17 +435,34 @@ async fn approve(s: &AuthState, b: &Builtin, p: Pending, login: LoggedIn, ip: &s
 async fn refuse(s: &AuthState, r: Refusal, ip: &str) -> Response {
     match r {
         Refusal::Page(status, why) => {
-            s.deny(status, format!("authorize: {why}"), "/authorize", ip, None).await;
+            s.deny(status, format!("authorize: {why}"), "/authorize", ip, None)
+                .await;
             error_page(status, &why)
         }
-        Refusal::Redirect { redirect_uri, state, error, description } => {
-            s.deny(StatusCode::FOUND, format!("authorize: {error}: {description}"), "/authorize", ip, None).await;
-            let mut params: Vec<(&str, &str)> = vec![("error", error), ("error_description", &description)];
+        Refusal::Redirect {
+            redirect_uri,
+            state,
+            error,
+            description,
+        } => {
+            s.deny(
+                StatusCode::FOUND,
+                format!("authorize: {error}: {description}"),
+                "/authorize",
+                ip,
+                None,
+            )
+            .await;
+            let mut params: Vec<(&str, &str)> =
+                vec![("error", error), ("error_description", &description)];
             if let Some(st) = &state {
                 params.push(("state", st));
             }
             params.push(("iss", &s.public_url));
-            redirect(StatusCode::FOUND, &rules::with_query(&redirect_uri, &params))
+            redirect(
+                StatusCode::FOUND,
+                &rules::with_query(&redirect_uri, &params),
+            )
         }
     }
 }
@@ -364,13 +483,24 @@ fn page_headers(r: &mut Response) {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("frame-ancestors 'none'; default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     super::no_store(h);
 }
 
 fn html(status: StatusCode, body: String) -> Response {
-    let mut r = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response();
+    let mut r = (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        body,
+    )
+        .into_response();
     page_headers(&mut r);
     r
 }
@@ -392,15 +522,27 @@ fn error_page(status: StatusCode, message: &str) -> Response {
     )
 }
 
-fn login_page(status: StatusCode, b: &Builtin, p: &Pending, csrf: &str, error: Option<&str>) -> Response {
+fn login_page(
+    status: StatusCode,
+    b: &Builtin,
+    p: &Pending,
+    csrf: &str,
+    error: Option<&str>,
+) -> Response {
     let name = p.client_name.as_deref().unwrap_or("An unnamed application");
-    let scopes = if p.scopes.is_empty() { "default access".to_owned() } else { p.scopes.join(", ") };
+    let scopes = if p.scopes.is_empty() {
+        "default access".to_owned()
+    } else {
+        p.scopes.join(", ")
+    };
     let username = if b.credentials.has_users() {
         "<label for=u>User name</label><input id=u type=text name=username autocomplete=username required>"
     } else {
         ""
     };
-    let error = error.map(|e| format!("<p class=err>{}</p>", html_escape(e))).unwrap_or_default();
+    let error = error
+        .map(|e| format!("<p class=err>{}</p>", html_escape(e)))
+        .unwrap_or_default();
     html(
         status,
         format!(

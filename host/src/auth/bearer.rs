@@ -67,7 +67,11 @@ pub async fn authenticate(auth: &AuthState, token: &str) -> Result<Principal, To
 }
 
 fn challenge(auth: &AuthState, error: Option<(&str, &str)>, scope: &str) -> HeaderValue {
-    let mut v = format!("Bearer resource_metadata=\"{}\", scope=\"{}\"", auth.resource_metadata_url(), scope);
+    let mut v = format!(
+        "Bearer resource_metadata=\"{}\", scope=\"{}\"",
+        auth.resource_metadata_url(),
+        scope
+    );
     if let Some((code, desc)) = error {
         v.push_str(&format!(", error=\"{code}\", error_description=\"{desc}\""));
     }
@@ -75,11 +79,20 @@ fn challenge(auth: &AuthState, error: Option<(&str, &str)>, scope: &str) -> Head
 }
 
 fn json_error(status: StatusCode, error: &str, description: &str) -> Response {
-    (status, axum::Json(json!({ "error": error, "error_description": description }))).into_response()
+    (
+        status,
+        axum::Json(json!({ "error": error, "error_description": description })),
+    )
+        .into_response()
 }
 
 fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> Response {
-    (status, axum::Json(json!({ "jsonrpc": "2.0", "id": null, "error": { "code": code, "message": message } })))
+    (
+        status,
+        axum::Json(
+            json!({ "jsonrpc": "2.0", "id": null, "error": { "code": code, "message": message } }),
+        ),
+    )
         .into_response()
 }
 
@@ -97,8 +110,22 @@ pub async fn gate(State(g): State<Gate>, req: Request, next: Next) -> Response {
     if let Some(origin) = req.headers().get(header::ORIGIN) {
         let o = origin.to_str().unwrap_or("");
         if !origin_allowed(auth, o) {
-            auth.deny(StatusCode::FORBIDDEN, format!("origin `{}` not allowed", o.chars().take(200).collect::<String>()), path, &ip, None).await;
-            return json_error(StatusCode::FORBIDDEN, "forbidden", "this Origin may not call the MCP endpoint");
+            auth.deny(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "origin `{}` not allowed",
+                    o.chars().take(200).collect::<String>()
+                ),
+                path,
+                &ip,
+                None,
+            )
+            .await;
+            return json_error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this Origin may not call the MCP endpoint",
+            );
         }
     }
     if auth.mode == AuthMode::None {
@@ -111,25 +138,52 @@ pub async fn gate(State(g): State<Gate>, req: Request, next: Next) -> Response {
             error.map(|e| e.0).unwrap_or("unauthorized"),
             error.map(|e| e.1).unwrap_or("a bearer token is required"),
         );
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, challenge(auth, error, &default_scope));
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            challenge(auth, error, &default_scope),
+        );
         r
     };
     let query_token = req.uri().query().is_some_and(|q| {
         url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token" || k == "token")
     });
     if query_token {
-        auth.deny(StatusCode::UNAUTHORIZED, "token in the query string (only the Authorization header is accepted)", path, &ip, None).await;
-        return unauthorized(Some(("invalid_request", "tokens are accepted only in the Authorization header")));
+        auth.deny(
+            StatusCode::UNAUTHORIZED,
+            "token in the query string (only the Authorization header is accepted)",
+            path,
+            &ip,
+            None,
+        )
+        .await;
+        return unauthorized(Some((
+            "invalid_request",
+            "tokens are accepted only in the Authorization header",
+        )));
     }
-    let token = match req.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("")) {
+    let token = match req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""))
+    {
         None => {
-            auth.deny(StatusCode::UNAUTHORIZED, "no bearer token", path, &ip, None).await;
+            auth.deny(StatusCode::UNAUTHORIZED, "no bearer token", path, &ip, None)
+                .await;
             return unauthorized(None);
         }
         Some(v) => match v.split_once(' ') {
-            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => t.trim().to_owned(),
+            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => {
+                t.trim().to_owned()
+            }
             _ => {
-                auth.deny(StatusCode::UNAUTHORIZED, "Authorization header is not a bearer token", path, &ip, None).await;
+                auth.deny(
+                    StatusCode::UNAUTHORIZED,
+                    "Authorization header is not a bearer token",
+                    path,
+                    &ip,
+                    None,
+                )
+                .await;
                 return unauthorized(Some(("invalid_token", "expected a bearer token")));
             }
         },
@@ -137,8 +191,18 @@ pub async fn gate(State(g): State<Gate>, req: Request, next: Next) -> Response {
     let principal = match authenticate(auth, &token).await {
         Ok(p) => p,
         Err(why) => {
-            auth.deny(StatusCode::UNAUTHORIZED, format!("invalid token: {why}"), path, &ip, None).await;
-            return unauthorized(Some(("invalid_token", "the access token is invalid, expired or revoked")));
+            auth.deny(
+                StatusCode::UNAUTHORIZED,
+                format!("invalid token: {why}"),
+                path,
+                &ip,
+                None,
+            )
+            .await;
+            return unauthorized(Some((
+                "invalid_token",
+                "the access token is invalid, expired or revoked",
+            )));
         }
     };
 
@@ -148,8 +212,19 @@ pub async fn gate(State(g): State<Gate>, req: Request, next: Next) -> Response {
     {
         let d = limiter.check(&principal.subject);
         if !d.allowed {
-            auth.deny(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded", path, &ip, Some(principal.subject.clone())).await;
-            let mut r = jsonrpc_error(StatusCode::TOO_MANY_REQUESTS, -32000, "rate limit exceeded; retry later");
+            auth.deny(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate limit exceeded",
+                path,
+                &ip,
+                Some(principal.subject.clone()),
+            )
+            .await;
+            let mut r = jsonrpc_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                -32000,
+                "rate limit exceeded; retry later",
+            );
             d.apply(r.headers_mut());
             return r;
         }
@@ -161,8 +236,19 @@ pub async fn gate(State(g): State<Gate>, req: Request, next: Next) -> Response {
         let bytes = match read_body(body, g.max_body).await {
             Ok(b) => b,
             Err(BodyError::TooLarge) => {
-                auth.deny(StatusCode::PAYLOAD_TOO_LARGE, "request body too large", path, &ip, Some(principal.subject.clone())).await;
-                return jsonrpc_error(StatusCode::PAYLOAD_TOO_LARGE, -32600, "request body too large");
+                auth.deny(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large",
+                    path,
+                    &ip,
+                    Some(principal.subject.clone()),
+                )
+                .await;
+                return jsonrpc_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    -32600,
+                    "request body too large",
+                );
             }
             Err(BodyError::Unreadable) => {
                 return jsonrpc_error(StatusCode::BAD_REQUEST, -32700, "unreadable request body");
@@ -171,8 +257,19 @@ pub async fn gate(State(g): State<Gate>, req: Request, next: Next) -> Response {
         let message: Value = match serde_json::from_slice(&bytes) {
             Ok(v) => v,
             Err(_) => {
-                auth.deny(StatusCode::BAD_REQUEST, "malformed JSON-RPC body", path, &ip, Some(principal.subject.clone())).await;
-                return jsonrpc_error(StatusCode::BAD_REQUEST, -32700, "parse error: the body is not JSON");
+                auth.deny(
+                    StatusCode::BAD_REQUEST,
+                    "malformed JSON-RPC body",
+                    path,
+                    &ip,
+                    Some(principal.subject.clone()),
+                )
+                .await;
+                return jsonrpc_error(
+                    StatusCode::BAD_REQUEST,
+                    -32700,
+                    "parse error: the body is not JSON",
+                );
             }
         };
         if let Some((tool, scope)) = missing_scope(&message, &principal, &g.scopes) {
@@ -184,7 +281,11 @@ pub async fn gate(State(g): State<Gate>, req: Request, next: Next) -> Response {
                 Some(principal.subject.clone()),
             )
             .await;
-            let mut r = json_error(StatusCode::FORBIDDEN, "insufficient_scope", "the token lacks a scope this tool requires");
+            let mut r = json_error(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                "the token lacks a scope this tool requires",
+            );
             let mut needed: Vec<String> = principal.scopes.clone();
             if !needed.contains(&scope) {
                 needed.push(scope.clone());
@@ -215,7 +316,11 @@ pub async fn gate(State(g): State<Gate>, req: Request, next: Next) -> Response {
 
 /// The first `tools/call` in `message` (a request or a batch) naming a tool whose
 /// required scope `principal` lacks: `(tool, scope)`.
-pub fn missing_scope(message: &Value, principal: &Principal, scopes: &ScopeResolver) -> Option<(String, String)> {
+pub fn missing_scope(
+    message: &Value,
+    principal: &Principal,
+    scopes: &ScopeResolver,
+) -> Option<(String, String)> {
     let one = |m: &Value| -> Option<(String, String)> {
         if m.get("method")?.as_str()? != "tools/call" {
             return None;

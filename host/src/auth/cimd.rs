@@ -83,7 +83,11 @@ pub fn check_url(client_id: &str) -> Result<url::Url, String> {
     if u.scheme() != "https" {
         return Err("a client_id URL must use https".into());
     }
-    if u.host().is_none() || !u.username().is_empty() || u.password().is_some() || u.fragment().is_some() {
+    if u.host().is_none()
+        || !u.username().is_empty()
+        || u.password().is_some()
+        || u.fragment().is_some()
+    {
         return Err("a client_id URL needs a host and no user info or fragment".into());
     }
     if u.path() == "/" || u.path().split('/').any(|seg| seg == "." || seg == "..") {
@@ -94,24 +98,33 @@ pub fn check_url(client_id: &str) -> Result<url::Url, String> {
 
 /// Validates a fetched document against the URL it came from.
 pub fn parse_document(client_id: &str, body: &[u8]) -> Result<MetadataClient, String> {
-    let meta: ClientMetadata =
-        serde_json::from_slice(body).map_err(|e| format!("client metadata document is not valid JSON: {e}"))?;
+    let meta: ClientMetadata = serde_json::from_slice(body)
+        .map_err(|e| format!("client metadata document is not valid JSON: {e}"))?;
     if meta.client_id.as_deref() != Some(client_id) {
         return Err("the document's client_id does not equal its URL".into());
     }
     if let Some(m) = &meta.token_endpoint_auth_method
         && m != "none"
     {
-        return Err(format!("token_endpoint_auth_method `{m}` is not supported for metadata-document clients"));
+        return Err(format!(
+            "token_endpoint_auth_method `{m}` is not supported for metadata-document clients"
+        ));
     }
     let (client_name, redirect_uris) = validate_metadata(&meta).map_err(|(_, e)| e)?;
-    Ok(MetadataClient { client_id: client_id.to_owned(), client_name, redirect_uris })
+    Ok(MetadataClient {
+        client_id: client_id.to_owned(),
+        client_name,
+        redirect_uris,
+    })
 }
 
 impl Fetcher {
     /// A fetcher; `allow_private` lifts the address check.
     pub fn new(allow_private: bool) -> Self {
-        Fetcher { allow_private, cache: Mutex::new(HashMap::new()) }
+        Fetcher {
+            allow_private,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The client behind `client_id` (an https URL), fetched or cached.
@@ -132,13 +145,18 @@ impl Fetcher {
 
     async fn fetch(&self, client_id: &str) -> Result<MetadataClient, String> {
         let url = check_url(client_id)?;
-        let host = url.host_str().ok_or("no host")?.trim_matches(['[', ']']).to_owned();
+        let host = url
+            .host_str()
+            .ok_or("no host")?
+            .trim_matches(['[', ']'])
+            .to_owned();
         let port = url.port_or_known_default().unwrap_or(443);
-        let addrs: Vec<SocketAddr> = tokio::time::timeout(TIMEOUT, tokio::net::lookup_host((host.as_str(), port)))
-            .await
-            .map_err(|_| "resolving the client_id host timed out".to_owned())?
-            .map_err(|e| format!("cannot resolve the client_id host: {e}"))?
-            .collect();
+        let addrs: Vec<SocketAddr> =
+            tokio::time::timeout(TIMEOUT, tokio::net::lookup_host((host.as_str(), port)))
+                .await
+                .map_err(|_| "resolving the client_id host timed out".to_owned())?
+                .map_err(|e| format!("cannot resolve the client_id host: {e}"))?
+                .collect();
         let Some(first) = addrs.first().copied() else {
             return Err("the client_id host has no address".into());
         };
@@ -162,13 +180,23 @@ impl Fetcher {
             .await
             .map_err(|e| format!("fetching the client metadata document failed: {e}"))?;
         if !resp.status().is_success() {
-            return Err(format!("fetching the client metadata document: HTTP {}", resp.status().as_u16()));
+            return Err(format!(
+                "fetching the client metadata document: HTTP {}",
+                resp.status().as_u16()
+            ));
         }
-        if resp.content_length().is_some_and(|n| n as usize > MAX_DOCUMENT_BYTES) {
+        if resp
+            .content_length()
+            .is_some_and(|n| n as usize > MAX_DOCUMENT_BYTES)
+        {
             return Err("the client metadata document is larger than 64 KiB".into());
         }
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("reading the document: {e}"))? {
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| format!("reading the document: {e}"))?
+        {
             body.extend_from_slice(&chunk);
             if body.len() > MAX_DOCUMENT_BYTES {
                 return Err("the client metadata document is larger than 64 KiB".into());

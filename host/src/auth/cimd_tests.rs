@@ -3,12 +3,27 @@ use super::*;
 #[test]
 fn non_public_addresses_are_refused() {
     for ip in [
-        "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1",
-        "::1", "fc00::1", "fe80::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "224.0.0.1",
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "0.0.0.0",
+        "100.64.0.1",
+        "::1",
+        "fc00::1",
+        "fe80::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "224.0.0.1",
     ] {
         assert!(!is_public(ip.parse().unwrap()), "{ip}");
     }
-    for ip in ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "1.1.1.1"] {
+    for ip in [
+        "93.184.216.34",
+        "2606:2800:220:1:248:1893:25c8:1946",
+        "1.1.1.1",
+    ] {
         assert!(is_public(ip.parse().unwrap()), "{ip}");
     }
 }
@@ -34,7 +49,8 @@ fn document_must_name_itself() {
 
     let other = serde_json::json!({"client_id": "https://evil.example/c.json", "redirect_uris": ["https://evil.example/cb"]});
     assert!(parse_document(url, other.to_string().as_bytes()).is_err());
-    let bad_uri = serde_json::json!({"client_id": url, "redirect_uris": ["http://evil.example/cb"]});
+    let bad_uri =
+        serde_json::json!({"client_id": url, "redirect_uris": ["http://evil.example/cb"]});
     assert!(parse_document(url, bad_uri.to_string().as_bytes()).is_err());
     let secret = serde_json::json!({"client_id": url, "redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "client_secret_post"});
     assert!(parse_document(url, secret.to_string().as_bytes()).is_err());

@@ -66,7 +66,9 @@ impl ExternalIdp {
     /// From the `[auth]` settings (validated: issuer and jwks_url are set).
     pub fn new(settings: &AuthSettings, resource: &str) -> Result<ExternalIdp, AuthSetupError> {
         super::keys::install_crypto_provider();
-        let missing = |k: &str| AuthSetupError::Other(format!("auth.{k} is required with mode = \"external\""));
+        let missing = |k: &str| {
+            AuthSetupError::Other(format!("auth.{k} is required with mode = \"external\""))
+        };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::limited(3))
@@ -74,8 +76,14 @@ impl ExternalIdp {
             .map_err(|e| AuthSetupError::Other(format!("http client: {e}")))?;
         Ok(ExternalIdp {
             issuer: settings.issuer.clone().ok_or_else(|| missing("issuer"))?,
-            audience: settings.audience.clone().unwrap_or_else(|| resource.to_owned()),
-            jwks_url: settings.jwks_url.clone().ok_or_else(|| missing("jwks_url"))?,
+            audience: settings
+                .audience
+                .clone()
+                .unwrap_or_else(|| resource.to_owned()),
+            jwks_url: settings
+                .jwks_url
+                .clone()
+                .ok_or_else(|| missing("jwks_url"))?,
             http,
             cache: tokio::sync::RwLock::new(Cached::default()),
             fetching: tokio::sync::Mutex::new(()),
@@ -106,7 +114,8 @@ impl ExternalIdp {
             .keys
             .iter()
             .filter(|(k, key)| {
-                key.family() == header.alg.family() && (kid.is_none() || k.as_deref() == kid.as_deref())
+                key.family() == header.alg.family()
+                    && (kid.is_none() || k.as_deref() == kid.as_deref())
             })
             .map(|(_, key)| key)
             .collect();
@@ -115,7 +124,14 @@ impl ExternalIdp {
         }
         let mut last = TokenRejection::Signature;
         for key in candidates {
-            match decode_with::<ExternalClaims>(token, key, header.alg, &self.issuer, &self.audience, true) {
+            match decode_with::<ExternalClaims>(
+                token,
+                key,
+                header.alg,
+                &self.issuer,
+                &self.audience,
+                true,
+            ) {
                 Ok(claims) => return Ok(principal(claims, &self.audience)),
                 Err(e) => last = e,
             }
@@ -125,7 +141,13 @@ impl ExternalIdp {
 
     async fn refresh(&self) {
         let _one = self.fetching.lock().await;
-        if self.cache.read().await.fetched.is_some_and(|t| t.elapsed() < MIN_REFETCH) {
+        if self
+            .cache
+            .read()
+            .await
+            .fetched
+            .is_some_and(|t| t.elapsed() < MIN_REFETCH)
+        {
             return;
         }
         match self.fetch().await {
@@ -134,12 +156,19 @@ impl ExternalIdp {
                 c.keys = keys;
                 c.fetched = Some(Instant::now());
             }
-            Err(e) => tracing::warn!(url = %self.jwks_url, "cannot fetch the identity provider's JWKS: {e}"),
+            Err(e) => {
+                tracing::warn!(url = %self.jwks_url, "cannot fetch the identity provider's JWKS: {e}")
+            }
         }
     }
 
     async fn fetch(&self) -> Result<Vec<(Option<String>, DecodingKey)>, String> {
-        let resp = self.http.get(&self.jwks_url).send().await.map_err(|e| e.to_string())?;
+        let resp = self
+            .http
+            .get(&self.jwks_url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             return Err(format!("HTTP {}", resp.status().as_u16()));
         }
@@ -147,12 +176,17 @@ impl ExternalIdp {
         if body.len() > MAX_JWKS_BYTES {
             return Err("key set larger than 1 MiB".into());
         }
-        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWK set: {e}"))?;
+        let set: JwkSet =
+            serde_json::from_slice(&body).map_err(|e| format!("not a JWK set: {e}"))?;
         Ok(set
             .keys
             .iter()
             .filter(|j| !matches!(j.algorithm, AlgorithmParameters::OctetKey(_)))
-            .filter_map(|j| DecodingKey::from_jwk(j).ok().map(|k| (j.common.key_id.clone(), k)))
+            .filter_map(|j| {
+                DecodingKey::from_jwk(j)
+                    .ok()
+                    .map(|k| (j.common.key_id.clone(), k))
+            })
             .collect())
     }
 }
@@ -167,9 +201,17 @@ fn has_key(c: &Cached, kid: Option<&str>) -> bool {
 fn principal(c: ExternalClaims, audience: &str) -> Principal {
     let scopes = match (c.scope, c.scp) {
         (Some(s), _) => super::rules::parse_scope(&s),
-        (None, Some(Value::Array(a))) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+        (None, Some(Value::Array(a))) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
         (None, Some(Value::String(s))) => super::rules::parse_scope(&s),
         _ => Vec::new(),
     };
-    Principal { subject: c.sub, client_id: c.client_id.or(c.azp), scopes, audience: Some(audience.to_owned()) }
+    Principal {
+        subject: c.sub,
+        client_id: c.client_id.or(c.azp),
+        scopes,
+        audience: Some(audience.to_owned()),
+    }
 }

@@ -107,7 +107,9 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -122,7 +124,10 @@ impl SigningKey {
     pub fn load_or_create(dir: &Path) -> Result<SigningKey, KeyError> {
         install_crypto_provider();
         let path = dir.join("es256.pem");
-        let io = |source| KeyError::Io { path: path.clone(), source };
+        let io = |source| KeyError::Io {
+            path: path.clone(),
+            source,
+        };
         match std::fs::read_to_string(&path) {
             Ok(pem) => {
                 let key = p256::SecretKey::from_pkcs8_pem(&pem).map_err(|e| KeyError::Invalid {
@@ -134,10 +139,12 @@ impl SigningKey {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 create_private_dir(dir).map_err(io)?;
                 let key = Self::generate_secret();
-                let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| KeyError::Invalid {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
+                let pem = key
+                    .to_pkcs8_pem(LineEnding::LF)
+                    .map_err(|e| KeyError::Invalid {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
                 write_private(&path, pem.as_bytes()).map_err(io)?;
                 tracing::info!(path = %path.display(), "generated a new ES256 signing key");
                 Ok(Self::from_secret(&key))
@@ -175,7 +182,12 @@ impl SigningKey {
             "kty": "EC", "crv": "P-256", "x": x, "y": y,
             "kid": kid, "use": "sig", "alg": "ES256",
         });
-        SigningKey { kid, encoding, decoding, jwk }
+        SigningKey {
+            kid,
+            encoding,
+            decoding,
+            jwk,
+        }
     }
 
     /// The key id (RFC 7638 thumbprint).
@@ -197,18 +209,42 @@ impl SigningKey {
     }
 
     /// Verifies a token: ES256 with this key, `iss`, `aud`, `exp` (30 s leeway).
-    pub fn verify(&self, token: &str, issuer: &str, audience: &str) -> Result<AccessClaims, TokenRejection> {
+    pub fn verify(
+        &self,
+        token: &str,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<AccessClaims, TokenRejection> {
         let header = check_header(token, &[Algorithm::ES256])?;
         if header.kid.as_deref().is_some_and(|k| k != self.kid) {
             return Err(TokenRejection::UnknownKey);
         }
-        decode_with(token, &self.decoding, Algorithm::ES256, issuer, audience, true)
+        decode_with(
+            token,
+            &self.decoding,
+            Algorithm::ES256,
+            issuer,
+            audience,
+            true,
+        )
     }
 
     /// Like [`verify`](Self::verify) but accepts expired tokens (for revocation).
-    pub fn verify_ignoring_expiry(&self, token: &str, issuer: &str, audience: &str) -> Result<AccessClaims, TokenRejection> {
+    pub fn verify_ignoring_expiry(
+        &self,
+        token: &str,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<AccessClaims, TokenRejection> {
         check_header(token, &[Algorithm::ES256])?;
-        decode_with(token, &self.decoding, Algorithm::ES256, issuer, audience, false)
+        decode_with(
+            token,
+            &self.decoding,
+            Algorithm::ES256,
+            issuer,
+            audience,
+            false,
+        )
     }
 }
 
@@ -221,7 +257,11 @@ pub(crate) fn check_header(token: &str, allowed: &[Algorithm]) -> Result<Header,
     let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
         jsonwebtoken::errors::ErrorKind::Json(_) => {
             // An unknown `alg` (e.g. "none") fails to deserialize.
-            if raw_alg(token).is_some() { TokenRejection::Algorithm } else { TokenRejection::Malformed }
+            if raw_alg(token).is_some() {
+                TokenRejection::Algorithm
+            } else {
+                TokenRejection::Malformed
+            }
         }
         _ => TokenRejection::Malformed,
     })?;
@@ -254,15 +294,21 @@ pub(crate) fn decode_with<T: serde::de::DeserializeOwned>(
     v.set_issuer(&[issuer]);
     v.set_audience(&[audience]);
     v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-    jsonwebtoken::decode::<T>(token, key, &v).map(|d| d.claims).map_err(|e| match e.kind() {
-        K::ExpiredSignature => TokenRejection::Expired,
-        K::InvalidAudience => TokenRejection::Audience,
-        K::InvalidIssuer => TokenRejection::Issuer,
-        K::InvalidSignature | K::InvalidEcdsaKey | K::InvalidKeyFormat => TokenRejection::Signature,
-        K::InvalidAlgorithm | K::InvalidAlgorithmName => TokenRejection::Algorithm,
-        K::MissingRequiredClaim(_) | K::Json(_) | K::ImmatureSignature => TokenRejection::Claims,
-        _ => TokenRejection::Malformed,
-    })
+    jsonwebtoken::decode::<T>(token, key, &v)
+        .map(|d| d.claims)
+        .map_err(|e| match e.kind() {
+            K::ExpiredSignature => TokenRejection::Expired,
+            K::InvalidAudience => TokenRejection::Audience,
+            K::InvalidIssuer => TokenRejection::Issuer,
+            K::InvalidSignature | K::InvalidEcdsaKey | K::InvalidKeyFormat => {
+                TokenRejection::Signature
+            }
+            K::InvalidAlgorithm | K::InvalidAlgorithmName => TokenRejection::Algorithm,
+            K::MissingRequiredClaim(_) | K::Json(_) | K::ImmatureSignature => {
+                TokenRejection::Claims
+            }
+            _ => TokenRejection::Malformed,
+        })
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {

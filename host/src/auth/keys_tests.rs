@@ -38,7 +38,11 @@ fn signs_and_verifies() {
 fn refuses_alg_none() {
     let key = SigningKey::generate();
     let c = serde_json::to_value(claims(600)).unwrap();
-    let token = format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&c));
+    let token = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&c)
+    );
     assert_eq!(key.verify(&token, ISS, AUD), Err(TokenRejection::Algorithm));
     let token = format!("{}.{}.sig", b64(&json!({"alg": "none"})), b64(&c));
     assert_eq!(key.verify(&token, ISS, AUD), Err(TokenRejection::Algorithm));
@@ -63,12 +67,18 @@ fn refuses_another_key() {
     let key = SigningKey::generate();
     let other = SigningKey::generate();
     let token = other.sign(&claims(600));
-    assert_eq!(key.verify(&token, ISS, AUD), Err(TokenRejection::UnknownKey));
+    assert_eq!(
+        key.verify(&token, ISS, AUD),
+        Err(TokenRejection::UnknownKey)
+    );
     // Same kid forged onto another key's signature.
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some(key.kid().to_owned());
     let forged = jsonwebtoken::encode(&header, &claims(600), &other.encoding).unwrap();
-    assert_eq!(key.verify(&forged, ISS, AUD), Err(TokenRejection::Signature));
+    assert_eq!(
+        key.verify(&forged, ISS, AUD),
+        Err(TokenRejection::Signature)
+    );
 }
 
 #[test]
@@ -79,20 +89,38 @@ fn refuses_tampered_payload() {
     let mut c = serde_json::to_value(claims(600)).unwrap();
     c["scope"] = json!("mcp admin");
     parts[1] = b64(&c);
-    assert_eq!(key.verify(&parts.join("."), ISS, AUD), Err(TokenRejection::Signature));
+    assert_eq!(
+        key.verify(&parts.join("."), ISS, AUD),
+        Err(TokenRejection::Signature)
+    );
 }
 
 #[test]
 fn refuses_expired_wrong_audience_wrong_issuer() {
     let key = SigningKey::generate();
-    assert_eq!(key.verify(&key.sign(&claims(-120)), ISS, AUD), Err(TokenRejection::Expired));
+    assert_eq!(
+        key.verify(&key.sign(&claims(-120)), ISS, AUD),
+        Err(TokenRejection::Expired)
+    );
     // Within the leeway it still passes.
     assert!(key.verify(&key.sign(&claims(-5)), ISS, AUD).is_ok());
-    assert!(key.verify_ignoring_expiry(&key.sign(&claims(-120)), ISS, AUD).is_ok());
+    assert!(
+        key.verify_ignoring_expiry(&key.sign(&claims(-120)), ISS, AUD)
+            .is_ok()
+    );
     let token = key.sign(&claims(600));
-    assert_eq!(key.verify(&token, ISS, "http://other/mcp"), Err(TokenRejection::Audience));
-    assert_eq!(key.verify(&token, "http://other", AUD), Err(TokenRejection::Issuer));
-    assert_eq!(key.verify("not-a-jwt", ISS, AUD), Err(TokenRejection::Malformed));
+    assert_eq!(
+        key.verify(&token, ISS, "http://other/mcp"),
+        Err(TokenRejection::Audience)
+    );
+    assert_eq!(
+        key.verify(&token, "http://other", AUD),
+        Err(TokenRejection::Issuer)
+    );
+    assert_eq!(
+        key.verify("not-a-jwt", ISS, AUD),
+        Err(TokenRejection::Malformed)
+    );
 }
 
 #[test]
@@ -103,15 +131,24 @@ fn key_is_created_once_private_and_reloaded() {
     let b = SigningKey::load_or_create(&keys).unwrap();
     assert_eq!(a.kid(), b.kid());
     let token = a.sign(&claims(600));
-    assert!(b.verify(&token, ISS, AUD).is_ok(), "a reloaded key verifies earlier tokens");
+    assert!(
+        b.verify(&token, ISS, AUD).is_ok(),
+        "a reloaded key verifies earlier tokens"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(keys.join("es256.pem")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(keys.join("es256.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let mode = std::fs::metadata(&keys).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
     }
     std::fs::write(keys.join("es256.pem"), "garbage").unwrap();
-    assert!(matches!(SigningKey::load_or_create(&keys), Err(KeyError::Invalid { .. })));
+    assert!(matches!(
+        SigningKey::load_or_create(&keys),
+        Err(KeyError::Invalid { .. })
+    ));
 }

@@ -178,7 +178,8 @@ impl AuthState {
         if let Some(o) = rules::normalize_origin(&public_url) {
             allowed_origins.push(o);
         }
-        let mcp_limit = std::num::NonZeroU32::new(settings.rate_limit_per_minute).map(ratelimit::SubjectLimiter::new);
+        let mcp_limit = std::num::NonZeroU32::new(settings.rate_limit_per_minute)
+            .map(ratelimit::SubjectLimiter::new);
         let mut state = AuthState {
             mode: settings.mode,
             public_url: public_url.clone(),
@@ -211,8 +212,9 @@ impl AuthState {
                     settings.auto_approve,
                 )
                 .map_err(AuthSetupError::Credentials)?;
-                std::fs::create_dir_all(data_dir)
-                    .map_err(|e| AuthSetupError::Other(format!("cannot create {}: {e}", data_dir.display())))?;
+                std::fs::create_dir_all(data_dir).map_err(|e| {
+                    AuthSetupError::Other(format!("cannot create {}: {e}", data_dir.display()))
+                })?;
                 let key = SigningKey::load_or_create(&data_dir.join("keys"))?;
                 let store = store::SqliteStore::open(&data_dir.join("stockade.db")).await?;
                 state.builtin = Some(Builtin {
@@ -234,12 +236,18 @@ impl AuthState {
 
     /// The protected-resource metadata URL named in 401 challenges.
     pub fn resource_metadata_url(&self) -> String {
-        format!("{}/.well-known/oauth-protected-resource/mcp", self.public_url)
+        format!(
+            "{}/.well-known/oauth-protected-resource/mcp",
+            self.public_url
+        )
     }
 
     /// The default scope (the first supported one).
     pub fn default_scope(&self) -> &str {
-        self.scopes_supported.first().map(String::as_str).unwrap_or("mcp")
+        self.scopes_supported
+            .first()
+            .map(String::as_str)
+            .unwrap_or("mcp")
     }
 
     /// The issuer whose tokens `/mcp` accepts.
@@ -252,7 +260,14 @@ impl AuthState {
 
     /// Records a refusal in the audit log (awaited: it is written before the
     /// response goes out).
-    pub async fn deny(&self, status: StatusCode, reason: impl Into<String>, path: &str, ip: &str, subject: Option<String>) {
+    pub async fn deny(
+        &self,
+        status: StatusCode,
+        reason: impl Into<String>,
+        path: &str,
+        ip: &str,
+        subject: Option<String>,
+    ) {
         let reason = reason.into();
         tracing::info!(status = status.as_u16(), %reason, %path, %ip, "request denied");
         self.audit
@@ -295,12 +310,24 @@ pub fn routes(state: Arc<AuthState>) -> Router {
         return Router::new();
     }
     r = r
-        .route("/.well-known/oauth-protected-resource", get(metadata::protected_resource))
-        .route("/.well-known/oauth-protected-resource/mcp", get(metadata::protected_resource));
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(metadata::protected_resource),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(metadata::protected_resource),
+        );
     if state.builtin.is_some() {
         r = r
-            .route("/.well-known/oauth-authorization-server", get(metadata::authorization_server))
-            .route("/.well-known/openid-configuration", get(metadata::authorization_server))
+            .route(
+                "/.well-known/oauth-authorization-server",
+                get(metadata::authorization_server),
+            )
+            .route(
+                "/.well-known/openid-configuration",
+                get(metadata::authorization_server),
+            )
             .route("/jwks.json", get(metadata::jwks))
             .route("/register", post(register::register))
             .route("/authorize", get(authorize::show).post(authorize::submit))
@@ -329,12 +356,19 @@ pub fn sha256_hex(s: &str) -> String {
 
 /// Now, in seconds since the epoch.
 pub fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// A JSON OAuth error (`{"error", "error_description"}`) with `no-store`.
 pub fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    let mut resp = (status, axum::Json(json!({ "error": error, "error_description": description }))).into_response();
+    let mut resp = (
+        status,
+        axum::Json(json!({ "error": error, "error_description": description })),
+    )
+        .into_response();
     no_store(resp.headers_mut());
     resp
 }
@@ -353,7 +387,11 @@ pub async fn read_body(body: axum::body::Body, max: usize) -> Result<axum::body:
             let too_large = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
                 || e.to_string().contains("length limit");
-            Err(if too_large { BodyError::TooLarge } else { BodyError::Unreadable })
+            Err(if too_large {
+                BodyError::TooLarge
+            } else {
+                BodyError::Unreadable
+            })
         }
     }
 }

@@ -13,7 +13,8 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
-type Keyed = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+type Keyed =
+    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
 
 /// The decision for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,8 +58,13 @@ pub struct SubjectLimiter {
 impl SubjectLimiter {
     /// `per_minute` requests per minute per key, all of them usable in a burst.
     pub fn new(per_minute: NonZeroU32) -> Self {
-        let limiter = RateLimiter::dashmap(Quota::per_minute(per_minute)).with_middleware::<StateInformationMiddleware>();
-        Self { limiter, clock: DefaultClock::default(), per_minute: per_minute.get() }
+        let limiter = RateLimiter::dashmap(Quota::per_minute(per_minute))
+            .with_middleware::<StateInformationMiddleware>();
+        Self {
+            limiter,
+            clock: DefaultClock::default(),
+            per_minute: per_minute.get(),
+        }
     }
 
     /// Counts one request of `key`.
@@ -97,7 +103,9 @@ pub struct AddressLimiter(SubjectLimiter);
 impl AddressLimiter {
     /// `n` per minute per address.
     pub fn per_minute(n: u32) -> Self {
-        AddressLimiter(SubjectLimiter::new(NonZeroU32::new(n.max(1)).expect("n >= 1")))
+        AddressLimiter(SubjectLimiter::new(
+            NonZeroU32::new(n.max(1)).expect("n >= 1"),
+        ))
     }
 
     /// Counts one request from `addr`.
@@ -150,12 +158,22 @@ impl LoginThrottle {
     fn failed_at(&self, addr: &str, now: Instant) -> Option<Duration> {
         let mut map = self.by_addr.lock().expect("login throttle lock");
         if map.len() > 100_000 {
-            map.retain(|_, f| now.duration_since(f.first) < WINDOW || f.locked_until.is_some_and(|u| u > now));
+            map.retain(|_, f| {
+                now.duration_since(f.first) < WINDOW || f.locked_until.is_some_and(|u| u > now)
+            });
         }
-        let f = map.entry(addr.to_owned()).or_insert(Failures { count: 0, first: now, locked_until: None });
+        let f = map.entry(addr.to_owned()).or_insert(Failures {
+            count: 0,
+            first: now,
+            locked_until: None,
+        });
         let lock_over = f.locked_until.is_none_or(|u| u <= now);
         if now.duration_since(f.first) >= WINDOW && lock_over {
-            *f = Failures { count: 0, first: now, locked_until: None };
+            *f = Failures {
+                count: 0,
+                first: now,
+                locked_until: None,
+            };
         }
         f.count += 1;
         if f.count >= FREE_FAILURES {
@@ -171,7 +189,10 @@ impl LoginThrottle {
 
     /// Clears `addr` after a successful login.
     pub fn succeeded(&self, addr: &str) {
-        self.by_addr.lock().expect("login throttle lock").remove(addr);
+        self.by_addr
+            .lock()
+            .expect("login throttle lock")
+            .remove(addr);
     }
 }
 

@@ -19,7 +19,12 @@ fn subject_limiter_counts_down_then_refuses() {
     let mut h = HeaderMap::new();
     d4.apply(&mut h);
     assert_eq!(h["ratelimit-policy"], "\"mcp\";q=3;w=60");
-    assert!(h["ratelimit"].to_str().unwrap().starts_with("\"mcp\";r=0;t="));
+    assert!(
+        h["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"mcp\";r=0;t=")
+    );
     assert!(h.contains_key("retry-after"));
     let mut h = HeaderMap::new();
     d1.apply(&mut h);
@@ -34,15 +39,30 @@ fn login_throttle_locks_out_with_growing_delays() {
         assert_eq!(t.failed_at("1.2.3.4", now), None);
         assert_eq!(t.locked_at("1.2.3.4", now), None);
     }
-    let first = t.failed_at("1.2.3.4", now).expect("the fifth failure locks");
+    let first = t
+        .failed_at("1.2.3.4", now)
+        .expect("the fifth failure locks");
     assert_eq!(first, Duration::from_secs(30));
-    assert!(t.locked_at("1.2.3.4", now + Duration::from_secs(10)).is_some());
-    assert_eq!(t.locked_at("5.6.7.8", now), None, "other addresses unaffected");
+    assert!(
+        t.locked_at("1.2.3.4", now + Duration::from_secs(10))
+            .is_some()
+    );
+    assert_eq!(
+        t.locked_at("5.6.7.8", now),
+        None,
+        "other addresses unaffected"
+    );
     let later = now + Duration::from_secs(31);
     assert_eq!(t.locked_at("1.2.3.4", later), None);
     let second = t.failed_at("1.2.3.4", later).unwrap();
-    assert_eq!(second, Duration::from_secs(60), "the next failure doubles the lockout");
-    let third = t.failed_at("1.2.3.4", later + Duration::from_secs(61)).unwrap();
+    assert_eq!(
+        second,
+        Duration::from_secs(60),
+        "the next failure doubles the lockout"
+    );
+    let third = t
+        .failed_at("1.2.3.4", later + Duration::from_secs(61))
+        .unwrap();
     assert_eq!(third, Duration::from_secs(120));
     t.succeeded("1.2.3.4");
     assert_eq!(t.locked_at("1.2.3.4", later), None);
@@ -56,5 +76,8 @@ fn login_throttle_forgets_old_failures() {
     for _ in 0..FREE_FAILURES - 1 {
         t.failed_at("a", now);
     }
-    assert_eq!(t.failed_at("a", now + WINDOW + Duration::from_secs(1)), None);
+    assert_eq!(
+        t.failed_at("a", now + WINDOW + Duration::from_secs(1)),
+        None
+    );
 }

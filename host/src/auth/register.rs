@@ -55,7 +55,12 @@ pub type MetadataError = (&'static str, String);
 pub fn validate_metadata(m: &ClientMetadata) -> Result<Validated, MetadataError> {
     let uris = match &m.redirect_uris {
         Some(u) if !u.is_empty() => u,
-        _ => return Err(("invalid_redirect_uri", "redirect_uris: at least one redirect URI is required".into())),
+        _ => {
+            return Err((
+                "invalid_redirect_uri",
+                "redirect_uris: at least one redirect URI is required".into(),
+            ));
+        }
     };
     if uris.len() > 20 {
         return Err(("invalid_redirect_uri", "redirect_uris: at most 20".into()));
@@ -64,27 +69,45 @@ pub fn validate_metadata(m: &ClientMetadata) -> Result<Validated, MetadataError>
         rules::check_redirect_uri(u).map_err(|e| ("invalid_redirect_uri", e))?;
     }
     if let Some(g) = &m.grant_types
-        && let Some(bad) = g.iter().find(|g| !matches!(g.as_str(), "authorization_code" | "refresh_token"))
+        && let Some(bad) = g
+            .iter()
+            .find(|g| !matches!(g.as_str(), "authorization_code" | "refresh_token"))
     {
-        return Err(("invalid_client_metadata", format!("grant_types: `{bad}` is not supported")));
+        return Err((
+            "invalid_client_metadata",
+            format!("grant_types: `{bad}` is not supported"),
+        ));
     }
     if let Some(r) = &m.response_types
         && let Some(bad) = r.iter().find(|r| r.as_str() != "code")
     {
-        return Err(("invalid_client_metadata", format!("response_types: `{bad}` is not supported")));
+        return Err((
+            "invalid_client_metadata",
+            format!("response_types: `{bad}` is not supported"),
+        ));
     }
     if let Some(method) = &m.token_endpoint_auth_method
-        && !matches!(method.as_str(), "none" | "client_secret_post" | "client_secret_basic")
+        && !matches!(
+            method.as_str(),
+            "none" | "client_secret_post" | "client_secret_basic"
+        )
     {
         return Err((
             "invalid_client_metadata",
-            format!("token_endpoint_auth_method: `{method}` is not supported (none, client_secret_post, client_secret_basic)"),
+            format!(
+                "token_endpoint_auth_method: `{method}` is not supported (none, client_secret_post, client_secret_basic)"
+            ),
         ));
     }
     let name = m
         .client_name
         .as_deref()
-        .map(|n| n.chars().filter(|c| !c.is_control()).take(100).collect::<String>())
+        .map(|n| {
+            n.chars()
+                .filter(|c| !c.is_control())
+                .take(100)
+                .collect::<String>()
+        })
         .filter(|n| !n.trim().is_empty());
     Ok((name, uris.clone()))
 }
@@ -96,36 +119,83 @@ pub async fn register(State(s): State<Arc<AuthState>>, req: Request) -> Response
     let path = "/register";
     let limit = b.registrations.check(&ip);
     if !limit.allowed {
-        s.deny(StatusCode::TOO_MANY_REQUESTS, "registration rate limit", path, &ip, None).await;
-        let mut r = oauth_error(StatusCode::TOO_MANY_REQUESTS, "slow_down", "too many registrations; retry later");
+        s.deny(
+            StatusCode::TOO_MANY_REQUESTS,
+            "registration rate limit",
+            path,
+            &ip,
+            None,
+        )
+        .await;
+        let mut r = oauth_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "slow_down",
+            "too many registrations; retry later",
+        );
         limit.apply(r.headers_mut());
         return r;
     }
     let body = match read_body(req.into_body(), MAX_REGISTRATION_BYTES).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
-            s.deny(StatusCode::PAYLOAD_TOO_LARGE, "registration body too large", path, &ip, None).await;
-            return oauth_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "request body too large");
+            s.deny(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "registration body too large",
+                path,
+                &ip,
+                None,
+            )
+            .await;
+            return oauth_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                "request body too large",
+            );
         }
         Err(BodyError::Unreadable) => {
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "unreadable body");
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "unreadable body",
+            );
         }
     };
     let meta: ClientMetadata = match serde_json::from_slice(&body) {
         Ok(m) => m,
         Err(e) => {
-            s.deny(StatusCode::BAD_REQUEST, format!("registration: malformed JSON: {e}"), path, &ip, None).await;
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_client_metadata", "the body is not a JSON client metadata object");
+            s.deny(
+                StatusCode::BAD_REQUEST,
+                format!("registration: malformed JSON: {e}"),
+                path,
+                &ip,
+                None,
+            )
+            .await;
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_client_metadata",
+                "the body is not a JSON client metadata object",
+            );
         }
     };
     let (client_name, redirect_uris) = match validate_metadata(&meta) {
         Ok(v) => v,
         Err((code, why)) => {
-            s.deny(StatusCode::BAD_REQUEST, format!("registration refused: {why}"), path, &ip, None).await;
+            s.deny(
+                StatusCode::BAD_REQUEST,
+                format!("registration refused: {why}"),
+                path,
+                &ip,
+                None,
+            )
+            .await;
             return oauth_error(StatusCode::BAD_REQUEST, code, &why);
         }
     };
-    let method = meta.token_endpoint_auth_method.clone().unwrap_or_else(|| "none".into());
+    let method = meta
+        .token_endpoint_auth_method
+        .clone()
+        .unwrap_or_else(|| "none".into());
     let secret = (method != "none").then(super::random_token);
     let client = Client {
         client_id: format!("stk_{}", &super::random_token()[..22]),
@@ -137,7 +207,11 @@ pub async fn register(State(s): State<Arc<AuthState>>, req: Request) -> Response
     };
     if let Err(e) = b.store.insert_client(&client).await {
         tracing::error!("registration failed: {e}");
-        return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "registration failed");
+        return oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "registration failed",
+        );
     }
     s.audit
         .note(AuditEvent::ClientRegistered {
@@ -159,8 +233,10 @@ pub async fn register(State(s): State<Arc<AuthState>>, req: Request) -> Response
         doc["client_name"] = Value::from(n);
     }
     if let Some(sc) = meta.scope.as_deref() {
-        let allowed: Vec<String> =
-            rules::parse_scope(sc).into_iter().filter(|x| s.scopes_supported.contains(x)).collect();
+        let allowed: Vec<String> = rules::parse_scope(sc)
+            .into_iter()
+            .filter(|x| s.scopes_supported.contains(x))
+            .collect();
         if !allowed.is_empty() {
             doc["scope"] = Value::from(allowed.join(" "));
         }

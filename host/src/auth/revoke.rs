@@ -24,21 +24,56 @@ pub async fn revoke(State(s): State<Arc<AuthState>>, req: Request) -> Response {
     let body = match read_body(req.into_body(), MAX_FORM_BYTES).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
-            s.deny(StatusCode::PAYLOAD_TOO_LARGE, "revoke: body too large", path, &ip, None).await;
-            return oauth_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "request body too large");
+            s.deny(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "revoke: body too large",
+                path,
+                &ip,
+                None,
+            )
+            .await;
+            return oauth_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                "request body too large",
+            );
         }
-        Err(BodyError::Unreadable) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "unreadable body"),
+        Err(BodyError::Unreadable) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "unreadable body",
+            );
+        }
     };
     let form = match parse_form(&body) {
         Ok(f) => f,
         Err(e) => {
-            s.deny(StatusCode::BAD_REQUEST, format!("revoke: {e}"), path, &ip, None).await;
+            s.deny(
+                StatusCode::BAD_REQUEST,
+                format!("revoke: {e}"),
+                path,
+                &ip,
+                None,
+            )
+            .await;
             return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e);
         }
     };
     let Some(token) = form.get("token") else {
-        s.deny(StatusCode::BAD_REQUEST, "revoke: token missing", path, &ip, None).await;
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "token is required");
+        s.deny(
+            StatusCode::BAD_REQUEST,
+            "revoke: token missing",
+            path,
+            &ip,
+            None,
+        )
+        .await;
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "token is required",
+        );
     };
     // Client authentication: required for confidential clients; a public client
     // identifies itself with client_id.
@@ -46,8 +81,19 @@ pub async fn revoke(State(s): State<Arc<AuthState>>, req: Request) -> Response {
     if let Some(c) = &client
         && let Err(why) = authenticate_client(b, c).await
     {
-        s.deny(StatusCode::UNAUTHORIZED, format!("revoke: client authentication failed: {why}"), path, &ip, None).await;
-        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
+        s.deny(
+            StatusCode::UNAUTHORIZED,
+            format!("revoke: client authentication failed: {why}"),
+            path,
+            &ip,
+            None,
+        )
+        .await;
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        );
     }
     let client_id = client.map(|c| c.client_id);
     let now = super::now_secs();
@@ -57,23 +103,43 @@ pub async fn revoke(State(s): State<Arc<AuthState>>, req: Request) -> Response {
         Ok(None) => None,
         Err(e) => {
             tracing::error!("revoke: {e}");
-            return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again");
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "try again",
+            );
         }
     };
     let target = match family {
         Some(f) => Some((f.id, f.client_id)),
         // An access token we issued (expired ones too)?
-        None => b.key.verify(token, &s.public_url, &s.resource).ok().map(|c| (c.fam, c.client_id)).or_else(|| {
-            // Expired tokens fail `verify`; their family can still be revoked.
-            expired_claims(b, token, &s.public_url, &s.resource).map(|c| (c.fam, c.client_id))
-        }),
+        None => b
+            .key
+            .verify(token, &s.public_url, &s.resource)
+            .ok()
+            .map(|c| (c.fam, c.client_id))
+            .or_else(|| {
+                // Expired tokens fail `verify`; their family can still be revoked.
+                expired_claims(b, token, &s.public_url, &s.resource).map(|c| (c.fam, c.client_id))
+            }),
     };
     if let Some((fam, owner)) = target {
         // RFC 7009 §2.1: a client may only revoke its own tokens.
         if client_id.as_deref().is_some_and(|c| c != owner) {
-            s.deny(StatusCode::OK, "revoke: token belongs to another client (ignored)", path, &ip, None).await;
+            s.deny(
+                StatusCode::OK,
+                "revoke: token belongs to another client (ignored)",
+                path,
+                &ip,
+                None,
+            )
+            .await;
         } else {
-            match b.store.revoke_family(&fam, "revoked by the client", now).await {
+            match b
+                .store
+                .revoke_family(&fam, "revoked by the client", now)
+                .await
+            {
                 Ok(true) => {
                     s.audit
                         .note(AuditEvent::TokenRevoked {
@@ -89,7 +155,11 @@ pub async fn revoke(State(s): State<Arc<AuthState>>, req: Request) -> Response {
         }
     } else {
         s.audit
-            .note(AuditEvent::TokenRevoked { client_id, family: None, reason: "unknown token presented at /revoke (no effect)".into() })
+            .note(AuditEvent::TokenRevoked {
+                client_id,
+                family: None,
+                reason: "unknown token presented at /revoke (no effect)".into(),
+            })
             .await;
     }
     let mut r = StatusCode::OK.into_response();
@@ -97,6 +167,11 @@ pub async fn revoke(State(s): State<Arc<AuthState>>, req: Request) -> Response {
     r
 }
 
-fn expired_claims(b: &super::Builtin, token: &str, iss: &str, aud: &str) -> Option<super::keys::AccessClaims> {
+fn expired_claims(
+    b: &super::Builtin,
+    token: &str,
+    iss: &str,
+    aud: &str,
+) -> Option<super::keys::AccessClaims> {
     b.key.verify_ignoring_expiry(token, iss, aud).ok()
 }

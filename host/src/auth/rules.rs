@@ -12,7 +12,9 @@ use crate::config::is_loopback_host;
 /// time. Verifiers outside 43–128 characters of `[A-Za-z0-9-._~]` never match.
 pub fn pkce_s256_matches(verifier: &str, challenge: &str) -> bool {
     let valid_len = (43..=128).contains(&verifier.len());
-    let valid_chars = verifier.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    let valid_chars = verifier
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
     if !valid_len || !valid_chars {
         return false;
     }
@@ -22,11 +24,24 @@ pub fn pkce_s256_matches(verifier: &str, challenge: &str) -> bool {
 
 /// Whether `challenge` looks like an S256 challenge: 43 base64url characters.
 pub fn is_s256_challenge(challenge: &str) -> bool {
-    challenge.len() == 43 && challenge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    challenge.len() == 43
+        && challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Schemes that are never acceptable redirect targets.
-const FORBIDDEN_SCHEMES: &[&str] = &["javascript", "data", "file", "vbscript", "about", "blob", "ftp", "ws", "wss"];
+const FORBIDDEN_SCHEMES: &[&str] = &[
+    "javascript",
+    "data",
+    "file",
+    "vbscript",
+    "about",
+    "blob",
+    "ftp",
+    "ws",
+    "wss",
+];
 
 /// Checks a redirect URI offered at registration (or in a client metadata
 /// document). Allowed: `https://` anywhere; `http://` only to a loopback host
@@ -49,9 +64,15 @@ pub fn check_redirect_uri(uri: &str) -> Result<url::Url, String> {
         "https" => {}
         "http" => match url.host() {
             Some(h) if is_loopback_host(&h) => {}
-            _ => return Err(format!("`{uri}`: plain http is only allowed to loopback hosts (localhost, 127.0.0.1, [::1])")),
+            _ => {
+                return Err(format!(
+                    "`{uri}`: plain http is only allowed to loopback hosts (localhost, 127.0.0.1, [::1])"
+                ));
+            }
         },
-        s if FORBIDDEN_SCHEMES.contains(&s) => return Err(format!("`{uri}`: scheme `{s}` is not allowed")),
+        s if FORBIDDEN_SCHEMES.contains(&s) => {
+            return Err(format!("`{uri}`: scheme `{s}` is not allowed"));
+        }
         // A private-use scheme of a native app.
         _ => {}
     }

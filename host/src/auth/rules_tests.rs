@@ -53,7 +53,10 @@ fn redirect_uri_rules() {
 
 #[test]
 fn redirect_uri_must_match_exactly() {
-    let reg = vec!["http://127.0.0.1:3000/callback".to_owned(), "https://a.example/cb".to_owned()];
+    let reg = vec![
+        "http://127.0.0.1:3000/callback".to_owned(),
+        "https://a.example/cb".to_owned(),
+    ];
     assert!(redirect_uri_matches("http://127.0.0.1:3000/callback", &reg));
     assert!(redirect_uri_matches("https://a.example/cb", &reg));
     for bad in [
@@ -74,12 +77,24 @@ fn redirect_uri_must_match_exactly() {
 fn scopes_origins_and_escaping() {
     assert_eq!(parse_scope(" mcp  admin mcp "), vec!["mcp", "admin"]);
     assert!(parse_scope("").is_empty());
-    assert_eq!(normalize_origin("https://App.Example.com").as_deref(), Some("https://app.example.com:443"));
-    assert_eq!(normalize_origin("http://127.0.0.1:8080/").as_deref(), Some("http://127.0.0.1:8080"));
-    assert_eq!(normalize_origin("null"), None);
-    assert_eq!(html_escape("<script>\"x\"&'y'</script>"), "&lt;script&gt;&quot;x&quot;&amp;&#39;y&#39;&lt;/script&gt;");
     assert_eq!(
-        with_query("http://127.0.0.1:1/cb?keep=1", &[("code", "a b"), ("state", "s&t")]),
+        normalize_origin("https://App.Example.com").as_deref(),
+        Some("https://app.example.com:443")
+    );
+    assert_eq!(
+        normalize_origin("http://127.0.0.1:8080/").as_deref(),
+        Some("http://127.0.0.1:8080")
+    );
+    assert_eq!(normalize_origin("null"), None);
+    assert_eq!(
+        html_escape("<script>\"x\"&'y'</script>"),
+        "&lt;script&gt;&quot;x&quot;&amp;&#39;y&#39;&lt;/script&gt;"
+    );
+    assert_eq!(
+        with_query(
+            "http://127.0.0.1:1/cb?keep=1",
+            &[("code", "a b"), ("state", "s&t")]
+        ),
         "http://127.0.0.1:1/cb?keep=1&code=a+b&state=s%26t"
     );
     assert_eq!(redirect_host("https://x.example:8443/cb"), "x.example:8443");

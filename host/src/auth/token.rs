@@ -35,18 +35,39 @@ pub(crate) struct ClientAuth {
 }
 
 /// Reads `client_id` (+ secret) from HTTP Basic or the form.
-pub(crate) fn client_auth(headers: &HeaderMap, form: &HashMap<String, String>) -> Option<ClientAuth> {
-    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
-        && let Some(b64) = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic "))
+pub(crate) fn client_auth(
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Option<ClientAuth> {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        && let Some(b64) = v
+            .strip_prefix("Basic ")
+            .or_else(|| v.strip_prefix("basic "))
     {
-        let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .ok()?;
         let text = String::from_utf8(raw).ok()?;
         let (id, secret) = text.split_once(':')?;
-        let dec = |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
-        return Some(ClientAuth { client_id: dec(id)?, secret: dec(secret), basic: true });
+        let dec = |s: &str| {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+        };
+        return Some(ClientAuth {
+            client_id: dec(id)?,
+            secret: dec(secret),
+            basic: true,
+        });
     }
     let client_id = form.get("client_id")?.clone();
-    Some(ClientAuth { client_id, secret: form.get("client_secret").cloned(), basic: false })
+    Some(ClientAuth {
+        client_id,
+        secret: form.get("client_secret").cloned(),
+        basic: false,
+    })
 }
 
 /// Checks a client's credentials: public clients need none, confidential ones
@@ -65,7 +86,9 @@ pub(crate) async fn authenticate_client(b: &Builtin, auth: &ClientAuth) -> Resul
     };
     match (&client.secret_hash, &auth.secret) {
         (None, _) => Ok(()),
-        (Some(expected), Some(got)) if rules::hashes_equal(expected, &super::sha256_hex(got)) => Ok(()),
+        (Some(expected), Some(got)) if rules::hashes_equal(expected, &super::sha256_hex(got)) => {
+            Ok(())
+        }
         (Some(_), Some(_)) => Err("wrong client secret".into()),
         (Some(_), None) => Err("client secret missing".into()),
     }
@@ -79,15 +102,35 @@ pub async fn token(State(s): State<Arc<AuthState>>, req: Request) -> Response {
     let body = match read_body(req.into_body(), MAX_FORM_BYTES).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
-            s.deny(StatusCode::PAYLOAD_TOO_LARGE, "token: body too large", "/token", &ip, None).await;
-            return oauth_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "request body too large");
+            s.deny(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "token: body too large",
+                "/token",
+                &ip,
+                None,
+            )
+            .await;
+            return oauth_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                "request body too large",
+            );
         }
-        Err(BodyError::Unreadable) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "unreadable body"),
+        Err(BodyError::Unreadable) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "unreadable body",
+            );
+        }
     };
     let deny = |status: StatusCode, reason: String, subject: Option<String>| {
         let s = s.clone();
         let ip = ip.clone();
-        async move { s.deny(status, format!("token: {reason}"), "/token", &ip, subject).await }
+        async move {
+            s.deny(status, format!("token: {reason}"), "/token", &ip, subject)
+                .await
+        }
     };
     let form = match parse_form(&body) {
         Ok(f) => f,
@@ -98,33 +141,73 @@ pub async fn token(State(s): State<Arc<AuthState>>, req: Request) -> Response {
     };
     let Some(client) = client_auth(&headers, &form) else {
         deny(StatusCode::UNAUTHORIZED, "no client_id".into(), None).await;
-        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client_id is required");
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client_id is required",
+        );
     };
     if let Some(fid) = form.get("client_id")
         && client.basic
         && fid != &client.client_id
     {
-        deny(StatusCode::BAD_REQUEST, "client_id differs between Basic and form".into(), None).await;
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "conflicting client_id");
+        deny(
+            StatusCode::BAD_REQUEST,
+            "client_id differs between Basic and form".into(),
+            None,
+        )
+        .await;
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "conflicting client_id",
+        );
     }
     if let Err(why) = authenticate_client(b, &client).await {
-        deny(StatusCode::UNAUTHORIZED, format!("client authentication failed: {why}"), None).await;
-        let mut r = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
+        deny(
+            StatusCode::UNAUTHORIZED,
+            format!("client authentication failed: {why}"),
+            None,
+        )
+        .await;
+        let mut r = oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        );
         if client.basic {
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"stockade\""));
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"stockade\""),
+            );
         }
         return r;
     }
     match form.get("grant_type").map(String::as_str) {
-        Some("authorization_code") => authorization_code(&s, b, &form, &client.client_id, &ip).await,
+        Some("authorization_code") => {
+            authorization_code(&s, b, &form, &client.client_id, &ip).await
+        }
         Some("refresh_token") => refresh(&s, b, &form, &client.client_id, &ip).await,
         Some(other) => {
-            deny(StatusCode::BAD_REQUEST, format!("unsupported grant_type `{other}`"), None).await;
-            oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "supported: authorization_code, refresh_token")
+            deny(
+                StatusCode::BAD_REQUEST,
+                format!("unsupported grant_type `{other}`"),
+                None,
+            )
+            .await;
+            oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "supported: authorization_code, refresh_token",
+            )
         }
         None => {
             deny(StatusCode::BAD_REQUEST, "grant_type missing".into(), None).await;
-            oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is missing")
+            oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "grant_type is missing",
+            )
         }
     }
 }
@@ -138,14 +221,32 @@ async fn authorization_code(
 ) -> Response {
     let path = "/token";
     let (Some(code), Some(verifier)) = (form.get("code"), form.get("code_verifier")) else {
-        s.deny(StatusCode::BAD_REQUEST, "token: code or code_verifier missing", path, ip, None).await;
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "code and code_verifier are required (PKCE)");
+        s.deny(
+            StatusCode::BAD_REQUEST,
+            "token: code or code_verifier missing",
+            path,
+            ip,
+            None,
+        )
+        .await;
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "code and code_verifier are required (PKCE)",
+        );
     };
     let family_id = super::random_token();
     let now = super::now_secs();
-    let grant = match b.store.redeem_code(&super::sha256_hex(code), &family_id, now).await {
+    let grant = match b
+        .store
+        .redeem_code(&super::sha256_hex(code), &family_id, now)
+        .await
+    {
         Ok(Redeem::Fresh(g)) => g,
-        Ok(Redeem::Replayed { family, client_id: owner }) => {
+        Ok(Redeem::Replayed {
+            family,
+            client_id: owner,
+        }) => {
             s.audit
                 .note(AuditEvent::ReuseDetected {
                     kind: "authorization_code".into(),
@@ -163,36 +264,78 @@ async fn authorization_code(
                     })
                     .await;
             }
-            s.deny(StatusCode::BAD_REQUEST, "token: authorization code replayed", path, ip, None).await;
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the authorization code was already used");
+            s.deny(
+                StatusCode::BAD_REQUEST,
+                "token: authorization code replayed",
+                path,
+                ip,
+                None,
+            )
+            .await;
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the authorization code was already used",
+            );
         }
         Ok(Redeem::Expired) => {
-            s.deny(StatusCode::BAD_REQUEST, "token: authorization code expired", path, ip, None).await;
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the authorization code expired");
+            s.deny(
+                StatusCode::BAD_REQUEST,
+                "token: authorization code expired",
+                path,
+                ip,
+                None,
+            )
+            .await;
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the authorization code expired",
+            );
         }
         Ok(Redeem::Unknown) => {
-            s.deny(StatusCode::BAD_REQUEST, "token: unknown authorization code", path, ip, None).await;
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown authorization code");
+            s.deny(
+                StatusCode::BAD_REQUEST,
+                "token: unknown authorization code",
+                path,
+                ip,
+                None,
+            )
+            .await;
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "unknown authorization code",
+            );
         }
         Err(e) => return store_failure(e),
     };
     let mismatch = if grant.client_id != client_id {
         Some("code issued to another client")
-    } else if form.get("redirect_uri").is_some_and(|r| r != &grant.redirect_uri) {
+    } else if form
+        .get("redirect_uri")
+        .is_some_and(|r| r != &grant.redirect_uri)
+    {
         Some("redirect_uri differs from the one at /authorize")
     } else if !rules::pkce_s256_matches(verifier, &grant.code_challenge) {
         Some("PKCE code_verifier does not match the code_challenge")
-    } else if form
-        .get("resource")
-        .is_some_and(|r| r.trim_end_matches('/') != grant.resource && r.trim_end_matches('/') != s.public_url)
-    {
+    } else if form.get("resource").is_some_and(|r| {
+        r.trim_end_matches('/') != grant.resource && r.trim_end_matches('/') != s.public_url
+    }) {
         Some("resource differs from the one at /authorize")
     } else {
         None
     };
     if let Some(why) = mismatch {
         let _ = b.store.revoke_family(&family_id, why, now).await;
-        s.deny(StatusCode::BAD_REQUEST, format!("token: {why}"), path, ip, Some(grant.subject.clone())).await;
+        s.deny(
+            StatusCode::BAD_REQUEST,
+            format!("token: {why}"),
+            path,
+            ip,
+            Some(grant.subject.clone()),
+        )
+        .await;
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", why);
     }
     let family = Family {
@@ -203,7 +346,15 @@ async fn authorization_code(
         resource: grant.resource,
     };
     let refresh = super::random_token();
-    if let Err(e) = b.store.add_refresh(&family.id, &super::sha256_hex(&refresh), now + b.refresh_ttl).await {
+    if let Err(e) = b
+        .store
+        .add_refresh(
+            &family.id,
+            &super::sha256_hex(&refresh),
+            now + b.refresh_ttl,
+        )
+        .await
+    {
         return store_failure(e);
     }
     s.audit
@@ -218,17 +369,40 @@ async fn authorization_code(
     token_response(s, b, &family, &family.scope, &refresh)
 }
 
-async fn refresh(s: &AuthState, b: &Builtin, form: &HashMap<String, String>, client_id: &str, ip: &str) -> Response {
+async fn refresh(
+    s: &AuthState,
+    b: &Builtin,
+    form: &HashMap<String, String>,
+    client_id: &str,
+    ip: &str,
+) -> Response {
     let path = "/token";
     let Some(old) = form.get("refresh_token") else {
-        s.deny(StatusCode::BAD_REQUEST, "token: refresh_token missing", path, ip, None).await;
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required");
+        s.deny(
+            StatusCode::BAD_REQUEST,
+            "token: refresh_token missing",
+            path,
+            ip,
+            None,
+        )
+        .await;
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "refresh_token is required",
+        );
     };
     let new = super::random_token();
     let now = super::now_secs();
     let rotated = b
         .store
-        .rotate_refresh(&super::sha256_hex(old), &super::sha256_hex(&new), client_id, now, now + b.refresh_ttl)
+        .rotate_refresh(
+            &super::sha256_hex(old),
+            &super::sha256_hex(&new),
+            client_id,
+            now,
+            now + b.refresh_ttl,
+        )
         .await;
     let family = match rotated {
         Ok(Rotate::Rotated(f)) => f,
@@ -248,24 +422,79 @@ async fn refresh(s: &AuthState, b: &Builtin, form: &HashMap<String, String>, cli
                     reason: "refresh token reused".into(),
                 })
                 .await;
-            s.deny(StatusCode::BAD_REQUEST, "token: refresh token reused; family revoked", path, ip, Some(f.subject)).await;
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the refresh token was already used");
+            s.deny(
+                StatusCode::BAD_REQUEST,
+                "token: refresh token reused; family revoked",
+                path,
+                ip,
+                Some(f.subject),
+            )
+            .await;
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the refresh token was already used",
+            );
         }
         Ok(Rotate::Revoked(f)) => {
-            s.deny(StatusCode::BAD_REQUEST, "token: refresh token of a revoked family", path, ip, Some(f.subject)).await;
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the refresh token was revoked");
+            s.deny(
+                StatusCode::BAD_REQUEST,
+                "token: refresh token of a revoked family",
+                path,
+                ip,
+                Some(f.subject),
+            )
+            .await;
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the refresh token was revoked",
+            );
         }
         Ok(Rotate::Expired(f)) => {
-            s.deny(StatusCode::BAD_REQUEST, "token: refresh token expired", path, ip, Some(f.subject)).await;
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the refresh token expired");
+            s.deny(
+                StatusCode::BAD_REQUEST,
+                "token: refresh token expired",
+                path,
+                ip,
+                Some(f.subject),
+            )
+            .await;
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the refresh token expired",
+            );
         }
         Ok(Rotate::WrongClient(f)) => {
-            s.deny(StatusCode::BAD_REQUEST, "token: refresh token of another client", path, ip, Some(f.subject)).await;
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the refresh token belongs to another client");
+            s.deny(
+                StatusCode::BAD_REQUEST,
+                "token: refresh token of another client",
+                path,
+                ip,
+                Some(f.subject),
+            )
+            .await;
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the refresh token belongs to another client",
+            );
         }
         Ok(Rotate::Unknown) => {
-            s.deny(StatusCode::BAD_REQUEST, "token: unknown refresh token", path, ip, None).await;
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token");
+            s.deny(
+                StatusCode::BAD_REQUEST,
+                "token: unknown refresh token",
+                path,
+                ip,
+                None,
+            )
+            .await;
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "unknown refresh token",
+            );
         }
         Err(e) => return store_failure(e),
     };
@@ -275,11 +504,26 @@ async fn refresh(s: &AuthState, b: &Builtin, form: &HashMap<String, String>, cli
             let granted = rules::parse_scope(&family.scope);
             let req = rules::parse_scope(requested);
             if let Some(bad) = req.iter().find(|x| !granted.contains(x)) {
-                s.deny(StatusCode::BAD_REQUEST, format!("token: refresh asked for scope `{bad}` not granted"), path, ip, Some(family.subject.clone())).await;
+                s.deny(
+                    StatusCode::BAD_REQUEST,
+                    format!("token: refresh asked for scope `{bad}` not granted"),
+                    path,
+                    ip,
+                    Some(family.subject.clone()),
+                )
+                .await;
                 // The presented token is spent; its successor stays usable.
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", "a refresh cannot widen the scope");
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_scope",
+                    "a refresh cannot widen the scope",
+                );
             }
-            if req.is_empty() { family.scope.clone() } else { req.join(" ") }
+            if req.is_empty() {
+                family.scope.clone()
+            } else {
+                req.join(" ")
+            }
         }
         None => family.scope.clone(),
     };
@@ -293,7 +537,13 @@ async fn refresh(s: &AuthState, b: &Builtin, form: &HashMap<String, String>, cli
     token_response(s, b, &family, &scope, &new)
 }
 
-fn token_response(s: &AuthState, b: &Builtin, family: &Family, scope: &str, refresh: &str) -> Response {
+fn token_response(
+    s: &AuthState,
+    b: &Builtin,
+    family: &Family,
+    scope: &str,
+    refresh: &str,
+) -> Response {
     let now = super::now_secs() as u64;
     let claims = AccessClaims {
         iss: s.public_url.clone(),
@@ -321,5 +571,9 @@ fn token_response(s: &AuthState, b: &Builtin, family: &Family, scope: &str, refr
 
 fn store_failure(e: super::store::StoreError) -> Response {
     tracing::error!("token endpoint: {e}");
-    oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "the server could not complete the request")
+    oauth_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "server_error",
+        "the server could not complete the request",
+    )
 }

@@ -119,29 +119,48 @@ impl Credentials {
         if let Some(path) = users_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read auth.users_file {}: {e}", path.display()))?;
-            let file: UsersFile =
-                toml::from_str(&text).map_err(|e| format!("auth.users_file {} is invalid: {e}", path.display()))?;
+            let file: UsersFile = toml::from_str(&text)
+                .map_err(|e| format!("auth.users_file {} is invalid: {e}", path.display()))?;
             let mut problems = Vec::new();
             for u in file.user {
                 if u.name.is_empty() || u.name.len() > 64 || u.name.chars().any(char::is_control) {
-                    problems.push(format!("user `{}`: name must be 1-64 printable characters", u.name));
+                    problems.push(format!(
+                        "user `{}`: name must be 1-64 printable characters",
+                        u.name
+                    ));
                 }
                 if let Err(e) = PasswordHash::new(&u.password_hash) {
-                    problems.push(format!("user `{}`: password_hash is not a PHC string: {e}", u.name));
+                    problems.push(format!(
+                        "user `{}`: password_hash is not a PHC string: {e}",
+                        u.name
+                    ));
                 }
                 let scopes = u.scopes.unwrap_or_else(|| scopes_supported.to_vec());
                 for s in &scopes {
                     if !scopes_supported.contains(s) {
-                        problems.push(format!("user `{}`: scope `{s}` is not in auth.scopes_supported", u.name));
+                        problems.push(format!(
+                            "user `{}`: scope `{s}` is not in auth.scopes_supported",
+                            u.name
+                        ));
                     }
                 }
-                if users.iter().any(|x: &User| x.name == u.name) || u.name == OPERATOR && operator.is_some() {
+                if users.iter().any(|x: &User| x.name == u.name)
+                    || u.name == OPERATOR && operator.is_some()
+                {
                     problems.push(format!("user `{}` appears twice", u.name));
                 }
-                users.push(User { name: u.name, hash: u.password_hash, scopes });
+                users.push(User {
+                    name: u.name,
+                    hash: u.password_hash,
+                    scopes,
+                });
             }
             if !problems.is_empty() {
-                return Err(format!("auth.users_file {}:\n  - {}", path.display(), problems.join("\n  - ")));
+                return Err(format!(
+                    "auth.users_file {}:\n  - {}",
+                    path.display(),
+                    problems.join("\n  - ")
+                ));
             }
         }
         if operator.is_none() && users.is_empty() && !auto_approve {
@@ -151,7 +170,11 @@ impl Credentials {
                  --auth none on loopback for local experiments"
             ));
         }
-        let dummy_hash = if users.is_empty() { String::new() } else { hash_password("not a real password")? };
+        let dummy_hash = if users.is_empty() {
+            String::new()
+        } else {
+            hash_password("not a real password")?
+        };
         Ok(Credentials {
             operator,
             salt,
@@ -173,7 +196,10 @@ impl Credentials {
 
     /// The operator login used by auto-approve.
     pub fn operator_login(&self) -> LoggedIn {
-        LoggedIn { subject: OPERATOR.into(), allowed_scopes: self.all_scopes.clone() }
+        LoggedIn {
+            subject: OPERATOR.into(),
+            allowed_scopes: self.all_scopes.clone(),
+        }
     }
 
     /// Checks a login. `user` empty (or `operator`) means the operator password.
@@ -190,17 +216,26 @@ impl Credentials {
             return None;
         }
         let found = self.users.iter().find(|u| u.name == user);
-        let hash = found.map(|u| u.hash.clone()).unwrap_or_else(|| self.dummy_hash.clone());
+        let hash = found
+            .map(|u| u.hash.clone())
+            .unwrap_or_else(|| self.dummy_hash.clone());
         let password = password.to_owned();
         let ok = tokio::task::spawn_blocking(move || {
             PasswordHash::new(&hash)
-                .map(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+                .map(|h| {
+                    argon2::Argon2::default()
+                        .verify_password(password.as_bytes(), &h)
+                        .is_ok()
+                })
                 .unwrap_or(false)
         })
         .await
         .unwrap_or(false);
         match (ok, found) {
-            (true, Some(u)) => Some(LoggedIn { subject: u.name.clone(), allowed_scopes: u.scopes.clone() }),
+            (true, Some(u)) => Some(LoggedIn {
+                subject: u.name.clone(),
+                allowed_scopes: u.scopes.clone(),
+            }),
             _ => None,
         }
     }

@@ -1,19 +1,182 @@
 //! Outbound HTTP (`wasi:http/outgoing-handler`): the policy every request passes.
 //!
-//! With no allow-list (the default) every request is refused before any
-//! connection or DNS lookup is made.
+//! A request leaves only when its host matches the plugin's allow-list (exact
+//! name or `*.domain` for subdomains, and the port), its method is allowed, and
+//! every address the name resolves to is public — loopback, private, link-local,
+//! CGNAT, multicast and unspecified addresses are refused unless the grant sets
+//! `allow_private`. The check happens before any connection; with no grant every
+//! request is refused before DNS. Plugins get no raw sockets and no DNS.
+//!
+//! Residual risk, documented for operators: the address check and the connection
+//! resolve the name separately, so an allow-listed name whose DNS the attacker
+//! controls could rebind between the two; TLS certificate validation still
+//! applies to `https` URLs.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::config::HttpGrant;
+
+/// One allow-list entry: a host name (or `*.suffix`) and an optional port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    host: String,
+    wildcard: bool,
+    port: Option<u16>,
+}
+
+impl HostPattern {
+    /// Parses `api.example.com`, `*.example.com`, `localhost:8080`, `[::1]:80`.
+    pub fn parse(s: &str) -> Result<HostPattern, String> {
+        let s = s.trim().to_ascii_lowercase();
+        if s.is_empty() {
+            return Err("empty host".into());
+        }
+        if s.contains("://") || s.contains('/') {
+            return Err("write a host name (and optional port), not a URL".into());
+        }
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (h, after) = rest.split_once(']').ok_or("unclosed `[` in IPv6 address")?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => Some(p.parse::<u16>().map_err(|_| format!("bad port `{p}`"))?),
+                None if after.is_empty() => None,
+                None => return Err(format!("unexpected `{after}` after `]`")),
+            };
+            (h.to_owned(), port)
+        } else {
+            match s.rsplit_once(':') {
+                Some((h, p)) => (
+                    h.to_owned(),
+                    Some(p.parse::<u16>().map_err(|_| format!("bad port `{p}`"))?),
+                ),
+                None => (s.clone(), None),
+            }
+        };
+        let (host, wildcard) = match host.strip_prefix("*.") {
+            Some(rest) => (rest.to_owned(), true),
+            None => (host, false),
+        };
+        if host.is_empty() || host.contains('*') {
+            return Err("a wildcard must be a leading `*.` followed by a domain".into());
+        }
+        Ok(HostPattern {
+            host,
+            wildcard,
+            port,
+        })
+    }
+
+    /// Whether `host:port` is allowed by this pattern.
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let host_ok = if self.wildcard {
+            host.len() > self.host.len() + 1
+                && host.ends_with(&self.host)
+                && host.as_bytes()[host.len() - self.host.len() - 1] == b'.'
+        } else {
+            host == self.host
+        };
+        let port_ok = match self.port {
+            Some(p) => p == port,
+            None => port == 80 || port == 443,
+        };
+        host_ok && port_ok
+    }
+}
+
+/// Whether `ip` is an address a sandboxed plugin must not reach without
+/// `allow_private`.
+pub fn is_non_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10 CGNAT
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0.0/24
+                || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18.0.0/15
+                || o[0] >= 240
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_non_public(IpAddr::V4(v4));
+            }
+            let seg = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (seg[0] & 0xfe00) == 0xfc00 // unique local
+                || (seg[0] & 0xffc0) == 0xfe80 // link local
+                || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
+                || (seg[0] == 0x0064 && seg[1] == 0xff9b) // NAT64
+        }
+    }
+}
 
 /// The outbound HTTP policy of one call.
 pub struct HttpPolicy {
     plugin: String,
+    grant: Option<(Vec<HostPattern>, HttpGrant)>,
+    /// Refusals during this call, reported to the audit log after it.
+    pub denials: Arc<Mutex<Vec<String>>>,
 }
 
 impl HttpPolicy {
-    /// A policy that refuses every request.
-    pub fn deny_all(plugin: String) -> Self {
-        Self { plugin }
+    /// The policy for `plugin` under `grant` (none: refuse everything).
+    pub fn new(plugin: String, grant: Option<&HttpGrant>) -> Self {
+        let grant = grant.map(|g| {
+            let patterns = g
+                .hosts
+                .iter()
+                .filter_map(|h| HostPattern::parse(h).ok())
+                .collect();
+            (patterns, g.clone())
+        });
+        Self {
+            plugin,
+            grant,
+            denials: Arc::default(),
+        }
+    }
+
+    /// Checks method, host and port; the DNS check comes later, in the request.
+    fn check(&self, method: &str, host: &str, port: u16) -> Result<(), String> {
+        let Some((patterns, grant)) = &self.grant else {
+            return Err(format!(
+                "plugin `{}` may not make HTTP requests: the operator has not granted it \
+                 (grant it with `grants.http.hosts = [\"{host}\"]` under `[plugins.{}]` in the host config)",
+                self.plugin, self.plugin
+            ));
+        };
+        if !patterns.iter().any(|p| p.matches(host, port)) {
+            return Err(format!(
+                "plugin `{}` may not reach {host}:{port}: it is not in its allow-list \
+                 (add it to `grants.http.hosts` under `[plugins.{}]`)",
+                self.plugin, self.plugin
+            ));
+        }
+        if !grant.methods.is_empty()
+            && !grant.methods.iter().any(|m| m.eq_ignore_ascii_case(method))
+        {
+            return Err(format!(
+                "plugin `{}` may not send {method} requests (allowed: {}; see `grants.http.methods`)",
+                self.plugin,
+                grant.methods.join(", ")
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -23,15 +186,74 @@ impl WasiHttpHooks for HttpPolicy {
     fn send_request(
         &mut self,
         request: ::http::Request<WasiBody>,
-        _options: Option<RequestOptions>,
+        options: Option<RequestOptions>,
         _fut: IoFuture,
     ) -> Box<dyn Future<Output = Result<(::http::Response<WasiBody>, IoFuture), HttpError>> + Send>
     {
-        tracing::warn!(
-            plugin = %self.plugin,
-            uri = %request.uri(),
-            "outbound HTTP denied: no hosts granted (grants.http.hosts)"
-        );
-        Box::new(async { Err(HttpError::HttpRequestDenied) })
+        let uri = request.uri().clone();
+        let host = uri.host().unwrap_or_default().to_owned();
+        let https = uri.scheme_str() == Some("https");
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        if let Err(why) = self.check(request.method().as_str(), &host, port) {
+            tracing::warn!(plugin = %self.plugin, %uri, "outbound HTTP denied: {why}");
+            self.denials
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(why);
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
+        let allow_private = self.grant.as_ref().is_some_and(|(_, g)| g.allow_private);
+        let timeout = self
+            .grant
+            .as_ref()
+            .map(|(_, g)| g.timeout_ms)
+            .filter(|t| *t > 0)
+            .map(Duration::from_millis)
+            .unwrap_or(Duration::from_secs(30));
+        let plugin = self.plugin.clone();
+        let denials = self.denials.clone();
+        Box::new(async move {
+            let target = format!(
+                "{}:{port}",
+                host.trim_start_matches('[').trim_end_matches(']')
+            );
+            let addrs: Vec<std::net::SocketAddr> = match tokio::net::lookup_host(target).await {
+                Ok(a) => a.collect(),
+                Err(_) => {
+                    return Err(HttpError::DnsError {
+                        rcode: None,
+                        info_code: None,
+                    });
+                }
+            };
+            if addrs.is_empty() {
+                return Err(HttpError::DestinationNotFound);
+            }
+            if !allow_private {
+                if let Some(bad) = addrs.iter().find(|a| is_non_public(a.ip())) {
+                    denials.lock().unwrap_or_else(|e| e.into_inner()).push(format!(
+                        "plugin `{plugin}` may not reach {host} ({}): a non-public address \
+                         (set `grants.http.allow_private = true` under `[plugins.{plugin}]` to allow it)",
+                        bad.ip()
+                    ));
+                    tracing::warn!(
+                        plugin = %plugin, %uri, addr = %bad.ip(),
+                        "outbound HTTP denied: {host} resolves to a non-public address (grants.http.allow_private)"
+                    );
+                    return Err(HttpError::DestinationIpProhibited);
+                }
+            }
+            let mut options = options.unwrap_or_default();
+            options.connect_timeout.get_or_insert(timeout);
+            options.first_byte_timeout.get_or_insert(timeout);
+            let (res, io) =
+                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            use http_body_util::BodyExt;
+            Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as IoFuture))
+        })
     }
 }
+
+#[cfg(test)]
+#[path = "http_tests.rs"]
+mod tests;

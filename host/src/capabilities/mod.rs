@@ -15,10 +15,14 @@ pub mod log;
 pub mod progress;
 pub mod sql;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
+use crate::audit::{Audit, AuditEvent};
+use crate::bindings::types::CapabilityError;
+use crate::config::{Grants, SqlSource};
 use crate::runtime::CallState;
 
 /// Severity of a log message sent to the client (MCP `LoggingLevel`).
@@ -35,12 +39,32 @@ pub enum LogLevel {
     Emergency,
 }
 
-/// The channel from a running call back to its MCP client.
+/// A request to the client failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LinkError {
+    /// The client did not declare the capability.
+    #[error("the connected client does not support {0}")]
+    Unsupported(&'static str),
+    /// The client answered with an error, or the answer did not parse.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A future returned by [`ClientLink`] requests.
+pub type LinkFuture =
+    std::pin::Pin<Box<dyn Future<Output = Result<serde_json::Value, LinkError>> + Send>>;
+
+/// The channel from a running call back to its MCP client. Requests carry MCP
+/// JSON (revision 2025-11-25), so capabilities never depend on rmcp's types.
 pub trait ClientLink: Send + Sync {
     /// Sends a log message (dropped if below the session's level).
     fn log(&self, level: LogLevel, logger: Option<String>, message: String);
     /// Sends a progress notification, if the client asked for progress.
     fn progress(&self, progress: f64, total: Option<f64>, message: Option<String>);
+    /// Sends `sampling/createMessage` with these params; returns the result.
+    fn create_message(&self, params: serde_json::Value) -> LinkFuture;
+    /// Sends `elicitation/create` with these params; returns the result.
+    fn elicit(&self, params: serde_json::Value) -> LinkFuture;
 }
 
 /// What one call's capabilities know: who is calling what, and the budgets left.
@@ -56,6 +80,12 @@ pub struct CallContext {
     pub notify_budget: usize,
     /// Messages dropped because the budget ran out.
     pub notify_dropped: u64,
+    /// What the operator granted the plugin.
+    pub grants: Arc<Grants>,
+    /// The SQL sources the plugin is granted, by name.
+    pub sql: Arc<BTreeMap<String, SqlSource>>,
+    /// Where denials are recorded (`None` for the host's own calls).
+    pub audit: Option<Audit>,
 }
 
 impl CallContext {
@@ -67,7 +97,26 @@ impl CallContext {
             link: None,
             notify_budget: 0,
             notify_dropped: 0,
+            grants: Arc::default(),
+            sql: Arc::default(),
+            audit: None,
         }
+    }
+
+    /// Records a denial (log and audit) and returns the typed error for the guest.
+    pub(crate) async fn deny(&self, capability: &str, message: String) -> CapabilityError {
+        tracing::warn!(plugin = %self.plugin, tool = self.tool.as_deref(), capability, "denied: {message}");
+        if let Some(audit) = &self.audit {
+            audit
+                .note(AuditEvent::CapabilityDenied {
+                    plugin: self.plugin.clone(),
+                    tool: self.tool.clone(),
+                    capability: capability.to_owned(),
+                    detail: message.clone(),
+                })
+                .await;
+        }
+        CapabilityError::Denied(message)
     }
 
     /// Takes `bytes` from the notification budget; false (and the message is
@@ -85,11 +134,19 @@ impl CallContext {
 
     /// The message for a capability the operator has not granted.
     pub fn denied(&self, capability: &str, config_key: &str) -> String {
-        format!(
-            "plugin `{}` may not use {capability}: the operator has not granted it \
-             (grant it with `{config_key}` under `[plugins.{}]` in the host config)",
-            self.plugin, self.plugin
-        )
+        if config_key.starts_with("[[") {
+            format!(
+                "plugin `{}` may not use {capability}: the operator has not granted it \
+                 (grant it with `{config_key}` in the host config)",
+                self.plugin
+            )
+        } else {
+            format!(
+                "plugin `{}` may not use {capability}: the operator has not granted it \
+                 (grant it with `{config_key}` under `[plugins.{}]` in the host config)",
+                self.plugin, self.plugin
+            )
+        }
     }
 }
 

@@ -90,7 +90,9 @@ impl Default for AuthSettings {
 
 /// Whether `s` is a valid OAuth scope token (RFC 6749 §3.3).
 pub fn is_valid_scope(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
 }
 
 /// Whether `url` is `https://…`, or `http://` to a loopback host.
@@ -127,14 +129,24 @@ impl AuthSettings {
             match url::Url::parse(u) {
                 Ok(url) => {
                     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-                        problems.push(format!("auth.public_url: `{u}` must be an http(s) URL with a host"));
-                    } else if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
-                        problems.push(format!("auth.public_url: `{u}` must not have a query, fragment or user"));
+                        problems.push(format!(
+                            "auth.public_url: `{u}` must be an http(s) URL with a host"
+                        ));
+                    } else if url.query().is_some()
+                        || url.fragment().is_some()
+                        || !url.username().is_empty()
+                    {
+                        problems.push(format!(
+                            "auth.public_url: `{u}` must not have a query, fragment or user"
+                        ));
                     } else if url.path() != "/" {
                         problems.push(format!(
                             "auth.public_url: `{u}` must not have a path: serve Stockade at the root of its host"
                         ));
-                    } else if url.scheme() == "http" && !is_https_or_loopback(&url) && self.mode == AuthMode::Builtin {
+                    } else if url.scheme() == "http"
+                        && !is_https_or_loopback(&url)
+                        && self.mode == AuthMode::Builtin
+                    {
                         problems.push(format!(
                             "auth.public_url: `{u}` is plain http to a non-loopback host: tokens and passwords \
                              would cross the network in clear; use https (a TLS reverse proxy)"
@@ -145,11 +157,16 @@ impl AuthSettings {
             }
         }
         if self.scopes_supported.is_empty() {
-            problems.push("auth.scopes_supported: list at least one scope (the default scope comes first)".into());
+            problems.push(
+                "auth.scopes_supported: list at least one scope (the default scope comes first)"
+                    .into(),
+            );
         }
         for s in &self.scopes_supported {
             if !is_valid_scope(s) {
-                problems.push(format!("auth.scopes_supported: `{s}` is not a valid scope token"));
+                problems.push(format!(
+                    "auth.scopes_supported: `{s}` is not a valid scope token"
+                ));
             }
         }
         if !(30..=86_400).contains(&self.access_token_ttl_secs) {
@@ -163,7 +180,9 @@ impl AuthSettings {
                 .ok()
                 .is_some_and(|u| u.host().is_some() && u.path() == "/" && u.query().is_none());
             if !ok {
-                problems.push(format!("auth.allowed_origins: `{o}` is not an origin like https://app.example.com"));
+                problems.push(format!(
+                    "auth.allowed_origins: `{o}` is not an origin like https://app.example.com"
+                ));
             }
         }
         match self.mode {
@@ -196,7 +215,9 @@ impl AuthSettings {
                     Some(_) => {}
                 }
                 match self.jwks_url.as_deref().map(url::Url::parse) {
-                    None => problems.push("auth.jwks_url: required with mode = \"external\"".into()),
+                    None => {
+                        problems.push("auth.jwks_url: required with mode = \"external\"".into())
+                    }
                     Some(Ok(u)) if is_https_or_loopback(&u) => {}
                     Some(_) => problems.push(
                         "auth.jwks_url: must be an https URL (or http on a loopback host)".into(),

@@ -9,17 +9,23 @@ fn empty_file_gives_defaults() {
 
 #[test]
 fn unknown_key_is_named() {
-    let err = Config::from_toml("[limits]\nfule = 3\n").unwrap_err().to_string();
+    let err = Config::from_toml("[limits]\nfule = 3\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("fule"), "{err}");
 }
 
 #[test]
 fn plugin_overrides_inherit_defaults() {
-    let c = Config::from_toml("[limits]\nfuel = 100\n[plugins.echo.limits]\nmemory_mib = 8\n").unwrap();
+    let c =
+        Config::from_toml("[limits]\nfuel = 100\n[plugins.echo.limits]\nmemory_mib = 8\n").unwrap();
     let l = c.limits_for("echo");
     assert_eq!(l.fuel, 100);
     assert_eq!(l.memory_mib, 8);
-    assert_eq!(c.limits_for("other").memory_mib, Limits::default().memory_mib);
+    assert_eq!(
+        c.limits_for("other").memory_mib,
+        Limits::default().memory_mib
+    );
 }
 
 #[test]
@@ -34,10 +40,16 @@ fn all_problems_reported_together() {
 
 #[test]
 fn auth_defaults_to_builtin_and_may_listen_anywhere() {
-    let c = Config::from_toml("listen = \"0.0.0.0:8080\"\n[auth]\npublic_url = \"https://mcp.example.com/\"\n").unwrap();
+    let c = Config::from_toml(
+        "listen = \"0.0.0.0:8080\"\n[auth]\npublic_url = \"https://mcp.example.com/\"\n",
+    )
+    .unwrap();
     assert_eq!(c.auth.mode, AuthMode::Builtin);
     assert_eq!(c.auth.public_url(c.listen), "https://mcp.example.com");
-    assert_eq!(Config::default().auth.public_url(Config::default().listen), "http://127.0.0.1:8080");
+    assert_eq!(
+        Config::default().auth.public_url(Config::default().listen),
+        "http://127.0.0.1:8080"
+    );
     assert_eq!(c.auth.scopes_supported, vec!["mcp"]);
 }
 
@@ -49,22 +61,45 @@ fn auth_problems_are_reported_together() {
     )
     .unwrap_err()
     .to_string();
-    for needle in ["only allowed when listening on loopback", "auth.public_url", "access_token_ttl_secs", "not a valid scope"] {
+    for needle in [
+        "only allowed when listening on loopback",
+        "auth.public_url",
+        "access_token_ttl_secs",
+        "not a valid scope",
+    ] {
         assert!(err.contains(needle), "{needle} missing from {err}");
     }
-    let err = Config::from_toml("[auth]\nmode = \"external\"\n").unwrap_err().to_string();
-    assert!(err.contains("auth.issuer") && err.contains("auth.jwks_url"), "{err}");
+    let err = Config::from_toml("[auth]\nmode = \"external\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("auth.issuer") && err.contains("auth.jwks_url"),
+        "{err}"
+    );
     let err = Config::from_toml("[auth]\nmode = \"external\"\nissuer = \"https://i\"\njwks_url = \"http://idp.example/jwks\"\n")
         .unwrap_err()
         .to_string();
     assert!(err.contains("jwks_url"), "{err}");
-    let err = Config::from_toml("listen = \"0.0.0.0:8080\"\n[auth]\nauto_approve = true\n").unwrap_err().to_string();
+    let err = Config::from_toml("listen = \"0.0.0.0:8080\"\n[auth]\nauto_approve = true\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("auto_approve"), "{err}");
-    let err = Config::from_toml("[auth]\npublic_url = \"http://mcp.example.com\"\n").unwrap_err().to_string();
+    let err = Config::from_toml("[auth]\npublic_url = \"http://mcp.example.com\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("https"), "{err}");
-    let err = Config::from_toml("[auth]\npasword_file = \"x\"\n").unwrap_err().to_string();
+    let err = Config::from_toml("[auth]\npasword_file = \"x\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("pasword_file"), "{err}");
-    let err = Config::from_toml("[plugins.p]\nscope = \"admin\"\n").unwrap_err().to_string();
+    let err = Config::from_toml("[plugins.p]\nscope = \"admin\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("plugins.p.scope"), "{err}");
-    assert!(Config::from_toml("[auth]\nscopes_supported = [\"mcp\", \"admin\"]\n[plugins.p]\nscope = \"admin\"\n").is_ok());
+    assert!(
+        Config::from_toml(
+            "[auth]\nscopes_supported = [\"mcp\", \"admin\"]\n[plugins.p]\nscope = \"admin\"\n"
+        )
+        .is_ok()
+    );
 }

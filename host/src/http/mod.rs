@@ -45,7 +45,10 @@ impl HttpConfig {
     /// The host names to accept for `public_url`: its host plus loopback.
     pub fn hosts_for(public_url: &str) -> Vec<String> {
         let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
-        if let Some(h) = url::Url::parse(public_url).ok().and_then(|u| u.host_str().map(str::to_owned)) {
+        if let Some(h) = url::Url::parse(public_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+        {
             let h = h.trim_matches(['[', ']']).to_ascii_lowercase();
             if !hosts.contains(&h) {
                 hosts.push(h);
@@ -63,7 +66,12 @@ struct Guard {
 }
 
 /// Builds the router.
-pub fn router(shared: Arc<Shared>, auth: Arc<AuthState>, scopes: ScopeResolver, config: HttpConfig) -> Router {
+pub fn router(
+    shared: Arc<Shared>,
+    auth: Arc<AuthState>,
+    scopes: ScopeResolver,
+    config: HttpConfig,
+) -> Router {
     let mut mcp_config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(config.allowed_hosts.clone())
         .with_max_request_body_bytes(config.max_body_bytes)
@@ -77,9 +85,19 @@ pub fn router(shared: Arc<Shared>, auth: Arc<AuthState>, scopes: ScopeResolver, 
         Arc::new(LocalSessionManager::default()),
         mcp_config,
     );
-    let gate_state = Gate { auth: auth.clone(), scopes, max_body: config.max_body_bytes };
-    let mcp_routes = Router::new().nest_service("/mcp", mcp).route_layer(from_fn_with_state(gate_state, gate));
-    let guard = Guard { auth: auth.clone(), hosts: Arc::new(config.allowed_hosts), max_body: config.max_body_bytes };
+    let gate_state = Gate {
+        auth: auth.clone(),
+        scopes,
+        max_body: config.max_body_bytes,
+    };
+    let mcp_routes = Router::new()
+        .nest_service("/mcp", mcp)
+        .route_layer(from_fn_with_state(gate_state, gate));
+    let guard = Guard {
+        auth: auth.clone(),
+        hosts: Arc::new(config.allowed_hosts),
+        max_body: config.max_body_bytes,
+    };
     Router::new()
         .route("/health", get(health))
         .with_state(shared)
@@ -87,7 +105,11 @@ pub fn router(shared: Arc<Shared>, auth: Arc<AuthState>, scopes: ScopeResolver, 
         .merge(mcp_routes)
         .layer(from_fn_with_state(guard, guard_layer))
         .layer(TraceLayer::new_for_http())
-        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE, HeaderName::from_static("x-api-key")]))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+            HeaderName::from_static("x-api-key"),
+        ]))
 }
 
 /// The host name of an authority (`host[:port]`, `[v6]:port`), lowercased.
@@ -96,7 +118,13 @@ fn host_name(authority: &str) -> String {
     let host = if let Some(rest) = a.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
     } else {
-        a.rsplit_once(':').map_or(a, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { a })
+        a.rsplit_once(':').map_or(a, |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                a
+            }
+        })
     };
     host.trim_end_matches('.').to_ascii_lowercase()
 }
@@ -108,14 +136,27 @@ async fn guard_layer(State(g): State<Guard>, req: Request, next: Next) -> Respon
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
         .or_else(|| req.uri().authority().map(|a| a.to_string()));
-    let host_ok = authority.as_deref().map(host_name).is_some_and(|h| g.hosts.contains(&h));
+    let host_ok = authority
+        .as_deref()
+        .map(host_name)
+        .is_some_and(|h| g.hosts.contains(&h));
     if !host_ok {
         let ip = g.auth.client_ip(req.headers(), req.extensions());
         let shown: String = authority.unwrap_or_default().chars().take(100).collect();
         g.auth
-            .deny(StatusCode::FORBIDDEN, format!("Host `{shown}` not allowed (DNS rebinding protection)"), req.uri().path(), &ip, None)
+            .deny(
+                StatusCode::FORBIDDEN,
+                format!("Host `{shown}` not allowed (DNS rebinding protection)"),
+                req.uri().path(),
+                &ip,
+                None,
+            )
             .await;
-        return (StatusCode::FORBIDDEN, Json(json!({"error": "forbidden", "error_description": "unknown Host"}))).into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({"error": "forbidden", "error_description": "unknown Host"})),
+        )
+            .into_response();
     }
     let declared = req
         .headers()
@@ -125,11 +166,23 @@ async fn guard_layer(State(g): State<Guard>, req: Request, next: Next) -> Respon
     if declared.is_some_and(|n| n > g.max_body as u64) {
         let ip = g.auth.client_ip(req.headers(), req.extensions());
         g.auth
-            .deny(StatusCode::PAYLOAD_TOO_LARGE, format!("body of {} bytes over the {} byte limit", declared.unwrap_or(0), g.max_body), req.uri().path(), &ip, None)
+            .deny(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "body of {} bytes over the {} byte limit",
+                    declared.unwrap_or(0),
+                    g.max_body
+                ),
+                req.uri().path(),
+                &ip,
+                None,
+            )
             .await;
         return (
             StatusCode::PAYLOAD_TOO_LARGE,
-            Json(json!({"error": "invalid_request", "error_description": "request body too large"})),
+            Json(
+                json!({"error": "invalid_request", "error_description": "request body too large"}),
+            ),
         )
             .into_response();
     }

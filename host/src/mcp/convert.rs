@@ -30,7 +30,11 @@ pub fn tool(t: &Tool) -> Value {
         "inputSchema".into(),
         serde_json::from_str(&t.input_schema).unwrap_or_else(|_| json!({"type": "object"})),
     );
-    if let Some(out) = t.output_schema.as_deref().and_then(|s| serde_json::from_str::<Value>(s).ok()) {
+    if let Some(out) = t
+        .output_schema
+        .as_deref()
+        .and_then(|s| serde_json::from_str::<Value>(s).ok())
+    {
         m.insert("outputSchema".into(), out);
     }
     let a = &t.annotations;
@@ -94,7 +98,11 @@ pub fn content(c: &Content) -> Value {
             m.insert("text".into(), t.clone().into());
         }
         Content::Image(media) | Content::Audio(media) => {
-            let kind = if matches!(c, Content::Image(_)) { "image" } else { "audio" };
+            let kind = if matches!(c, Content::Image(_)) {
+                "image"
+            } else {
+                "audio"
+            };
             m.insert("type".into(), kind.into());
             m.insert("data".into(), B64.encode(&media.data).into());
             m.insert("mimeType".into(), media.mime_type.clone().into());
@@ -215,15 +223,22 @@ pub fn uri_matches(template: &str, uri: &str) -> bool {
             None => t == u,
             Some(open) => {
                 let (lit, rest) = t.split_at(open);
-                let Some(u) = u.strip_prefix(lit) else { return false };
-                let Some(close) = rest.find('}') else { return false };
+                let Some(u) = u.strip_prefix(lit) else {
+                    return false;
+                };
+                let Some(close) = rest.find('}') else {
+                    return false;
+                };
                 let expr = &rest[1..close];
                 let after = &rest[close + 1..];
                 let greedy = expr.starts_with(['+', '#', '/']);
-                (1..=u.len()).rev().filter(|&i| u.is_char_boundary(i)).any(|i| {
-                    let (var, tail) = u.split_at(i);
-                    (greedy || !var.contains('/')) && go(after, tail)
-                })
+                (1..=u.len())
+                    .rev()
+                    .filter(|&i| u.is_char_boundary(i))
+                    .any(|i| {
+                        let (var, tail) = u.split_at(i);
+                        (greedy || !var.contains('/')) && go(after, tail)
+                    })
             }
         }
     }

@@ -20,7 +20,12 @@ fn tool_json_carries_annotations_and_schema() {
         description: "Say hello".into(),
         input_schema: r#"{"type":"object","properties":{"name":{"type":"string"}}}"#.into(),
         output_schema: None,
-        annotations: ToolAnnotations { read_only: Some(true), destructive: None, idempotent: None, open_world: Some(false) },
+        annotations: ToolAnnotations {
+            read_only: Some(true),
+            destructive: None,
+            idempotent: None,
+            open_world: Some(false),
+        },
     };
     let v = tool(&t);
     assert_eq!(v["inputSchema"]["properties"]["name"]["type"], "string");
@@ -33,13 +38,21 @@ fn tool_json_carries_annotations_and_schema() {
 #[test]
 fn media_is_base64_and_structured_is_parsed() {
     let r = CallResult {
-        content: vec![Content::Image(Media { data: vec![1, 2, 3], mime_type: "image/png".into(), annotations: None })],
+        content: vec![Content::Image(Media {
+            data: vec![1, 2, 3],
+            mime_type: "image/png".into(),
+            annotations: None,
+        })],
         structured_content: Some(r#"{"sum":3}"#.into()),
         is_error: false,
     };
     let v = call_result(&r);
     assert_eq!(v["content"][0]["data"], "AQID");
     assert_eq!(v["structuredContent"]["sum"], 3);
-    let bad = CallResult { content: vec![], structured_content: Some("{nope".into()), is_error: false };
+    let bad = CallResult {
+        content: vec![],
+        structured_content: Some("{nope".into()),
+        is_error: false,
+    };
     assert_eq!(call_result(&bad)["isError"], true);
 }

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use rmcp::model::{LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken};
 use rmcp::{Peer, RoleServer};
 
-use crate::capabilities::{ClientLink, LogLevel};
+use crate::capabilities::{ClientLink, LinkError, LinkFuture, LogLevel};
+use rmcp::model::{CreateMessageRequestParams, ElicitRequestParams};
 
 /// Index of an MCP level name (`"debug"` = 0 ... `"emergency"` = 7).
 pub(crate) fn level_index(name: &str) -> u8 {
@@ -49,6 +50,7 @@ enum Note {
 /// Sends a call's log and progress messages to its MCP client, in order, from a
 /// forwarding task so a plugin never waits on the network.
 pub struct McpLink {
+    peer: Peer<RoleServer>,
     tx: tokio::sync::mpsc::UnboundedSender<Note>,
     has_progress: Option<ProgressToken>,
     min_level: Arc<AtomicU8>,
@@ -65,7 +67,9 @@ impl McpLink {
         plugin: String,
     ) -> Self {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Note>();
+        let forward = peer.clone();
         tokio::spawn(async move {
+            let peer = forward;
             while let Some(note) = rx.recv().await {
                 match note {
                     Note::Log(p) => {
@@ -81,6 +85,7 @@ impl McpLink {
             }
         });
         Self {
+            peer,
             tx,
             has_progress: progress_token,
             min_level,
@@ -128,5 +133,44 @@ impl ClientLink for McpLink {
         param.total = total;
         param.message = message;
         let _ = self.tx.send(Note::Progress(param));
+    }
+
+    fn create_message(&self, params: serde_json::Value) -> LinkFuture {
+        let peer = self.peer.clone();
+        Box::pin(async move {
+            let supported = peer
+                .peer_info()
+                .is_some_and(|i| i.capabilities.sampling.is_some());
+            if !supported {
+                return Err(LinkError::Unsupported("sampling"));
+            }
+            let params: CreateMessageRequestParams = serde_json::from_value(params)
+                .map_err(|e| LinkError::Failed(format!("invalid sampling request: {e}")))?;
+            let result = peer
+                .create_message(params)
+                .await
+                .map_err(|e| LinkError::Failed(format!("the client did not sample: {e}")))?;
+            serde_json::to_value(result).map_err(|e| LinkError::Failed(e.to_string()))
+        })
+    }
+
+    fn elicit(&self, mut params: serde_json::Value) -> LinkFuture {
+        let peer = self.peer.clone();
+        Box::pin(async move {
+            let supported = peer
+                .peer_info()
+                .is_some_and(|i| i.capabilities.elicitation.is_some());
+            if !supported {
+                return Err(LinkError::Unsupported("elicitation"));
+            }
+            params["mode"] = "form".into();
+            let params: ElicitRequestParams = serde_json::from_value(params)
+                .map_err(|e| LinkError::Failed(format!("invalid elicitation request: {e}")))?;
+            let result = peer
+                .create_elicitation(params)
+                .await
+                .map_err(|e| LinkError::Failed(format!("the client did not answer: {e}")))?;
+            serde_json::to_value(result).map_err(|e| LinkError::Failed(e.to_string()))
+        })
     }
 }

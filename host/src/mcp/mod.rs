@@ -11,6 +11,7 @@
 
 pub mod convert;
 mod link;
+mod sessions;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -27,13 +28,15 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use crate::bindings::{guest_prompts, guest_resources, guest_tools};
 use crate::audit::{Audit, AuditEvent, ToolCallRecord, redact_arguments, sha256_hex};
+use crate::auth::Principal;
+use crate::bindings::{guest_prompts, guest_resources, guest_tools};
 use crate::capabilities::CallContext;
 use crate::plugins::{Catalog, Plugin};
 use crate::runtime::{CallFailure, Op, OpOutput, Runtime};
 
 pub use link::McpLink;
+pub use sessions::Sessions;
 
 /// State shared by every MCP session.
 pub struct Shared {
@@ -43,6 +46,8 @@ pub struct Shared {
     pub runtime: Arc<Runtime>,
     /// The audit log.
     pub audit: Audit,
+    /// Connected sessions, told when the plugin set changes.
+    pub sessions: Arc<Sessions>,
 }
 
 /// The MCP handler of one session.
@@ -70,7 +75,7 @@ impl StockadeMcp {
         tool: Option<&str>,
         op: Op<'_>,
         rq: &RequestContext<RoleServer>,
-    ) -> (Result<OpOutput, CallFailure>, u64, std::time::Duration) {
+    ) -> crate::runtime::CallReport {
         let started = std::time::Instant::now();
         let link = Arc::new(McpLink::new(
             rq.peer.clone(),
@@ -82,12 +87,21 @@ impl StockadeMcp {
             plugin: plugin.name.clone(),
             tool: tool.map(str::to_owned),
             link: Some(link.clone()),
-            notify_budget: (plugin.code.limits.max_log_kib as usize) << 10,
+            notify_budget: (plugin.policy.limits.max_log_kib as usize) << 10,
             notify_dropped: 0,
+            grants: plugin.policy.grants.clone(),
+            sql: plugin.policy.sql.clone(),
+            audit: Some(self.shared.audit.clone()),
         };
         let report = tokio::select! {
-            r = self.shared.runtime.invoke(&plugin.code, op, cx) => r,
-            () = rq.ct.cancelled() => return (Err(CallFailure::Cancelled), 0, started.elapsed()),
+            r = self.shared.runtime.invoke(&plugin.code, &plugin.policy, op, cx) => r,
+            () = rq.ct.cancelled() => return crate::runtime::CallReport {
+                outcome: Err(CallFailure::Cancelled),
+                fuel_used: 0,
+                duration: started.elapsed(),
+                notify_dropped: 0,
+                stderr: String::new(),
+            },
         };
         link.flush().await;
         if !report.stderr.is_empty() {
@@ -103,7 +117,25 @@ impl StockadeMcp {
             },
             "plugin call finished"
         );
-        (report.outcome, report.fuel_used, report.duration)
+        report
+    }
+}
+
+/// The authenticated caller of a request, put there by the bearer gate. `None`
+/// only when authentication is disabled (`auth.mode = "none"`).
+fn principal(cx: &RequestContext<RoleServer>) -> Option<Principal> {
+    cx.extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|p| p.extensions.get::<Principal>())
+        .cloned()
+}
+
+/// Whether `who` may use `plugin`: its required scope, if any, must be in the
+/// token. Without authentication there is no principal and nothing to check.
+fn permitted(who: Option<&Principal>, plugin: &Plugin) -> bool {
+    match (&plugin.policy.scope, who) {
+        (Some(scope), Some(p)) => p.has_scope(scope),
+        _ => true,
     }
 }
 
@@ -127,6 +159,10 @@ impl ServerHandler for StockadeMcp {
             )
     }
 
+    async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
+        self.shared.sessions.add(context.peer);
+    }
+
     async fn set_level(
         &self,
         request: SetLevelRequestParams,
@@ -143,10 +179,15 @@ impl ServerHandler for StockadeMcp {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let snapshot = self.shared.catalog.snapshot();
-        let tools: Vec<Value> = snapshot.all_tools().map(|(_, t)| convert::tool(t)).collect();
+        let who = principal(&context);
+        let tools: Vec<Value> = snapshot
+            .all_tools()
+            .filter(|(p, _)| permitted(who.as_ref(), p))
+            .map(|(_, t)| convert::tool(t))
+            .collect();
         convert::to_rmcp(json!({ "tools": tools }))
     }
 
@@ -163,6 +204,17 @@ impl ServerHandler for StockadeMcp {
             )));
         };
         let plugin = plugin.clone();
+        let who = principal(&context);
+        if !permitted(who.as_ref(), &plugin) {
+            // The gate answers 403 before this for HTTP; this is defence in depth.
+            return Err(ErrorData::invalid_request(
+                format!(
+                    "insufficient_scope: tool `{name}` requires the scope `{}`",
+                    plugin.policy.scope.as_deref().unwrap_or_default()
+                ),
+                None,
+            ));
+        }
         let span = tracing::info_span!(
             "tool_call",
             tool = %name,
@@ -175,16 +227,19 @@ impl ServerHandler for StockadeMcp {
             None => "{}".into(),
         };
         let caller = guest_tools::Caller {
-            subject: None,
-            client_id: None,
+            subject: who.as_ref().map(|p| p.subject.clone()),
+            client_id: who.as_ref().and_then(|p| p.client_id.clone()),
         };
         let op = Op::CallTool {
             tool: name,
             arguments: &arguments,
             caller: &caller,
         };
-        let (outcome, fuel, duration) =
-            self.run(&plugin, Some(name), op, &context).instrument(span).await;
+        let report = self
+            .run(&plugin, Some(name), op, &context)
+            .instrument(span)
+            .await;
+        let outcome = report.outcome;
         let mut record = ToolCallRecord {
             subject: caller.subject.clone(),
             client_id: caller.client_id.clone(),
@@ -200,8 +255,9 @@ impl ServerHandler for StockadeMcp {
                 .map(|a| redact_arguments(&Value::Object(a.clone()), 2048))
                 .unwrap_or(Value::Null),
             outcome: "ok",
-            duration_us: duration.as_micros() as u64,
-            fuel,
+            duration_us: report.duration.as_micros() as u64,
+            fuel: report.fuel_used,
+            dropped_notifications: report.notify_dropped,
             ..Default::default()
         };
         match &outcome {
@@ -253,12 +309,14 @@ impl ServerHandler for StockadeMcp {
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
         let snapshot = self.shared.catalog.snapshot();
+        let who = principal(&context);
         let resources: Vec<Value> = snapshot
             .plugins
             .values()
+            .filter(|p| permitted(who.as_ref(), p))
             .flat_map(|p| p.code.resources.iter().map(convert::resource))
             .collect();
         convert::to_rmcp(json!({ "resources": resources }))
@@ -267,13 +325,20 @@ impl ServerHandler for StockadeMcp {
     async fn list_resource_templates(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
         let snapshot = self.shared.catalog.snapshot();
+        let who = principal(&context);
         let templates: Vec<Value> = snapshot
             .plugins
             .values()
-            .flat_map(|p| p.code.resource_templates.iter().map(convert::resource_template))
+            .filter(|p| permitted(who.as_ref(), p))
+            .flat_map(|p| {
+                p.code
+                    .resource_templates
+                    .iter()
+                    .map(convert::resource_template)
+            })
             .collect();
         convert::to_rmcp(json!({ "resourceTemplates": templates }))
     }
@@ -285,12 +350,15 @@ impl ServerHandler for StockadeMcp {
     ) -> Result<ReadResourceResponse, ErrorData> {
         let uri = request.uri.as_str();
         let snapshot = self.shared.catalog.snapshot();
+        let who = principal(&context);
+        let visible = |p: &&Arc<Plugin>| permitted(who.as_ref(), p);
         let owner = snapshot
             .plugins
             .values()
+            .filter(visible)
             .find(|p| p.code.resources.iter().any(|r| r.uri == uri))
             .or_else(|| {
-                snapshot.plugins.values().find(|p| {
+                snapshot.plugins.values().filter(visible).find(|p| {
                     p.code
                         .resource_templates
                         .iter()
@@ -298,25 +366,34 @@ impl ServerHandler for StockadeMcp {
                 })
             })
             .cloned();
-        let not_found = || ErrorData::resource_not_found(format!("no resource `{uri}`"), Some(json!({ "uri": uri })));
+        let not_found = || {
+            ErrorData::resource_not_found(
+                format!("no resource `{uri}`"),
+                Some(json!({ "uri": uri })),
+            )
+        };
         let Some(plugin) = owner else {
             return Err(not_found());
         };
         let span = tracing::info_span!("resource_read", %uri, plugin = %plugin.name);
-        let (outcome, _, _) = self
+        let outcome = self
             .run(&plugin, None, Op::ReadResource { uri }, &context)
             .instrument(span)
-            .await;
+            .await
+            .outcome;
         match outcome {
             Ok(OpOutput::Resource(Ok(contents))) => {
-                let contents: Vec<Value> = contents.iter().map(convert::resource_contents).collect();
+                let contents: Vec<Value> =
+                    contents.iter().map(convert::resource_contents).collect();
                 let result: ReadResourceResult = convert::to_rmcp(json!({ "contents": contents }))?;
                 Ok(ReadResourceResponse::Complete(result))
             }
-            Ok(OpOutput::Resource(Err(guest_resources::ResourceError::NotFound(_)))) => Err(not_found()),
-            Ok(OpOutput::Resource(Err(guest_resources::ResourceError::Failed(m)))) => {
-                Err(ErrorData::internal_error(format!("reading `{uri}` failed: {m}"), None))
+            Ok(OpOutput::Resource(Err(guest_resources::ResourceError::NotFound(_)))) => {
+                Err(not_found())
             }
+            Ok(OpOutput::Resource(Err(guest_resources::ResourceError::Failed(m)))) => Err(
+                ErrorData::internal_error(format!("reading `{uri}` failed: {m}"), None),
+            ),
             Ok(_) => Err(ErrorData::internal_error("unexpected plugin answer", None)),
             Err(f) => Err(ErrorData::internal_error(
                 format!("plugin `{}` failed reading `{uri}`: {f}", plugin.name),
@@ -328,12 +405,14 @@ impl ServerHandler for StockadeMcp {
     async fn list_prompts(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
         let snapshot = self.shared.catalog.snapshot();
+        let who = principal(&context);
         let prompts: Vec<Value> = snapshot
             .plugins
             .values()
+            .filter(|p| permitted(who.as_ref(), p))
             .flat_map(|p| p.code.prompts.iter().map(convert::prompt))
             .collect();
         convert::to_rmcp(json!({ "prompts": prompts }))
@@ -346,9 +425,11 @@ impl ServerHandler for StockadeMcp {
     ) -> Result<GetPromptResponse, ErrorData> {
         let name = request.name.as_str();
         let snapshot = self.shared.catalog.snapshot();
+        let who = principal(&context);
         let Some(plugin) = snapshot
             .plugins
             .values()
+            .filter(|p| permitted(who.as_ref(), p))
             .find(|p| p.code.prompts.iter().any(|pr| pr.name == name))
             .cloned()
         else {
@@ -367,24 +448,33 @@ impl ServerHandler for StockadeMcp {
             })
             .collect();
         let span = tracing::info_span!("prompt_get", prompt = %name, plugin = %plugin.name);
-        let (outcome, _, _) = self
-            .run(&plugin, None, Op::GetPrompt { name, arguments: &arguments }, &context)
+        let outcome = self
+            .run(
+                &plugin,
+                None,
+                Op::GetPrompt {
+                    name,
+                    arguments: &arguments,
+                },
+                &context,
+            )
             .instrument(span)
-            .await;
+            .await
+            .outcome;
         match outcome {
             Ok(OpOutput::Prompt(Ok(p))) => {
                 let result: GetPromptResult = convert::to_rmcp(convert::prompt_result(&p))?;
                 Ok(GetPromptResponse::Complete(result))
             }
-            Ok(OpOutput::Prompt(Err(guest_prompts::PromptError::InvalidArguments(m)))) => {
-                Err(invalid_params(format!("invalid arguments for prompt `{name}`: {m}")))
-            }
+            Ok(OpOutput::Prompt(Err(guest_prompts::PromptError::InvalidArguments(m)))) => Err(
+                invalid_params(format!("invalid arguments for prompt `{name}`: {m}")),
+            ),
             Ok(OpOutput::Prompt(Err(guest_prompts::PromptError::UnknownPrompt(m)))) => {
                 Err(invalid_params(format!("unknown prompt `{name}`: {m}")))
             }
-            Ok(OpOutput::Prompt(Err(guest_prompts::PromptError::Failed(m)))) => {
-                Err(ErrorData::internal_error(format!("prompt `{name}` failed: {m}"), None))
-            }
+            Ok(OpOutput::Prompt(Err(guest_prompts::PromptError::Failed(m)))) => Err(
+                ErrorData::internal_error(format!("prompt `{name}` failed: {m}"), None),
+            ),
             Ok(_) => Err(ErrorData::internal_error("unexpected plugin answer", None)),
             Err(f) => Err(ErrorData::internal_error(
                 format!("plugin `{}` failed rendering `{name}`: {f}", plugin.name),

@@ -14,8 +14,12 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
+pub mod inspect;
+pub mod sign;
+pub mod watch;
+
 use crate::config::Config;
-use crate::runtime::{LoadError, PluginCode, Runtime};
+use crate::runtime::{LoadError, PluginCode, Policy, Runtime};
 
 /// A loaded plugin version.
 pub struct Plugin {
@@ -23,17 +27,65 @@ pub struct Plugin {
     pub name: String,
     /// The file it was loaded from.
     pub path: PathBuf,
+    /// The file's size and modification time when it was read.
+    pub stamp: FileStamp,
     /// The sha256 of the file, hex.
     pub digest: String,
     /// The compiled code and what the plugin said about itself.
-    pub code: PluginCode,
+    pub code: Arc<PluginCode>,
+    /// The operator's limits and grants for it.
+    pub policy: Policy,
+    /// The capabilities the plugin declares it wants (informational).
+    pub declared: Option<serde_json::Value>,
+}
+
+/// Identifies a version of a file cheaply: size and modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    /// Modification time.
+    pub modified: SystemTime,
+    /// Size in bytes.
+    pub len: u64,
+}
+
+impl FileStamp {
+    /// The stamp of the file at `path`.
+    pub fn of(path: &Path) -> std::io::Result<FileStamp> {
+        let m = std::fs::metadata(path)?;
+        Ok(FileStamp {
+            modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            len: m.len(),
+        })
+    }
+
+    /// Whether the file was modified less than `d` ago.
+    fn is_younger_than(&self, d: std::time::Duration) -> bool {
+        SystemTime::now()
+            .duration_since(self.modified)
+            .map_or(true, |age| age < d)
+    }
+}
+
+/// A plugin file that is not being served, and why.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    /// The file.
+    pub path: PathBuf,
+    /// Its stamp when it was refused (an unchanged file is not retried).
+    pub stamp: FileStamp,
+    /// Its sha256, when it could be read.
+    pub digest: Option<String>,
+    /// The reason.
+    pub refusal: Refusal,
 }
 
 /// Why a plugin file is not being served.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Refusal {
     /// The file name does not make a valid plugin name.
-    #[error("`{0}` is not a valid plugin name: use 1-64 letters, digits, `-` or `_`, starting with a letter or digit")]
+    #[error(
+        "`{0}` is not a valid plugin name: use 1-64 letters, digits, `-` or `_`, starting with a letter or digit"
+    )]
     BadName(String),
     /// The file could not be read.
     #[error("cannot read the file: {0}")]
@@ -41,8 +93,13 @@ pub enum Refusal {
     /// The component could not be loaded.
     #[error("{0}")]
     Load(String),
+    /// Signatures are required and this file has no valid one.
+    #[error("signature check failed: {0}")]
+    Signature(String),
     /// A tool name is already served by another plugin.
-    #[error("tool `{tool}` is already served by plugin `{owner}`; rename the tool in one of the two plugins")]
+    #[error(
+        "tool `{tool}` is already served by plugin `{owner}`; rename the tool in one of the two plugins"
+    )]
     DuplicateTool {
         /// The tool.
         tool: String,
@@ -80,20 +137,21 @@ pub struct Snapshot {
     pub plugins: BTreeMap<String, Arc<Plugin>>,
     /// Tool name → (plugin, index in its tool list).
     pub tools: HashMap<String, (Arc<Plugin>, usize)>,
-    /// Refused plugin files by name, with the reason.
-    pub refused: BTreeMap<String, (PathBuf, Refusal)>,
+    /// Refused plugin files by name, with the reason. A name can be both serving
+    /// (an older version) and refused (a newer file that failed).
+    pub refused: BTreeMap<String, Refused>,
 }
 
 impl Snapshot {
     /// Finds a tool by name.
     pub fn tool(&self, name: &str) -> Option<(&Arc<Plugin>, &crate::bindings::guest_tools::Tool)> {
-        self.tools
-            .get(name)
-            .map(|(p, i)| (p, &p.code.tools[*i]))
+        self.tools.get(name).map(|(p, i)| (p, &p.code.tools[*i]))
     }
 
     /// Every tool, ordered by plugin name then the plugin's own order.
-    pub fn all_tools(&self) -> impl Iterator<Item = (&Arc<Plugin>, &crate::bindings::guest_tools::Tool)> {
+    pub fn all_tools(
+        &self,
+    ) -> impl Iterator<Item = (&Arc<Plugin>, &crate::bindings::guest_tools::Tool)> {
         self.plugins
             .values()
             .flat_map(|p| p.code.tools.iter().map(move |t| (p, t)))
@@ -124,24 +182,55 @@ impl Catalog {
     }
 }
 
-/// A plugin file found in the directory, loaded or refused.
-struct Candidate {
-    name: String,
-    path: PathBuf,
-    modified: SystemTime,
-    loaded: Result<Plugin, Refusal>,
+/// What a [`reconcile`] changed.
+#[derive(Default)]
+pub struct Changes {
+    /// Plugins that started serving, new or as a new version.
+    pub loaded: Vec<Arc<Plugin>>,
+    /// Names that stopped serving because their file is gone.
+    pub removed: Vec<String>,
+    /// Files refused in this pass.
+    pub refused: Vec<(String, Refused)>,
+    /// Files still being written, to look at again shortly.
+    pub deferred: Vec<String>,
 }
 
-/// Loads every `*.wasm` in `config.plugins_dir`. Files that fail are refused with
-/// a reason (and logged); they never stop the others from loading.
-///
-/// Tool names are unique across plugins: when two plugins declare the same tool,
-/// the one whose file is older (then, by name) keeps it and the other is refused.
+impl Changes {
+    /// Whether the served tools, resources or prompts changed.
+    pub fn lists_changed(&self) -> bool {
+        !self.loaded.is_empty() || !self.removed.is_empty()
+    }
+}
+
+/// A file modified this recently may still be being written: wait for it.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(250);
+/// A file this recent that does not parse is assumed to be half-copied, not bad.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Loads every `*.wasm` in `config.plugins_dir` into a fresh snapshot (start-up).
 pub async fn load_dir(runtime: &Runtime, config: &Config) -> std::io::Result<Snapshot> {
-    let mut candidates = Vec::new();
+    let (snapshot, _) = reconcile(runtime, config, &Snapshot::default(), false).await?;
+    Ok(snapshot)
+}
+
+/// Brings `current` in line with the plugin directory: new files are loaded,
+/// changed files are loaded as new versions (the old version keeps serving if the
+/// new one is refused), deleted files stop serving. Unchanged files (same size
+/// and modification time) are not read again. With `settle`, files modified in
+/// the last moments, or recent files that do not parse yet, are deferred rather
+/// than refused: an operator copying a file is not an error.
+///
+/// Tool names are unique across plugins: a plugin whose tool is already served
+/// by another plugin is refused, naming both; at start-up, older files win.
+pub async fn reconcile(
+    runtime: &Runtime,
+    config: &Config,
+    current: &Snapshot,
+    settle: bool,
+) -> std::io::Result<(Snapshot, Changes)> {
+    let mut files = Vec::new();
     for entry in std::fs::read_dir(&config.plugins_dir)? {
-        let entry = entry?;
-        let path = entry.path();
+        let path = entry?.path();
         if path.extension().and_then(|e| e.to_str()) != Some("wasm") || !path.is_file() {
             continue;
         }
@@ -149,42 +238,120 @@ pub async fn load_dir(runtime: &Runtime, config: &Config) -> std::io::Result<Sna
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let modified = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        let loaded = load_file(runtime, config, &name, &path).await;
-        candidates.push(Candidate {
-            name,
-            path,
-            modified,
-            loaded,
-        });
+        let Ok(stamp) = FileStamp::of(&path) else {
+            continue;
+        };
+        files.push((name, path, stamp));
     }
-    candidates.sort_by(|a, b| (a.modified, &a.name).cmp(&(b.modified, &b.name)));
+    files.sort_by(|a, b| (a.2.modified, &a.0).cmp(&(b.2.modified, &b.0)));
 
-    let mut snapshot = Snapshot::default();
-    for c in candidates {
-        let plugin = match c.loaded {
+    let mut changes = Changes::default();
+    let mut next = Snapshot::default();
+    let present: std::collections::HashSet<&str> = files.iter().map(|f| f.0.as_str()).collect();
+    for name in current.plugins.keys() {
+        if !present.contains(name.as_str()) {
+            changes.removed.push(name.clone());
+        }
+    }
+    // Unchanged serving plugins and unchanged refusals carry over as they are.
+    let mut candidates = Vec::new();
+    for (name, path, stamp) in files {
+        let serving = current
+            .plugins
+            .get(&name)
+            .filter(|p| p.stamp == stamp && p.path == path);
+        let refused = current
+            .refused
+            .get(&name)
+            .filter(|r| r.stamp == stamp && r.path == path);
+        if let Some(p) = serving {
+            next.plugins.insert(name.clone(), p.clone());
+        } else if let Some(old) = current.plugins.get(&name) {
+            // A new file under a serving name: the old version serves until the
+            // new one is ready.
+            next.plugins.insert(name.clone(), old.clone());
+            candidates.push((name.clone(), path, stamp));
+        } else if refused.is_none() {
+            candidates.push((name.clone(), path, stamp));
+        }
+        if let Some(r) = refused {
+            next.refused.insert(name, r.clone());
+        }
+    }
+
+    for (name, path, stamp) in candidates {
+        if settle && stamp.is_younger_than(SETTLE) {
+            changes.deferred.push(name);
+            continue;
+        }
+        let loaded = match current.plugins.get(&name) {
+            // Same bytes under a new stamp (touched, copied again): keep the code.
+            Some(old) => match std::fs::read(&path).map(|b| hex::encode(Sha256::digest(&b))) {
+                Ok(d) if d == old.digest => Ok(Plugin {
+                    name: name.clone(),
+                    path: path.clone(),
+                    stamp,
+                    digest: d,
+                    code: old.code.clone(),
+                    policy: policy_for(config, &name, &old.digest),
+                    declared: old.declared.clone(),
+                }),
+                _ => load_file(runtime, config, &name, &path).await,
+            },
+            None => load_file(runtime, config, &name, &path).await,
+        };
+        let mut plugin = match loaded {
             Ok(p) => p,
             Err(refusal) => {
-                refuse(&mut snapshot, c.name, c.path, refusal);
+                let unfinished = matches!(
+                    refusal,
+                    Refusal::Load(_) | Refusal::Read(_) | Refusal::Signature(_)
+                ) && stamp.is_younger_than(GRACE)
+                    && FileStamp::of(&path).map_or(true, |now| now != stamp);
+                if settle
+                    && (unfinished
+                        || (stamp.is_younger_than(GRACE)
+                            && matches!(refusal, Refusal::Signature(_))))
+                {
+                    changes.deferred.push(name);
+                    continue;
+                }
+                let r = Refused {
+                    digest: std::fs::read(&path)
+                        .ok()
+                        .map(|b| hex::encode(Sha256::digest(&b))),
+                    path,
+                    stamp,
+                    refusal,
+                };
+                tracing::error!(plugin = %name, file = %r.path.display(), "plugin refused: {}", r.refusal);
+                next.refused.insert(name.clone(), r.clone());
+                changes.refused.push((name, r));
                 continue;
             }
         };
-        if let Some((tool, owner)) = plugin.code.tools.iter().find_map(|t| {
-            snapshot
-                .tools
-                .get(&t.name)
-                .map(|(owner, _)| (t.name.clone(), owner.name.clone()))
-        }) {
-            refuse(&mut snapshot, c.name, c.path, Refusal::DuplicateTool { tool, owner });
+        plugin.stamp = stamp;
+        // Tool names must not collide with another serving plugin's.
+        let clash = plugin.code.tools.iter().find_map(|t| {
+            next.plugins
+                .values()
+                .filter(|p| p.name != name)
+                .find(|p| p.code.tools.iter().any(|o| o.name == t.name))
+                .map(|owner| (t.name.clone(), owner.name.clone()))
+        });
+        if let Some((tool, owner)) = clash {
+            let r = Refused {
+                digest: Some(plugin.digest.clone()),
+                path,
+                stamp,
+                refusal: Refusal::DuplicateTool { tool, owner },
+            };
+            tracing::error!(plugin = %name, file = %r.path.display(), "plugin refused: {}", r.refusal);
+            next.refused.insert(name.clone(), r.clone());
+            changes.refused.push((name, r));
             continue;
         }
         let plugin = Arc::new(plugin);
-        for (i, t) in plugin.code.tools.iter().enumerate() {
-            snapshot.tools.insert(t.name.clone(), (plugin.clone(), i));
-        }
         tracing::info!(
             plugin = %plugin.name,
             version = %plugin.code.info.version,
@@ -192,14 +359,42 @@ pub async fn load_dir(runtime: &Runtime, config: &Config) -> std::io::Result<Sna
             tools = plugin.code.tools.len(),
             "plugin loaded"
         );
-        snapshot.plugins.insert(plugin.name.clone(), plugin);
+        next.refused.remove(&name);
+        next.plugins.insert(name, plugin.clone());
+        changes.loaded.push(plugin);
     }
-    Ok(snapshot)
+    for (name, plugin) in &next.plugins {
+        for (i, t) in plugin.code.tools.iter().enumerate() {
+            next.tools.insert(t.name.clone(), (plugin.clone(), i));
+        }
+        let _ = name;
+    }
+    Ok((next, changes))
 }
 
-fn refuse(snapshot: &mut Snapshot, name: String, path: PathBuf, refusal: Refusal) {
-    tracing::error!(plugin = %name, file = %path.display(), "plugin refused: {refusal}");
-    snapshot.refused.insert(name, (path, refusal));
+/// The same plugins under a new configuration: every plugin gets its new limits
+/// and grants; the compiled code is shared.
+pub fn with_config(current: &Snapshot, config: &Config) -> Snapshot {
+    let mut next = Snapshot {
+        refused: current.refused.clone(),
+        ..Snapshot::default()
+    };
+    for (name, p) in &current.plugins {
+        let plugin = Arc::new(Plugin {
+            name: p.name.clone(),
+            path: p.path.clone(),
+            stamp: p.stamp,
+            digest: p.digest.clone(),
+            code: p.code.clone(),
+            policy: policy_for(config, name, &p.digest),
+            declared: p.declared.clone(),
+        });
+        for (i, t) in plugin.code.tools.iter().enumerate() {
+            next.tools.insert(t.name.clone(), (plugin.clone(), i));
+        }
+        next.plugins.insert(name.clone(), plugin);
+    }
+    next
 }
 
 /// Reads, hashes, loads and checks one plugin file.
@@ -213,17 +408,38 @@ pub async fn load_file(
         return Err(Refusal::BadName(name.to_owned()));
     }
     let bytes = std::fs::read(path).map_err(|e| Refusal::Read(e.to_string()))?;
+    let stamp = FileStamp::of(path).map_err(|e| Refusal::Read(e.to_string()))?;
     let digest = hex::encode(Sha256::digest(&bytes));
-    let code = runtime
-        .load(name, &bytes, config.limits_for(name))
-        .await?;
+    sign::check(&config.signatures, path, &digest).map_err(Refusal::Signature)?;
+    let limits = config.limits_for(name);
+    let declared = inspect::declared_capabilities(&bytes).ok().flatten();
+    let code = runtime.load(name, &bytes, limits).await?;
     check_tools(&code).map_err(|e| Refusal::from(LoadError::InvalidTools(e)))?;
     Ok(Plugin {
         name: name.to_owned(),
         path: path.to_owned(),
+        stamp,
+        policy: policy_for(config, name, &digest),
         digest,
-        code,
+        code: Arc::new(code),
+        declared,
     })
+}
+
+/// The policy of plugin `name` whose file has `digest`. A digest that does not
+/// match the operator's pin drops every grant (and says so in the log).
+pub fn policy_for(config: &Config, name: &str, digest: &str) -> Policy {
+    let (grants, mismatch) = config.grants_for(name, digest);
+    if let Some(m) = mismatch {
+        tracing::warn!(plugin = %name, "{m}");
+    }
+    let scope = config.plugins.get(name).and_then(|p| p.scope.clone());
+    let sql = grants
+        .sql
+        .iter()
+        .filter_map(|s| config.sql.get(s).map(|src| (s.clone(), src.clone())))
+        .collect();
+    Policy::new(config.limits_for(name), grants, sql, scope)
 }
 
 /// Checks the tool list a plugin gave: valid unique names, object input schemas.
@@ -251,7 +467,10 @@ fn check_tools(code: &PluginCode) -> Result<(), String> {
             let out: serde_json::Value = serde_json::from_str(out)
                 .map_err(|e| format!("tool `{}`: output schema is not JSON: {e}", t.name))?;
             if !out.is_object() {
-                return Err(format!("tool `{}`: output schema must be a JSON object", t.name));
+                return Err(format!(
+                    "tool `{}`: output schema must be a JSON object",
+                    t.name
+                ));
             }
         }
     }

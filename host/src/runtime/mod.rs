@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, InstancePre, Linker};
-use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
+use wasmtime::{
+    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
+};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 pub use self::state::{CallState, LimitHit};
@@ -25,6 +27,9 @@ use crate::config::{Limits, MAX_MEMORY_MIB};
 
 /// How often the epoch advances: the granularity of deadlines and of yields.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// The most wasm stack a call may use.
+const WASM_STACK: usize = 1 << 20;
 
 /// Bytes of a guest's stdout/stderr kept per call (for the host log and trap messages).
 const STDIO_CAPTURE: usize = 64 * 1024;
@@ -39,7 +44,9 @@ pub enum LoadError {
     #[error("imports an interface this host does not provide: {0}")]
     Link(String),
     /// The component does not export the `tools` interface of a supported version.
-    #[error("does not export `stockade:plugin/tools@0.1.0` (is it built for the stockade:plugin world?): {0}")]
+    #[error(
+        "does not export `stockade:plugin/tools@0.1.0` (is it built for the stockade:plugin world?): {0}"
+    )]
     NoToolsExport(String),
     /// The plugin failed while describing itself.
     #[error("failed while listing its tools: {0}")]
@@ -65,7 +72,9 @@ pub enum CallFailure {
     #[error("table limit of {0} elements exceeded")]
     Table(u32),
     /// Too many calls of this plugin are running and waiting.
-    #[error("too many concurrent calls: plugin `{plugin}` is running {running} and queueing {queued}; try again shortly")]
+    #[error(
+        "too many concurrent calls: plugin `{plugin}` is running {running} and queueing {queued}; try again shortly"
+    )]
     Busy {
         /// The plugin.
         plugin: String,
@@ -126,14 +135,38 @@ impl Drop for Runtime {
     }
 }
 
+/// Engine switches. Both limits are on in production; turning them off exists only
+/// to measure their cost (`cargo bench --bench call_overhead`).
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeOptions {
+    /// Count fuel (per-call instruction budget).
+    pub fuel: bool,
+    /// Epoch interruption (per-call deadline and cooperative yielding).
+    pub epoch: bool,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            fuel: true,
+            epoch: true,
+        }
+    }
+}
+
 impl Runtime {
     /// Builds the engine (fuel, epochs, pooling allocator), links every host
     /// interface and starts the epoch ticker.
     pub fn new() -> wasmtime::Result<Self> {
+        Self::with_options(RuntimeOptions::default())
+    }
+
+    /// [`Runtime::new`] with explicit engine switches.
+    pub fn with_options(options: RuntimeOptions) -> wasmtime::Result<Self> {
         let mut config = wasmtime::Config::new();
-        config.consume_fuel(true);
-        config.epoch_interruption(true);
-        config.max_wasm_stack(1 << 20);
+        config.consume_fuel(options.fuel);
+        config.epoch_interruption(options.epoch);
+        config.max_wasm_stack(WASM_STACK);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(512)
             .total_core_instances(2048)
@@ -175,7 +208,12 @@ impl Runtime {
     }
 
     /// Compiles `bytes`, links it, and asks the plugin to describe itself.
-    pub async fn load(&self, name: &str, bytes: &[u8], limits: Limits) -> Result<PluginCode, LoadError> {
+    pub async fn load(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        limits: Limits,
+    ) -> Result<PluginCode, LoadError> {
         if wasmparser_is_core_module(bytes) {
             return Err(LoadError::NotComponent(
                 "this is a core WebAssembly module; build a component (cargo build --target wasm32-wasip2)".into(),
@@ -209,7 +247,11 @@ impl Runtime {
                 None => Default::default(),
             };
             let prompts = match &prompts_idx {
-                Some(idx) => idx.load(&mut store, &instance)?.call_list_prompts(&mut store).await?,
+                Some(idx) => {
+                    idx.load(&mut store, &instance)?
+                        .call_list_prompts(&mut store)
+                        .await?
+                }
                 None => Vec::new(),
             };
             wasmtime::Result::Ok((info, list, resources, prompts))
@@ -237,8 +279,6 @@ impl Runtime {
             resources,
             resource_templates,
             prompts,
-            gate: Gate::new(limits.max_concurrent, limits.max_queue),
-            limits,
         })
     }
 
@@ -269,11 +309,17 @@ impl Runtime {
         store
     }
 
-    /// Runs `op` on `plugin` in a fresh instance under the plugin's limits.
-    pub async fn invoke(&self, plugin: &PluginCode, op: Op<'_>, cx: CallContext) -> CallReport {
+    /// Runs `op` on `plugin` in a fresh instance under `policy`'s limits.
+    pub async fn invoke(
+        &self,
+        plugin: &PluginCode,
+        policy: &Policy,
+        op: Op<'_>,
+        cx: CallContext,
+    ) -> CallReport {
         let started = Instant::now();
-        let limits = plugin.limits;
-        let _permit = match plugin.gate.enter().await {
+        let limits = policy.limits;
+        let _permit = match policy.gate.enter().await {
             Ok(p) => p,
             Err(()) => {
                 return CallReport {
@@ -293,9 +339,16 @@ impl Runtime {
         let run = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
             wasmtime::Result::Ok(match op {
-                Op::CallTool { tool, arguments, caller } => {
+                Op::CallTool {
+                    tool,
+                    arguments,
+                    caller,
+                } => {
                     let g = plugin.tools_idx.load(&mut store, &instance)?;
-                    OpOutput::Tool(g.call_call_tool(&mut store, tool, arguments, caller).await?)
+                    OpOutput::Tool(
+                        g.call_call_tool(&mut store, tool, arguments, caller)
+                            .await?,
+                    )
                 }
                 Op::ReadResource { uri } => {
                     let idx = plugin.resources_idx.as_ref().ok_or_else(|| {
@@ -329,9 +382,31 @@ impl Runtime {
                 }
             }
             Ok(Err(e)) => Err(classify(&e, &store, &limits)),
-            Err(_) => Err(CallFailure::Timeout(Duration::from_millis(limits.timeout_ms))),
+            Err(_) => Err(CallFailure::Timeout(Duration::from_millis(
+                limits.timeout_ms,
+            ))),
         };
         let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let data = store.data_mut();
+        let denials = std::mem::take(
+            &mut *data
+                .http_policy
+                .denials
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        if let Some(audit) = &data.cx.audit {
+            for detail in denials {
+                audit
+                    .note(crate::audit::AuditEvent::CapabilityDenied {
+                        plugin: data.cx.plugin.clone(),
+                        tool: data.cx.tool.clone(),
+                        capability: "http".into(),
+                        detail,
+                    })
+                    .await;
+            }
+        }
         let data = store.data();
         CallReport {
             outcome,
@@ -340,6 +415,20 @@ impl Runtime {
             notify_dropped: data.cx.notify_dropped,
             stderr: String::from_utf8_lossy(&data.stderr.contents()).into_owned(),
         }
+    }
+}
+
+impl Runtime {
+    /// Instantiates `plugin` in a fresh store and drops it: the fixed cost every
+    /// call pays (for benchmarks).
+    pub async fn instantiate_only(
+        &self,
+        plugin: &PluginCode,
+        limits: &Limits,
+    ) -> wasmtime::Result<()> {
+        let mut store = self.store(CallContext::internal("bench"), limits);
+        plugin.pre.instantiate_async(&mut store).await?;
+        Ok(())
     }
 }
 
@@ -430,10 +519,18 @@ fn classify(e: &wasmtime::Error, store: &Store<CallState>, limits: &Limits) -> C
             Trap::Interrupt => {
                 return CallFailure::Timeout(Duration::from_millis(limits.timeout_ms));
             }
+            Trap::StackOverflow => {
+                return CallFailure::Trap(format!(
+                    "stack overflow: the plugin recursed past the {} KiB wasm stack limit",
+                    WASM_STACK >> 10
+                ));
+            }
             _ => {}
         }
     }
-    let mut message = first_line(e);
+    let mut message = e
+        .downcast_ref::<Trap>()
+        .map_or_else(|| first_line(e), |t| t.to_string());
     let stderr = String::from_utf8_lossy(&store.data().stderr.contents()).into_owned();
     if let Some(panic) = panic_message(&stderr) {
         message = format!("{panic} ({message})");
@@ -444,7 +541,11 @@ fn classify(e: &wasmtime::Error, store: &Store<CallState>, limits: &Limits) -> C
 /// Extracts a Rust guest's panic message from its stderr, if there is one.
 fn panic_message(stderr: &str) -> Option<String> {
     let start = stderr.rfind("panicked at ")?;
-    let text: String = stderr[start..].lines().take(2).collect::<Vec<_>>().join(": ");
+    let text: String = stderr[start..]
+        .lines()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(": ");
     Some(text.chars().take(500).collect())
 }
 
@@ -488,9 +589,39 @@ pub struct PluginCode {
     pub resource_templates: Vec<guest_resources::ResourceTemplate>,
     /// Its prompts.
     pub prompts: Vec<guest_prompts::Prompt>,
-    /// The limits every call of this version runs under.
+}
+
+/// What the operator allows one plugin: its limits and grants, and the gate that
+/// caps its concurrency. Rebuilt when the configuration changes; the compiled
+/// code is shared.
+pub struct Policy {
+    /// The limits every call runs under.
     pub limits: Limits,
+    /// The capabilities granted.
+    pub grants: Arc<crate::config::Grants>,
+    /// The SQL sources granted, by name.
+    pub sql: Arc<std::collections::BTreeMap<String, crate::config::SqlSource>>,
+    /// The OAuth scope a caller must hold, if any.
+    pub scope: Option<String>,
     gate: Gate,
+}
+
+impl Policy {
+    /// A policy with `limits` and `grants`.
+    pub fn new(
+        limits: Limits,
+        grants: crate::config::Grants,
+        sql: std::collections::BTreeMap<String, crate::config::SqlSource>,
+        scope: Option<String>,
+    ) -> Self {
+        Self {
+            gate: Gate::new(limits.max_concurrent, limits.max_queue),
+            limits,
+            grants: Arc::new(grants),
+            sql: Arc::new(sql),
+            scope,
+        }
+    }
 }
 
 /// A concurrency cap with a bounded queue.

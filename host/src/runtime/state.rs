@@ -7,6 +7,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::capabilities::{CallContext, http::HttpPolicy};
+use crate::config::DirMode;
+use wasmtime_wasi::FsPerms;
 
 /// Which limit, if any, stopped a call. Recorded by the limiter and the epoch
 /// callback so the runtime can say exactly what happened.
@@ -49,10 +51,23 @@ impl CallState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .args(&[cx.plugin.as_str()]);
+        for (k, v) in &cx.grants.env {
+            b.env(k, v);
+        }
+        for d in &cx.grants.dirs {
+            let perms = match d.mode {
+                DirMode::ReadOnly => FsPerms::ReadOnly,
+                DirMode::ReadWrite => FsPerms::ReadWrite,
+            };
+            if let Err(e) = b.preopened_dir(&d.host, &d.guest, perms) {
+                // Fail closed: the plugin simply does not see the directory.
+                tracing::warn!(plugin = %cx.plugin, dir = %d.host.display(), "granted directory unavailable: {e}");
+            }
+        }
         Self {
             wasi: b.build(),
             http: WasiHttpCtx::new(),
-            http_policy: HttpPolicy::deny_all(cx.plugin.clone()),
+            http_policy: HttpPolicy::new(cx.plugin.clone(), cx.grants.http.as_ref()),
             table: ResourceTable::new(),
             limiter: Limiter {
                 memory_bytes,

@@ -6,7 +6,10 @@ fn failures_read_well() {
         CallFailure::Timeout(Duration::from_secs(10)).to_string(),
         "timed out after 10 s"
     );
-    assert_eq!(CallFailure::Memory(64).to_string(), "memory limit 64 MiB exceeded");
+    assert_eq!(
+        CallFailure::Memory(64).to_string(),
+        "memory limit 64 MiB exceeded"
+    );
     assert_eq!(CallFailure::FuelExhausted(5).limit_name(), Some("fuel"));
     assert_eq!(CallFailure::Trap("x".into()).limit_name(), None);
 }

@@ -124,9 +124,19 @@ pub trait AuthStore: Send + Sync {
     async fn insert_code(&self, code_hash: &str, grant: &CodeGrant) -> Result<(), StoreError>;
     /// Spends a code: on first use creates family `family_id` from it; on replay
     /// revokes the family the first use created.
-    async fn redeem_code(&self, code_hash: &str, family_id: &str, now: i64) -> Result<Redeem, StoreError>;
+    async fn redeem_code(
+        &self,
+        code_hash: &str,
+        family_id: &str,
+        now: i64,
+    ) -> Result<Redeem, StoreError>;
     /// Stores the first refresh token of a family.
-    async fn add_refresh(&self, family_id: &str, token_hash: &str, expires_at: i64) -> Result<(), StoreError>;
+    async fn add_refresh(
+        &self,
+        family_id: &str,
+        token_hash: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError>;
     /// Spends refresh token `old_hash` presented by `client_id` and stores
     /// `new_hash` in its place; detects reuse (and then revokes the family).
     async fn rotate_refresh(
@@ -140,7 +150,12 @@ pub trait AuthStore: Send + Sync {
     /// The family a refresh token (used or not) belongs to.
     async fn family_of_refresh(&self, token_hash: &str) -> Result<Option<Family>, StoreError>;
     /// Revokes a family; returns whether it existed and was active.
-    async fn revoke_family(&self, family_id: &str, reason: &str, now: i64) -> Result<bool, StoreError>;
+    async fn revoke_family(
+        &self,
+        family_id: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
     /// Whether a family exists and is not revoked.
     async fn family_active(&self, family_id: &str) -> Result<bool, StoreError>;
     /// Deletes expired codes and long-dead refresh tokens.

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use super::{AuthStore, Client, CodeGrant, Family, Redeem, Rotate, StoreError};
 
@@ -73,7 +75,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         let store = SqliteStore { pool };
         store.migrate().await?;
         #[cfg(unix)]
@@ -86,7 +91,9 @@ impl SqliteStore {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *tx).await?;
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut *tx)
+            .await?;
         let known = MIGRATIONS.len() as i64;
         if version > known {
             return Err(StoreError(format!(
@@ -96,7 +103,9 @@ impl SqliteStore {
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             sqlx::raw_sql(sql).execute(&mut *tx).await?;
-            sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1)).execute(&mut *tx).await?;
+            sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -116,7 +125,8 @@ fn family_from(row: &sqlx::sqlite::SqliteRow) -> Result<Family, sqlx::Error> {
 #[async_trait]
 impl AuthStore for SqliteStore {
     async fn insert_client(&self, c: &Client) -> Result<(), StoreError> {
-        let uris = serde_json::to_string(&c.redirect_uris).map_err(|e| StoreError(e.to_string()))?;
+        let uris =
+            serde_json::to_string(&c.redirect_uris).map_err(|e| StoreError(e.to_string()))?;
         sqlx::query(
             "INSERT INTO clients (client_id, client_name, redirect_uris, token_endpoint_auth_method, \
              secret_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -167,7 +177,12 @@ impl AuthStore for SqliteStore {
         Ok(())
     }
 
-    async fn redeem_code(&self, code_hash: &str, family_id: &str, now: i64) -> Result<Redeem, StoreError> {
+    async fn redeem_code(
+        &self,
+        code_hash: &str,
+        family_id: &str,
+        now: i64,
+    ) -> Result<Redeem, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let Some(row) = sqlx::query("SELECT * FROM codes WHERE code_hash = ?")
             .bind(code_hash)
@@ -199,7 +214,10 @@ impl AuthStore for SqliteStore {
                 .await?;
             }
             tx.commit().await?;
-            return Ok(Redeem::Replayed { family, client_id: grant.client_id });
+            return Ok(Redeem::Replayed {
+                family,
+                client_id: grant.client_id,
+            });
         }
         if grant.expires_at <= now {
             // Spend it anyway so it cannot be tried again.
@@ -232,13 +250,20 @@ impl AuthStore for SqliteStore {
         Ok(Redeem::Fresh(grant))
     }
 
-    async fn add_refresh(&self, family_id: &str, token_hash: &str, expires_at: i64) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO refresh_tokens (token_hash, family_id, expires_at) VALUES (?, ?, ?)")
-            .bind(token_hash)
-            .bind(family_id)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?;
+    async fn add_refresh(
+        &self,
+        family_id: &str,
+        token_hash: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, family_id, expires_at) VALUES (?, ?, ?)",
+        )
+        .bind(token_hash)
+        .bind(family_id)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -291,12 +316,14 @@ impl AuthStore for SqliteStore {
             .bind(old_hash)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO refresh_tokens (token_hash, family_id, expires_at) VALUES (?, ?, ?)")
-            .bind(new_hash)
-            .bind(&family.id)
-            .bind(new_expires_at)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, family_id, expires_at) VALUES (?, ?, ?)",
+        )
+        .bind(new_hash)
+        .bind(&family.id)
+        .bind(new_expires_at)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Rotate::Rotated(family))
     }
@@ -311,7 +338,12 @@ impl AuthStore for SqliteStore {
         Ok(row.as_ref().map(family_from).transpose()?)
     }
 
-    async fn revoke_family(&self, family_id: &str, reason: &str, now: i64) -> Result<bool, StoreError> {
+    async fn revoke_family(
+        &self,
+        family_id: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE families SET revoked_at = ?, revoked_reason = ? WHERE id = ? AND revoked_at IS NULL",
         )
@@ -324,10 +356,11 @@ impl AuthStore for SqliteStore {
     }
 
     async fn family_active(&self, family_id: &str) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM families WHERE id = ? AND revoked_at IS NULL")
-            .bind(family_id)
-            .fetch_one(&self.pool)
-            .await?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM families WHERE id = ? AND revoked_at IS NULL")
+                .bind(family_id)
+                .fetch_one(&self.pool)
+                .await?;
         Ok(n > 0)
     }
 

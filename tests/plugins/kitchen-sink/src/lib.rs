@@ -206,6 +206,14 @@ fn try_elicit(args: ElicitArgs, _: &Call) -> Result<String, ToolError> {
 
 stockade_sdk::plugin! {
     description: "Test plugin: every content type and capability",
+    capabilities: {
+        exec: ["/bin/echo"],
+        http: ["example.com"],
+        sql: ["metrics"],
+        client: ["sampling", "elicitation"],
+        env: ["HOME"],
+        dirs: ["/data"],
+    },
     tools: [
         Tool::new("echo", "Sends the text back", echo).read_only(),
         Tool::new("everything", "Returns one piece of each content type", everything),

@@ -1,0 +1,211 @@
+//! The live plugin directory: watches it (and the config file) and applies changes.
+//!
+//! File-system events are debounced; each burst triggers one [`super::reconcile`]
+//! pass, whose result replaces the catalog's snapshot atomically (calls in flight
+//! keep the version they started with). Files still being written are looked at
+//! again shortly; a periodic rescan catches events a file system did not report.
+//! A config file that does not parse is refused and the old config stays.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+
+use super::{Catalog, Changes, reconcile, with_config};
+use crate::audit::{Audit, AuditEvent};
+use crate::config::Config;
+use crate::runtime::Runtime;
+
+/// Quiet time that ends a burst of events.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+/// When to look again at files still being written.
+const RECHECK: Duration = Duration::from_millis(300);
+/// A full rescan even without events.
+const RESCAN: Duration = Duration::from_secs(10);
+
+/// Produces the effective config again (file + flags + environment).
+pub type ConfigSource = Arc<dyn Fn() -> anyhow::Result<Config> + Send + Sync>;
+
+/// Applies plugin-directory and config changes to the catalog.
+pub struct Reloader {
+    runtime: Arc<Runtime>,
+    catalog: Arc<Catalog>,
+    config: Mutex<Arc<Config>>,
+    audit: Audit,
+    changed: watch::Sender<u64>,
+}
+
+impl Reloader {
+    /// A reloader starting from `config`. `changed` is bumped whenever the served
+    /// lists change, so the MCP layer can tell clients.
+    pub fn new(
+        runtime: Arc<Runtime>,
+        catalog: Arc<Catalog>,
+        config: Arc<Config>,
+        audit: Audit,
+    ) -> (Arc<Reloader>, watch::Receiver<u64>) {
+        let (changed, rx) = watch::channel(0);
+        (
+            Arc::new(Reloader {
+                runtime,
+                catalog,
+                config: Mutex::new(config),
+                audit,
+                changed,
+            }),
+            rx,
+        )
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Rescans the plugin directory once; returns what changed.
+    pub async fn rescan(&self) -> Changes {
+        let config = self.config();
+        let current = self.catalog.snapshot();
+        let (next, changes) = match reconcile(&self.runtime, &config, &current, true).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(dir = %config.plugins_dir.display(), "cannot read the plugin directory: {e}");
+                return Changes::default();
+            }
+        };
+        if changes.loaded.is_empty() && changes.removed.is_empty() && changes.refused.is_empty() {
+            // Nothing served changed; keep refusal bookkeeping in sync anyway.
+            if next.refused.len() != current.refused.len() {
+                self.catalog.replace(next);
+            }
+            return changes;
+        }
+        self.catalog.replace(next);
+        for p in &changes.loaded {
+            self.audit
+                .note(AuditEvent::PluginLoaded {
+                    plugin: p.name.clone(),
+                    version: p.code.info.version.clone(),
+                    digest: p.digest.clone(),
+                    tools: p.code.tools.iter().map(|t| t.name.clone()).collect(),
+                })
+                .await;
+        }
+        for name in &changes.removed {
+            tracing::info!(plugin = %name, "plugin removed");
+            self.audit
+                .note(AuditEvent::PluginRemoved {
+                    plugin: name.clone(),
+                })
+                .await;
+        }
+        for (name, r) in &changes.refused {
+            self.audit
+                .note(AuditEvent::PluginRefused {
+                    plugin: name.clone(),
+                    file: r.path.display().to_string(),
+                    digest: r.digest.clone(),
+                    reason: r.refusal.to_string(),
+                })
+                .await;
+        }
+        if changes.lists_changed() {
+            self.changed.send_modify(|n| *n += 1);
+        }
+        changes
+    }
+
+    /// Re-reads the config; applies it to every plugin, or keeps the old one.
+    pub async fn reload_config(&self, source: &ConfigSource) {
+        match source() {
+            Ok(new) => {
+                let old = self.config();
+                for (what, changed) in [
+                    ("listen", old.listen != new.listen),
+                    ("plugins_dir", old.plugins_dir != new.plugins_dir),
+                    ("data_dir", old.data_dir != new.data_dir),
+                ] {
+                    if changed {
+                        tracing::warn!("config: `{what}` changed; it takes effect after a restart");
+                    }
+                }
+                let new = Arc::new(new);
+                *self.config.lock().unwrap_or_else(|e| e.into_inner()) = new.clone();
+                self.catalog
+                    .replace(with_config(&self.catalog.snapshot(), &new));
+                tracing::info!("config reloaded: new limits and grants apply to the next call");
+                self.audit
+                    .note(AuditEvent::ConfigReloaded {
+                        ok: true,
+                        detail: "applied".into(),
+                    })
+                    .await;
+                self.changed.send_modify(|n| *n += 1);
+            }
+            Err(e) => {
+                tracing::error!("config change refused, the previous config stays in force: {e:#}");
+                self.audit
+                    .note(AuditEvent::ConfigReloaded {
+                        ok: false,
+                        detail: format!("{e:#}"),
+                    })
+                    .await;
+            }
+        }
+    }
+
+    /// Watches the plugin directory and `config_file` until the process ends.
+    pub fn spawn_watcher(
+        self: &Arc<Self>,
+        config_file: Option<PathBuf>,
+        source: ConfigSource,
+    ) -> notify::Result<()> {
+        let dir = self.config().plugins_dir.clone();
+        let (tx, mut rx) = mpsc::unbounded_channel::<notify::Event>();
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                if let Ok(ev) = res {
+                    let _ = tx.send(ev);
+                }
+            })?;
+        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+        let config_file = config_file.map(|f| std::path::absolute(&f).unwrap_or(f));
+        if let Some(parent) = config_file.as_ref().and_then(|f| f.parent()) {
+            watcher.watch(parent, RecursiveMode::NonRecursive)?;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _watcher = watcher; // dropped (and stopped) with the task
+            let mut recheck: Option<tokio::time::Instant> = None;
+            loop {
+                let wake = recheck.unwrap_or_else(|| tokio::time::Instant::now() + RESCAN);
+                let first = tokio::select! {
+                    ev = rx.recv() => match ev {
+                        Some(ev) => Some(ev),
+                        None => return,
+                    },
+                    () = tokio::time::sleep_until(wake) => None,
+                };
+                let mut events: Vec<notify::Event> = first.into_iter().collect();
+                while let Ok(Some(ev)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+                    events.push(ev);
+                }
+                let config_touched = config_file
+                    .as_ref()
+                    .is_some_and(|f| events.iter().any(|e| e.paths.iter().any(|p| p == f)));
+                if config_touched {
+                    this.reload_config(&source).await;
+                }
+                let changes = this.rescan().await;
+                recheck =
+                    (!changes.deferred.is_empty()).then(|| tokio::time::Instant::now() + RECHECK);
+            }
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,373 @@
+//! Shared harness for the end-to-end tests: builds the plugins from source, starts
+//! the real `stockade` binary on an ephemeral port, connects real MCP clients.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::{RoleClient, ServiceExt};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// Builds every plugin (bundled and test) once per test process and returns the
+/// folder holding `plugins/` and `test-plugins/`.
+pub fn built_plugins() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = repo();
+        let out = Command::new(root.join("scripts/build-plugins"))
+            .arg("--quiet")
+            .output()
+            .expect("run scripts/build-plugins");
+        assert!(
+            out.status.success(),
+            "scripts/build-plugins failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        root.join("target")
+    })
+}
+
+/// The path of a built plugin: `bundled("template")` or `test_plugin("trap")`.
+pub fn bundled(name: &str) -> PathBuf {
+    built_plugins().join("plugins").join(format!("{name}.wasm"))
+}
+
+/// The path of a built test plugin.
+pub fn test_plugin(name: &str) -> PathBuf {
+    built_plugins()
+        .join("test-plugins")
+        .join(format!("{name}.wasm"))
+}
+
+/// A running `stockade serve`.
+pub struct Host {
+    child: Child,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Its working directory (holds `plugins/` and `data/`).
+    pub dir: tempfile::TempDir,
+    log: Arc<Mutex<String>>,
+    /// What earlier runs (before [`Host::restart`]) wrote.
+    past_log: String,
+    launch: Launch,
+}
+
+/// How a host was started (kept to restart it).
+#[derive(Clone)]
+struct Launch {
+    config: Option<String>,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+}
+
+/// Prepares a host: its plugin files and config.
+///
+/// Hosts run with `--auth none` unless [`HostBuilder::password`] or
+/// [`HostBuilder::auth`] chooses an authentication mode.
+pub struct HostBuilder {
+    dir: tempfile::TempDir,
+    config: Option<String>,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    auth: Option<String>,
+}
+
+impl HostBuilder {
+    /// An empty plugin directory.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        Self {
+            dir,
+            config: None,
+            env: Vec::new(),
+            args: Vec::new(),
+            auth: Some("none".into()),
+        }
+    }
+
+    /// Built-in OAuth with this operator password (via `STOCKADE_PASSWORD`).
+    pub fn password(mut self, password: &str) -> Self {
+        self.auth = Some("builtin".into());
+        self.env.push(("STOCKADE_PASSWORD".into(), password.into()));
+        self
+    }
+
+    /// `--auth MODE`; `None` passes no `--auth` (the config file or default decides).
+    pub fn auth(mut self, mode: Option<&str>) -> Self {
+        self.auth = mode.map(str::to_owned);
+        self
+    }
+
+    /// An extra command-line argument for `stockade serve`.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Copies `src` into the plugin directory as `<name>.wasm`.
+    pub fn plugin(self, src: &Path, name: &str) -> Self {
+        std::fs::copy(src, self.plugins_dir().join(format!("{name}.wasm")))
+            .unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+        // Distinct modification times keep "first come" ordering deterministic.
+        std::thread::sleep(Duration::from_millis(20));
+        self
+    }
+
+    /// Writes raw bytes as a plugin file.
+    pub fn plugin_bytes(self, bytes: &[u8], file: &str) -> Self {
+        std::fs::write(self.plugins_dir().join(file), bytes).unwrap();
+        self
+    }
+
+    /// Uses this TOML as the config file.
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config = Some(toml.to_owned());
+        self
+    }
+
+    /// Sets an environment variable for the host.
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// The plugin directory.
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.dir.path().join("plugins")
+    }
+
+    /// Starts the binary and waits until it listens.
+    pub fn start(self) -> Host {
+        let mut args = self.args.clone();
+        if let Some(mode) = &self.auth {
+            args.extend(["--auth".to_owned(), mode.clone()]);
+        }
+        let launch = Launch {
+            config: self.config,
+            env: self.env,
+            args,
+        };
+        let (child, addr, log) = spawn(self.dir.path(), "127.0.0.1:0", &launch);
+        Host {
+            child,
+            addr,
+            dir: self.dir,
+            log,
+            past_log: String::new(),
+            launch,
+        }
+    }
+}
+
+/// Starts `stockade serve` in `dir` on `listen`; returns the child, its address
+/// and its captured stderr.
+fn spawn(dir: &Path, listen: &str, launch: &Launch) -> (Child, SocketAddr, Arc<Mutex<String>>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stockade"));
+    cmd.current_dir(dir)
+        .arg("serve")
+        .args(["--listen", listen, "--plugins", "plugins", "--data", "data"])
+        .args(&launch.args)
+        .env("STOCKADE_LOG", "info,stockade=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for var in [
+        "STOCKADE_CONFIG",
+        "STOCKADE_PASSWORD",
+        "STOCKADE_PASSWORD_FILE",
+        "STOCKADE_USERS_FILE",
+        "STOCKADE_AUTH",
+        "STOCKADE_PUBLIC_URL",
+        "STOCKADE_AUTO_APPROVE",
+    ] {
+        cmd.env_remove(var);
+    }
+    if let Some(toml) = &launch.config {
+        let path = dir.join("stockade.toml");
+        std::fs::write(&path, toml).unwrap();
+        cmd.arg("--config").arg(path);
+    }
+    for (k, v) in &launch.env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start stockade");
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("stockade listening on http://") {
+                let addr = rest.trim_end_matches("/mcp").parse::<SocketAddr>().unwrap();
+                let _ = tx.send(addr);
+            }
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(a) => a,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100));
+            panic!("stockade did not start:\n{}", log.lock().unwrap());
+        }
+    };
+    (child, addr, log)
+}
+
+impl Host {
+    /// The MCP endpoint.
+    pub fn mcp_url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    /// Everything the host wrote to stderr so far (across restarts).
+    pub fn log(&self) -> String {
+        format!("{}{}", self.past_log, self.log.lock().unwrap())
+    }
+
+    /// Waits until the host's log contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Connects an rmcp client over Streamable HTTP.
+    pub async fn client(&self) -> RunningService<RoleClient, ()> {
+        let transport = StreamableHttpClientTransport::from_uri(self.mcp_url());
+        ().serve(transport).await.expect("MCP client connects")
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The base URL (`http://127.0.0.1:PORT`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Stops the host (SIGKILL: nothing is flushed on the way out) and starts it
+    /// again on the same address and data directory.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(50));
+        let old = self.log.lock().unwrap().clone();
+        self.past_log.push_str(&old);
+        let (child, addr, log) = spawn(self.dir.path(), &self.addr.to_string(), &self.launch);
+        assert_eq!(addr, self.addr);
+        self.child = child;
+        self.log = log;
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary with `args` to completion; returns (success, stdout+stderr).
+pub fn run_stockade(args: &[&str], cwd: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("STOCKADE_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Like [`run_stockade`], with extra environment variables.
+pub fn run_stockade_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stockade"));
+    cmd.args(args).current_dir(cwd);
+    for var in [
+        "STOCKADE_CONFIG",
+        "STOCKADE_PASSWORD",
+        "STOCKADE_AUTH",
+        "STOCKADE_PUBLIC_URL",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Like [`run_stockade`], writing `input` to its standard input.
+pub fn run_stockade_stdin(args: &[&str], cwd: &Path, input: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("STOCKADE_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}

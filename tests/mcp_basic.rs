@@ -1,0 +1,391 @@
+//! End-to-end: the real `stockade` binary, real plugins built from source, and the
+//! rmcp client over Streamable HTTP.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{HostBuilder, bundled, run_stockade, test_plugin};
+use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock};
+use serde_json::{Value, json};
+
+fn args(v: Value) -> serde_json::Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+fn call(name: &str, v: Value) -> CallToolRequestParams {
+    CallToolRequestParams::new(name.to_owned()).with_arguments(args(v))
+}
+
+fn text(r: &CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| match c {
+            ContentBlock::Text(t) => Some(t.text.clone()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lists_and_calls_tools_of_two_plugins() {
+    let host = HostBuilder::new()
+        .plugin(&bundled("template"), "template")
+        .plugin(&test_plugin("kitchen-sink"), "kitchen-sink")
+        .start();
+    let client = host.client().await;
+
+    let tools = client.list_all_tools().await.unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    for expected in ["greet", "add", "whoami", "echo", "everything", "stats"] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    let greet = tools.iter().find(|t| t.name == "greet").unwrap();
+    assert_eq!(greet.input_schema.get("type"), Some(&json!("object")));
+    assert!(
+        greet.input_schema["properties"].get("name").is_some(),
+        "schema derived from the args struct: {:?}",
+        greet.input_schema
+    );
+    assert_eq!(
+        greet.annotations.as_ref().and_then(|a| a.read_only_hint),
+        Some(true)
+    );
+
+    let r = client
+        .call_tool(call("greet", json!({"name": "Ada"})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(false));
+    assert!(text(&r).contains("Hello, Ada"), "{}", text(&r));
+
+    let r = client
+        .call_tool(call("add", json!({"a": 2, "b": 3.5})))
+        .await
+        .unwrap();
+    assert_eq!(r.structured_content.as_ref().unwrap()["sum"], json!(5.5));
+    let add = tools.iter().find(|t| t.name == "add").unwrap();
+    assert!(
+        add.output_schema.is_some(),
+        "structured tools publish an output schema"
+    );
+
+    let r = client
+        .call_tool(call("echo", json!({"text": "round trip ✓"})))
+        .await
+        .unwrap();
+    assert_eq!(text(&r), "round trip ✓");
+
+    // Every content type survives the WIT → MCP conversion.
+    let r = client
+        .call_tool(call("everything", json!({})))
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = r
+        .content
+        .iter()
+        .map(|c| match c {
+            ContentBlock::Text(_) => "text",
+            ContentBlock::Image(i) => {
+                assert_eq!(i.mime_type, "image/png");
+                assert!(!i.data.is_empty());
+                "image"
+            }
+            ContentBlock::Audio(_) => "audio",
+            ContentBlock::Resource(_) => "resource",
+            ContentBlock::ResourceLink(_) => "resource_link",
+            _ => "other",
+        })
+        .collect();
+    for k in ["text", "image", "audio", "resource", "resource_link"] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+
+    // A tool reporting failure reaches the model as an error result.
+    let r = client.call_tool(call("fail", json!({}))).await.unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert!(text(&r).contains("it failed on purpose"), "{}", text(&r));
+    let r = client
+        .call_tool(call("fail_hard", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true));
+
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_arguments_are_explained() {
+    let host = HostBuilder::new()
+        .plugin(&bundled("template"), "template")
+        .start();
+    let client = host.client().await;
+
+    let r = client.call_tool(call("greet", json!({}))).await.unwrap();
+    assert_eq!(r.is_error, Some(true));
+    let t = text(&r);
+    assert!(t.contains("invalid arguments") && t.contains("name"), "{t}");
+
+    let r = client
+        .call_tool(call("greet", json!({"name": 42})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true));
+    let t = text(&r);
+    assert!(t.contains("name") && t.contains("invalid type"), "{t}");
+
+    // An unknown tool is a protocol error, not a tool result.
+    let err = client
+        .call_tool(call("no_such_tool", json!({})))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no_such_tool"), "{err}");
+
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trapping_plugin_does_not_take_the_host_down() {
+    let mut host = HostBuilder::new()
+        .plugin(&bundled("template"), "template")
+        .plugin(&test_plugin("trap"), "trap")
+        .start();
+    let client = host.client().await;
+
+    let r = client.call_tool(call("panic", json!({}))).await.unwrap();
+    assert_eq!(r.is_error, Some(true));
+    let t = text(&r);
+    assert!(t.contains("crashed") && t.contains("boom"), "{t}");
+    assert!(t.contains("plugin `trap`"), "{t}");
+
+    let r = client
+        .call_tool(call("unreachable", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert!(text(&r).contains("crashed"), "{}", text(&r));
+
+    // The same plugin and the others keep serving: every call is a fresh instance.
+    let r = client
+        .call_tool(call("greet", json!({"name": "still here"})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(false));
+    assert!(host.is_running());
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicate_tool_names_refuse_the_newcomer() {
+    let host = HostBuilder::new()
+        .plugin(&bundled("template"), "template")
+        .plugin(&test_plugin("dup"), "dup")
+        .start();
+    let log = host.log();
+    assert!(
+        log.contains("tool `greet` is already served by plugin `template`"),
+        "refusal names both plugins:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("plugin refused") && l.contains("dup")),
+        "{log}"
+    );
+
+    let client = host.client().await;
+    let tools = client.list_all_tools().await.unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    assert!(names.contains(&"greet"));
+    assert!(
+        !names.contains(&"dup_only"),
+        "the refused plugin serves nothing: {names:?}"
+    );
+    let r = client
+        .call_tool(call("greet", json!({"name": "Ada"})))
+        .await
+        .unwrap();
+    assert!(
+        text(&r).contains("Hello, Ada"),
+        "the first plugin keeps the name"
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_files_are_refused_with_a_reason_and_the_host_still_serves() {
+    // A core module (not a component): the smallest valid one.
+    let core_module = b"\0asm\x01\0\0\0";
+    let host = HostBuilder::new()
+        .plugin(&bundled("template"), "template")
+        .plugin_bytes(b"this is not wasm at all", "garbage.wasm")
+        .plugin_bytes(&[], "empty.wasm")
+        .plugin_bytes(core_module, "core.wasm")
+        .plugin_bytes(b"\0asm\x0d\0\x01\0\x01\x02", "truncated.wasm")
+        .plugin_bytes(b"ignored", "notes.txt")
+        .start();
+    let log = host.log();
+    for (name, reason) in [
+        ("garbage", "not a WebAssembly component"),
+        ("empty", "not a WebAssembly component"),
+        ("core", "core WebAssembly module"),
+        ("truncated", "not a WebAssembly component"),
+    ] {
+        let line = log
+            .lines()
+            .find(|l| l.contains("plugin refused") && l.contains(&format!("plugin={name}")))
+            .unwrap_or_else(|| panic!("no refusal line for {name}:\n{log}"));
+        assert!(line.contains(reason), "{name}: {line}");
+    }
+    assert!(!log.contains("notes"), "non-.wasm files are ignored");
+
+    let client = host.client().await;
+    let r = client
+        .call_tool(call("greet", json!({"name": "Ada"})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(false));
+    client.cancel().await.unwrap();
+
+    let health: Value = reqwest::get(format!("http://{}/health", host.addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["plugins"], 1);
+    assert_eq!(health["refused"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_reaches_the_client() {
+    use rmcp::handler::client::ClientHandler;
+    use rmcp::model::ProgressNotificationParam;
+    use rmcp::service::NotificationContext;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<f64>>>);
+    impl ClientHandler for Recorder {
+        async fn on_progress(
+            &self,
+            p: ProgressNotificationParam,
+            _cx: NotificationContext<rmcp::RoleClient>,
+        ) {
+            self.0.lock().unwrap().push(p.progress);
+        }
+    }
+
+    let host = HostBuilder::new()
+        .plugin(&test_plugin("kitchen-sink"), "kitchen-sink")
+        .start();
+    let recorder = Recorder::default();
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(host.mcp_url());
+    use rmcp::ServiceExt;
+    let client = recorder.clone().serve(transport).await.unwrap();
+    let mut params = call("log_and_progress", json!({}));
+    let mut meta = rmcp::model::RequestMetaObject::default();
+    meta.set_progress_token(rmcp::model::ProgressToken(
+        rmcp::model::NumberOrString::Number(7),
+    ));
+    params.meta = Some(meta);
+    let r = client.call_tool(params).await.unwrap();
+    assert_eq!(r.is_error, Some(false), "{}", text(&r));
+    let start = std::time::Instant::now();
+    while recorder.0.lock().unwrap().len() < 3 && start.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = recorder.0.lock().unwrap().clone();
+    assert_eq!(seen, vec![1.0, 2.0, 3.0], "progress notifications in order");
+    client.cancel().await.unwrap();
+}
+
+#[test]
+fn refuses_non_loopback_without_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("plugins")).unwrap();
+    let (ok, out) = run_stockade(
+        &[
+            "serve",
+            "--auth",
+            "none",
+            "--listen",
+            "0.0.0.0:0",
+            "--plugins",
+            "plugins",
+        ],
+        dir.path(),
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("only allowed when listening on loopback") && out.contains("0.0.0.0"),
+        "{out}"
+    );
+}
+
+#[test]
+fn missing_plugin_dir_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = run_stockade(
+        &["serve", "--listen", "127.0.0.1:0", "--plugins", "nope"],
+        dir.path(),
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("plugin directory nope does not exist"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_config_is_reported_with_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("plugins")).unwrap();
+    std::fs::write(dir.path().join("c.toml"), "[limits]\nfule = 1\n").unwrap();
+    let (ok, out) = run_stockade(&["serve", "--config", "c.toml"], dir.path());
+    assert!(!ok);
+    assert!(out.contains("fule"), "{out}");
+}
+
+#[test]
+fn inspect_shows_digest_tools_and_declared_capabilities() {
+    let file = test_plugin("kitchen-sink");
+    let bytes = std::fs::read(&file).unwrap();
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = run_stockade(
+        &["plugins", "inspect", file.to_str().unwrap(), "--json"],
+        dir.path(),
+    );
+    assert!(ok, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["digest"], format!("sha256:{digest}"));
+    assert_eq!(v["declared_capabilities"]["exec"][0], "/bin/echo");
+    assert!(
+        v["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "echo")
+    );
+
+    let (ok, out) = run_stockade(&["plugins", "inspect", file.to_str().unwrap()], dir.path());
+    assert!(ok, "{out}");
+    assert!(out.contains("grants nothing"), "{out}");
+    assert!(
+        out.contains(&format!("digest = \"sha256:{digest}\"")),
+        "{out}"
+    );
+
+    std::fs::write(dir.path().join("bad.wasm"), b"nope").unwrap();
+    let (ok, out) = run_stockade(&["plugins", "inspect", "bad.wasm"], dir.path());
+    assert!(!ok);
+    assert!(out.contains("bad.wasm is not a usable plugin"), "{out}");
+}
