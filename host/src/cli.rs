@@ -74,6 +74,73 @@ pub enum PluginsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Every plugin a host knows: name, version, digest, serving or refused (and
+    /// why), tools, grants. Reads `<data>/plugins.json`, which a serving host
+    /// keeps up to date (also after it stops); without it, loads the plugin
+    /// directory with the config (a dry run) and says so.
+    List {
+        /// Where the config, plugins and data are.
+        #[command(flatten)]
+        dirs: DirArgs,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create an ed25519 signing key pair: writes the secret key to KEYFILE
+    /// (mode 0600) and prints the public key for `signatures.trusted_keys`.
+    Keygen {
+        /// Where to write the secret key (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a plugin file: writes `FILE.sig`.
+    Sign {
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// The secret key file from `plugins keygen`.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Check `FILE.sig` against trusted public keys; fails unless one of them
+    /// signed exactly these bytes.
+    Verify {
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// A trusted public key, `ed25519:<base64>` (repeat for several).
+        #[arg(long = "trusted-key", required = true)]
+        trusted_keys: Vec<String>,
+    },
+}
+
+/// Where a host keeps its plugins and state (for commands that do not serve).
+#[derive(clap::Args, Debug)]
+pub struct DirArgs {
+    /// TOML config file.
+    #[arg(long, short, env = "STOCKADE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory of plugin components (default ./plugins or the config's).
+    #[arg(long, env = "STOCKADE_PLUGINS")]
+    pub plugins: Option<PathBuf>,
+    /// The host's state directory (default ./data or the config's).
+    #[arg(long, env = "STOCKADE_DATA")]
+    pub data: Option<PathBuf>,
+}
+
+impl DirArgs {
+    /// The config with the directories overridden.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = &self.plugins {
+            config.plugins_dir = v.clone();
+        }
+        if let Some(v) = &self.data {
+            config.data_dir = v.clone();
+        }
+        Ok(config)
+    }
 }
 
 /// `stockade audit ...`
@@ -181,6 +248,14 @@ pub fn main() -> ExitCode {
             Command::Plugins(PluginsCommand::Inspect { file, json }) => {
                 plugins_inspect(&file, json).await
             }
+            Command::Plugins(PluginsCommand::List { dirs, json }) => {
+                plugins_list(&dirs, json).await
+            }
+            Command::Plugins(PluginsCommand::Keygen { out }) => plugins_keygen(&out),
+            Command::Plugins(PluginsCommand::Sign { file, key }) => plugins_sign(&file, &key),
+            Command::Plugins(PluginsCommand::Verify { file, trusted_keys }) => {
+                plugins_verify(&file, &trusted_keys)
+            }
             Command::HashPassword => hash_password(),
         }
     });
@@ -237,11 +312,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })
         .await
         .context("cannot write the audit log")?;
-    let runtime = Arc::new(
-        Runtime::new()
-            .map_err(|e| anyhow::anyhow!("{e:#}"))
-            .context("cannot start the WebAssembly runtime")?,
-    );
+    let mut runtime = Runtime::new()
+        .map_err(|e| anyhow::anyhow!("{e:#}"))
+        .context("cannot start the WebAssembly runtime")?;
+    // Compiled code is cached; without a usable cache directory we only lose speed.
+    let cache_dir = config.data_dir.join("cache");
+    if let Err(e) = runtime.enable_cache(&cache_dir) {
+        tracing::warn!(dir = %cache_dir.display(), "compiled-code cache unavailable, compiling every plugin: {e}");
+    }
+    let runtime = Arc::new(runtime);
+    let started = std::time::Instant::now();
     let snapshot = load_dir(&runtime, &config).await.with_context(|| {
         format!(
             "cannot read plugin directory {}",
@@ -253,8 +333,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tools = snapshot.tools.len(),
         refused = snapshot.refused.len(),
         dir = %config.plugins_dir.display(),
+        ms = started.elapsed().as_millis() as u64,
         "plugins loaded"
     );
+    let listing = crate::plugins::listing::path_in(&config.data_dir);
+    if let Err(e) = crate::plugins::listing::write(&snapshot, &config.plugins_dir, &listing) {
+        tracing::warn!(file = %listing.display(), "cannot write the plugin listing: {e}");
+    }
     for plugin in snapshot.plugins.values() {
         audit
             .note(AuditEvent::PluginLoaded {
@@ -284,7 +369,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     if config.watch {
         let (reloader, mut changed) =
-            Reloader::new(runtime, catalog.clone(), config.clone(), audit.clone());
+            Reloader::new(
+                runtime,
+                catalog.clone(),
+                config.clone(),
+                audit.clone(),
+                Some(listing),
+            );
         let source: ConfigSource = {
             let args = args.clone();
             Arc::new(move || args.config())
@@ -429,6 +520,111 @@ async fn plugins_inspect(file: &std::path::Path, json: bool) -> anyhow::Result<(
         "{}",
         inspect::suggested_config(&plugin.name, &plugin.digest, plugin.declared.as_ref())
     );
+    Ok(())
+}
+
+async fn plugins_list(dirs: &DirArgs, json: bool) -> anyhow::Result<()> {
+    use crate::plugins::listing;
+    let config = dirs.config()?;
+    let path = listing::path_in(&config.data_dir);
+    let (value, header) = match std::fs::read(&path) {
+        Ok(bytes) => {
+            let v: serde_json::Value = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not a plugin listing", path.display()))?;
+            let header = format!(
+                "as of {}, written by the host (pid {}) to {}",
+                v["written_at"].as_str().unwrap_or("?"),
+                v["pid"],
+                path.display()
+            );
+            (v, header)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if !config.plugins_dir.is_dir() {
+                bail!(
+                    "no host has written {} and the plugin directory {} does not exist",
+                    path.display(),
+                    config.plugins_dir.display()
+                );
+            }
+            let runtime = Runtime::new().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+            let snapshot = load_dir(&runtime, &config).await.with_context(|| {
+                format!("cannot read plugin directory {}", config.plugins_dir.display())
+            })?;
+            let v = listing::to_json(&snapshot, &config.plugins_dir, "dry-run");
+            let header = format!(
+                "dry run: no host has written {}; loaded {} now with the config",
+                path.display(),
+                config.plugins_dir.display()
+            );
+            (v, header)
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!("{header}\n");
+        print!("{}", listing::render(&value));
+    }
+    Ok(())
+}
+
+fn plugins_keygen(out: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let (secret, public) = crate::plugins::sign::generate();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(out)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", out.display()))?;
+    f.write_all(secret.as_bytes())?;
+    f.sync_all()?;
+    eprintln!(
+        "secret key written to {} (keep it private); public key for signatures.trusted_keys:",
+        out.display()
+    );
+    println!("{public}");
+    Ok(())
+}
+
+fn file_digest(file: &std::path::Path) -> anyhow::Result<String> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+fn plugins_sign(file: &std::path::Path, key: &std::path::Path) -> anyhow::Result<()> {
+    use crate::plugins::sign;
+    let secret =
+        std::fs::read_to_string(key).with_context(|| format!("cannot read {}", key.display()))?;
+    let digest = file_digest(file)?;
+    let sig = sign::sign(&secret, &digest)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
+    let out = sign::sig_path(file);
+    crate::runtime::cache::write_atomic(&out, format!("{sig}\n").as_bytes(), None)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!("signed sha256:{digest}: wrote {}", out.display());
+    Ok(())
+}
+
+fn plugins_verify(file: &std::path::Path, trusted: &[String]) -> anyhow::Result<()> {
+    use crate::plugins::sign;
+    for k in trusted {
+        sign::parse_public(k).map_err(|e| anyhow::anyhow!("--trusted-key `{k}`: {e}"))?;
+    }
+    let digest = file_digest(file)?;
+    let sig_file = sign::sig_path(file);
+    let text = std::fs::read_to_string(&sig_file)
+        .with_context(|| format!("cannot read the signature file {}", sig_file.display()))?;
+    let key = sign::verify(trusted, &text, &digest)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    println!("ok: {} (sha256:{digest}) is signed by {key}", file.display());
     Ok(())
 }
 

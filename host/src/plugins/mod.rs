@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
 pub mod inspect;
+pub mod listing;
 pub mod sign;
 pub mod watch;
 
@@ -75,8 +76,20 @@ pub struct Refused {
     pub stamp: FileStamp,
     /// Its sha256, when it could be read.
     pub digest: Option<String>,
+    /// The stamp of its `.sig` file then, if any: a new signature is a reason to
+    /// try the same file again.
+    pub sig_stamp: Option<FileStamp>,
     /// The reason.
     pub refusal: Refusal,
+}
+
+impl Refused {
+    /// Whether the file (or its signature) changed since it was refused.
+    fn is_stale(&self, path: &Path, stamp: FileStamp) -> bool {
+        self.path != path
+            || self.stamp != stamp
+            || FileStamp::of(&sign::sig_path(path)).ok() != self.sig_stamp
+    }
 }
 
 /// Why a plugin file is not being served.
@@ -263,7 +276,7 @@ pub async fn reconcile(
         let refused = current
             .refused
             .get(&name)
-            .filter(|r| r.stamp == stamp && r.path == path);
+            .filter(|r| !r.is_stale(&path, stamp));
         if let Some(p) = serving {
             next.plugins.insert(name.clone(), p.clone());
         } else if let Some(old) = current.plugins.get(&name) {
@@ -303,16 +316,14 @@ pub async fn reconcile(
         let mut plugin = match loaded {
             Ok(p) => p,
             Err(refusal) => {
+                // A recent file that does not parse (or whose signature has not
+                // arrived yet) is given until GRACE to become whole.
                 let unfinished = matches!(
                     refusal,
                     Refusal::Load(_) | Refusal::Read(_) | Refusal::Signature(_)
-                ) && stamp.is_younger_than(GRACE)
-                    && FileStamp::of(&path).map_or(true, |now| now != stamp);
-                if settle
-                    && (unfinished
-                        || (stamp.is_younger_than(GRACE)
-                            && matches!(refusal, Refusal::Signature(_))))
-                {
+                ) && (stamp.is_younger_than(GRACE)
+                    || FileStamp::of(&path).map_or(true, |now| now != stamp));
+                if settle && unfinished {
                     changes.deferred.push(name);
                     continue;
                 }
@@ -320,6 +331,7 @@ pub async fn reconcile(
                     digest: std::fs::read(&path)
                         .ok()
                         .map(|b| hex::encode(Sha256::digest(&b))),
+                    sig_stamp: FileStamp::of(&sign::sig_path(&path)).ok(),
                     path,
                     stamp,
                     refusal,
@@ -342,6 +354,7 @@ pub async fn reconcile(
         if let Some((tool, owner)) = clash {
             let r = Refused {
                 digest: Some(plugin.digest.clone()),
+                sig_stamp: FileStamp::of(&sign::sig_path(&path)).ok(),
                 path,
                 stamp,
                 refusal: Refusal::DuplicateTool { tool, owner },
@@ -413,7 +426,7 @@ pub async fn load_file(
     sign::check(&config.signatures, path, &digest).map_err(Refusal::Signature)?;
     let limits = config.limits_for(name);
     let declared = inspect::declared_capabilities(&bytes).ok().flatten();
-    let code = runtime.load(name, &bytes, limits).await?;
+    let code = runtime.load(name, &bytes, &digest, limits).await?;
     check_tools(&code).map_err(|e| Refusal::from(LoadError::InvalidTools(e)))?;
     Ok(Plugin {
         name: name.to_owned(),

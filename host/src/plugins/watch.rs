@@ -35,16 +35,19 @@ pub struct Reloader {
     config: Mutex<Arc<Config>>,
     audit: Audit,
     changed: watch::Sender<u64>,
+    listing: Option<PathBuf>,
 }
 
 impl Reloader {
     /// A reloader starting from `config`. `changed` is bumped whenever the served
-    /// lists change, so the MCP layer can tell clients.
+    /// lists change, so the MCP layer can tell clients. With `listing`, every
+    /// new snapshot is also written there (see [`super::listing`]).
     pub fn new(
         runtime: Arc<Runtime>,
         catalog: Arc<Catalog>,
         config: Arc<Config>,
         audit: Audit,
+        listing: Option<PathBuf>,
     ) -> (Arc<Reloader>, watch::Receiver<u64>) {
         let (changed, rx) = watch::channel(0);
         (
@@ -54,6 +57,7 @@ impl Reloader {
                 config: Mutex::new(config),
                 audit,
                 changed,
+                listing,
             }),
             rx,
         )
@@ -65,6 +69,18 @@ impl Reloader {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Writes the current snapshot to the listing file, if there is one.
+    fn publish(&self) {
+        if let Some(path) = &self.listing {
+            let config = self.config();
+            if let Err(e) =
+                super::listing::write(&self.catalog.snapshot(), &config.plugins_dir, path)
+            {
+                tracing::warn!(file = %path.display(), "cannot write the plugin listing: {e}");
+            }
+        }
     }
 
     /// Rescans the plugin directory once; returns what changed.
@@ -82,10 +98,12 @@ impl Reloader {
             // Nothing served changed; keep refusal bookkeeping in sync anyway.
             if next.refused.len() != current.refused.len() {
                 self.catalog.replace(next);
+                self.publish();
             }
             return changes;
         }
         self.catalog.replace(next);
+        self.publish();
         for p in &changes.loaded {
             self.audit
                 .note(AuditEvent::PluginLoaded {
@@ -138,6 +156,7 @@ impl Reloader {
                 *self.config.lock().unwrap_or_else(|e| e.into_inner()) = new.clone();
                 self.catalog
                     .replace(with_config(&self.catalog.snapshot(), &new));
+                self.publish();
                 tracing::info!("config reloaded: new limits and grants apply to the next call");
                 self.audit
                     .note(AuditEvent::ConfigReloaded {

@@ -7,6 +7,7 @@
 //! concurrency cap with a bounded queue. Each limit hit is reported as a distinct
 //! [`CallFailure`].
 
+pub mod cache;
 mod state;
 
 use std::sync::Arc;
@@ -127,6 +128,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
     ticker_stop: Arc<AtomicBool>,
+    cache: Option<cache::CodeCache>,
 }
 
 impl Drop for Runtime {
@@ -199,7 +201,20 @@ impl Runtime {
             engine,
             linker,
             ticker_stop,
+            cache: None,
         })
+    }
+
+    /// Keeps compiled code in `dir` (see [`cache`]): creates the directory and
+    /// its MAC key when missing.
+    pub fn enable_cache(&mut self, dir: &std::path::Path) -> std::io::Result<()> {
+        self.cache = Some(cache::CodeCache::open(dir, &self.engine)?);
+        Ok(())
+    }
+
+    /// The compiled-code cache, if any.
+    pub fn cache(&self) -> Option<&cache::CodeCache> {
+        self.cache.as_ref()
     }
 
     /// The engine, shared by every plugin.
@@ -207,11 +222,13 @@ impl Runtime {
         &self.engine
     }
 
-    /// Compiles `bytes`, links it, and asks the plugin to describe itself.
+    /// Compiles `bytes` (whose sha256 is `digest`, hex; through the cache when
+    /// there is one), links it, and asks the plugin to describe itself.
     pub async fn load(
         &self,
         name: &str,
         bytes: &[u8],
+        digest: &str,
         limits: Limits,
     ) -> Result<PluginCode, LoadError> {
         if wasmparser_is_core_module(bytes) {
@@ -219,8 +236,23 @@ impl Runtime {
                 "this is a core WebAssembly module; build a component (cargo build --target wasm32-wasip2)".into(),
             ));
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| LoadError::NotComponent(first_line(&e)))?;
+        let started = Instant::now();
+        let (component, source) = match &self.cache {
+            Some(cache) => cache.component(&self.engine, digest, bytes),
+            None => Component::new(&self.engine, bytes).map(|c| (c, cache::Source::Compiled)),
+        }
+        .map_err(|e| LoadError::NotComponent(first_line(&e)))?;
+        match source {
+            cache::Source::Cache => tracing::debug!(
+                plugin = %name, digest, ms = started.elapsed().as_millis() as u64,
+                "compiled code loaded from cache"
+            ),
+            cache::Source::Compiled => tracing::debug!(
+                plugin = %name, digest, ms = started.elapsed().as_millis() as u64,
+                cached = self.cache.is_some(),
+                "component compiled"
+            ),
+        }
         let pre = self
             .linker
             .instantiate_pre(&component)
