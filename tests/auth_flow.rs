@@ -306,6 +306,16 @@ async fn clients_and_refresh_tokens_survive_a_restart() {
     assert!(host.is_running());
 }
 
+async fn tool_names_with(url: &str, token: &str) -> Vec<String> {
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(token.to_owned()),
+    );
+    let client = ().serve(transport).await.expect("MCP client connects with a bearer token");
+    let tools = client.list_all_tools().await.unwrap();
+    client.cancel().await.ok();
+    tools.into_iter().map(|t| t.name.to_string()).collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn plugin_scopes_are_enforced_with_a_403_challenge() {
     let mut host = HostBuilder::new()
@@ -355,6 +365,10 @@ async fn plugin_scopes_are_enforced_with_a_403_challenge() {
         StatusCode::OK
     );
 
+    // Tools the token may not call are not even listed to it.
+    let names = tool_names_with(&host.mcp_url(), &t.access).await;
+    assert!(!names.iter().any(|n| n == "greet"), "hidden without `admin`: {names:?}");
+
     // Step up: ask for `admin` as well.
     let (verifier, challenge) = oauth::pkce();
     let page = o
@@ -368,6 +382,12 @@ async fn plugin_scopes_are_enforced_with_a_403_challenge() {
     assert_eq!(t2.body["scope"], "mcp admin");
     let text = greet_with(&host.mcp_url(), &t2.access).await;
     assert!(text.contains("Hello, Ada"), "{text}");
+    // The tool call's audit record names who called it, and through which client.
+    assert_audited(
+        &data,
+        "tool_call",
+        &[("subject", "operator"), ("client_id", client_id.as_str()), ("target", "greet"), ("outcome", "ok")],
+    );
     // A refresh may narrow the scope but never widen it.
     let r = o
         .post_form(
