@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{RoleClient, ServiceExt};
@@ -244,6 +246,11 @@ impl Host {
         format!("{}{}", self.past_log, self.log.lock().unwrap())
     }
 
+    /// What the current run (since the last [`Host::restart`]) wrote to stderr.
+    pub fn run_log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
     /// Waits until the host's log contains `needle`.
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
         let start = Instant::now();
@@ -371,3 +378,44 @@ pub fn run_stockade_stdin(args: &[&str], cwd: &Path, input: &str) -> (bool, Stri
         ),
     )
 }
+
+// ---- Audit log ----------------------------------------------------------------
+
+/// Every audit line so far.
+pub fn read_audit(host: &Host) -> Vec<Value> {
+    let path = host.data_dir().join("audit/audit.log");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}"))
+        })
+        .collect()
+}
+
+/// The audit lines of `event`.
+pub fn audit_events(host: &Host, event: &str) -> Vec<Value> {
+    read_audit(host)
+        .into_iter()
+        .filter(|l| l["event"] == event)
+        .collect()
+}
+
+/// Waits up to `timeout` for an audit line matching `pred`.
+pub async fn wait_audit(
+    host: &Host,
+    timeout: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Option<Value> {
+    let start = Instant::now();
+    loop {
+        if let Some(l) = read_audit(host).into_iter().find(|l| pred(l)) {
+            return Some(l);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+

@@ -279,13 +279,15 @@ pub async fn reconcile(
             .filter(|r| !r.is_stale(&path, stamp));
         if let Some(p) = serving {
             next.plugins.insert(name.clone(), p.clone());
-        } else if let Some(old) = current.plugins.get(&name) {
-            // A new file under a serving name: the old version serves until the
-            // new one is ready.
-            next.plugins.insert(name.clone(), old.clone());
-            candidates.push((name.clone(), path, stamp));
-        } else if refused.is_none() {
-            candidates.push((name.clone(), path, stamp));
+        } else {
+            if let Some(old) = current.plugins.get(&name) {
+                // A new file under a serving name: the old version serves until
+                // the new one is ready (or for good, if the new one is refused).
+                next.plugins.insert(name.clone(), old.clone());
+            }
+            if refused.is_none() {
+                candidates.push((name.clone(), path, stamp));
+            }
         }
         if let Some(r) = refused {
             next.refused.insert(name, r.clone());
