@@ -25,5 +25,6 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod mcp;
+pub mod net;
 pub mod plugins;
 pub mod runtime;
