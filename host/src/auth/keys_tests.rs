@@ -25,9 +25,10 @@ fn b64(v: &serde_json::Value) -> String {
 #[test]
 fn signs_and_verifies() {
     let key = SigningKey::generate();
-    let token = key.sign(&claims(600));
+    let expected = claims(600);
+    let token = key.sign(&expected);
     let got = key.verify(&token, ISS, AUD).unwrap();
-    assert_eq!(got, claims(600));
+    assert_eq!(got, expected);
     let header = jsonwebtoken::decode_header(&token).unwrap();
     assert_eq!(header.alg, Algorithm::ES256);
     assert_eq!(header.kid.as_deref(), Some(key.kid()));
