@@ -258,6 +258,34 @@ impl AuthState {
         }
     }
 
+    /// Reads a form or JSON body of at most `max` bytes for an OAuth endpoint.
+    /// Too large: audited with `reason` and answered 413; unreadable: 400.
+    pub async fn read_oauth_body(
+        &self,
+        body: axum::body::Body,
+        max: usize,
+        reason: &str,
+        path: &str,
+        ip: &str,
+    ) -> Result<axum::body::Bytes, Response> {
+        match read_body(body, max).await {
+            Ok(b) => Ok(b),
+            Err(BodyError::TooLarge) => {
+                self.deny(StatusCode::PAYLOAD_TOO_LARGE, reason, path, ip, None).await;
+                Err(oauth_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request",
+                    "request body too large",
+                ))
+            }
+            Err(BodyError::Unreadable) => Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "unreadable body",
+            )),
+        }
+    }
+
     /// Records a refusal in the audit log (awaited: it is written before the
     /// response goes out).
     pub async fn deny(

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::store::Client;
-use super::{AuthState, BodyError, no_store, oauth_error, read_body, rules};
+use super::{AuthState, no_store, oauth_error, rules};
 use crate::audit::AuditEvent;
 
 /// The largest registration request accepted.
@@ -135,30 +135,12 @@ pub async fn register(State(s): State<Arc<AuthState>>, req: Request) -> Response
         limit.apply(r.headers_mut());
         return r;
     }
-    let body = match read_body(req.into_body(), MAX_REGISTRATION_BYTES).await {
+    let body = match s
+        .read_oauth_body(req.into_body(), MAX_REGISTRATION_BYTES, "registration body too large", path, &ip)
+        .await
+    {
         Ok(b) => b,
-        Err(BodyError::TooLarge) => {
-            s.deny(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "registration body too large",
-                path,
-                &ip,
-                None,
-            )
-            .await;
-            return oauth_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request",
-                "request body too large",
-            );
-        }
-        Err(BodyError::Unreadable) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "unreadable body",
-            );
-        }
+        Err(resp) => return resp,
     };
     let meta: ClientMetadata = match serde_json::from_slice(&body) {
         Ok(m) => m,

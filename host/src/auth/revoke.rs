@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::token::{authenticate_client, client_auth};
-use super::{AuthState, BodyError, no_store, oauth_error, parse_form, read_body};
+use super::{AuthState, no_store, oauth_error, parse_form};
 use crate::audit::AuditEvent;
 
 const MAX_FORM_BYTES: usize = 16 << 10;
@@ -21,30 +21,12 @@ pub async fn revoke(State(s): State<Arc<AuthState>>, req: Request) -> Response {
     let ip = s.client_ip(req.headers(), req.extensions());
     let path = "/revoke";
     let headers = req.headers().clone();
-    let body = match read_body(req.into_body(), MAX_FORM_BYTES).await {
-        Ok(body) => body,
-        Err(BodyError::TooLarge) => {
-            s.deny(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "revoke: body too large",
-                path,
-                &ip,
-                None,
-            )
-            .await;
-            return oauth_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request",
-                "request body too large",
-            );
-        }
-        Err(BodyError::Unreadable) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "unreadable body",
-            );
-        }
+    let body = match s
+        .read_oauth_body(req.into_body(), MAX_FORM_BYTES, "revoke: body too large", path, &ip)
+        .await
+    {
+        Ok(b) => b,
+        Err(resp) => return resp,
     };
     let form = match parse_form(&body) {
         Ok(f) => f,

@@ -19,7 +19,7 @@ use serde_json::json;
 
 use super::keys::AccessClaims;
 use super::store::{Family, Redeem, Rotate};
-use super::{AuthState, BodyError, Builtin, no_store, oauth_error, parse_form, read_body, rules};
+use super::{AuthState, Builtin, no_store, oauth_error, parse_form, rules};
 use crate::audit::AuditEvent;
 
 const MAX_FORM_BYTES: usize = 64 << 10;
@@ -99,30 +99,12 @@ pub async fn token(State(s): State<Arc<AuthState>>, req: Request) -> Response {
     let b = s.builtin.as_ref().expect("route mounted in builtin mode");
     let ip = s.client_ip(req.headers(), req.extensions());
     let headers = req.headers().clone();
-    let body = match read_body(req.into_body(), MAX_FORM_BYTES).await {
-        Ok(body) => body,
-        Err(BodyError::TooLarge) => {
-            s.deny(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "token: body too large",
-                "/token",
-                &ip,
-                None,
-            )
-            .await;
-            return oauth_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request",
-                "request body too large",
-            );
-        }
-        Err(BodyError::Unreadable) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "unreadable body",
-            );
-        }
+    let body = match s
+        .read_oauth_body(req.into_body(), MAX_FORM_BYTES, "token: body too large", "/token", &ip)
+        .await
+    {
+        Ok(b) => b,
+        Err(resp) => return resp,
     };
     let deny = |status: StatusCode, reason: String, subject: Option<String>| {
         let s = s.clone();
