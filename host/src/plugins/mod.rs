@@ -299,21 +299,27 @@ pub async fn reconcile(
             changes.deferred.push(name);
             continue;
         }
-        let loaded = match current.plugins.get(&name) {
+        // Read and hash the file once; every decision below uses these.
+        let read = std::fs::read(&path).map(|bytes| {
+            let digest = hex::encode(Sha256::digest(&bytes));
+            (bytes, digest)
+        });
+        let digest = read.as_ref().ok().map(|(_, d)| d.clone());
+        let loaded = match (read, current.plugins.get(&name)) {
+            (Err(e), _) => Err(Refusal::Read(e.to_string())),
             // Same bytes under a new stamp (touched, copied again): keep the code.
-            Some(old) => match std::fs::read(&path).map(|b| hex::encode(Sha256::digest(&b))) {
-                Ok(d) if d == old.digest => Ok(Plugin {
-                    name: name.clone(),
-                    path: path.clone(),
-                    stamp,
-                    digest: d,
-                    code: old.code.clone(),
-                    policy: policy_for(config, &name, &old.digest),
-                    declared: old.declared.clone(),
-                }),
-                _ => load_file(runtime, config, &name, &path).await,
-            },
-            None => load_file(runtime, config, &name, &path).await,
+            (Ok((_, d)), Some(old)) if d == old.digest => Ok(Plugin {
+                name: name.clone(),
+                path: path.clone(),
+                stamp,
+                policy: policy_for(config, &name, &d),
+                digest: d,
+                code: old.code.clone(),
+                declared: old.declared.clone(),
+            }),
+            (Ok((bytes, d)), _) => {
+                load_bytes(runtime, config, &name, &path, stamp, &bytes, d).await
+            }
         };
         let mut plugin = match loaded {
             Ok(p) => p,
@@ -330,9 +336,7 @@ pub async fn reconcile(
                     continue;
                 }
                 let r = Refused {
-                    digest: std::fs::read(&path)
-                        .ok()
-                        .map(|b| hex::encode(Sha256::digest(&b))),
+                    digest,
                     sig_stamp: FileStamp::of(&sign::sig_path(&path)).ok(),
                     path,
                     stamp,
@@ -378,11 +382,10 @@ pub async fn reconcile(
         next.plugins.insert(name, plugin.clone());
         changes.loaded.push(plugin);
     }
-    for (name, plugin) in &next.plugins {
+    for plugin in next.plugins.values() {
         for (i, t) in plugin.code.tools.iter().enumerate() {
             next.tools.insert(t.name.clone(), (plugin.clone(), i));
         }
-        let _ = name;
     }
     Ok((next, changes))
 }
@@ -419,16 +422,29 @@ pub async fn load_file(
     name: &str,
     path: &Path,
 ) -> Result<Plugin, Refusal> {
-    if !is_valid_plugin_name(name) {
-        return Err(Refusal::BadName(name.to_owned()));
-    }
     let bytes = std::fs::read(path).map_err(|e| Refusal::Read(e.to_string()))?;
     let stamp = FileStamp::of(path).map_err(|e| Refusal::Read(e.to_string()))?;
     let digest = hex::encode(Sha256::digest(&bytes));
+    load_bytes(runtime, config, name, path, stamp, &bytes, digest).await
+}
+
+/// Checks and loads plugin `name` from `bytes` (read from `path`, with `digest`).
+async fn load_bytes(
+    runtime: &Runtime,
+    config: &Config,
+    name: &str,
+    path: &Path,
+    stamp: FileStamp,
+    bytes: &[u8],
+    digest: String,
+) -> Result<Plugin, Refusal> {
+    if !is_valid_plugin_name(name) {
+        return Err(Refusal::BadName(name.to_owned()));
+    }
     sign::check(&config.signatures, path, &digest).map_err(Refusal::Signature)?;
     let limits = config.limits_for(name);
-    let declared = inspect::declared_capabilities(&bytes).ok().flatten();
-    let code = runtime.load(name, &bytes, &digest, limits).await?;
+    let declared = inspect::declared_capabilities(bytes).ok().flatten();
+    let code = runtime.load(name, bytes, &digest, limits).await?;
     check_tools(&code).map_err(|e| Refusal::from(LoadError::InvalidTools(e)))?;
     Ok(Plugin {
         name: name.to_owned(),
