@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
-pub use self::redact::{redact_arguments, sha256_hex};
+pub use self::redact::{redact_arguments, redact_object, sha256_hex};
 pub use self::verify::{VerifyError, VerifyReport, verify};
 
 /// The hash chained before the first line.

@@ -33,6 +33,12 @@ fn is_secret(key: &str) -> bool {
     SECRET_KEYS.iter().any(|s| k.contains(s))
 }
 
+/// [`redact_arguments`] for an arguments object, without copying it first.
+pub fn redact_object(args: &Map<String, Value>, budget: usize) -> Value {
+    let mut left = budget;
+    redact_map(args, &mut left)
+}
+
 /// A copy of `args` with secret-looking values masked and long strings and arrays
 /// truncated so the whole stays near `budget` bytes.
 pub fn redact_arguments(args: &Value, budget: usize) -> Value {
@@ -42,25 +48,7 @@ pub fn redact_arguments(args: &Value, budget: usize) -> Value {
 
 fn redact(v: &Value, left: &mut usize) -> Value {
     match v {
-        Value::Object(m) => {
-            let mut out = Map::new();
-            for (k, v) in m {
-                if *left == 0 {
-                    out.insert("…".into(), Value::from("truncated"));
-                    break;
-                }
-                *left = left.saturating_sub(k.len() + 4);
-                let value = if is_secret(k) && !v.is_object() && !v.is_array() {
-                    Value::from(MASK)
-                } else if is_secret(k) {
-                    mask_all(v)
-                } else {
-                    redact(v, left)
-                };
-                out.insert(k.clone(), value);
-            }
-            Value::Object(out)
-        }
+        Value::Object(m) => redact_map(m, left),
         Value::Array(a) => {
             let mut out = Vec::new();
             for item in a {
@@ -90,6 +78,26 @@ fn redact(v: &Value, left: &mut usize) -> Value {
             other.clone()
         }
     }
+}
+
+fn redact_map(m: &Map<String, Value>, left: &mut usize) -> Value {
+    let mut out = Map::new();
+    for (k, v) in m {
+        if *left == 0 {
+            out.insert("…".into(), Value::from("truncated"));
+            break;
+        }
+        *left = left.saturating_sub(k.len() + 4);
+        let value = if is_secret(k) && !v.is_object() && !v.is_array() {
+            Value::from(MASK)
+        } else if is_secret(k) {
+            mask_all(v)
+        } else {
+            redact(v, left)
+        };
+        out.insert(k.clone(), value);
+    }
+    Value::Object(out)
 }
 
 fn mask_all(v: &Value) -> Value {

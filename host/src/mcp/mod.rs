@@ -28,7 +28,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use crate::audit::{Audit, AuditEvent, ToolCallRecord, redact_arguments, sha256_hex};
+use crate::audit::{Audit, AuditEvent, ToolCallRecord, redact_object, sha256_hex};
 use crate::auth::Principal;
 use crate::bindings::{guest_prompts, guest_resources, guest_tools};
 use crate::capabilities::CallContext;
@@ -252,7 +252,7 @@ impl ServerHandler for StockadeMcp {
             arguments: request
                 .arguments
                 .as_ref()
-                .map(|a| redact_arguments(&Value::Object(a.clone()), 2048))
+                .map(|a| redact_object(a, 2048))
                 .unwrap_or(Value::Null),
             outcome: "ok",
             duration_us: report.duration.as_micros() as u64,
