@@ -367,7 +367,10 @@ async fn plugin_scopes_are_enforced_with_a_403_challenge() {
 
     // Tools the token may not call are not even listed to it.
     let names = tool_names_with(&host.mcp_url(), &t.access).await;
-    assert!(!names.iter().any(|n| n == "greet"), "hidden without `admin`: {names:?}");
+    assert!(
+        !names.iter().any(|n| n == "greet"),
+        "hidden without `admin`: {names:?}"
+    );
 
     // Step up: ask for `admin` as well.
     let (verifier, challenge) = oauth::pkce();
@@ -386,7 +389,12 @@ async fn plugin_scopes_are_enforced_with_a_403_challenge() {
     assert_audited(
         &data,
         "tool_call",
-        &[("subject", "operator"), ("client_id", client_id.as_str()), ("target", "greet"), ("outcome", "ok")],
+        &[
+            ("subject", "operator"),
+            ("client_id", client_id.as_str()),
+            ("target", "greet"),
+            ("outcome", "ok"),
+        ],
     );
     // A refresh may narrow the scope but never widen it.
     let r = o

@@ -153,12 +153,7 @@ async fn wait_event(host: &Host, event: &str, plugin: &str) -> Value {
         l["event"] == event && l["plugin"] == plugin
     })
     .await
-    .unwrap_or_else(|| {
-        panic!(
-            "no `{event}` audit line for `{plugin}`:\n{}",
-            host.log()
-        )
-    })
+    .unwrap_or_else(|| panic!("no `{event}` audit line for `{plugin}`:\n{}", host.log()))
 }
 
 // ---- Drop, replace, break, delete -----------------------------------------------
@@ -173,7 +168,11 @@ async fn a_dropped_plugin_is_announced_and_callable() {
     assert!(before.contains(&"greet".to_owned()));
     assert!(!before.contains(&"which_version".to_owned()));
 
-    deploy(&plugins(&host), "versioned.wasm", &bytes(&test_plugin("v1")));
+    deploy(
+        &plugins(&host),
+        "versioned.wasm",
+        &bytes(&test_plugin("v1")),
+    );
     watcher.wait_beyond(0, Duration::from_secs(15)).await;
 
     // The client cached the first tools/list; the notification invalidates it.
@@ -230,7 +229,8 @@ async fn a_replacement_under_concurrent_calls_fails_no_call() {
     // Keep calling until v2 has answered for a while.
     eventually(Duration::from_secs(20), "v2 answers", async || {
         let c = calls.lock().unwrap();
-        c.iter().any(|(s, _, v)| v == "v2" && s.elapsed() > Duration::from_millis(500))
+        c.iter()
+            .any(|(s, _, v)| v == "v2" && s.elapsed() > Duration::from_millis(500))
     })
     .await;
     stop.store(true, Ordering::SeqCst);
@@ -299,8 +299,16 @@ async fn garbage_over_a_plugin_keeps_the_old_version_and_audits_why() {
         "reason: {reason}"
     );
     assert!(refused["digest"].is_string());
-    assert_eq!(which(&client, 0).await, "v1", "the old version keeps serving");
-    assert!(tool_names(&client).await.contains(&"which_version".to_owned()));
+    assert_eq!(
+        which(&client, 0).await,
+        "v1",
+        "the old version keeps serving"
+    );
+    assert!(
+        tool_names(&client)
+            .await
+            .contains(&"which_version".to_owned())
+    );
 
     // `plugins list` shows both: the serving version and the refused file.
     let (ok, out) = run_stockade(
@@ -332,7 +340,11 @@ async fn garbage_over_a_plugin_keeps_the_old_version_and_audits_why() {
     assert_eq!(states, [("versioned", "refused"), ("versioned", "serving")]);
 
     // A good file afterwards is picked up.
-    deploy(&plugins(&host), "versioned.wasm", &bytes(&test_plugin("v2")));
+    deploy(
+        &plugins(&host),
+        "versioned.wasm",
+        &bytes(&test_plugin("v2")),
+    );
     eventually(Duration::from_secs(15), "v2 serves", async || {
         which(&client, 0).await == "v2"
     })
@@ -380,7 +392,11 @@ async fn a_deleted_plugin_disappears() {
         .plugin(&test_plugin("v1"), "versioned")
         .start();
     let (client, watcher) = watching_client(&host).await;
-    assert!(tool_names(&client).await.contains(&"which_version".to_owned()));
+    assert!(
+        tool_names(&client)
+            .await
+            .contains(&"which_version".to_owned())
+    );
     // A call in flight when the file goes finishes.
     let peer = client.peer().clone();
     let in_flight = tokio::spawn(async move { which(&peer, 1500).await });
@@ -442,7 +458,10 @@ async fn config_changes_apply_to_the_next_call_and_bad_ones_are_refused() {
     // An exec grant, added while running.
     let t = texts(
         &client
-            .call_tool(call("exec", json!({"program": "/bin/echo", "args": ["hi"]})))
+            .call_tool(call(
+                "exec",
+                json!({"program": "/bin/echo", "args": ["hi"]}),
+            ))
             .await
             .unwrap(),
     )
@@ -455,7 +474,10 @@ async fn config_changes_apply_to_the_next_call_and_bad_ones_are_refused() {
     );
     eventually(Duration::from_secs(15), "exec granted", async || {
         let r = client
-            .call_tool(call("exec", json!({"program": "/bin/echo", "args": ["hi"]})))
+            .call_tool(call(
+                "exec",
+                json!({"program": "/bin/echo", "args": ["hi"]}),
+            ))
             .await
             .unwrap();
         texts(&r).join("\n").starts_with("OK:")
@@ -463,14 +485,20 @@ async fn config_changes_apply_to_the_next_call_and_bad_ones_are_refused() {
     .await;
 
     // A config that does not parse is refused; the old one stays.
-    write_config(&host, "[plugins.hostile.grants\nenv = { GREETING = \"broken\" }\n");
+    write_config(
+        &host,
+        "[plugins.hostile.grants\nenv = { GREETING = \"broken\" }\n",
+    );
     let refused = wait_audit(&host, Duration::from_secs(15), |l| {
         l["event"] == "config_reloaded" && l["ok"] == false
     })
     .await
     .expect("config_reloaded ok=false");
     assert!(
-        refused["detail"].as_str().unwrap().contains("stockade.toml"),
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("stockade.toml"),
         "{refused}"
     );
     assert_eq!(env_of(&client, "GREETING").await, "OK:after");
@@ -553,7 +581,12 @@ async fn a_restart_reuses_the_compiled_code_and_rebuilds_a_corrupt_entry() {
         .to_owned();
     let entry = entries
         .iter()
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&digest))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&digest)
+        })
         .unwrap()
         .clone();
     let mut corrupt = std::fs::read(&entry).unwrap();
@@ -572,7 +605,11 @@ async fn a_restart_reuses_the_compiled_code_and_rebuilds_a_corrupt_entry() {
     let client = host.client().await;
     assert_eq!(which(&client, 0).await, "v1", "serves after recompiling");
     drop(client);
-    assert_ne!(std::fs::read(&entry).unwrap(), corrupt, "the entry was rebuilt");
+    assert_ne!(
+        std::fs::read(&entry).unwrap(),
+        corrupt,
+        "the entry was rebuilt"
+    );
 
     host.restart();
     assert!(loaded_from_cache(&host.run_log(), "versioned"));
@@ -601,7 +638,12 @@ async fn with_signatures_required_only_signed_plugins_load() {
     let (ok, out) = run_stockade(&["plugins", "keygen", "--out", key_arg], keys.path());
     assert!(!ok, "keygen never overwrites a key: {out}");
     let (_, other_out) = run_stockade(
-        &["plugins", "keygen", "--out", keys.path().join("other.key").to_str().unwrap()],
+        &[
+            "plugins",
+            "keygen",
+            "--out",
+            keys.path().join("other.key").to_str().unwrap(),
+        ],
         keys.path(),
     );
     let other_public = other_out
@@ -618,25 +660,49 @@ async fn with_signatures_required_only_signed_plugins_load() {
         ));
     let signed = builder.plugins_dir().join("versioned.wasm");
     let (ok, out) = run_stockade(
-        &["plugins", "sign", signed.to_str().unwrap(), "--key", key_arg],
+        &[
+            "plugins",
+            "sign",
+            signed.to_str().unwrap(),
+            "--key",
+            key_arg,
+        ],
         keys.path(),
     );
     assert!(ok, "{out}");
     assert!(builder.plugins_dir().join("versioned.wasm.sig").is_file());
     // The operator's check.
     let (ok, out) = run_stockade(
-        &["plugins", "verify", signed.to_str().unwrap(), "--trusted-key", &public],
+        &[
+            "plugins",
+            "verify",
+            signed.to_str().unwrap(),
+            "--trusted-key",
+            &public,
+        ],
         keys.path(),
     );
     assert!(ok && out.contains("is signed by"), "{out}");
     let (ok, out) = run_stockade(
-        &["plugins", "verify", signed.to_str().unwrap(), "--trusted-key", &other_public],
+        &[
+            "plugins",
+            "verify",
+            signed.to_str().unwrap(),
+            "--trusted-key",
+            &other_public,
+        ],
         keys.path(),
     );
     assert!(!ok && out.contains("no trusted key"), "{out}");
     let unsigned = builder.plugins_dir().join("template.wasm");
     let (ok, _) = run_stockade(
-        &["plugins", "verify", unsigned.to_str().unwrap(), "--trusted-key", &public],
+        &[
+            "plugins",
+            "verify",
+            unsigned.to_str().unwrap(),
+            "--trusted-key",
+            &public,
+        ],
         keys.path(),
     );
     assert!(!ok);
@@ -645,7 +711,10 @@ async fn with_signatures_required_only_signed_plugins_load() {
     let (client, watcher) = watching_client(&host).await;
     let names = tool_names(&client).await;
     assert!(names.contains(&"which_version".to_owned()), "{names:?}");
-    assert!(!names.contains(&"greet".to_owned()), "unsigned template served: {names:?}");
+    assert!(
+        !names.contains(&"greet".to_owned()),
+        "unsigned template served: {names:?}"
+    );
     let refused = wait_event(&host, "plugin_refused", "template").await;
     assert!(
         refused["reason"]
@@ -660,7 +729,10 @@ async fn with_signatures_required_only_signed_plugins_load() {
     deploy(&dir, "versioned.wasm", &bytes(&test_plugin("v2")));
     let refused = wait_event(&host, "plugin_refused", "versioned").await;
     assert!(
-        refused["reason"].as_str().unwrap().contains("no trusted key"),
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no trusted key"),
         "{refused}"
     );
     assert_eq!(which(&client, 0).await, "v1");
@@ -685,12 +757,22 @@ async fn with_signatures_required_only_signed_plugins_load() {
     let staging = keys.path().join("greeter.wasm");
     std::fs::copy(bundled("template"), &staging).unwrap();
     let (ok, out) = run_stockade(
-        &["plugins", "sign", staging.to_str().unwrap(), "--key", key_arg],
+        &[
+            "plugins",
+            "sign",
+            staging.to_str().unwrap(),
+            "--key",
+            key_arg,
+        ],
         keys.path(),
     );
     assert!(ok, "{out}");
     std::fs::remove_file(dir.join("template.wasm")).unwrap();
-    std::fs::copy(keys.path().join("greeter.wasm.sig"), dir.join("greeter.wasm.sig")).unwrap();
+    std::fs::copy(
+        keys.path().join("greeter.wasm.sig"),
+        dir.join("greeter.wasm.sig"),
+    )
+    .unwrap();
     deploy(&dir, "greeter.wasm", &bytes(&staging));
     eventually(Duration::from_secs(15), "greet served", async || {
         tool_names(&client).await.contains(&"greet".to_owned())
@@ -705,7 +787,11 @@ async fn with_signatures_required_only_signed_plugins_load() {
 fn plugins_list_without_a_host_is_a_dry_run() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("plugins")).unwrap();
-    std::fs::copy(bundled("template"), dir.path().join("plugins/template.wasm")).unwrap();
+    std::fs::copy(
+        bundled("template"),
+        dir.path().join("plugins/template.wasm"),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("plugins/bad.wasm"), b"garbage").unwrap();
     std::fs::write(dir.path().join("plugins/notes.txt"), b"ignored").unwrap();
     let (ok, out) = run_stockade(

@@ -24,7 +24,10 @@ fn stats(mut v: Vec<Duration>) -> (f64, f64, f64) {
 async fn measure(label: &str, options: RuntimeOptions, wasm: &[u8]) {
     let runtime = Runtime::with_options(options).expect("runtime");
     let limits = Limits::default();
-    let code = runtime.load("template", wasm, "", limits).await.expect("load");
+    let code = runtime
+        .load("template", wasm, "", limits)
+        .await
+        .expect("load");
     let policy = Policy::new(limits, Grants::default(), Default::default(), None);
     let caller = Caller {
         subject: None,

@@ -34,7 +34,10 @@ const STARTUP_RUNS: usize = 3;
 const LANDINGS: usize = 10;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 /// The `numbered` component with its tool renamed to `numbered_tool_{n:03}`.
@@ -162,7 +165,10 @@ async fn landing(
         if call_ok(c, tool).await {
             return ms(t0.elapsed());
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "{tool} never became callable");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{tool} never became callable"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -205,7 +211,9 @@ async fn main() {
         warm_listen.push(l);
         warm_serve.push(s);
     }
-    println!("\nstart-up with {PLUGINS} plugins (spawn → listening / → 100 tools listed and one called):");
+    println!(
+        "\nstart-up with {PLUGINS} plugins (spawn → listening / → 100 tools listed and one called):"
+    );
     println!("  cold cache, listening  {}", summary(&cold_listen));
     println!("  cold cache, serving    {}", summary(&cold_serve));
     println!("  warm cache, listening  {}", summary(&warm_listen));
@@ -220,14 +228,26 @@ async fn main() {
     let mut results: Vec<(&str, Vec<f64>)> = Vec::new();
     for (label, aged, reuse) in [
         ("fresh file, new code (compiled)", false, false),
-        ("file written 0.6 s before the rename, new code", true, false),
-        ("file written 0.6 s before the rename, code in cache", true, true),
+        (
+            "file written 0.6 s before the rename, new code",
+            true,
+            false,
+        ),
+        (
+            "file written 0.6 s before the rename, code in cache",
+            true,
+            true,
+        ),
     ] {
         let mut times = Vec::new();
         for i in 0..LANDINGS {
             // New code: a number never used before. Cached code: the bytes of an
             // earlier landing, removed again meanwhile.
-            let n = if reuse { 200 + i } else { 200 + i + if aged { 100 } else { 0 } };
+            let n = if reuse {
+                200 + i
+            } else {
+                200 + i + if aged { 100 } else { 0 }
+            };
             let name = format!("land-{n:03}.wasm");
             let tool = format!("numbered_tool_{n:03}");
             let t = landing(&plugins, &c, &numbered(&template, n), &name, &tool, aged).await;

@@ -368,14 +368,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sessions: Arc::default(),
     });
     if config.watch {
-        let (reloader, mut changed) =
-            Reloader::new(
-                runtime,
-                catalog.clone(),
-                config.clone(),
-                audit.clone(),
-                Some(listing),
-            );
+        let (reloader, mut changed) = Reloader::new(
+            runtime,
+            catalog.clone(),
+            config.clone(),
+            audit.clone(),
+            Some(listing),
+        );
         let source: ConfigSource = {
             let args = args.clone();
             Arc::new(move || args.config())
@@ -549,7 +548,10 @@ async fn plugins_list(dirs: &DirArgs, json: bool) -> anyhow::Result<()> {
             }
             let runtime = Runtime::new().map_err(|e| anyhow::anyhow!("{e:#}"))?;
             let snapshot = load_dir(&runtime, &config).await.with_context(|| {
-                format!("cannot read plugin directory {}", config.plugins_dir.display())
+                format!(
+                    "cannot read plugin directory {}",
+                    config.plugins_dir.display()
+                )
             })?;
             let v = listing::to_json(&snapshot, &config.plugins_dir, "dry-run");
             let header = format!(
@@ -604,8 +606,8 @@ fn plugins_sign(file: &std::path::Path, key: &std::path::Path) -> anyhow::Result
     let secret =
         std::fs::read_to_string(key).with_context(|| format!("cannot read {}", key.display()))?;
     let digest = file_digest(file)?;
-    let sig = sign::sign(&secret, &digest)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
+    let sig =
+        sign::sign(&secret, &digest).map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
     let out = sign::sig_path(file);
     crate::runtime::cache::write_atomic(&out, format!("{sig}\n").as_bytes(), None)
         .with_context(|| format!("cannot write {}", out.display()))?;
@@ -624,7 +626,10 @@ fn plugins_verify(file: &std::path::Path, trusted: &[String]) -> anyhow::Result<
         .with_context(|| format!("cannot read the signature file {}", sig_file.display()))?;
     let key = sign::verify(trusted, &text, &digest)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    println!("ok: {} (sha256:{digest}) is signed by {key}", file.display());
+    println!(
+        "ok: {} (sha256:{digest}) is signed by {key}",
+        file.display()
+    );
     Ok(())
 }
 

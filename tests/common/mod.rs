@@ -418,4 +418,3 @@ pub async fn wait_audit(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
-

@@ -271,7 +271,8 @@ impl AuthState {
         match read_body(body, max).await {
             Ok(b) => Ok(b),
             Err(BodyError::TooLarge) => {
-                self.deny(StatusCode::PAYLOAD_TOO_LARGE, reason, path, ip, None).await;
+                self.deny(StatusCode::PAYLOAD_TOO_LARGE, reason, path, ip, None)
+                    .await;
                 Err(oauth_error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "invalid_request",

@@ -136,7 +136,13 @@ pub async fn register(State(s): State<Arc<AuthState>>, req: Request) -> Response
         return r;
     }
     let body = match s
-        .read_oauth_body(req.into_body(), MAX_REGISTRATION_BYTES, "registration body too large", path, &ip)
+        .read_oauth_body(
+            req.into_body(),
+            MAX_REGISTRATION_BYTES,
+            "registration body too large",
+            path,
+            &ip,
+        )
         .await
     {
         Ok(b) => b,

@@ -22,7 +22,13 @@ pub async fn revoke(State(s): State<Arc<AuthState>>, req: Request) -> Response {
     let path = "/revoke";
     let headers = req.headers().clone();
     let body = match s
-        .read_oauth_body(req.into_body(), MAX_FORM_BYTES, "revoke: body too large", path, &ip)
+        .read_oauth_body(
+            req.into_body(),
+            MAX_FORM_BYTES,
+            "revoke: body too large",
+            path,
+            &ip,
+        )
         .await
     {
         Ok(b) => b,

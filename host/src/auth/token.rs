@@ -100,7 +100,13 @@ pub async fn token(State(s): State<Arc<AuthState>>, req: Request) -> Response {
     let ip = s.client_ip(req.headers(), req.extensions());
     let headers = req.headers().clone();
     let body = match s
-        .read_oauth_body(req.into_body(), MAX_FORM_BYTES, "token: body too large", "/token", &ip)
+        .read_oauth_body(
+            req.into_body(),
+            MAX_FORM_BYTES,
+            "token: body too large",
+            "/token",
+            &ip,
+        )
         .await
     {
         Ok(b) => b,

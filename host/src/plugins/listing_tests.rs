@@ -49,6 +49,12 @@ fn refusals_render_with_their_reason() {
     assert!(text.contains("a: serving a 1.0.0"), "{text}");
     assert!(text.contains("tools:  x, y"), "{text}");
     assert!(text.contains("grants: none"), "{text}");
-    assert!(text.contains("a: refused (the previous version keeps serving)"), "{text}");
-    assert!(text.contains("reason: not a WebAssembly component: bad"), "{text}");
+    assert!(
+        text.contains("a: refused (the previous version keeps serving)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("reason: not a WebAssembly component: bad"),
+        "{text}"
+    );
 }

@@ -147,9 +147,9 @@ impl CodeCache {
             return Err("truncated");
         }
         let (tag, artifact) = rest.split_at(MAC_LEN);
-        self.mac(digest, artifact)
-            .verify_slice(tag)
-            .map_err(|_| "its MAC does not match (corrupt, truncated or not written by this host)")?;
+        self.mac(digest, artifact).verify_slice(tag).map_err(
+            |_| "its MAC does not match (corrupt, truncated or not written by this host)",
+        )?;
         Ok(artifact)
     }
 
@@ -207,7 +207,9 @@ fn read_or_create_key(path: &Path) -> std::io::Result<[u8; 32]> {
             key.copy_from_slice(&bytes);
             return Ok(key);
         }
-        Ok(_) => tracing::warn!(file = %path.display(), "cache key has the wrong size; replacing it"),
+        Ok(_) => {
+            tracing::warn!(file = %path.display(), "cache key has the wrong size; replacing it")
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }

@@ -89,7 +89,11 @@ fn entries_under_another_key_are_rejected() {
     std::fs::write(dir.path().join("key"), [9u8; 32]).unwrap();
     let other = CodeCache::open(dir.path(), &engine).unwrap();
     let (_, src) = other.component(&engine, &d, WAT.as_bytes()).unwrap();
-    assert_eq!(src, Source::Compiled, "an entry MACed under another key is refused");
+    assert_eq!(
+        src,
+        Source::Compiled,
+        "an entry MACed under another key is refused"
+    );
     let (_, src) = other.component(&engine, &d, WAT.as_bytes()).unwrap();
     assert_eq!(src, Source::Cache);
 }
