@@ -810,3 +810,87 @@ fn plugins_list_without_a_host_is_a_dry_run() {
         "a dry run writes nothing"
     );
 }
+
+// ---- Only content changes count (issues 9.2, 11.8b) ------------------------------
+
+/// Reading the config file or listing the plugin directory changes nothing and
+/// must not make the host reload or rescan; one real change reloads once.
+#[tokio::test(flavor = "multi_thread")]
+async fn reading_the_config_or_listing_plugins_reloads_nothing() {
+    let host = HostBuilder::new()
+        .plugin(&bundled("template"), "template")
+        .config("[limits]\ntimeout_ms = 5000\n")
+        .start();
+    // Let start-up settle, then count from here.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let rescans = |h: &Host| h.log().matches("rescanning the plugin directory").count();
+    let reloads = |h: &Host| audit_events(h, "config_reloaded").len();
+    let (scans0, reloads0) = (rescans(&host), reloads(&host));
+    let config = host.dir.path().join("stockade.toml");
+    for _ in 0..100 {
+        let _ = std::fs::read_to_string(&config).unwrap();
+        let _ = std::fs::read_dir(plugins(&host)).unwrap().count();
+        let _ = std::fs::read(plugins(&host).join("template.wasm")).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(reloads(&host), reloads0, "reading the config reloaded it");
+    assert_eq!(
+        rescans(&host),
+        scans0,
+        "reading the plugin directory rescanned it"
+    );
+    // Saving the same bytes again is no change either.
+    write_config(&host, "[limits]\ntimeout_ms = 5000\n");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        reloads(&host),
+        reloads0,
+        "an identical save reloaded the config"
+    );
+    // One real change: exactly one reload, and then quiet again.
+    write_config(&host, "[limits]\ntimeout_ms = 6000\n");
+    eventually(Duration::from_secs(10), "the config reloads", async || {
+        reloads(&host) > reloads0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(reloads(&host), reloads0 + 1, "one change, one reload");
+}
+
+/// A busy file next to the config (a log being written) does not hold back a
+/// plugin swap: the watcher debounces at most half a second.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_neighbour_of_the_config_does_not_delay_reloads() {
+    let host = HostBuilder::new()
+        .plugin(&test_plugin("v1"), "versioned")
+        .config("[limits]\ntimeout_ms = 5000\n")
+        .start();
+    let client = host.client().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy = {
+        let stop = stop.clone();
+        let log = host.dir.path().join("busy.log");
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::fs::write(&log, b"line\n").unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let started = Instant::now();
+    deploy(
+        &plugins(&host),
+        "versioned.wasm",
+        &bytes(&test_plugin("v2")),
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the new version serves",
+        async || which(client.peer(), 0).await == "v2",
+    )
+    .await;
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    busy.join().unwrap();
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}

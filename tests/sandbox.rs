@@ -352,8 +352,9 @@ async fn huge_result_is_refused_by_size() {
     let b = during_attack(&host, "huge_result", json!({"mib": 8}), 20).await;
     let (is_error, t) = &b.attacks[0];
     assert!(is_error);
+    // Stopped as the bytes cross into the host (issue 11.8a), not after.
     assert!(
-        t.contains("result of 8388608 bytes exceeds the limit of 1024 KiB"),
+        t.contains("passed more than 1024 KiB to the host at once (max_result_kib)"),
         "{}",
         short(t)
     );
@@ -1215,4 +1216,268 @@ async fn a_component_importing_an_unknown_interface_is_refused_at_load() {
         .unwrap();
     assert_eq!(health["plugins"], 2, "{health}");
     assert_eq!(health["refused"], 1, "{health}");
+}
+
+// ---- Concurrency gate, disconnects, limits reports (issue 11) -------------------
+
+/// Sends `tools/call` for `tool` without waiting; returns the handle to cancel it.
+async fn send_cancellable(
+    client: &Client,
+    tool: &str,
+    args: Value,
+) -> rmcp::service::RequestHandle<RoleClient> {
+    use rmcp::model::{CallToolRequest, ClientRequest};
+    use rmcp::service::PeerRequestOptions;
+    let request = ClientRequest::CallToolRequest(CallToolRequest::new(call(tool, args)));
+    client
+        .peer()
+        .send_cancellable_request(request, PeerRequestOptions::no_options())
+        .await
+        .unwrap()
+}
+
+/// Issue 11.6: cancelling calls that wait in the queue gives their places back,
+/// however often it happens (the counter used to leak one place per cancel).
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelled_queued_calls_give_their_places_back() {
+    let mut host = HostBuilder::new()
+        .plugin(&test_plugin("hostile"), "hostile")
+        .config("[plugins.hostile.limits]\nfuel = 100000000000000\ntimeout_ms = 60000\nmax_concurrent = 1\nmax_queue = 2\n")
+        .start();
+    let client = host.client().await;
+    let runner = send_cancellable(&client, "spin", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // max_queue + 5 calls queue up and are cancelled, two at a time.
+    for _ in 0..4 {
+        let a = send_cancellable(&client, "ping", json!({})).await;
+        let b = send_cancellable(&client, "ping", json!({})).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        a.cancel(None).await.unwrap();
+        b.cancel(None).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    runner.cancel(None).await.unwrap();
+    // A call that has to wait (behind a 1 s sleep) is queued, not refused.
+    let sleeper = send_cancellable(&client, "sleep", json!({"secs": 1})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (is_error, t) = try_call(&client, "ping", json!({})).await;
+    assert!(!is_error && t == "pong", "the queue leaked places: {t}");
+    let done = sleeper.await_response().await;
+    assert!(done.is_ok(), "{done:?}");
+    let cancelled = audit_events(&host, "tool_call")
+        .into_iter()
+        .filter(|l| l["target"] == "ping" && l["outcome"] == "cancelled")
+        .count();
+    assert_eq!(cancelled, 8, "every cancelled queued call is audited");
+    assert_still_serving(&mut host, &client).await;
+}
+
+/// Issue 11.6: a client that drops its connection stops its running call (the
+/// slot is free at once) and the call is audited as `disconnected`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_connection_stops_its_call() {
+    let mut host = HostBuilder::new()
+        .plugin(&test_plugin("hostile"), "hostile")
+        .config("[plugins.hostile.limits]\nfuel = 100000000000000\ntimeout_ms = 60000\nmax_concurrent = 1\nmax_queue = 0\n")
+        .start();
+    let url = host.mcp_url();
+    let http = reqwest::Client::new();
+    let post = |body: Value, sid: Option<String>| {
+        let mut rq = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .json(&body);
+        if let Some(sid) = sid {
+            rq = rq.header("mcp-session-id", sid);
+        }
+        rq.send()
+    };
+    let init = post(
+        json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}),
+        None,
+    )
+    .await
+    .unwrap();
+    let sid = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    drop(init.text().await);
+    post(
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        Some(sid.clone()),
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let response = post(
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"spin","arguments":{}}}),
+        Some(sid),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The client goes away: the response and its connection are dropped.
+    drop(response);
+    drop(http);
+    let line = wait_audit(&host, Duration::from_secs(30), |l| {
+        l["event"] == "tool_call" && l["target"] == "spin"
+    })
+    .await
+    .expect("the abandoned call is audited");
+    assert_eq!(line["outcome"], "disconnected", "{line}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // One slot, no queue: this works only if the spinning call is gone.
+    let client = host.client().await;
+    assert_still_serving(&mut host, &client).await;
+}
+
+/// Issue 11.6: a config reload keeps counting the calls already running.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_reload_keeps_the_concurrency_gate() {
+    let config = "[plugins.hostile.limits]\nfuel = 100000000000000\ntimeout_ms = 3000\nmax_concurrent = 1\nmax_queue = 0\n";
+    let mut host = HostBuilder::new()
+        .plugin(&test_plugin("hostile"), "hostile")
+        .config(config)
+        .start();
+    let client = host.client().await;
+    let runner = send_cancellable(&client, "spin", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let file = host.data_dir().parent().unwrap().join("stockade.toml");
+    std::fs::write(&file, format!("# re-saved\n{config}")).unwrap();
+    let reloaded = wait_audit(&host, Duration::from_secs(10), |l| {
+        l["event"] == "config_reloaded" && l["ok"] == true
+    })
+    .await;
+    assert!(reloaded.is_some(), "the config was not reloaded");
+    let t = must_fail(&client, "ping", json!({})).await;
+    assert!(t.contains("too many concurrent calls"), "{t}");
+    drop(runner);
+    assert_limit_audited(&host, "ping", "concurrency");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_still_serving(&mut host, &client).await;
+}
+
+/// Issue 11.8a: a call stopped by its deadline reports the fuel it really used,
+/// and a crash names the trap and where it happened.
+#[tokio::test(flavor = "multi_thread")]
+async fn limit_reports_are_exact() {
+    let _turn = ATTACK_LOCK.lock().await;
+    let mut host = HostBuilder::new()
+        .plugin(&test_plugin("hostile"), "hostile")
+        .config("[plugins.hostile.limits]\nfuel = 100000000000000\ntimeout_ms = 1000\n")
+        .start();
+    let client = host.client().await;
+    let t = must_fail(&client, "spin", json!({})).await;
+    assert!(t.contains("timed out after 1 s"), "{t}");
+    let line = assert_limit_audited(&host, "spin", "timeout");
+    let fuel = line["fuel"].as_u64().unwrap();
+    // A second of spinning burns far more than a few thousand instructions.
+    assert!(
+        fuel > 10_000_000,
+        "fuel {fuel} for a second of spinning: {line}"
+    );
+
+    let t = must_fail(&client, "trap", json!({})).await;
+    assert!(t.contains("unreachable"), "{t}");
+    assert!(t.contains(" in "), "no frames in {t}");
+    assert!(!t.ends_with("wasm backtrace:"), "{t}");
+    assert_still_serving(&mut host, &client).await;
+}
+
+/// Issue 11.7: a URI template is matched in linear time; a hostile URI that
+/// used to cost the host seconds of backtracking answers at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_resource_uri_is_matched_in_linear_time() {
+    use rmcp::model::ReadResourceRequestParams;
+    let host = HostBuilder::new()
+        .plugin(&test_plugin("kitchen-sink"), "kitchen-sink")
+        .start();
+    let client = host.client().await;
+    let uri = format!("kitchen://echo/{}/", "a".repeat(60_000));
+    let started = Instant::now();
+    let r = client
+        .read_resource(ReadResourceRequestParams::new(uri))
+        .await;
+    let took = started.elapsed();
+    assert!(r.is_err(), "a URI with a trailing segment matches nothing");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // Too long to be a URI at all: refused with a reason.
+    let r = client
+        .read_resource(ReadResourceRequestParams::new(format!(
+            "kitchen://echo/{}",
+            "a".repeat(100_000)
+        )))
+        .await;
+    let e = format!("{:?}", r.unwrap_err());
+    assert!(e.contains("too long"), "{e}");
+    // The well-formed URI still reaches the template.
+    let r = client
+        .read_resource(ReadResourceRequestParams::new("kitchen://echo/hi"))
+        .await
+        .unwrap();
+    assert!(format!("{:?}", r.contents).contains("hi"));
+}
+
+/// Issue 11.8: a plugin cannot take over another plugin's prompts or resource
+/// URIs; the older plugin keeps them and the newcomer is refused with a reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn plugins_cannot_shadow_each_others_prompts_and_resources() {
+    use rmcp::model::{GetPromptRequestParams, ReadResourceRequestParams};
+    let host = HostBuilder::new()
+        .plugin(&test_plugin("kitchen-sink"), "kitchen-sink")
+        .plugin(&test_plugin("shadow-prompt"), "0shadow-prompt")
+        .plugin(&test_plugin("shadow-resource"), "0shadow-resource")
+        .start();
+    let refused = audit_events(&host, "plugin_refused");
+    let reason = |p: &str| {
+        refused
+            .iter()
+            .find(|l| l["plugin"] == p)
+            .map(|l| l["reason"].as_str().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("{p} not refused: {refused:#?}"))
+    };
+    let r = reason("0shadow-prompt");
+    assert!(
+        r.contains("prompt `kitchen_greeting` is already served by plugin `kitchen-sink`"),
+        "{r}"
+    );
+    let r = reason("0shadow-resource");
+    assert!(
+        r.contains("`kitchen://{place}/{thing}` overlaps `kitchen://echo/{text}`"),
+        "{r}"
+    );
+    let client = host.client().await;
+    let mut args = serde_json::Map::new();
+    args.insert("name".into(), json!("Ada"));
+    let p = client
+        .get_prompt(GetPromptRequestParams::new("kitchen_greeting").with_arguments(args))
+        .await
+        .unwrap();
+    assert!(
+        format!("{:?}", p.messages).contains("Please greet"),
+        "{p:?}"
+    );
+    let r = client
+        .read_resource(ReadResourceRequestParams::new("kitchen://echo/mine"))
+        .await
+        .unwrap();
+    let contents = format!("{:?}", r.contents);
+    assert!(contents.contains("mine") && !contents.contains("intercepted"));
+    // Reads and prompts run plugin code: audited like tool calls (issue 11.13).
+    let lines = audit_events(&host, "tool_call");
+    assert!(
+        lines.iter().any(|l| l["kind"] == "prompt"
+            && l["target"] == "kitchen_greeting"
+            && l["outcome"] == "ok"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l["kind"] == "resource"
+            && l["target"] == "kitchen://echo/mine"
+            && l["plugin"] == "kitchen-sink"),
+        "{lines:#?}"
+    );
 }

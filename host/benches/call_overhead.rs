@@ -28,7 +28,13 @@ async fn measure(label: &str, options: RuntimeOptions, wasm: &[u8]) {
         .load("template", wasm, "", limits)
         .await
         .expect("load");
-    let policy = Policy::new(limits, Grants::default(), Default::default(), None);
+    let policy = Policy::new(
+        limits,
+        Grants::default(),
+        Default::default(),
+        None,
+        runtime.gate("bench", &limits),
+    );
     let caller = Caller {
         subject: None,
         client_id: None,

@@ -435,6 +435,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(addr = %local, "listening on http://{local}/mcp");
     eprintln!("stockade listening on http://{local}/mcp");
     let stop = shutdown.clone();
+    // Answers go out at once: without TCP_NODELAY a kept-alive client waits for
+    // Nagle's algorithm and delayed ACKs (~40 ms) on every response.
+    let listener = {
+        use axum::serve::ListenerExt;
+        listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!("cannot set TCP_NODELAY on a connection: {e}");
+            }
+        })
+    };
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -482,9 +492,15 @@ async fn plugins_inspect(file: &std::path::Path, json: bool) -> anyhow::Result<(
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("plugin:   {} ({} {})", plugin.name, info.name, info.version);
+    let show = inspect::printable;
+    println!(
+        "plugin:   {} ({} {})",
+        plugin.name,
+        show(&info.name),
+        show(&info.version)
+    );
     if let Some(d) = &info.description {
-        println!("about:    {d}");
+        println!("about:    {}", show(d));
     }
     println!("digest:   sha256:{}", plugin.digest);
     println!("tools:");
@@ -496,8 +512,8 @@ async fn plugins_inspect(file: &std::path::Path, json: bool) -> anyhow::Result<(
         };
         println!(
             "  {}{ro}: {}",
-            t.name,
-            t.description.lines().next().unwrap_or_default()
+            show(&t.name),
+            show(t.description.lines().next().unwrap_or_default())
         );
     }
     if !plugin.code.resources.is_empty() || !plugin.code.resource_templates.is_empty() {

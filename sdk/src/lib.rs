@@ -103,6 +103,7 @@ mod prompt;
 mod resource;
 pub mod sql;
 mod tool;
+pub mod uri_template;
 
 /// Raw WASI 0.2.12 bindings (`wasi::http`, `wasi::io`, `wasi::filesystem`, ...), for
 /// what the typed wrappers and `std` do not cover, such as streaming HTTP.

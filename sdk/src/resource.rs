@@ -102,9 +102,10 @@ impl Resource {
 /// A family of text resources addressed by an RFC 6570 URI template (MCP
 /// `ResourceTemplate`), such as `notes://{name}`.
 ///
-/// The SDK matches URIs against the template's literal parts (each `{var}`
-/// matches one or more characters other than `/`) and hands the handler the URI
-/// and the variables, in template order.
+/// The SDK matches URIs against the template with [`crate::uri_template`] (each
+/// `{var}` matches one or more characters other than `/`, `?` and `#`; `{+var}`
+/// matches any) — the same matcher the host routes with — and hands the handler
+/// the URI and the variables, in template order.
 ///
 /// ```
 /// # use stockade_sdk::prelude::*;
@@ -176,36 +177,7 @@ impl From<ResourceTemplate> for ResourceEntry {
 
 /// Matches `uri` against `template`; returns the variables' values.
 fn match_template(template: &str, uri: &str) -> Option<Vec<String>> {
-    let mut vars = Vec::new();
-    let mut rest = uri;
-    let mut tpl = template;
-    loop {
-        match tpl.find('{') {
-            None => return (rest == tpl).then_some(vars),
-            Some(open) => {
-                rest = rest.strip_prefix(&tpl[..open])?;
-                let close = open + tpl[open..].find('}')?;
-                tpl = &tpl[close + 1..];
-                // The variable runs up to the next literal (or `/`, or the end).
-                let next_literal = tpl.find('{').map_or(tpl, |i| &tpl[..i]);
-                let segment = &rest[..rest.find('/').unwrap_or(rest.len())];
-                let end = if next_literal.is_empty() {
-                    segment.len()
-                } else if let Some(i) = segment.find(next_literal) {
-                    i
-                } else if next_literal.starts_with('/') {
-                    segment.len()
-                } else {
-                    return None;
-                };
-                if end == 0 {
-                    return None;
-                }
-                vars.push(rest[..end].to_owned());
-                rest = &rest[end..];
-            }
-        }
-    }
+    crate::uri_template::match_uri(template, uri)
 }
 
 /// `resources.list-resources`.

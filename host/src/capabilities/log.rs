@@ -22,8 +22,7 @@ impl From<Level> for LogLevel {
 impl Host for CallState {
     async fn log(&mut self, level: Level, logger: Option<String>, message: String) {
         let cx = &mut self.cx;
-        let size = message.len() + logger.as_ref().map_or(0, String::len);
-        if !cx.spend_notify(size) {
+        if !cx.spend_notify(&[Some(&message), logger.as_deref()]) {
             return;
         }
         tracing::debug!(plugin = %cx.plugin, tool = cx.tool.as_deref(), ?level, logger = logger.as_deref(), %message, "plugin log");

@@ -119,9 +119,14 @@ impl CallContext {
         CapabilityError::Denied(message)
     }
 
-    /// Takes `bytes` from the notification budget; false (and the message is
-    /// counted as dropped) when it does not fit.
-    pub(crate) fn spend_notify(&mut self, bytes: usize) -> bool {
+    /// Takes what a notification costs the client from the notification budget:
+    /// its text fields as they go on the wire (JSON-escaped) plus the fixed
+    /// envelope every message carries, so many tiny messages cost what they
+    /// really send. False (and the message is counted as dropped) when it does
+    /// not fit.
+    pub(crate) fn spend_notify(&mut self, fields: &[Option<&str>]) -> bool {
+        let bytes =
+            NOTIFICATION_ENVELOPE + fields.iter().flatten().map(|f| json_len(f)).sum::<usize>();
         if bytes <= self.notify_budget {
             self.notify_budget -= bytes;
             true
@@ -163,3 +168,18 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
 }
 
 impl crate::bindings::types::Host for CallState {}
+
+/// Bytes of a log or progress notification besides its text: the JSON-RPC
+/// envelope, method, level or progress numbers, and the SSE framing.
+pub(crate) const NOTIFICATION_ENVELOPE: usize = 160;
+
+/// The length of `s` as a JSON string body (escapes included).
+pub(crate) fn json_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
+}

@@ -9,7 +9,7 @@ impl Host for CallState {
         if !progress.is_finite() || total.is_some_and(|t| !t.is_finite()) {
             return;
         }
-        if !cx.spend_notify(32 + message.as_ref().map_or(0, String::len)) {
+        if !cx.spend_notify(&[message.as_deref()]) {
             return;
         }
         if let Some(link) = &cx.link {

@@ -11,6 +11,8 @@
 //! audited) → routes. Every handler that reads a body bounds it again (chunked
 //! bodies declare no length).
 
+mod disconnect;
+
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -92,7 +94,8 @@ pub fn router(
     };
     let mcp_routes = Router::new()
         .nest_service("/mcp", mcp)
-        .route_layer(from_fn_with_state(gate_state, gate));
+        .route_layer(from_fn_with_state(gate_state, gate))
+        .route_layer(axum::middleware::from_fn(disconnect::cancel_on_disconnect));
     let guard = Guard {
         auth: auth.clone(),
         hosts: Arc::new(config.allowed_hosts),

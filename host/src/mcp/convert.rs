@@ -214,35 +214,11 @@ pub fn prompt_result(p: &PromptResult) -> Value {
     m.into()
 }
 
-/// Whether `uri` matches the RFC 6570 template `template` (simple `{var}`
-/// expressions match one path segment; `{+var}` and `{/var}`-style ones match any
-/// remainder).
+/// Whether `uri` matches the RFC 6570 template `template`, with the matcher the
+/// SDK uses too ([`stockade_sdk::uri_template`]): linear in the URI's length,
+/// simple `{var}` expressions match within a path segment, `{+var}` any text.
 pub fn uri_matches(template: &str, uri: &str) -> bool {
-    fn go(t: &str, u: &str) -> bool {
-        match t.find('{') {
-            None => t == u,
-            Some(open) => {
-                let (lit, rest) = t.split_at(open);
-                let Some(u) = u.strip_prefix(lit) else {
-                    return false;
-                };
-                let Some(close) = rest.find('}') else {
-                    return false;
-                };
-                let expr = &rest[1..close];
-                let after = &rest[close + 1..];
-                let greedy = expr.starts_with(['+', '#', '/']);
-                (1..=u.len())
-                    .rev()
-                    .filter(|&i| u.is_char_boundary(i))
-                    .any(|i| {
-                        let (var, tail) = u.split_at(i);
-                        (greedy || !var.contains('/')) && go(after, tail)
-                    })
-            }
-        }
-    }
-    go(template, uri)
+    stockade_sdk::uri_template::matches(template, uri)
 }
 
 /// Deserializes MCP JSON into an rmcp type. The JSON is built by this module, so

@@ -50,6 +50,20 @@ pub struct Shared {
     pub sessions: Arc<Sessions>,
 }
 
+/// Cancelled when the client of an HTTP request went away before its response
+/// was delivered (set by the HTTP layer, found in the request parts).
+#[derive(Clone, Default, Debug)]
+pub struct ClientGone(pub tokio_util::sync::CancellationToken);
+
+/// The [`ClientGone`] token of the request, if the HTTP layer set one.
+fn client_gone(cx: &RequestContext<RoleServer>) -> tokio_util::sync::CancellationToken {
+    cx.extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|p| p.extensions.get::<ClientGone>())
+        .map(|g| g.0.clone())
+        .unwrap_or_default()
+}
+
 /// The MCP handler of one session.
 #[derive(Clone)]
 pub struct StockadeMcp {
@@ -93,15 +107,22 @@ impl StockadeMcp {
             sql: plugin.policy.sql.clone(),
             audit: Some(self.shared.audit.clone()),
         };
+        let gone = client_gone(rq);
+        let stopped = |failure| crate::runtime::CallReport {
+            outcome: Err(failure),
+            fuel_used: 0,
+            duration: started.elapsed(),
+            notify_dropped: 0,
+            stderr: String::new(),
+        };
+        // Dropping the invocation stops the guest (or gives up its queue place).
         let report = tokio::select! {
             r = self.shared.runtime.invoke(&plugin.code, &plugin.policy, op, cx) => r,
-            () = rq.ct.cancelled() => return crate::runtime::CallReport {
-                outcome: Err(CallFailure::Cancelled),
-                fuel_used: 0,
-                duration: started.elapsed(),
-                notify_dropped: 0,
-                stderr: String::new(),
-            },
+            () = rq.ct.cancelled() => return stopped(CallFailure::Cancelled),
+            () = gone.cancelled() => {
+                tracing::info!("client went away; call stopped");
+                return stopped(CallFailure::Disconnected);
+            }
         };
         link.flush().await;
         if !report.stderr.is_empty() {
@@ -137,6 +158,80 @@ fn permitted(who: Option<&Principal>, plugin: &Plugin) -> bool {
         (Some(scope), Some(p)) => p.has_scope(scope),
         _ => true,
     }
+}
+
+/// What a plugin operation was asked for, for its audit record.
+enum Target<'a> {
+    Tool(&'a str),
+    Resource(&'a str),
+    Prompt(&'a str),
+}
+
+/// The audit record of one plugin operation (tool call, resource read, prompt
+/// rendering): who, what, with which arguments, and how it ended.
+fn call_record(
+    target: Target<'_>,
+    plugin: &Plugin,
+    who: Option<&Principal>,
+    arguments: &str,
+    redacted: Option<Value>,
+    report: &crate::runtime::CallReport,
+) -> ToolCallRecord {
+    let (kind, target) = match target {
+        Target::Tool(t) => ("tool", t),
+        Target::Resource(u) => ("resource", u),
+        Target::Prompt(p) => ("prompt", p),
+    };
+    let mut record = ToolCallRecord {
+        subject: who.map(|p| p.subject.clone()),
+        client_id: who.and_then(|p| p.client_id.clone()),
+        kind,
+        target: target.chars().take(2048).collect(),
+        plugin: plugin.name.clone(),
+        version: plugin.code.info.version.clone(),
+        digest: plugin.digest.clone(),
+        arguments_sha256: sha256_hex(arguments.as_bytes()),
+        arguments: redacted.unwrap_or(Value::Null),
+        outcome: "ok",
+        duration_us: report.duration.as_micros() as u64,
+        fuel: report.fuel_used,
+        dropped_notifications: report.notify_dropped,
+        ..Default::default()
+    };
+    let short = |m: &str| Some(m.chars().take(300).collect::<String>());
+    match &report.outcome {
+        Ok(OpOutput::Tool(Ok(r))) if r.is_error => record.outcome = "tool_error",
+        Ok(OpOutput::Tool(Ok(_)) | OpOutput::Resource(Ok(_)) | OpOutput::Prompt(Ok(_))) => {}
+        Ok(OpOutput::Tool(Err(guest_tools::ToolError::InvalidArguments(m))))
+        | Ok(OpOutput::Prompt(Err(guest_prompts::PromptError::InvalidArguments(m)))) => {
+            record.outcome = "invalid_arguments";
+            record.error = short(m);
+        }
+        Ok(OpOutput::Resource(Err(guest_resources::ResourceError::NotFound(m)))) => {
+            record.outcome = "not_found";
+            record.error = short(m);
+        }
+        Ok(OpOutput::Tool(Err(e))) => {
+            record.outcome = "failed";
+            record.error = short(&format!("{e:?}"));
+        }
+        Ok(OpOutput::Resource(Err(e))) => {
+            record.outcome = "failed";
+            record.error = short(&format!("{e:?}"));
+        }
+        Ok(OpOutput::Prompt(Err(e))) => {
+            record.outcome = "failed";
+            record.error = short(&format!("{e:?}"));
+        }
+        Err(CallFailure::Cancelled) => record.outcome = "cancelled",
+        Err(CallFailure::Disconnected) => record.outcome = "disconnected",
+        Err(f) => {
+            record.outcome = "failed";
+            record.limit = f.limit_name();
+            record.error = short(&f.to_string());
+        }
+    }
+    record
 }
 
 fn invalid_params(message: String) -> ErrorData {
@@ -239,46 +334,15 @@ impl ServerHandler for StockadeMcp {
             .run(&plugin, Some(name), op, &context)
             .instrument(span)
             .await;
+        let record = call_record(
+            Target::Tool(name),
+            &plugin,
+            who.as_ref(),
+            &arguments,
+            request.arguments.as_ref().map(|a| redact_object(a, 2048)),
+            &report,
+        );
         let outcome = report.outcome;
-        let mut record = ToolCallRecord {
-            subject: caller.subject.clone(),
-            client_id: caller.client_id.clone(),
-            kind: "tool",
-            target: name.to_owned(),
-            plugin: plugin.name.clone(),
-            version: plugin.code.info.version.clone(),
-            digest: plugin.digest.clone(),
-            arguments_sha256: sha256_hex(arguments.as_bytes()),
-            arguments: request
-                .arguments
-                .as_ref()
-                .map(|a| redact_object(a, 2048))
-                .unwrap_or(Value::Null),
-            outcome: "ok",
-            duration_us: report.duration.as_micros() as u64,
-            fuel: report.fuel_used,
-            dropped_notifications: report.notify_dropped,
-            ..Default::default()
-        };
-        match &outcome {
-            Ok(OpOutput::Tool(Ok(r))) if r.is_error => record.outcome = "tool_error",
-            Ok(OpOutput::Tool(Ok(_))) => {}
-            Ok(OpOutput::Tool(Err(guest_tools::ToolError::InvalidArguments(m)))) => {
-                record.outcome = "invalid_arguments";
-                record.error = Some(m.chars().take(300).collect());
-            }
-            Ok(OpOutput::Tool(Err(e))) => {
-                record.outcome = "failed";
-                record.error = Some(format!("{e:?}").chars().take(300).collect());
-            }
-            Ok(_) => record.outcome = "failed",
-            Err(CallFailure::Cancelled) => record.outcome = "cancelled",
-            Err(f) => {
-                record.outcome = "failed";
-                record.limit = f.limit_name();
-                record.error = Some(f.to_string().chars().take(300).collect());
-            }
-        }
         // The record is on disk before the client sees the answer.
         self.shared.audit.note(AuditEvent::ToolCall(record)).await;
         let json = match outcome {
@@ -349,6 +413,13 @@ impl ServerHandler for StockadeMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         let uri = request.uri.as_str();
+        if uri.len() > stockade_sdk::uri_template::MAX_URI_LEN {
+            return Err(invalid_params(format!(
+                "resource URI of {} bytes is too long (at most {} bytes)",
+                uri.len(),
+                stockade_sdk::uri_template::MAX_URI_LEN
+            )));
+        }
         let snapshot = self.shared.catalog.snapshot();
         let who = principal(&context);
         let visible = |p: &&Arc<Plugin>| permitted(who.as_ref(), p);
@@ -376,12 +447,21 @@ impl ServerHandler for StockadeMcp {
             return Err(not_found());
         };
         let span = tracing::info_span!("resource_read", %uri, plugin = %plugin.name);
-        let outcome = self
+        let report = self
             .run(&plugin, None, Op::ReadResource { uri }, &context)
             .instrument(span)
-            .await
-            .outcome;
-        match outcome {
+            .await;
+        let record = call_record(
+            Target::Resource(uri),
+            &plugin,
+            who.as_ref(),
+            uri,
+            None,
+            &report,
+        );
+        // The record is on disk before the client sees the contents.
+        self.shared.audit.note(AuditEvent::ToolCall(record)).await;
+        match report.outcome {
             Ok(OpOutput::Resource(Ok(contents))) => {
                 let contents: Vec<Value> =
                     contents.iter().map(convert::resource_contents).collect();
@@ -448,7 +528,7 @@ impl ServerHandler for StockadeMcp {
             })
             .collect();
         let span = tracing::info_span!("prompt_get", prompt = %name, plugin = %plugin.name);
-        let outcome = self
+        let report = self
             .run(
                 &plugin,
                 None,
@@ -459,9 +539,23 @@ impl ServerHandler for StockadeMcp {
                 &context,
             )
             .instrument(span)
-            .await
-            .outcome;
-        match outcome {
+            .await;
+        let args_json = request
+            .arguments
+            .as_ref()
+            .map(|a| serde_json::to_string(a).unwrap_or_default())
+            .unwrap_or_else(|| "{}".into());
+        let record = call_record(
+            Target::Prompt(name),
+            &plugin,
+            who.as_ref(),
+            &args_json,
+            request.arguments.as_ref().map(|a| redact_object(a, 2048)),
+            &report,
+        );
+        // The record is on disk before the client sees the prompt.
+        self.shared.audit.note(AuditEvent::ToolCall(record)).await;
+        match report.outcome {
             Ok(OpOutput::Prompt(Ok(p))) => {
                 let result: GetPromptResult = convert::to_rmcp(convert::prompt_result(&p))?;
                 Ok(GetPromptResponse::Complete(result))

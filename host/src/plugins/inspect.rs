@@ -22,9 +22,57 @@ pub fn declared_capabilities(bytes: &[u8]) -> Result<Option<Value>, String> {
     Ok(None)
 }
 
+/// `s` made safe to print on a terminal: control characters (escape sequences
+/// included) and bidirectional-text overrides are shown as `\u{..}` escapes.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A one-line TOML basic string holding `s` exactly: quotes, backslashes and
+/// every control character escaped (valid as a value and as a key).
+fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `k` as a TOML key: bare when it can be, quoted otherwise.
+fn toml_key(k: &str) -> String {
+    let bare = !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare { k.to_owned() } else { toml_string(k) }
+}
+
 /// The config snippet granting what a plugin declares, for the operator to review.
+/// Everything the plugin wrote is quoted as TOML data (keys too), so a hostile
+/// declaration cannot add lines or tables of its own.
 pub fn suggested_config(name: &str, digest: &str, declared: Option<&Value>) -> String {
-    let mut out = format!("[plugins.{name}]\ndigest = \"sha256:{digest}\"\n");
+    let table = format!("plugins.{}", toml_key(name));
+    let mut out = format!(
+        "[{table}]\ndigest = {}\n",
+        toml_string(&format!("sha256:{digest}"))
+    );
     let Some(d) = declared else {
         return out;
     };
@@ -40,7 +88,7 @@ pub fn suggested_config(name: &str, digest: &str, declared: Option<&Value>) -> S
     };
     let quoted = |v: &[String]| {
         v.iter()
-            .map(|s| format!("{s:?}"))
+            .map(|s| toml_string(s))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -52,25 +100,27 @@ pub fn suggested_config(name: &str, digest: &str, declared: Option<&Value>) -> S
         grants.push_str(&format!("client = [{}]\n", quoted(&list("client"))));
     }
     for k in list("env") {
-        grants.push_str(&format!("env.{k} = \"...\"\n"));
+        grants.push_str(&format!("env.{} = \"...\"\n", toml_key(&k)));
     }
     for g in list("dirs") {
         grants.push_str(&format!(
-            "dirs = [{{ host = \"/path/on/host\", guest = {g:?}, mode = \"ro\" }}]\n"
+            "dirs = [{{ host = \"/path/on/host\", guest = {}, mode = \"ro\" }}]\n",
+            toml_string(&g)
         ));
     }
     if !grants.is_empty() {
-        out.push_str(&format!("[plugins.{name}.grants]\n{grants}"));
+        out.push_str(&format!("[{table}.grants]\n{grants}"));
     }
     if !list("http").is_empty() {
         out.push_str(&format!(
-            "[plugins.{name}.grants.http]\nhosts = [{}]\n",
+            "[{table}.grants.http]\nhosts = [{}]\n",
             quoted(&list("http"))
         ));
     }
     for p in list("exec") {
         out.push_str(&format!(
-            "[[plugins.{name}.grants.exec]]\nprogram = {p:?}\n"
+            "[[{table}.grants.exec]]\nprogram = {}\n",
+            toml_string(&p)
         ));
     }
     out

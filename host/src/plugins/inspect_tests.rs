@@ -32,3 +32,31 @@ fn suggestion_pins_the_digest_and_lists_grants() {
     let parsed: toml::Value = toml::from_str(&s).unwrap();
     assert!(parsed.get("plugins").is_some());
 }
+
+#[test]
+fn hostile_declarations_stay_data_in_the_suggestion() {
+    // Keys and values that would close the string, start a new table, or
+    // carry terminal escape sequences if pasted as they are.
+    let caps = serde_json::json!({
+        "version": 1,
+        "env": ["A\"]\n[plugins.other.grants]\nexec = 1 #", "ok_NAME"],
+        "exec": ["/bin/x\"\n[[plugins.evil.grants.exec]]\nprogram = \"/bin/sh"],
+        "dirs": ["/d\u{1b}[2J"],
+    });
+    let s = suggested_config("p", "00", Some(&caps));
+    let parsed: toml::Value = toml::from_str(&s).expect("the suggestion parses");
+    let plugins = parsed["plugins"].as_table().unwrap();
+    assert_eq!(plugins.keys().collect::<Vec<_>>(), ["p"], "{s}");
+    let grants = &plugins["p"]["grants"];
+    assert!(grants["env"].get("ok_NAME").is_some());
+    assert_eq!(grants["env"].as_table().unwrap().len(), 2);
+    assert_eq!(grants["exec"].as_array().unwrap().len(), 1);
+    assert!(!s.contains('\u{1b}'), "raw escape in {s:?}");
+}
+
+#[test]
+fn printable_escapes_control_and_bidi_characters() {
+    assert_eq!(printable("ok \u{1b}[31mred"), "ok \\u{1b}[31mred");
+    assert_eq!(printable("a\u{202E}b"), "a\\u{202e}b");
+    assert_eq!(printable("plain é"), "plain é");
+}

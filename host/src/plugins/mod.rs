@@ -119,6 +119,28 @@ pub enum Refusal {
         /// The plugin already serving it.
         owner: String,
     },
+    /// A prompt name is already served by another plugin.
+    #[error(
+        "prompt `{prompt}` is already served by plugin `{owner}`; rename the prompt in one of the two plugins"
+    )]
+    DuplicatePrompt {
+        /// The prompt.
+        prompt: String,
+        /// The plugin already serving it.
+        owner: String,
+    },
+    /// A resource URI or URI template would serve URIs another plugin serves.
+    #[error(
+        "resource `{mine}` overlaps `{theirs}`, already served by plugin `{owner}`: some URI would match both; give one of the two plugins its own URI scheme or prefix"
+    )]
+    ResourceOverlap {
+        /// This plugin's URI or URI template.
+        mine: String,
+        /// The other plugin's URI or URI template.
+        theirs: String,
+        /// The plugin already serving it.
+        owner: String,
+    },
 }
 
 impl From<LoadError> for Refusal {
@@ -241,21 +263,7 @@ pub async fn reconcile(
     current: &Snapshot,
     settle: bool,
 ) -> std::io::Result<(Snapshot, Changes)> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(&config.plugins_dir)? {
-        let path = entry?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("wasm") || !path.is_file() {
-            continue;
-        }
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let Ok(stamp) = FileStamp::of(&path) else {
-            continue;
-        };
-        files.push((name, path, stamp));
-    }
+    let mut files = blocking(list_plugin_files(config.plugins_dir.clone())).await?;
     files.sort_by(|a, b| (a.2.modified, &a.0).cmp(&(b.2.modified, &b.0)));
 
     let mut changes = Changes::default();
@@ -300,10 +308,7 @@ pub async fn reconcile(
             continue;
         }
         // Read and hash the file once; every decision below uses these.
-        let read = std::fs::read(&path).map(|bytes| {
-            let digest = hex::encode(Sha256::digest(&bytes));
-            (bytes, digest)
-        });
+        let read = blocking(read_and_hash(path.clone())).await;
         let digest = read.as_ref().ok().map(|(_, d)| d.clone());
         let loaded = match (read, current.plugins.get(&name)) {
             (Err(e), _) => Err(Refusal::Read(e.to_string())),
@@ -312,7 +317,7 @@ pub async fn reconcile(
                 name: name.clone(),
                 path: path.clone(),
                 stamp,
-                policy: policy_for(config, &name, &d),
+                policy: policy_for(runtime, config, &name, &d),
                 digest: d,
                 code: old.code.clone(),
                 declared: old.declared.clone(),
@@ -349,21 +354,15 @@ pub async fn reconcile(
             }
         };
         plugin.stamp = stamp;
-        // Tool names must not collide with another serving plugin's.
-        let clash = plugin.code.tools.iter().find_map(|t| {
-            next.plugins
-                .values()
-                .filter(|p| p.name != name)
-                .find(|p| p.code.tools.iter().any(|o| o.name == t.name))
-                .map(|owner| (t.name.clone(), owner.name.clone()))
-        });
-        if let Some((tool, owner)) = clash {
+        // Tools, prompts and resources must not collide with another serving plugin's.
+        let clash = first_clash(&plugin, next.plugins.values().filter(|p| p.name != name));
+        if let Some(refusal) = clash {
             let r = Refused {
                 digest: Some(plugin.digest.clone()),
                 sig_stamp: FileStamp::of(&sign::sig_path(&path)).ok(),
                 path,
                 stamp,
-                refusal: Refusal::DuplicateTool { tool, owner },
+                refusal,
             };
             tracing::error!(plugin = %name, file = %r.path.display(), "plugin refused: {}", r.refusal);
             next.refused.insert(name.clone(), r.clone());
@@ -390,21 +389,86 @@ pub async fn reconcile(
     Ok((next, changes))
 }
 
+/// Runs blocking file I/O on the blocking pool, not on an async worker.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
+/// The `*.wasm` files of `dir` as (plugin name, path, stamp).
+fn list_plugin_files(
+    dir: PathBuf,
+) -> impl FnOnce() -> std::io::Result<Vec<(String, PathBuf, FileStamp)>> {
+    move || {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("wasm") || !path.is_file() {
+                continue;
+            }
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let Ok(stamp) = FileStamp::of(&path) else {
+                continue;
+            };
+            files.push((name, path, stamp));
+        }
+        Ok(files)
+    }
+}
+
+/// A file's bytes and their sha256 (hex).
+fn read_and_hash(path: PathBuf) -> impl FnOnce() -> std::io::Result<(Vec<u8>, String)> {
+    move || {
+        let bytes = std::fs::read(&path)?;
+        let digest = hex::encode(Sha256::digest(&bytes));
+        Ok((bytes, digest))
+    }
+}
+
 /// The same plugins under a new configuration: every plugin gets its new limits
-/// and grants; the compiled code is shared.
-pub fn with_config(current: &Snapshot, config: &Config) -> Snapshot {
+/// and grants (the compiled code is shared), and the signature policy is applied
+/// again: a plugin that the new `[signatures]` settings refuse stops serving.
+pub fn with_config(runtime: &Runtime, current: &Snapshot, config: &Config) -> (Snapshot, Changes) {
+    let mut changes = Changes::default();
+    // Files refused for their signature get another look under the new settings
+    // at the next rescan; other refusals stand until their file changes.
     let mut next = Snapshot {
-        refused: current.refused.clone(),
+        refused: current
+            .refused
+            .iter()
+            .filter(|(_, r)| !matches!(r.refusal, Refusal::Signature(_)))
+            .map(|(n, r)| (n.clone(), r.clone()))
+            .collect(),
         ..Snapshot::default()
     };
     for (name, p) in &current.plugins {
+        if let Err(why) = sign::check(&config.signatures, &p.path, &p.digest) {
+            let r = Refused {
+                path: p.path.clone(),
+                stamp: p.stamp,
+                digest: Some(p.digest.clone()),
+                sig_stamp: FileStamp::of(&sign::sig_path(&p.path)).ok(),
+                refusal: Refusal::Signature(why),
+            };
+            tracing::error!(plugin = %name, "plugin stops serving: {}", r.refusal);
+            next.refused.insert(name.clone(), r.clone());
+            changes.refused.push((name.clone(), r));
+            changes.removed.push(name.clone());
+            continue;
+        }
         let plugin = Arc::new(Plugin {
             name: p.name.clone(),
             path: p.path.clone(),
             stamp: p.stamp,
             digest: p.digest.clone(),
             code: p.code.clone(),
-            policy: policy_for(config, name, &p.digest),
+            policy: policy_for(runtime, config, name, &p.digest),
             declared: p.declared.clone(),
         });
         for (i, t) in plugin.code.tools.iter().enumerate() {
@@ -412,7 +476,7 @@ pub fn with_config(current: &Snapshot, config: &Config) -> Snapshot {
         }
         next.plugins.insert(name.clone(), plugin);
     }
-    next
+    (next, changes)
 }
 
 /// Reads, hashes, loads and checks one plugin file.
@@ -422,9 +486,10 @@ pub async fn load_file(
     name: &str,
     path: &Path,
 ) -> Result<Plugin, Refusal> {
-    let bytes = std::fs::read(path).map_err(|e| Refusal::Read(e.to_string()))?;
+    let (bytes, digest) = blocking(read_and_hash(path.to_owned()))
+        .await
+        .map_err(|e| Refusal::Read(e.to_string()))?;
     let stamp = FileStamp::of(path).map_err(|e| Refusal::Read(e.to_string()))?;
-    let digest = hex::encode(Sha256::digest(&bytes));
     load_bytes(runtime, config, name, path, stamp, &bytes, digest).await
 }
 
@@ -450,7 +515,7 @@ async fn load_bytes(
         name: name.to_owned(),
         path: path.to_owned(),
         stamp,
-        policy: policy_for(config, name, &digest),
+        policy: policy_for(runtime, config, name, &digest),
         digest,
         code: Arc::new(code),
         declared,
@@ -459,7 +524,7 @@ async fn load_bytes(
 
 /// The policy of plugin `name` whose file has `digest`. A digest that does not
 /// match the operator's pin drops every grant (and says so in the log).
-pub fn policy_for(config: &Config, name: &str, digest: &str) -> Policy {
+pub fn policy_for(runtime: &Runtime, config: &Config, name: &str, digest: &str) -> Policy {
     let (grants, mismatch) = config.grants_for(name, digest);
     if let Some(m) = mismatch {
         tracing::warn!(plugin = %name, "{m}");
@@ -470,7 +535,60 @@ pub fn policy_for(config: &Config, name: &str, digest: &str) -> Policy {
         .iter()
         .filter_map(|s| config.sql.get(s).map(|src| (s.clone(), src.clone())))
         .collect();
-    Policy::new(config.limits_for(name), grants, sql, scope)
+    let limits = config.limits_for(name);
+    Policy::new(limits, grants, sql, scope, runtime.gate(name, &limits))
+}
+
+/// The first name or URI `plugin` shares with one of `others`, as a refusal:
+/// tools and prompts by name, resources when some URI would be served by both
+/// (a concrete URI equal to or matched by the other's, overlapping templates).
+/// The plugin already serving keeps it.
+fn first_clash<'a>(
+    plugin: &Plugin,
+    others: impl Iterator<Item = &'a Arc<Plugin>>,
+) -> Option<Refusal> {
+    use stockade_sdk::uri_template::overlap;
+    fn uris(c: &PluginCode) -> impl Iterator<Item = &str> {
+        c.resources
+            .iter()
+            .map(|r| r.uri.as_str())
+            .chain(c.resource_templates.iter().map(|t| t.uri_template.as_str()))
+    }
+    let code = &plugin.code;
+    for other in others {
+        let owner = || other.name.clone();
+        let theirs = &other.code;
+        if let Some(t) = code
+            .tools
+            .iter()
+            .find(|t| theirs.tools.iter().any(|o| o.name == t.name))
+        {
+            return Some(Refusal::DuplicateTool {
+                tool: t.name.clone(),
+                owner: owner(),
+            });
+        }
+        if let Some(p) = code
+            .prompts
+            .iter()
+            .find(|p| theirs.prompts.iter().any(|o| o.name == p.name))
+        {
+            return Some(Refusal::DuplicatePrompt {
+                prompt: p.name.clone(),
+                owner: owner(),
+            });
+        }
+        for mine in uris(code) {
+            if let Some(t) = uris(theirs).find(|t| overlap(mine, t)) {
+                return Some(Refusal::ResourceOverlap {
+                    mine: mine.to_owned(),
+                    theirs: t.to_owned(),
+                    owner: owner(),
+                });
+            }
+        }
+    }
+    None
 }
 
 /// Checks the tool list a plugin gave: valid unique names, object input schemas.

@@ -20,6 +20,8 @@ use crate::runtime::Runtime;
 
 /// Quiet time that ends a burst of events.
 const DEBOUNCE: Duration = Duration::from_millis(100);
+/// The longest a burst is held back, however busy the directory is.
+const MAX_WAIT: Duration = Duration::from_millis(500);
 /// When to look again at files still being written.
 const RECHECK: Duration = Duration::from_millis(300);
 /// A full rescan even without events.
@@ -86,6 +88,7 @@ impl Reloader {
     /// Rescans the plugin directory once; returns what changed.
     pub async fn rescan(&self) -> Changes {
         let config = self.config();
+        tracing::debug!(dir = %config.plugins_dir.display(), "rescanning the plugin directory");
         let current = self.catalog.snapshot();
         let (next, changes) = match reconcile(&self.runtime, &config, &current, true).await {
             Ok(r) => r,
@@ -104,6 +107,15 @@ impl Reloader {
         }
         self.catalog.replace(next);
         self.publish();
+        self.audit_changes(&changes).await;
+        if changes.lists_changed() {
+            self.changed.send_modify(|n| *n += 1);
+        }
+        changes
+    }
+
+    /// Audits what a reconcile or a config change did to the served plugins.
+    async fn audit_changes(&self, changes: &Changes) {
         for p in &changes.loaded {
             self.audit
                 .note(AuditEvent::PluginLoaded {
@@ -132,10 +144,6 @@ impl Reloader {
                 })
                 .await;
         }
-        if changes.lists_changed() {
-            self.changed.send_modify(|n| *n += 1);
-        }
-        changes
     }
 
     /// Re-reads the config; applies it to every plugin, or keeps the old one.
@@ -154,8 +162,8 @@ impl Reloader {
                 }
                 let new = Arc::new(new);
                 *self.config.lock().unwrap_or_else(|e| e.into_inner()) = new.clone();
-                self.catalog
-                    .replace(with_config(&self.catalog.snapshot(), &new));
+                let (next, changes) = with_config(&self.runtime, &self.catalog.snapshot(), &new);
+                self.catalog.replace(next);
                 self.publish();
                 tracing::info!("config reloaded: new limits and grants apply to the next call");
                 self.audit
@@ -164,6 +172,7 @@ impl Reloader {
                         detail: "applied".into(),
                     })
                     .await;
+                self.audit_changes(&changes).await;
                 self.changed.send_modify(|n| *n += 1);
             }
             Err(e) => {
@@ -179,25 +188,42 @@ impl Reloader {
     }
 
     /// Watches the plugin directory and `config_file` until the process ends.
+    ///
+    /// Only content changes of the files that matter count: `*.wasm` and
+    /// `*.wasm.sig` in the plugin directory, and the config file itself (its
+    /// directory is watched so an editor's atomic rename is seen). Opening or
+    /// reading a file, listing the directory and changes to other files next to
+    /// the config are ignored, so the host's own reads never trigger it again.
+    /// A burst is applied once it has been quiet for [`DEBOUNCE`], and at most
+    /// [`MAX_WAIT`] after its first event however busy the directory is. A
+    /// config whose bytes did not change is not applied again.
     pub fn spawn_watcher(
         self: &Arc<Self>,
         config_file: Option<PathBuf>,
         source: ConfigSource,
     ) -> notify::Result<()> {
         let dir = self.config().plugins_dir.clone();
-        let (tx, mut rx) = mpsc::unbounded_channel::<notify::Event>();
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        let config_file = config_file.map(|f| std::path::absolute(&f).unwrap_or(f));
+        let (tx, mut rx) = mpsc::unbounded_channel::<Relevant>();
+        let filter = EventFilter {
+            plugins_dir: dir.clone(),
+            config_file: config_file.clone(),
+        };
         let mut watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                if let Ok(ev) = res {
-                    let _ = tx.send(ev);
+                if let Some(r) = res.ok().and_then(|ev| filter.classify(&ev)) {
+                    let _ = tx.send(r);
                 }
             })?;
         watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-        let config_file = config_file.map(|f| std::path::absolute(&f).unwrap_or(f));
         if let Some(parent) = config_file.as_ref().and_then(|f| f.parent()) {
-            watcher.watch(parent, RecursiveMode::NonRecursive)?;
+            if parent != dir {
+                watcher.watch(parent, RecursiveMode::NonRecursive)?;
+            }
         }
         let this = self.clone();
+        let mut config_hash = config_file.as_deref().and_then(file_hash);
         tokio::spawn(async move {
             let _watcher = watcher; // dropped (and stopped) with the task
             let mut recheck: Option<tokio::time::Instant> = None;
@@ -210,21 +236,108 @@ impl Reloader {
                     },
                     () = tokio::time::sleep_until(wake) => None,
                 };
-                let mut events: Vec<notify::Event> = first.into_iter().collect();
-                while let Ok(Some(ev)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {
-                    events.push(ev);
+                let mut burst = Burst::default();
+                if let Some(ev) = first {
+                    burst.add(ev);
+                    let give_up = tokio::time::Instant::now() + MAX_WAIT;
+                    loop {
+                        let quiet = (tokio::time::Instant::now() + DEBOUNCE).min(give_up);
+                        match tokio::time::timeout_at(quiet, rx.recv()).await {
+                            Ok(Some(ev)) => burst.add(ev),
+                            Ok(None) => return,
+                            Err(_) => break,
+                        }
+                    }
                 }
-                let config_touched = config_file
-                    .as_ref()
-                    .is_some_and(|f| events.iter().any(|e| e.paths.iter().any(|p| p == f)));
-                if config_touched {
-                    this.reload_config(&source).await;
+                if burst.config {
+                    let now = config_file.as_deref().and_then(file_hash);
+                    if now != config_hash {
+                        config_hash = now;
+                        this.reload_config(&source).await;
+                    } else {
+                        tracing::debug!("config file event without a content change; ignored");
+                    }
                 }
-                let changes = this.rescan().await;
-                recheck =
-                    (!changes.deferred.is_empty()).then(|| tokio::time::Instant::now() + RECHECK);
+                // A wake-up without events is the periodic rescan or a re-check;
+                // a new config may let refused files in.
+                if burst.plugins || burst.config || !burst.any {
+                    let changes = this.rescan().await;
+                    recheck = (!changes.deferred.is_empty())
+                        .then(|| tokio::time::Instant::now() + RECHECK);
+                } else {
+                    recheck = None;
+                }
             }
         });
         Ok(())
     }
+}
+
+/// What a relevant file-system event touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relevant {
+    /// A plugin file or its signature.
+    Plugin,
+    /// The config file.
+    Config,
+}
+
+/// The events of one burst.
+#[derive(Debug, Default)]
+struct Burst {
+    plugins: bool,
+    config: bool,
+    any: bool,
+}
+
+impl Burst {
+    fn add(&mut self, r: Relevant) {
+        self.any = true;
+        match r {
+            Relevant::Plugin => self.plugins = true,
+            Relevant::Config => self.config = true,
+        }
+    }
+}
+
+/// Decides which file-system events matter (see [`Reloader::spawn_watcher`]).
+struct EventFilter {
+    plugins_dir: PathBuf,
+    config_file: Option<PathBuf>,
+}
+
+impl EventFilter {
+    fn classify(&self, ev: &notify::Event) -> Option<Relevant> {
+        use notify::EventKind;
+        // Opening, reading and closing a file change nothing.
+        if matches!(ev.kind, EventKind::Access(_)) {
+            return None;
+        }
+        let mut hit = None;
+        for p in &ev.paths {
+            if self.config_file.as_deref() == Some(p.as_path()) {
+                return Some(Relevant::Config);
+            }
+            if p.parent() == Some(self.plugins_dir.as_path()) && is_plugin_file(p) {
+                hit = Some(Relevant::Plugin);
+            }
+        }
+        // An overflowed queue or an event without paths: look at everything.
+        if ev.paths.is_empty() || ev.need_rescan() {
+            return Some(Relevant::Plugin);
+        }
+        hit
+    }
+}
+
+/// `NAME.wasm` or `NAME.wasm.sig`.
+fn is_plugin_file(p: &std::path::Path) -> bool {
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    name.ends_with(".wasm") || name.ends_with(".wasm.sig")
+}
+
+/// The sha256 of a file's bytes, or `None` if it cannot be read.
+fn file_hash(path: &std::path::Path) -> Option<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    std::fs::read(path).ok().map(|b| Sha256::digest(&b).into())
 }

@@ -8,10 +8,11 @@
 //! [`CallFailure`].
 
 pub mod cache;
+pub mod gate;
 mod state;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, InstancePre, Linker};
@@ -20,6 +21,7 @@ use wasmtime::{
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
+pub use self::gate::{ConcurrencyGate, Gates};
 pub use self::state::{CallState, LimitHit};
 use crate::bindings::types::ResourceContents;
 use crate::bindings::{guest_prompts, guest_resources, guest_tools, names};
@@ -29,8 +31,20 @@ use crate::config::{Limits, MAX_MEMORY_MIB};
 /// How often the epoch advances: the granularity of deadlines and of yields.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// Fuel between two write-backs of the fuel count (see [`Runtime::store`]):
+/// about a millisecond of guest work.
+const FUEL_FLUSH: u64 = 2_000_000;
+
 /// The most wasm stack a call may use.
 const WASM_STACK: usize = 1 << 20;
+
+/// Core instances one component may create (a Rust plugin needs 2-4; one built
+/// with componentize-py about a dozen).
+const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+/// Linear memories one component may create (the memory limit is their total).
+const MAX_MEMORIES_PER_COMPONENT: u32 = 8;
+/// Tables one component may create.
+const MAX_TABLES_PER_COMPONENT: u32 = 16;
 
 /// Bytes of a guest's stdout/stderr kept per call (for the host log and trap messages).
 const STDIO_CAPTURE: usize = 64 * 1024;
@@ -85,11 +99,21 @@ pub enum CallFailure {
         queued: u32,
     },
     /// The result was larger than allowed.
-    #[error("result of {size} bytes exceeds the limit of {limit} KiB")]
+    #[error("result of {size} bytes exceeds the limit of {limit} KiB (max_result_kib)")]
     ResultTooLarge {
         /// The result's size.
         size: usize,
         /// The limit.
+        limit: u32,
+    },
+    /// More data than the result limit allows crossed from the plugin to the
+    /// host in one go (a result, or an argument of a host call), and the copy
+    /// was stopped as the bytes crossed.
+    #[error(
+        "the plugin passed more than {limit} KiB to the host at once (max_result_kib); the copy was stopped"
+    )]
+    TransferTooLarge {
+        /// The limit, in KiB.
         limit: u32,
     },
     /// The plugin trapped (a panic, `unreachable`, a stack overflow, ...).
@@ -98,6 +122,9 @@ pub enum CallFailure {
     /// The call was cancelled by the client.
     #[error("cancelled by the client")]
     Cancelled,
+    /// The client closed its connection before the answer was delivered.
+    #[error("the client went away")]
+    Disconnected,
 }
 
 impl CallFailure {
@@ -109,8 +136,12 @@ impl CallFailure {
             CallFailure::Memory(_) => "memory",
             CallFailure::Table(_) => "table",
             CallFailure::Busy { .. } => "concurrency",
-            CallFailure::ResultTooLarge { .. } => "result_size",
-            CallFailure::Trap(_) | CallFailure::Cancelled => return None,
+            CallFailure::ResultTooLarge { .. } | CallFailure::TransferTooLarge { .. } => {
+                "result_size"
+            }
+            CallFailure::Trap(_) | CallFailure::Cancelled | CallFailure::Disconnected => {
+                return None;
+            }
         })
     }
 }
@@ -128,7 +159,8 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
     ticker_stop: Arc<AtomicBool>,
-    cache: Option<cache::CodeCache>,
+    cache: Option<Arc<cache::CodeCache>>,
+    gates: Gates,
 }
 
 impl Drop for Runtime {
@@ -170,10 +202,15 @@ impl Runtime {
         config.epoch_interruption(options.epoch);
         config.max_wasm_stack(WASM_STACK);
         let mut pool = PoolingAllocationConfig::default();
+        // One component may not take more than a small share of the pool, so a
+        // plugin cannot starve the others by instantiating many core instances.
         pool.total_component_instances(512)
-            .total_core_instances(2048)
-            .total_memories(512)
-            .total_tables(1024)
+            .total_core_instances(4096)
+            .total_memories(1024)
+            .total_tables(2048)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
             .max_memory_size((MAX_MEMORY_MIB as usize) << 20)
             .table_elements(1 << 20);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
@@ -202,19 +239,27 @@ impl Runtime {
             linker,
             ticker_stop,
             cache: None,
+            gates: Gates::default(),
         })
     }
 
     /// Keeps compiled code in `dir` (see [`cache`]): creates the directory and
     /// its MAC key when missing.
     pub fn enable_cache(&mut self, dir: &std::path::Path) -> std::io::Result<()> {
-        self.cache = Some(cache::CodeCache::open(dir, &self.engine)?);
+        self.cache = Some(Arc::new(cache::CodeCache::open(dir, &self.engine)?));
         Ok(())
     }
 
     /// The compiled-code cache, if any.
     pub fn cache(&self) -> Option<&cache::CodeCache> {
-        self.cache.as_ref()
+        self.cache.as_deref()
+    }
+
+    /// The concurrency gate of plugin `name` with `limits` applied: one per name
+    /// for the life of the process, so reloads keep counting running calls.
+    pub fn gate(&self, name: &str, limits: &Limits) -> Arc<ConcurrencyGate> {
+        self.gates
+            .get(name, limits.max_concurrent, limits.max_queue)
     }
 
     /// The engine, shared by every plugin.
@@ -237,11 +282,19 @@ impl Runtime {
             ));
         }
         let started = Instant::now();
-        let (component, source) = match &self.cache {
-            Some(cache) => cache.component(&self.engine, digest, bytes),
-            None => Component::new(&self.engine, bytes).map(|c| (c, cache::Source::Compiled)),
-        }
-        .map_err(|e| LoadError::NotComponent(first_line(&e)))?;
+        // Compiling takes from milliseconds to seconds of CPU, and the cache
+        // reads and writes files: keep both off the async workers.
+        let (component, source) = {
+            let (engine, cache) = (self.engine.clone(), self.cache.clone());
+            let (digest, bytes) = (digest.to_owned(), bytes.to_vec());
+            tokio::task::spawn_blocking(move || match &cache {
+                Some(cache) => cache.component(&engine, &digest, &bytes),
+                None => Component::new(&engine, &bytes).map(|c| (c, cache::Source::Compiled)),
+            })
+            .await
+            .map_err(|e| LoadError::NotComponent(format!("the compiler task failed: {e}")))?
+            .map_err(|e| LoadError::NotComponent(first_line(&e)))?
+        };
         match source {
             cache::Source::Cache => tracing::debug!(
                 plugin = %name, digest, ms = started.elapsed().as_millis() as u64,
@@ -326,8 +379,17 @@ impl Runtime {
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        // Bounds every copy from the guest into the host (the result, and each
+        // host call's arguments) as the bytes cross, before host memory is spent.
+        store.set_hostcall_fuel(transfer_budget(limits));
         // Fuel is always enabled in the engine, so this cannot fail.
         let _ = store.set_fuel(limits.fuel);
+        // Compiled code keeps its fuel count in a register and writes it back
+        // only on some exits (not when an epoch deadline interrupts a loop):
+        // refilling every FUEL_FLUSH units writes it back regularly, so a call
+        // stopped by its deadline reports the fuel it really used (to within
+        // FUEL_FLUSH).
+        let _ = store.fuel_async_yield_interval(Some(FUEL_FLUSH));
         let deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut cx| {
@@ -351,9 +413,9 @@ impl Runtime {
     ) -> CallReport {
         let started = Instant::now();
         let limits = policy.limits;
-        let _permit = match policy.gate.enter().await {
-            Ok(p) => p,
-            Err(()) => {
+        let _slot = match policy.gate.enter().await {
+            Ok(slot) => slot,
+            Err(gate::Full) => {
                 return CallReport {
                     outcome: Err(CallFailure::Busy {
                         plugin: cx.plugin.clone(),
@@ -535,6 +597,23 @@ impl OpOutput {
     }
 }
 
+/// The most bytes one guest-to-host copy may carry: the result limit, with room
+/// for the result's structure, and never less than 1 MiB so host calls work
+/// under a small result limit.
+fn transfer_budget(limits: &Limits) -> usize {
+    ((limits.max_result_kib as usize) << 10).max(1 << 20) + (64 << 10)
+}
+
+/// Whether `e` is wasmtime stopping a guest-to-host copy past the store's
+/// hostcall fuel (its error type is private; its message is stable and covered
+/// by the `huge_result` sandbox test).
+fn is_transfer_limit(e: &wasmtime::Error) -> bool {
+    e.chain().any(|c| {
+        c.to_string()
+            .contains("fuel allocated for hostcalls has been exhausted")
+    })
+}
+
 /// Turns a wasmtime error from a call into the failure it represents.
 fn classify(e: &wasmtime::Error, store: &Store<CallState>, limits: &Limits) -> CallFailure {
     match store.data().limiter.hit {
@@ -544,6 +623,11 @@ fn classify(e: &wasmtime::Error, store: &Store<CallState>, limits: &Limits) -> C
             return CallFailure::Timeout(Duration::from_millis(limits.timeout_ms));
         }
         None => {}
+    }
+    if is_transfer_limit(e) {
+        return CallFailure::TransferTooLarge {
+            limit: limits.max_result_kib,
+        };
     }
     if let Some(trap) = e.downcast_ref::<Trap>() {
         match trap {
@@ -560,14 +644,46 @@ fn classify(e: &wasmtime::Error, store: &Store<CallState>, limits: &Limits) -> C
             _ => {}
         }
     }
-    let mut message = e
-        .downcast_ref::<Trap>()
-        .map_or_else(|| first_line(e), |t| t.to_string());
+    let mut message = trap_message(e);
     let stderr = String::from_utf8_lossy(&store.data().stderr.contents()).into_owned();
     if let Some(panic) = panic_message(&stderr) {
         message = format!("{panic} ({message})");
     }
     CallFailure::Trap(message)
+}
+
+/// What went wrong, as one line: the trap kind (or the root cause of a host
+/// error) and the innermost wasm frames, e.g. `wasm \`unreachable\` instruction
+/// executed in hostile::crash <- hostile::call_tool`.
+fn trap_message(e: &wasmtime::Error) -> String {
+    const FRAMES: usize = 3;
+    let cause = match e.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => e.root_cause().to_string(),
+    };
+    let cause = cause.lines().next().unwrap_or_default().to_owned();
+    let frames: Vec<String> = e
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .map(|bt| {
+            bt.frames()
+                .iter()
+                .take(FRAMES)
+                .map(|f| match f.func_name() {
+                    Some(name) => name.chars().take(120).collect(),
+                    None => format!(
+                        "{}!<function {}>",
+                        f.module().name().unwrap_or("<module>"),
+                        f.func_index()
+                    ),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if frames.is_empty() {
+        cause
+    } else {
+        format!("{cause} in {}", frames.join(" <- "))
+    }
 }
 
 /// Extracts a Rust guest's panic message from its stderr, if there is one.
@@ -635,54 +751,26 @@ pub struct Policy {
     pub sql: Arc<std::collections::BTreeMap<String, crate::config::SqlSource>>,
     /// The OAuth scope a caller must hold, if any.
     pub scope: Option<String>,
-    gate: Gate,
+    gate: Arc<ConcurrencyGate>,
 }
 
 impl Policy {
-    /// A policy with `limits` and `grants`.
+    /// A policy with `limits` and `grants`, admitting calls through `gate`
+    /// (from [`Runtime::gate`]).
     pub fn new(
         limits: Limits,
         grants: crate::config::Grants,
         sql: std::collections::BTreeMap<String, crate::config::SqlSource>,
         scope: Option<String>,
+        gate: Arc<ConcurrencyGate>,
     ) -> Self {
         Self {
-            gate: Gate::new(limits.max_concurrent, limits.max_queue),
+            gate,
             limits,
             grants: Arc::new(grants),
             sql: Arc::new(sql),
             scope,
         }
-    }
-}
-
-/// A concurrency cap with a bounded queue.
-struct Gate {
-    slots: Arc<tokio::sync::Semaphore>,
-    waiting: AtomicUsize,
-    max_queue: usize,
-}
-
-impl Gate {
-    fn new(max_concurrent: u32, max_queue: u32) -> Self {
-        Self {
-            slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent as usize)),
-            waiting: AtomicUsize::new(0),
-            max_queue: max_queue as usize,
-        }
-    }
-
-    async fn enter(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ()> {
-        if let Ok(p) = self.slots.clone().try_acquire_owned() {
-            return Ok(p);
-        }
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_queue {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(());
-        }
-        let permit = self.slots.clone().acquire_owned().await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        permit.map_err(|_| ())
     }
 }
 

@@ -64,13 +64,19 @@ impl CallState {
                 tracing::warn!(plugin = %cx.plugin, dir = %d.host.display(), "granted directory unavailable: {e}");
             }
         }
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(HTTP_FIELDS_BYTES);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(RESOURCE_TABLE_ENTRIES);
         Self {
             wasi: b.build(),
-            http: WasiHttpCtx::new(),
+            http,
             http_policy: HttpPolicy::new(cx.plugin.clone(), cx.grants.http.as_ref()),
-            table: ResourceTable::new(),
+            table,
             limiter: Limiter {
                 memory_bytes,
+                memory_used: 0,
+                last_growth: 0,
                 table_elements,
                 hit: None,
             },
@@ -99,25 +105,57 @@ impl WasiHttpView for CallState {
     }
 }
 
+/// Host-side handles (streams, HTTP requests, header maps, ...) one call may
+/// hold at once: each costs host memory that the linear-memory limit does not see.
+const RESOURCE_TABLE_ENTRIES: usize = 1024;
+
+/// The in-memory size of one set of HTTP headers a call may build.
+const HTTP_FIELDS_BYTES: usize = 32 * 1024;
+
 /// Caps linear memory and tables, remembering which cap was hit.
+///
+/// The memory cap is the total of every linear memory of the call: a component
+/// made of several core instances, each with its own memory, shares one budget.
+/// Memories are never shrunk, so the sum only grows.
 pub(crate) struct Limiter {
     memory_bytes: usize,
+    memory_used: usize,
+    last_growth: usize,
     table_elements: usize,
     pub(crate) hit: Option<LimitHit>,
+}
+
+#[cfg(test)]
+impl Limiter {
+    /// Bytes of linear memory the call holds now.
+    pub(crate) fn memory_used(&self) -> usize {
+        self.memory_used
+    }
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
+        let total = self
+            .memory_used
+            .saturating_add(desired.saturating_sub(current));
+        if total > self.memory_bytes {
             self.hit = Some(LimitHit::Memory);
             wasmtime::bail!("memory limit exceeded");
         }
+        self.last_growth = total - self.memory_used;
+        self.memory_used = total;
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        // Counted above but refused by the memory's own maximum: not held.
+        self.memory_used -= std::mem::take(&mut self.last_growth);
+        Ok(())
     }
 
     fn table_growing(

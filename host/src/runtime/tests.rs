@@ -30,16 +30,79 @@ fn core_modules_are_told_apart() {
     assert!(!wasmparser_is_core_module(b"\0asm\x0d\0\x01\0"));
 }
 
-#[tokio::test]
-async fn gate_bounds_queue() {
-    let gate = Arc::new(Gate::new(1, 1));
-    let first = gate.enter().await.unwrap();
-    let g = gate.clone();
-    let waiter = tokio::spawn(async move { g.enter().await.map(drop).is_ok() });
-    while gate.waiting.load(Ordering::Acquire) == 0 {
-        tokio::task::yield_now().await;
+/// A component of `n` core instances of one module with a 1-page memory that
+/// exports `grow`; each instance's `grow` is lifted as `grow-<i>`.
+fn many_memories_component(n: usize) -> String {
+    let mut wat = String::from(
+        "(component\n (core module $m (memory 1) (func (export \"grow\") (param i32) (result i32) local.get 0 memory.grow))\n",
+    );
+    for i in 0..n {
+        wat.push_str(&format!(" (core instance $i{i} (instantiate $m))\n"));
+        wat.push_str(&format!(
+            " (func (export \"grow-{i}\") (param \"pages\" u32) (result s32) (canon lift (core func $i{i} \"grow\")))\n"
+        ));
     }
-    assert!(gate.enter().await.is_err(), "a queue of one is full");
-    drop(first);
-    assert!(waiter.await.unwrap(), "the queued caller gets the slot");
+    wat.push(')');
+    wat
+}
+
+fn test_limits(memory_mib: u32) -> Limits {
+    Limits {
+        memory_mib,
+        ..Limits::default()
+    }
+}
+
+/// Issue 11.5: the memory limit is the total of every linear memory of the
+/// call, not a cap per memory: six core instances may not take 6 × 60 MiB.
+#[tokio::test]
+async fn the_memory_limit_is_per_call_not_per_memory() {
+    let runtime = Runtime::new().unwrap();
+    let component = Component::new(runtime.engine(), many_memories_component(6)).unwrap();
+    let pre = runtime.linker.instantiate_pre(&component).unwrap();
+    let limits = test_limits(64);
+    let mut store = runtime.store(CallContext::internal("multi"), &limits);
+    let instance = pre.instantiate_async(&mut store).await.unwrap();
+    let pages_60_mib = 60 * 16;
+    let grow0 = instance
+        .get_typed_func::<(u32,), (i32,)>(&mut store, "grow-0")
+        .unwrap();
+    let (old,) = grow0.call_async(&mut store, (pages_60_mib,)).await.unwrap();
+    assert_eq!(old, 1, "the first memory grows to 61 MiB");
+    let grow1 = instance
+        .get_typed_func::<(u32,), (i32,)>(&mut store, "grow-1")
+        .unwrap();
+    let e = grow1
+        .call_async(&mut store, (pages_60_mib,))
+        .await
+        .expect_err("a second 60 MiB memory is over the 64 MiB budget");
+    assert_eq!(store.data().limiter.hit, Some(LimitHit::Memory));
+    assert_eq!(classify(&e, &store, &limits), CallFailure::Memory(64));
+    assert!(store.data().limiter.memory_used() <= 64 << 20);
+}
+
+/// Issue 11.5: one component may hold only a small share of the instance pool.
+#[tokio::test]
+async fn a_component_may_not_take_the_whole_pool() {
+    let runtime = Runtime::new().unwrap();
+    let limits = test_limits(64);
+    let small = Component::new(
+        runtime.engine(),
+        many_memories_component(MAX_MEMORIES_PER_COMPONENT as usize),
+    )
+    .unwrap();
+    let pre = runtime.linker.instantiate_pre(&small).unwrap();
+    let mut store = runtime.store(CallContext::internal("ok"), &limits);
+    assert!(pre.instantiate_async(&mut store).await.is_ok());
+    // Refused when compiled, so such a plugin never loads.
+    let e = Component::new(
+        runtime.engine(),
+        many_memories_component(MAX_MEMORIES_PER_COMPONENT as usize + 1),
+    )
+    .err()
+    .expect("refused");
+    assert!(
+        format!("{e:#}").contains("exceeds the configured maximum"),
+        "{e:#}"
+    );
 }

@@ -1,0 +1,65 @@
+//! Stops the work of a request whose client went away.
+//!
+//! Every `/mcp` request gets a [`ClientGone`] token in its extensions (the MCP
+//! handler finds it in the request parts). The response body is wrapped: if it is
+//! dropped before its end — the client closed the connection, or the stream was
+//! torn down — the token is cancelled, and a plugin call still waiting for a
+//! slot or running stops at once (and is audited as `disconnected`).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use http_body::Frame;
+use tokio_util::sync::DropGuard;
+
+use crate::mcp::ClientGone;
+
+/// The middleware: see the module docs.
+pub async fn cancel_on_disconnect(mut req: Request, next: Next) -> Response {
+    let gone = ClientGone::default();
+    req.extensions_mut().insert(gone.clone());
+    let response = next.run(req).await;
+    let (parts, body) = response.into_parts();
+    let body = Body::new(Guarded {
+        inner: body,
+        guard: Some(gone.0.drop_guard()),
+    });
+    Response::from_parts(parts, body)
+}
+
+/// A response body that cancels its request's token if dropped unfinished.
+struct Guarded {
+    inner: Body,
+    guard: Option<DropGuard>,
+}
+
+impl http_body::Body for Guarded {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            // Delivered to the end: nothing to cancel.
+            if let Some(guard) = self.guard.take() {
+                guard.disarm();
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
