@@ -625,7 +625,7 @@ fn plugins_sign(file: &std::path::Path, key: &std::path::Path) -> anyhow::Result
     let sig =
         sign::sign(&secret, &digest).map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
     let out = sign::sig_path(file);
-    crate::runtime::cache::write_atomic(&out, format!("{sig}\n").as_bytes(), None)
+    crate::fsutil::write_atomic(&out, format!("{sig}\n").as_bytes(), None)
         .with_context(|| format!("cannot write {}", out.display()))?;
     println!("signed sha256:{digest}: wrote {}", out.display());
     Ok(())

@@ -23,6 +23,7 @@ pub mod bindings;
 pub mod capabilities;
 pub mod cli;
 pub mod config;
+pub mod fsutil;
 pub mod http;
 pub mod mcp;
 pub mod net;

@@ -110,7 +110,7 @@ pub fn write(snapshot: &Snapshot, plugins_dir: &Path, path: &Path) -> std::io::R
     let mut text = serde_json::to_vec_pretty(&to_json(snapshot, plugins_dir, "host"))
         .map_err(std::io::Error::other)?;
     text.push(b'\n');
-    crate::runtime::cache::write_atomic(path, &text, None)
+    crate::fsutil::write_atomic(path, &text, None)
 }
 
 /// Human-readable rendering of a listing.

@@ -178,6 +178,16 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Rebuilds the tool index from the serving plugins.
+    fn index_tools(&mut self) {
+        self.tools.clear();
+        for plugin in self.plugins.values() {
+            for (i, t) in plugin.code.tools.iter().enumerate() {
+                self.tools.insert(t.name.clone(), (plugin.clone(), i));
+            }
+        }
+    }
+
     /// Finds a tool by name.
     pub fn tool(&self, name: &str) -> Option<(&Arc<Plugin>, &crate::bindings::guest_tools::Tool)> {
         self.tools.get(name).map(|(p, i)| (p, &p.code.tools[*i]))
@@ -264,20 +274,70 @@ pub async fn reconcile(
     settle: bool,
 ) -> std::io::Result<(Snapshot, Changes)> {
     let mut files = blocking(list_plugin_files(config.plugins_dir.clone())).await?;
+    // Oldest first: at start-up the older file keeps a contested name.
     files.sort_by(|a, b| (a.2.modified, &a.0).cmp(&(b.2.modified, &b.0)));
-
     let mut changes = Changes::default();
+    let (mut next, candidates) = carry_over(current, files, &mut changes);
+    for (name, path, stamp) in candidates {
+        if settle && stamp.is_younger_than(SETTLE) {
+            changes.deferred.push(name);
+            continue;
+        }
+        let (loaded, digest) = load_candidate(runtime, config, current, &name, &path, stamp).await;
+        let refusal = match loaded {
+            Ok(plugin) => {
+                match first_clash(&plugin, next.plugins.values().filter(|p| p.name != name)) {
+                    None => {
+                        admit(&mut next, &mut changes, plugin);
+                        continue;
+                    }
+                    Some(clash) => clash,
+                }
+            }
+            // A recent file that does not parse (or whose signature has not
+            // arrived yet) is given until GRACE to become whole.
+            Err(refusal) if settle && is_unfinished(&refusal, &path, stamp) => {
+                changes.deferred.push(name);
+                continue;
+            }
+            Err(refusal) => refusal,
+        };
+        let r = Refused {
+            digest,
+            sig_stamp: FileStamp::of(&sign::sig_path(&path)).ok(),
+            path,
+            stamp,
+            refusal,
+        };
+        tracing::error!(plugin = %name, file = %r.path.display(), "plugin refused: {}", r.refusal);
+        next.refused.insert(name.clone(), r.clone());
+        changes.refused.push((name, r));
+    }
+    next.index_tools();
+    Ok((next, changes))
+}
+
+/// The start of the next snapshot: files gone are `removed`; unchanged serving
+/// plugins and unchanged refusals carry over as they are; a changed file under a
+/// serving name keeps the old version serving until the new one is ready (or for
+/// good, if it is refused). Returns the snapshot and the files to (re)load.
+fn carry_over(
+    current: &Snapshot,
+    files: Vec<(String, PathBuf, FileStamp)>,
+    changes: &mut Changes,
+) -> (Snapshot, Vec<(String, PathBuf, FileStamp)>) {
     let mut next = Snapshot::default();
     let present: std::collections::HashSet<&str> = files.iter().map(|f| f.0.as_str()).collect();
-    for name in current.plugins.keys() {
-        if !present.contains(name.as_str()) {
-            changes.removed.push(name.clone());
-        }
-    }
-    // Unchanged serving plugins and unchanged refusals carry over as they are.
+    changes.removed.extend(
+        current
+            .plugins
+            .keys()
+            .filter(|name| !present.contains(name.as_str()))
+            .cloned(),
+    );
     let mut candidates = Vec::new();
     for (name, path, stamp) in files {
-        let serving = current
+        let unchanged = current
             .plugins
             .get(&name)
             .filter(|p| p.stamp == stamp && p.path == path);
@@ -285,108 +345,69 @@ pub async fn reconcile(
             .refused
             .get(&name)
             .filter(|r| !r.is_stale(&path, stamp));
-        if let Some(p) = serving {
+        if let Some(p) = unchanged.or_else(|| current.plugins.get(&name)) {
             next.plugins.insert(name.clone(), p.clone());
-        } else {
-            if let Some(old) = current.plugins.get(&name) {
-                // A new file under a serving name: the old version serves until
-                // the new one is ready (or for good, if the new one is refused).
-                next.plugins.insert(name.clone(), old.clone());
-            }
-            if refused.is_none() {
-                candidates.push((name.clone(), path, stamp));
-            }
         }
         if let Some(r) = refused {
-            next.refused.insert(name, r.clone());
-        }
-    }
-
-    for (name, path, stamp) in candidates {
-        if settle && stamp.is_younger_than(SETTLE) {
-            changes.deferred.push(name);
-            continue;
-        }
-        // Read and hash the file once; every decision below uses these.
-        let read = blocking(read_and_hash(path.clone())).await;
-        let digest = read.as_ref().ok().map(|(_, d)| d.clone());
-        let loaded = match (read, current.plugins.get(&name)) {
-            (Err(e), _) => Err(Refusal::Read(e.to_string())),
-            // Same bytes under a new stamp (touched, copied again): keep the code.
-            (Ok((_, d)), Some(old)) if d == old.digest => Ok(Plugin {
-                name: name.clone(),
-                path: path.clone(),
-                stamp,
-                policy: policy_for(runtime, config, &name, &d),
-                digest: d,
-                code: old.code.clone(),
-                declared: old.declared.clone(),
-            }),
-            (Ok((bytes, d)), _) => {
-                load_bytes(runtime, config, &name, &path, stamp, &bytes, d).await
-            }
-        };
-        let mut plugin = match loaded {
-            Ok(p) => p,
-            Err(refusal) => {
-                // A recent file that does not parse (or whose signature has not
-                // arrived yet) is given until GRACE to become whole.
-                let unfinished = matches!(
-                    refusal,
-                    Refusal::Load(_) | Refusal::Read(_) | Refusal::Signature(_)
-                ) && (stamp.is_younger_than(GRACE)
-                    || FileStamp::of(&path).map_or(true, |now| now != stamp));
-                if settle && unfinished {
-                    changes.deferred.push(name);
-                    continue;
-                }
-                let r = Refused {
-                    digest,
-                    sig_stamp: FileStamp::of(&sign::sig_path(&path)).ok(),
-                    path,
-                    stamp,
-                    refusal,
-                };
-                tracing::error!(plugin = %name, file = %r.path.display(), "plugin refused: {}", r.refusal);
-                next.refused.insert(name.clone(), r.clone());
-                changes.refused.push((name, r));
-                continue;
-            }
-        };
-        plugin.stamp = stamp;
-        // Tools, prompts and resources must not collide with another serving plugin's.
-        let clash = first_clash(&plugin, next.plugins.values().filter(|p| p.name != name));
-        if let Some(refusal) = clash {
-            let r = Refused {
-                digest: Some(plugin.digest.clone()),
-                sig_stamp: FileStamp::of(&sign::sig_path(&path)).ok(),
-                path,
-                stamp,
-                refusal,
-            };
-            tracing::error!(plugin = %name, file = %r.path.display(), "plugin refused: {}", r.refusal);
             next.refused.insert(name.clone(), r.clone());
-            changes.refused.push((name, r));
-            continue;
-        }
-        let plugin = Arc::new(plugin);
-        tracing::info!(
-            plugin = %plugin.name,
-            version = %plugin.code.info.version,
-            digest = %plugin.digest,
-            tools = plugin.code.tools.len(),
-            "plugin loaded"
-        );
-        next.refused.remove(&name);
-        next.plugins.insert(name, plugin.clone());
-        changes.loaded.push(plugin);
-    }
-    for plugin in next.plugins.values() {
-        for (i, t) in plugin.code.tools.iter().enumerate() {
-            next.tools.insert(t.name.clone(), (plugin.clone(), i));
+        } else if unchanged.is_none() {
+            candidates.push((name, path, stamp));
         }
     }
-    Ok((next, changes))
+    (next, candidates)
+}
+
+/// Reads and hashes a candidate file once and loads it; the same bytes as the
+/// version serving (a touched or re-copied file) reuse its compiled code.
+/// Returns the plugin or the refusal, and the file's digest when it was read.
+async fn load_candidate(
+    runtime: &Runtime,
+    config: &Config,
+    current: &Snapshot,
+    name: &str,
+    path: &Path,
+    stamp: FileStamp,
+) -> (Result<Plugin, Refusal>, Option<String>) {
+    let read = blocking(read_and_hash(path.to_owned())).await;
+    let digest = read.as_ref().ok().map(|(_, d)| d.clone());
+    let loaded = match (read, current.plugins.get(name)) {
+        (Err(e), _) => Err(Refusal::Read(e.to_string())),
+        (Ok((_, d)), Some(old)) if d == old.digest => Ok(Plugin {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            stamp,
+            policy: policy_for(runtime, config, name, &d),
+            digest: d,
+            code: old.code.clone(),
+            declared: old.declared.clone(),
+        }),
+        (Ok((bytes, d)), _) => load_bytes(runtime, config, name, path, stamp, &bytes, d).await,
+    };
+    (loaded, digest)
+}
+
+/// Whether a refused file may still be being written: it failed to read, parse
+/// or verify, and it is recent or changed while we looked.
+fn is_unfinished(refusal: &Refusal, path: &Path, stamp: FileStamp) -> bool {
+    matches!(
+        refusal,
+        Refusal::Load(_) | Refusal::Read(_) | Refusal::Signature(_)
+    ) && (stamp.is_younger_than(GRACE) || FileStamp::of(path).map_or(true, |now| now != stamp))
+}
+
+/// Serves `plugin` in `next` (replacing an older version) and records it.
+fn admit(next: &mut Snapshot, changes: &mut Changes, plugin: Plugin) {
+    let plugin = Arc::new(plugin);
+    tracing::info!(
+        plugin = %plugin.name,
+        version = %plugin.code.info.version,
+        digest = %plugin.digest,
+        tools = plugin.code.tools.len(),
+        "plugin loaded"
+    );
+    next.refused.remove(&plugin.name);
+    next.plugins.insert(plugin.name.clone(), plugin.clone());
+    changes.loaded.push(plugin);
 }
 
 /// Runs blocking file I/O on the blocking pool, not on an async worker.
@@ -471,11 +492,9 @@ pub fn with_config(runtime: &Runtime, current: &Snapshot, config: &Config) -> (S
             policy: policy_for(runtime, config, name, &p.digest),
             declared: p.declared.clone(),
         });
-        for (i, t) in plugin.code.tools.iter().enumerate() {
-            next.tools.insert(t.name.clone(), (plugin.clone(), i));
-        }
         next.plugins.insert(name.clone(), plugin);
     }
+    next.index_tools();
     (next, changes)
 }
 

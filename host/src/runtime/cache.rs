@@ -19,7 +19,6 @@
 //! Layout: `<cache>/<engine hash>/<component sha256>.cwasm`, each file
 //! `MAGIC || mac (32 bytes) || artifact`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
@@ -160,7 +159,7 @@ impl CodeCache {
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&tag);
         bytes.extend_from_slice(artifact);
-        write_atomic(&self.entry_path(digest), &bytes, None)
+        crate::fsutil::write_atomic(&self.entry_path(digest), &bytes, None)
     }
 }
 
@@ -215,45 +214,13 @@ fn read_or_create_key(path: &Path) -> std::io::Result<[u8; 32]> {
     }
     let mut key = [0u8; 32];
     getrandom::getrandom(&mut key).map_err(std::io::Error::other)?;
-    write_atomic(path, &key, Some(0o600))?;
+    crate::fsutil::write_atomic(path, &key, Some(0o600))?;
     // Another process may have won the race: use whatever is on disk now.
     let bytes = std::fs::read(path)?;
     key.copy_from_slice(bytes.get(..32).ok_or_else(|| {
         std::io::Error::other("the cache key file was truncated while being created")
     })?);
     Ok(key)
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory,
-/// flushed, then renamed over `path`.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut nonce = [0u8; 6];
-    getrandom::getrandom(&mut nonce).map_err(std::io::Error::other)?;
-    let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(nonce)));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(mode.unwrap_or(0o644));
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    let result = (|| {
-        let mut f = opts.open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]
