@@ -225,7 +225,58 @@ impl Call {
 }
 
 fn schema_of<T: JsonSchema>() -> Schema {
-    schemars::schema_for!(T)
+    let mut schema = schemars::schema_for!(T);
+    // The Rust type's name means nothing to a client or a model.
+    if let Some(root) = schema.as_object_mut() {
+        root.remove("title");
+        root.values_mut().for_each(portable);
+    }
+    schema
+}
+
+/// The `format` values JSON Schema 2020-12 defines; clients know these.
+const STANDARD_FORMATS: &[&str] = &[
+    "date-time",
+    "date",
+    "time",
+    "duration",
+    "email",
+    "idn-email",
+    "hostname",
+    "idn-hostname",
+    "ipv4",
+    "ipv6",
+    "uri",
+    "uri-reference",
+    "iri",
+    "iri-reference",
+    "uuid",
+    "uri-template",
+    "json-pointer",
+    "relative-json-pointer",
+    "regex",
+];
+
+/// Rewrites what schemars says in Rust terms into plain JSON Schema that every
+/// client understands: a non-standard `format` (`uint32`, `double`, ...) is
+/// dropped, and unsigned integers keep their meaning as `minimum: 0`.
+fn portable(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::String(f)) = map.get("format") {
+                if !STANDARD_FORMATS.contains(&f.as_str()) {
+                    let unsigned = f.starts_with("uint");
+                    map.remove("format");
+                    if unsigned && !map.contains_key("minimum") {
+                        map.insert("minimum".into(), 0.into());
+                    }
+                }
+            }
+            map.values_mut().for_each(portable);
+        }
+        Value::Array(items) => items.iter_mut().for_each(portable),
+        _ => {}
+    }
 }
 
 /// Requires a JSON Schema of `"type": "object"`; returns it as JSON text.
@@ -477,6 +528,33 @@ mod tests {
         assert_eq!(ping["type"], "object");
         assert_eq!(ping["properties"], serde_json::json!({}));
         assert!(ping.get("description").is_none());
+    }
+
+    #[test]
+    fn schemas_speak_plain_json_schema() {
+        // Issue 9.6: no Rust type names, no non-standard formats.
+        let listed: Vec<_> = tools()
+            .iter()
+            .take(4)
+            .map(|t| t.describe().unwrap())
+            .collect();
+        for t in &listed {
+            let schemas = std::iter::once(&t.input_schema).chain(t.output_schema.as_ref());
+            for s in schemas {
+                let v: Value = serde_json::from_str(s).unwrap();
+                assert!(v.get("title").is_none(), "{s}");
+                assert!(!s.contains("\"format\""), "{s}");
+            }
+        }
+        let count = tools()
+            .into_iter()
+            .find(|t| t.name == "count")
+            .unwrap()
+            .describe()
+            .unwrap();
+        let v: Value = serde_json::from_str(&count.input_schema).unwrap();
+        assert_eq!(v["properties"]["count"]["type"], "integer");
+        assert_eq!(v["properties"]["count"]["minimum"], 0);
     }
 
     #[test]

@@ -38,13 +38,14 @@ pub fn tool(t: &Tool) -> Value {
         m.insert("outputSchema".into(), out);
     }
     let a = &t.annotations;
+    // The title lives on the tool itself (MCP 2025-11-25); it is not repeated
+    // in the annotations.
     let mut ann = Map::new();
-    put(&mut ann, "title", t.title.clone());
     put(&mut ann, "readOnlyHint", a.read_only);
     put(&mut ann, "destructiveHint", a.destructive);
     put(&mut ann, "idempotentHint", a.idempotent);
     put(&mut ann, "openWorldHint", a.open_world);
-    if ann.len() > usize::from(t.title.is_some()) {
+    if !ann.is_empty() {
         m.insert("annotations".into(), ann.into());
     }
     m.into()
