@@ -389,3 +389,39 @@ fn inspect_shows_digest_tools_and_declared_capabilities() {
     assert!(!ok);
     assert!(out.contains("bad.wasm is not a usable plugin"), "{out}");
 }
+
+/// Issue 9.10: the shipped systemd unit passes `systemd-analyze verify` with its
+/// hardening (the binary path swapped for the one under test).
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(common::repo().join("dist/systemd/stockade.service"))
+        .expect("dist/systemd/stockade.service");
+    for setting in [
+        "User=stockade",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/var/lib/stockade",
+        "PrivateTmp=yes",
+        "CapabilityBoundingSet=\n",
+    ] {
+        assert!(unit.contains(setting), "the unit lacks {setting:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stockade.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/stockade", env!("CARGO_BIN_EXE_stockade")),
+    )
+    .unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian package systemd) runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.trim().is_empty(), "{text}");
+}
