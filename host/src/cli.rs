@@ -435,16 +435,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(addr = %local, "listening on http://{local}/mcp");
     eprintln!("stockade listening on http://{local}/mcp");
     let stop = shutdown.clone();
-    // Answers go out at once: without TCP_NODELAY a kept-alive client waits for
-    // Nagle's algorithm and delayed ACKs (~40 ms) on every response.
-    let listener = {
-        use axum::serve::ListenerExt;
-        listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::warn!("cannot set TCP_NODELAY on a connection: {e}");
-            }
-        })
-    };
+    let listener = crate::http::listen::no_delay(listener);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -12,6 +12,7 @@
 //! bodies declare no length).
 
 mod disconnect;
+pub mod listen;
 
 use std::sync::Arc;
 
