@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
@@ -153,10 +153,8 @@ impl Writer {
                     }
                 }
                 if lines.len() < MAX_BATCH {
-                    next = match rx.try_recv() {
-                        Ok(m) => Some(m),
-                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-                    };
+                    // Empty or disconnected: write what we have.
+                    next = rx.try_recv().ok();
                 }
             }
             if !lines.is_empty() {
