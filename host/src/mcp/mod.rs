@@ -279,8 +279,15 @@ impl ServerHandler for StockadeMcp {
                 record.error = Some(f.to_string().chars().take(300).collect());
             }
         }
-        // The record is on disk before the client sees the answer.
-        self.shared.audit.note(AuditEvent::ToolCall(record)).await;
+        // The record is on disk before the client sees the answer; without it,
+        // the plugin's output is withheld (the audit log fails closed).
+        if let Err(e) = self.shared.audit.record(AuditEvent::ToolCall(record)).await {
+            tracing::error!("audit: {e}; the result of tool `{name}` is withheld");
+            return Err(ErrorData::internal_error(
+                format!("{e}; the call's result is withheld"),
+                None,
+            ));
+        }
         let json = match outcome {
             Ok(OpOutput::Tool(Ok(result))) => convert::call_result(&result),
             Ok(OpOutput::Tool(Err(e))) => convert::error_result(&match e {
