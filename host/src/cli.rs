@@ -146,12 +146,28 @@ impl DirArgs {
 /// `stockade audit ...`
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
-    /// Check the hash chain of audit files, oldest first
-    /// (e.g. `audit.log.2 audit.log.1 audit.log`); reports the first broken line.
+    /// Check the audit log: hash chain, line numbers, signed checkpoints, no file
+    /// missing. Takes the audit directory or its files in any order (e.g.
+    /// `data/audit` or `data/audit/audit.log*`); reports the first broken line.
     Verify {
-        /// The files, oldest first.
+        /// Audit files or directories, in any order.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// The checkpoint public key (`ed25519:…`, from `stockade audit key`),
+        /// best recorded away from this host. Default: derived from the key in the
+        /// data directory, or in `../keys/` beside the audit directory.
+        #[arg(long)]
+        public_key: Option<String>,
+        /// Where the config and data are (to find the key).
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
+    /// Print the public key that signs audit checkpoints, creating the key in
+    /// the data directory (mode 0600) if it does not exist yet.
+    Key {
+        /// Where the config and data are.
+        #[command(flatten)]
+        dirs: DirArgs,
     },
 }
 
@@ -244,7 +260,12 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
-            Command::Audit(AuditCommand::Verify { files }) => audit_verify(&files),
+            Command::Audit(AuditCommand::Verify {
+                files,
+                public_key,
+                dirs,
+            }) => audit_verify(&files, public_key.as_deref(), &dirs),
+            Command::Audit(AuditCommand::Key { dirs }) => audit_key(&dirs),
             Command::Plugins(PluginsCommand::Inspect { file, json }) => {
                 plugins_inspect(&file, json).await
             }
@@ -406,9 +427,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .filter(|p| !p.is_empty())
         .map(Secret::new);
     let auth = Arc::new(
-        AuthState::new(&config.auth, local, &config.data_dir, password, audit)
-            .await
-            .context("cannot set up authentication")?,
+        AuthState::new(
+            &config.auth,
+            local,
+            &config.data_dir,
+            password,
+            audit.clone(),
+        )
+        .await
+        .context("cannot set up authentication")?,
     );
     tracing::info!(mode = ?auth.mode, issuer = %auth.issuer(), resource = %auth.resource, "authentication ready");
     // The scope a tool needs comes from the plugin that serves it *now*, so a
@@ -446,6 +473,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
     .await
     .context("server error")?;
+    // The last line: a signed `shutdown` checkpoint (a log that ends otherwise was
+    // cut, or its host died).
+    if let Err(e) = audit.close().await {
+        tracing::error!("audit: cannot write the shutdown checkpoint: {e}");
+    }
     Ok(())
 }
 
@@ -640,18 +672,105 @@ fn plugins_verify(file: &std::path::Path, trusted: &[String]) -> anyhow::Result<
     Ok(())
 }
 
-fn audit_verify(files: &[PathBuf]) -> anyhow::Result<()> {
-    let refs: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
-    let report = crate::audit::verify(&refs)?;
-    println!(
-        "ok: {} lines, chain intact{}",
-        report.lines,
-        if report.from_genesis {
-            " from the first line ever written"
-        } else {
-            " (continues a rotated file not given here)"
+fn audit_verify(files: &[PathBuf], public_key: Option<&str>, dirs: &DirArgs) -> anyhow::Result<()> {
+    use crate::audit::key;
+    let (key, from) = match public_key {
+        Some(k) => (key::parse_public(k)?, "--public-key".to_owned()),
+        None => {
+            let config = dirs.config()?;
+            let mut candidates = vec![config.data_dir.join(&config.audit.key_file)];
+            for f in files {
+                let dir = if f.is_dir() {
+                    Some(f.as_path())
+                } else {
+                    f.parent()
+                };
+                if let Some(data) = dir.and_then(|d| d.parent()) {
+                    candidates.push(data.join(key::DEFAULT_KEY_FILE));
+                }
+            }
+            let Some(found) = candidates.iter().find(|p| p.is_file()) else {
+                bail!(
+                    "no checkpoint key found (looked for {}); pass --public-key ed25519:… \
+                     (printed by `stockade audit key` on the host)",
+                    candidates
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            };
+            (
+                key::load(found)?.verifying_key(),
+                format!(
+                    "{} (on this host: pass --public-key from a copy kept elsewhere \
+                     for a check that does not trust this machine)",
+                    found.display()
+                ),
+            )
         }
+    };
+    let refs: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
+    let r = crate::audit::verify(&refs, &key)?;
+    let range = match (r.first_seq, r.last_seq) {
+        (Some(a), Some(b)) => format!("lines {a}..{b}"),
+        _ => format!("{} lines", r.lines),
+    };
+    println!(
+        "ok: {} file(s), {range}: hash chain, line numbers and {} signed checkpoint(s) intact",
+        r.files.len(),
+        r.checkpoints
     );
+    println!("key: {} from {from}", key::public_text(&key));
+    println!(
+        "files (oldest first): {}",
+        r.files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    if r.from_genesis {
+        println!("start: the first line ever written");
+    } else {
+        println!(
+            "start: continues an older file not given here (rotated out under `keep`, or removed)"
+        );
+    }
+    if let Some(c) = &r.last_checkpoint {
+        println!("last checkpoint: line {} at {} ({})", c.seq, c.ts, c.reason);
+    }
+    if r.clean_end {
+        println!("end: a shutdown checkpoint (the host stopped cleanly)");
+    } else {
+        println!(
+            "WARNING: the log does not end with a shutdown checkpoint: the host is running, \
+             crashed, or lines after the last checkpoint were removed; the {} line(s) after it \
+             are protected by the hash chain only",
+            r.unsigned_tail
+        );
+    }
+    for seq in &r.unclean_starts {
+        println!(
+            "WARNING: the host started at line {seq} after a log that did not end with a shutdown \
+             checkpoint (a crash, a kill, or lines removed from its end)"
+        );
+    }
+    if r.partial_last_line {
+        println!(
+            "WARNING: the last file ends in an incomplete line (a write cut short; never \
+             acknowledged; the host cuts it on its next start)"
+        );
+    }
+    Ok(())
+}
+
+fn audit_key(dirs: &DirArgs) -> anyhow::Result<()> {
+    let config = dirs.config()?;
+    let path = config.data_dir.join(&config.audit.key_file);
+    let key = crate::audit::key::load_or_create(&path)?;
+    eprintln!("audit checkpoint key: {}", path.display());
+    println!("{}", crate::audit::key::public_text(&key.verifying_key()));
     Ok(())
 }
 

@@ -102,6 +102,14 @@ pub struct AuditSettings {
     pub keep: u32,
     /// Also print every audit line to stdout (for container log collectors).
     pub stdout: bool,
+    /// The checkpoint signing key (ed25519, created with mode 0600 if missing);
+    /// relative paths are under the data directory.
+    pub key_file: PathBuf,
+    /// Write a signed checkpoint after at most this many lines.
+    pub checkpoint_lines: u32,
+    /// ... and at most this many seconds after the first line no checkpoint
+    /// covers yet.
+    pub checkpoint_secs: u32,
 }
 
 impl Default for AuditSettings {
@@ -111,6 +119,9 @@ impl Default for AuditSettings {
             rotate_mib: 64,
             keep: 10,
             stdout: false,
+            key_file: PathBuf::from("keys/audit-ed25519.key"),
+            checkpoint_lines: 1000,
+            checkpoint_secs: 60,
         }
     }
 }
@@ -315,6 +326,11 @@ impl Config {
             rotate_bytes: u64::from(self.audit.rotate_mib) << 20,
             keep: self.audit.keep,
             stdout: self.audit.stdout,
+            key_path: self.data_dir.join(&self.audit.key_file),
+            checkpoint_lines: u64::from(self.audit.checkpoint_lines.max(1)),
+            checkpoint_interval: std::time::Duration::from_secs(u64::from(
+                self.audit.checkpoint_secs.max(1),
+            )),
         }
     }
 

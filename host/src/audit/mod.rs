@@ -1,29 +1,51 @@
-//! The audit log: one JSON object per line, hash-chained, appended and flushed
-//! before the response it records is sent.
+//! The audit log: one JSON object per line, hash-chained, signed at checkpoints,
+//! written and fsynced before the response it records is sent.
 //!
-//! Every line carries `prev`, the sha256 of the previous line (without its newline);
-//! the first line of a fresh log has 64 zeros. Rotation by size renames the file to
-//! `audit.log.1` (shifting older ones) and the new file's first line chains to the
-//! last line of the rotated one, so `stockade audit verify audit.log.2 audit.log.1
-//! audit.log` checks the whole history. [`verify`] reports the first line where the
-//! chain breaks.
+//! Every line carries `ts`, `seq` (its number since the first line ever written,
+//! from 1) and `prev`, the sha256 of the previous line (without its newline); the
+//! first line ever has 64 zeros. Rotation by size renames the file to
+//! `audit.log.1` (shifting older ones); the new file's lines continue the chain and
+//! the numbering. [`verify`] checks all of it.
 //!
-//! Writes go through one task that batches lines (group commit): a caller awaits
-//! [`Audit::record`] until its line is written and flushed to the file.
+//! **Checkpoints**: the writer adds an ed25519-signed `checkpoint` line (see
+//! [`key::CheckpointClaim`]) when it opens the log (`open`, saying how the log ended
+//! before: `genesis`, `shutdown` or `unclean`), after every `checkpoint_lines` lines
+//! or `checkpoint_interval` after the first line not yet covered (`periodic`), as
+//! the last line of a file before rotation (`rotate`), as the first line of the
+//! next file (`continue`) and at [`Audit::close`] (`shutdown`). A checkpoint signs
+//! its `seq`, `prev`, `ts`, reason and file number, so it vouches for every line
+//! before it. The secret key lives in the data directory (mode 0600).
+//!
+//! **Durability and failing closed**: writes go through one thread that batches
+//! the lines that arrive together (group commit): one `write`, one `sync_data`,
+//! then every caller in the batch is answered. The chain head moves only after a
+//! successful write; a failed write is truncated back to the last whole line. While
+//! the log cannot be written, [`Audit::record`] fails, [`Audit::is_available`] is
+//! false (the HTTP guard answers 503) and the writer retries every
+//! [`RETRY_INTERVAL`]; the first line it manages to write is `audit_resumed`, with
+//! the number of lines it had to refuse.
 
+pub mod key;
 mod redact;
 mod verify;
+mod writer;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot};
+use serde_json::Value;
+use tokio::sync::oneshot;
 
+pub use self::key::KeyError;
 pub use self::redact::{redact_arguments, redact_object, sha256_hex};
-pub use self::verify::{VerifyError, VerifyReport, verify};
+pub use self::verify::{
+    CheckpointSeen, VerifyError, VerifyReport, audit_files, order_files, verify,
+};
+pub use self::writer::RETRY_INTERVAL;
+use self::writer::{Msg, Writer};
 
 /// The hash chained before the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -154,10 +176,10 @@ pub struct ToolCallRecord {
     pub dropped_notifications: u64,
 }
 
-/// Errors opening the audit log.
+/// Errors opening or writing the audit log.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    /// The file could not be opened or read.
+    /// The file could not be opened, read or written at start.
     #[error("cannot open audit log {path}: {source}")]
     Open {
         /// The file.
@@ -165,7 +187,11 @@ pub enum AuditError {
         /// Why.
         source: std::io::Error,
     },
-    /// The writer task is gone (the host is shutting down or the disk failed).
+    /// The checkpoint key could not be loaded or created.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The line could not be written (disk full, I/O error) or the writer is gone
+    /// (the host is shutting down). The caller must not answer as if it had been.
     #[error("the audit log is unavailable: {0}")]
     Unavailable(String),
 }
@@ -179,51 +205,73 @@ pub struct AuditConfig {
     pub rotate_bytes: u64,
     /// Rotated files to keep (`audit.log.1` ... `audit.log.N`).
     pub keep: u32,
-    /// Also print each line to stdout.
+    /// Also print each line to stdout (once it is on disk).
     pub stdout: bool,
-}
-
-struct Pending {
-    line: Map<String, Value>,
-    done: oneshot::Sender<Result<(), String>>,
+    /// The checkpoint signing key (`<data>/keys/audit-ed25519.key` by default),
+    /// created with mode 0600 if missing.
+    pub key_path: PathBuf,
+    /// Write a checkpoint at the latest after this many lines.
+    pub checkpoint_lines: u64,
+    /// Write a checkpoint at the latest this long after the first line that no
+    /// checkpoint covers yet.
+    pub checkpoint_interval: Duration,
 }
 
 /// A handle to the audit writer. Cheap to clone.
 #[derive(Clone)]
 pub struct Audit {
-    tx: mpsc::UnboundedSender<Pending>,
+    tx: std::sync::mpsc::Sender<Msg>,
+    available: Arc<AtomicBool>,
+}
+
+tokio::task_local! {
+    /// Set when an audit write failed inside [`track_failures`].
+    static FAILED: Arc<AtomicBool>;
+}
+
+/// Runs `fut` and tells whether any audit write inside it (on the same task)
+/// failed. The HTTP guard wraps every request in it, so a request whose decision
+/// could not be recorded is answered 503 whatever its handler answered.
+pub async fn track_failures<F: std::future::Future>(fut: F) -> (F::Output, bool) {
+    let flag = Arc::new(AtomicBool::new(false));
+    let out = FAILED.scope(flag.clone(), fut).await;
+    (out, flag.load(Ordering::SeqCst))
 }
 
 impl Audit {
-    /// Opens (or creates) the log, finds the hash of its last line, and starts the
-    /// writer task.
+    /// Opens (or creates) the log and its key, repairs a partly written last line,
+    /// finds the chain head, writes the `open` checkpoint (fsynced) and starts the
+    /// writer thread. Fails if any of that fails.
     pub fn open(config: AuditConfig) -> Result<Audit, AuditError> {
+        let available = Arc::new(AtomicBool::new(true));
         let path = config.path.clone();
-        let open_err = |source| AuditError::Open {
-            path: path.clone(),
-            source,
-        };
-        if let Some(dir) = config.path.parent() {
-            std::fs::create_dir_all(dir).map_err(open_err)?;
-        }
-        let (prev, size) = last_hash(&config.path).map_err(open_err)?;
-        let file = open_append(&config.path).map_err(open_err)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let writer = Writer {
-            config,
-            file,
-            size,
-            prev,
-        };
+        let writer = Writer::open(config, available.clone())?;
+        let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("stockade-audit".into())
             .spawn(move || writer.run(rx))
-            .map_err(open_err)?;
-        Ok(Audit { tx })
+            .map_err(|source| AuditError::Open { path, source })?;
+        Ok(Audit { tx, available })
     }
 
-    /// Appends `event` and waits until it is written and flushed.
+    /// Whether the last write succeeded. While false, lines are refused and the
+    /// writer retries in the background; HTTP requests get 503.
+    pub fn is_available(&self) -> bool {
+        self.available.load(Ordering::SeqCst)
+    }
+
+    /// Appends `event` and waits until it is written and fsynced. On failure the
+    /// line is not in the log, the chain is unchanged, and the enclosing
+    /// [`track_failures`] (if any) is told.
     pub async fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
+        let result = self.send(event).await;
+        if result.is_err() {
+            let _ = FAILED.try_with(|f| f.store(true, Ordering::SeqCst));
+        }
+        result
+    }
+
+    async fn send(&self, event: AuditEvent) -> Result<(), AuditError> {
         let line = match serde_json::to_value(&event) {
             Ok(Value::Object(m)) => m,
             Ok(_) | Err(_) => {
@@ -232,7 +280,7 @@ impl Audit {
         };
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Pending { line, done })
+            .send(Msg::Line { line, done })
             .map_err(|_| AuditError::Unavailable("writer stopped".into()))?;
         match wait.await {
             Ok(Ok(())) => Ok(()),
@@ -241,117 +289,28 @@ impl Audit {
         }
     }
 
-    /// Records `event`, logging (not returning) a failure: for events whose
-    /// response must go out regardless (a denial is still a denial).
+    /// Records `event`, logging (not returning) a failure. Inside an HTTP request
+    /// the failure still fails the request closed: the guard's
+    /// [`track_failures`] sees it and answers 503 instead of the handler's answer.
+    /// Outside one (plugin reloads), the event has happened anyway; the log counts
+    /// the lost lines in its next `audit_resumed` line.
     pub async fn note(&self, event: AuditEvent) {
         if let Err(e) = self.record(event).await {
             tracing::error!("audit: {e}");
         }
     }
-}
 
-fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-}
-
-/// The hash of the last line of `path` (or of the newest rotated file when `path`
-/// is empty), and the file's size.
-fn last_hash(path: &Path) -> std::io::Result<(String, u64)> {
-    let read_last = |p: &Path| -> std::io::Result<Option<String>> {
-        match std::fs::read(p) {
-            Ok(bytes) => Ok(bytes
-                .split(|b| *b == b'\n')
-                .filter(|l| !l.is_empty())
-                .last()
-                .map(|l| hex::encode(Sha256::digest(l)))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+    /// Writes the `shutdown` checkpoint and stops the writer: later records fail.
+    pub async fn close(&self) -> Result<(), AuditError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Msg::Close(done))
+            .map_err(|_| AuditError::Unavailable("writer stopped".into()))?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(AuditError::Unavailable(e)),
+            Err(_) => Err(AuditError::Unavailable("writer stopped".into())),
         }
-    };
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    if let Some(h) = read_last(path)? {
-        return Ok((h, size));
-    }
-    let rotated = rotated_name(path, 1);
-    Ok((
-        read_last(&rotated)?.unwrap_or_else(|| GENESIS.to_owned()),
-        size,
-    ))
-}
-
-fn rotated_name(path: &Path, n: u32) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(format!(".{n}"));
-    PathBuf::from(s)
-}
-
-struct Writer {
-    config: AuditConfig,
-    file: std::fs::File,
-    size: u64,
-    prev: String,
-}
-
-impl Writer {
-    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Pending>) {
-        let mut batch = Vec::new();
-        while let Some(first) = rx.blocking_recv() {
-            batch.push(first);
-            while let Ok(more) = rx.try_recv() {
-                batch.push(more);
-                if batch.len() >= 1024 {
-                    break;
-                }
-            }
-            let result = self.write_batch(&mut batch);
-            for p in batch.drain(..) {
-                let _ = p.done.send(result.clone());
-            }
-        }
-    }
-
-    fn write_batch(&mut self, batch: &mut [Pending]) -> Result<(), String> {
-        let mut buf = Vec::with_capacity(batch.len() * 256);
-        for p in batch.iter_mut() {
-            if self.size + buf.len() as u64 >= self.config.rotate_bytes && self.size > 0 {
-                self.file.write_all(&buf).map_err(|e| e.to_string())?;
-                self.file.flush().map_err(|e| e.to_string())?;
-                buf.clear();
-                self.rotate().map_err(|e| format!("rotation failed: {e}"))?;
-            }
-            let mut line = Map::new();
-            line.insert("ts".into(), Value::from(now_rfc3339()));
-            line.insert("prev".into(), Value::from(self.prev.clone()));
-            line.append(&mut p.line);
-            let text = serde_json::to_string(&Value::Object(line)).map_err(|e| e.to_string())?;
-            self.prev = hex::encode(Sha256::digest(text.as_bytes()));
-            if self.config.stdout {
-                println!("{text}");
-            }
-            buf.extend_from_slice(text.as_bytes());
-            buf.push(b'\n');
-        }
-        self.file.write_all(&buf).map_err(|e| e.to_string())?;
-        self.file.flush().map_err(|e| e.to_string())?;
-        self.size += buf.len() as u64;
-        Ok(())
-    }
-
-    fn rotate(&mut self) -> std::io::Result<()> {
-        let path = &self.config.path;
-        for n in (1..self.config.keep.max(1)).rev() {
-            let from = rotated_name(path, n);
-            if from.exists() {
-                std::fs::rename(&from, rotated_name(path, n + 1))?;
-            }
-        }
-        std::fs::rename(path, rotated_name(path, 1))?;
-        self.file = open_append(path)?;
-        self.size = 0;
-        Ok(())
     }
 }
 

@@ -6,16 +6,24 @@
 //! - `GET /health`: liveness and plugin counts, without authentication.
 //!
 //! Layers, outermost first (written once, here): sensitive headers marked
-//! (`Authorization`, `Cookie`: never logged) → tracing → the guard (Host
-//! allow-list against DNS rebinding; declared bodies over the limit → 413; both
-//! audited) → routes. Every handler that reads a body bounds it again (chunked
-//! bodies declare no length).
+//! (`Authorization`, `Cookie`: never logged) → tracing → the guard → routes.
+//! Every handler that reads a body bounds it again (chunked bodies declare no
+//! length).
+//!
+//! The guard: 503 while the audit log cannot be written (nothing runs that could
+//! not be recorded); Host allow-list against DNS rebinding (403); declared bodies
+//! over the limit (413); a body that cannot be read (broken connection, bad
+//! chunked encoding), whichever handler read it, is audited with the status its
+//! handler answered. Every refusal is audited, and a request during which any
+//! audit write failed is answered 503 instead of its handler's answer (the audit
+//! log fails closed; see [`crate::audit::track_failures`]).
 
 mod disconnect;
 pub mod listen;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
@@ -29,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::audit::Audit;
 use crate::auth::bearer::{Gate, gate};
 use crate::auth::{AuthState, ScopeResolver};
 use crate::mcp::{Shared, StockadeMcp};
@@ -63,6 +72,7 @@ impl HttpConfig {
 
 #[derive(Clone)]
 struct Guard {
+    audit: Audit,
     auth: Arc<AuthState>,
     hosts: Arc<Vec<String>>,
     max_body: usize,
@@ -98,6 +108,7 @@ pub fn router(
         .route_layer(from_fn_with_state(gate_state, gate))
         .route_layer(axum::middleware::from_fn(disconnect::cancel_on_disconnect));
     let guard = Guard {
+        audit: shared.audit.clone(),
         auth: auth.clone(),
         hosts: Arc::new(config.allowed_hosts),
         max_body: config.max_body_bytes,
@@ -134,6 +145,43 @@ fn host_name(authority: &str) -> String {
 }
 
 async fn guard_layer(State(g): State<Guard>, req: Request, next: Next) -> Response {
+    if !g.audit.is_available() {
+        return audit_unavailable();
+    }
+    let (response, audit_failed) = crate::audit::track_failures(guard(&g, req, next)).await;
+    if audit_failed {
+        tracing::error!(
+            "answering 503 instead of {}: a decision of this request could not be audited",
+            response.status()
+        );
+        return audit_unavailable();
+    }
+    response
+}
+
+/// 503 while the audit log cannot be written.
+fn audit_unavailable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        Json(json!({
+            "error": "temporarily_unavailable",
+            "error_description": "the audit log cannot be written; requests are refused until it can"
+        })),
+    )
+        .into_response()
+}
+
+/// A body that notes its first read error in `failed`.
+fn watch_body(body: Body, failed: Arc<OnceLock<String>>) -> Body {
+    use http_body_util::BodyExt;
+    Body::new(body.map_err(move |e| {
+        let _ = failed.set(e.to_string());
+        e
+    }))
+}
+
+async fn guard(g: &Guard, req: Request, next: Next) -> Response {
     let authority = req
         .headers()
         .get(header::HOST)
@@ -190,7 +238,25 @@ async fn guard_layer(State(g): State<Guard>, req: Request, next: Next) -> Respon
         )
             .into_response();
     }
-    next.run(req).await
+    let ip = g.auth.client_ip(req.headers(), req.extensions());
+    let path = req.uri().path().to_owned();
+    let failed = Arc::new(OnceLock::new());
+    let (parts, body) = req.into_parts();
+    let req = Request::from_parts(parts, watch_body(body, failed.clone()));
+    let response = next.run(req).await;
+    if let Some(e) = failed.get() {
+        let shown: String = e.chars().take(200).collect();
+        g.auth
+            .deny(
+                response.status(),
+                format!("unreadable request body: {shown}"),
+                &path,
+                &ip,
+                None,
+            )
+            .await;
+    }
+    response
 }
 
 async fn health(State(shared): State<Arc<Shared>>) -> Json<Value> {

@@ -142,6 +142,22 @@ impl StockadeMcp {
     }
 }
 
+impl StockadeMcp {
+    /// Writes the audit record of a plugin operation. The record is on disk
+    /// before the client sees the answer; without it, the plugin's output is
+    /// withheld (the audit log fails closed).
+    async fn record(&self, record: ToolCallRecord, what: &str) -> Result<(), ErrorData> {
+        if let Err(e) = self.shared.audit.record(AuditEvent::ToolCall(record)).await {
+            tracing::error!("audit: {e}; the result of {what} is withheld");
+            return Err(ErrorData::internal_error(
+                format!("{e}; the call's result is withheld"),
+                None,
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The authenticated caller of a request, put there by the bearer gate. `None`
 /// only when authentication is disabled (`auth.mode = "none"`).
 fn principal(cx: &RequestContext<RoleServer>) -> Option<Principal> {
@@ -343,8 +359,7 @@ impl ServerHandler for StockadeMcp {
             &report,
         );
         let outcome = report.outcome;
-        // The record is on disk before the client sees the answer.
-        self.shared.audit.note(AuditEvent::ToolCall(record)).await;
+        self.record(record, &format!("tool `{name}`")).await?;
         let json = match outcome {
             Ok(OpOutput::Tool(Ok(result))) => convert::call_result(&result),
             Ok(OpOutput::Tool(Err(e))) => convert::error_result(&match e {
@@ -459,8 +474,7 @@ impl ServerHandler for StockadeMcp {
             None,
             &report,
         );
-        // The record is on disk before the client sees the contents.
-        self.shared.audit.note(AuditEvent::ToolCall(record)).await;
+        self.record(record, &format!("resource `{uri}`")).await?;
         match report.outcome {
             Ok(OpOutput::Resource(Ok(contents))) => {
                 let contents: Vec<Value> =
@@ -553,8 +567,7 @@ impl ServerHandler for StockadeMcp {
             request.arguments.as_ref().map(|a| redact_object(a, 2048)),
             &report,
         );
-        // The record is on disk before the client sees the prompt.
-        self.shared.audit.note(AuditEvent::ToolCall(record)).await;
+        self.record(record, &format!("prompt `{name}`")).await?;
         match report.outcome {
             Ok(OpOutput::Prompt(Ok(p))) => {
                 let result: GetPromptResult = convert::to_rmcp(convert::prompt_result(&p))?;
