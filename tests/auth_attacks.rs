@@ -284,6 +284,29 @@ async fn redirect_uris_are_exact_and_never_open_redirects() {
         "request_denied",
         &[("reason", "redirect_uri differs")],
     );
+    // Named at /authorize, so required at /token (RFC 6749 §4.1.3).
+    let (code, verifier) = o.login(&two, PASSWORD).await;
+    let r = o
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("code_verifier", &verifier),
+                ("client_id", &two),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.json()["error"], "invalid_grant");
+    assert_audited(
+        &data,
+        "request_denied",
+        &[(
+            "reason",
+            "redirect_uri missing (it was given at /authorize)",
+        )],
+    );
     // A code is bound to its client.
     let (code, verifier) = o.login(&two, PASSWORD).await;
     let r = o.exchange(&client_id, &code, &verifier).await;

@@ -39,6 +39,7 @@ pub struct Pending {
     client_id: String,
     client_name: Option<String>,
     redirect_uri: String,
+    redirect_uri_given: bool,
     state: Option<String>,
     code_challenge: String,
     scopes: Vec<String>,
@@ -232,6 +233,7 @@ async fn validate(
         .filter(|c| !c.is_empty())
         .ok_or_else(|| page("client_id is missing"))?;
     let client = known_client(b, client_id).await.map_err(|e| page(&e))?;
+    let redirect_uri_given = p.contains_key("redirect_uri");
     let redirect_uri = match p.get("redirect_uri") {
         Some(r) => {
             if !rules::redirect_uri_matches(r, &client.redirect_uris) {
@@ -311,6 +313,7 @@ async fn validate(
         client_id: client.client_id,
         client_name: client.client_name,
         redirect_uri,
+        redirect_uri_given,
         state,
         code_challenge: challenge,
         scopes,
@@ -404,6 +407,7 @@ async fn approve(
     let grant = CodeGrant {
         client_id: p.client_id.clone(),
         redirect_uri: p.redirect_uri.clone(),
+        redirect_uri_given: p.redirect_uri_given,
         code_challenge: p.code_challenge.clone(),
         resource: p.resource.clone(),
         scope: granted.join(" "),

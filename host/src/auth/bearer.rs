@@ -4,14 +4,20 @@
 //! Answers, each audited before it is sent:
 //! - 403 for a browser `Origin` that is not allowed (DNS rebinding, CSRF);
 //! - 401 `WWW-Authenticate: Bearer resource_metadata="…", scope="…"` without a
-//!   token, with `error="invalid_token"` for a bad one (expired, forged, another
-//!   audience, `alg: none`, revoked) and for a token in the query string;
+//!   token, with `error="invalid_token"` for a bad one (expired, not yet valid,
+//!   forged, another audience, `alg: none`, revoked, its user removed or left
+//!   without any of its scopes) and for a token in the query string;
 //! - 429 with `RateLimit`, `RateLimit-Policy` and `Retry-After` past the
 //!   per-subject limit (the `RateLimit` headers are on allowed responses too);
 //! - 413 for a body over the limit, 400 (JSON-RPC parse error) for a body that is
 //!   not JSON;
 //! - 403 `error="insufficient_scope", scope="…"` for a `tools/call` of a tool
 //!   whose plugin needs a scope the token lacks.
+//!
+//! Built-in tokens are checked against the store (family not revoked) and the
+//! current users on every request, so revocation, `stockade tokens revoke` and a
+//! removed user take effect at once; scopes taken from a user are dropped from
+//! the [`Principal`] at once too.
 
 use std::sync::Arc;
 
@@ -58,10 +64,21 @@ pub async fn authenticate(auth: &AuthState, token: &str) -> Result<Principal, To
             return Err(TokenRejection::KeysUnavailable);
         }
     }
+    let allowed = b
+        .credentials
+        .current_scopes(&claims.sub)
+        .ok_or(TokenRejection::SubjectGone)?;
+    let scopes: Vec<String> = super::rules::parse_scope(&claims.scope)
+        .into_iter()
+        .filter(|s| allowed.contains(s))
+        .collect();
+    if scopes.is_empty() {
+        return Err(TokenRejection::ScopesWithdrawn);
+    }
     Ok(Principal {
         subject: claims.sub,
         client_id: Some(claims.client_id),
-        scopes: super::rules::parse_scope(&claims.scope),
+        scopes,
         audience: Some(claims.aud),
     })
 }

@@ -12,7 +12,8 @@
 //! - [`bearer`]: the gate: bearer token → [`Principal`], scope challenges, Origin
 //!   checks, per-subject rate limits.
 //! - [`external`]: an external identity provider's JWTs (JWKS URL).
-//! - [`store`]: [`store::AuthStore`] and its SQLite implementation.
+//! - [`store`]: [`store::AuthStore`] and its SQLite implementation;
+//!   [`revoke_tokens`] for `stockade tokens revoke`.
 //!
 //! Invariants: passwords, tokens, codes and client secrets never reach a log or an
 //! audit line (only their purpose, the client and the subject do); secrets are
@@ -112,6 +113,8 @@ pub struct Builtin {
     pub access_ttl: u64,
     /// Refresh-token lifetime, seconds.
     pub refresh_ttl: i64,
+    /// A token family's absolute lifetime from the code exchange, seconds.
+    pub family_max_lifetime: i64,
     /// Skip the login page for loopback redirect URIs.
     pub auto_approve: bool,
     /// Authorizations waiting for the login form, by CSRF token.
@@ -122,6 +125,30 @@ pub struct Builtin {
     pub registrations: ratelimit::AddressLimiter,
     /// Fetches Client ID Metadata Documents.
     pub cimd: cimd::Fetcher,
+}
+
+/// Revokes every token family of a user or a client in the store under
+/// `data_dir` (`stockade tokens revoke`); returns how many. Works while a host
+/// serves from the same directory: its gate checks the family on every request,
+/// so the revocation takes effect at once.
+pub async fn revoke_tokens(
+    data_dir: &Path,
+    by: store::FamilyFilter<'_>,
+) -> Result<u64, AuthSetupError> {
+    let path = data_dir.join("stockade.db");
+    if !path.is_file() {
+        return Err(AuthSetupError::Other(format!(
+            "no token store at {}: is this the host's data directory (--data)?",
+            path.display()
+        )));
+    }
+    use store::AuthStore as _;
+    let store = store::SqliteStore::open(&path).await?;
+    let reason = match by {
+        store::FamilyFilter::Subject(_) => "revoked by `stockade tokens revoke --subject`",
+        store::FamilyFilter::Client(_) => "revoked by `stockade tokens revoke --client`",
+    };
+    Ok(store.revoke_families(by, reason, now_secs()).await?)
 }
 
 /// The authentication state shared by the gate and the OAuth endpoints.
@@ -223,6 +250,7 @@ impl AuthState {
                     credentials,
                     access_ttl: settings.access_token_ttl_secs,
                     refresh_ttl: i64::from(settings.refresh_token_ttl_days) * 86_400,
+                    family_max_lifetime: i64::from(settings.refresh_max_lifetime_days) * 86_400,
                     auto_approve: settings.auto_approve,
                     pending: Mutex::new(HashMap::new()),
                     logins: ratelimit::LoginThrottle::default(),
