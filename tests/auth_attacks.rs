@@ -9,10 +9,10 @@ use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use common::HostBuilder;
+use common::{HostBuilder, bundled};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use oauth::{Oauth, REDIRECT, assert_audited, audit_text, initialize, tokens};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct-horse-battery-staple";
@@ -794,5 +794,81 @@ async fn per_subject_rate_limit_answers_429_with_headers() {
             ("reason", "rate limit"),
         ],
     );
+    assert!(host.is_running());
+}
+
+const ALICE_PW: &str = "alice-has-a-long-password";
+const BOB_PW: &str = "bob-has-another-long-password";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_mcp_session_belongs_to_the_user_and_client_that_opened_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = oauth::users_file(
+        dir.path(),
+        &[("alice", ALICE_PW, &["mcp"]), ("bob", BOB_PW, &["mcp"])],
+    );
+    let mut host = HostBuilder::new()
+        .plugin(&bundled("template"), "template")
+        .auth(Some("builtin"))
+        .arg("--users-file")
+        .arg(users.to_str().unwrap())
+        .start();
+    let o = Oauth::new(&host.base_url());
+    let (_, alice) = o.full_login_as("alice", ALICE_PW, "").await;
+    let (_, bob) = o.full_login_as("bob", BOB_PW, "").await;
+    let init = o.mcp(Some(&alice.access), &initialize()).await;
+    assert_eq!(init.status, StatusCode::OK, "{}", init.body);
+    let sid = init.header("mcp-session-id").expect("a session id");
+    let r = o
+        .in_session(
+            Method::POST,
+            &alice.access,
+            &sid,
+            Some(&oauth::initialized()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+
+    // Bob, with his own valid token and alice's session id: as if it did not exist.
+    let list = oauth::tools_list();
+    for (method, body) in [
+        (Method::POST, Some(&list)),
+        (Method::GET, None),
+        (Method::DELETE, None),
+    ] {
+        let r = o.in_session(method.clone(), &bob.access, &sid, body).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{method}: {}", r.body);
+    }
+    assert_audited(
+        &host.data_dir(),
+        "request_denied",
+        &[
+            ("status", "404"),
+            ("subject", "bob"),
+            ("reason", "MCP session belongs to another user or client"),
+        ],
+    );
+    // The same user through another client is someone else too.
+    let (_, alice_elsewhere) = o.full_login_as("alice", ALICE_PW, "").await;
+    let r = o
+        .in_session(Method::POST, &alice_elsewhere.access, &sid, Some(&list))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // Alice's session was neither used nor ended by them.
+    let r = o
+        .in_session(Method::POST, &alice.access, &sid, Some(&list))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("greet"), "{}", r.body);
+    // She ends it herself; then it is gone for her too.
+    let r = o
+        .in_session(Method::DELETE, &alice.access, &sid, None)
+        .await;
+    assert!(r.status.is_success(), "{}: {}", r.status, r.body);
+    let r = o
+        .in_session(Method::POST, &alice.access, &sid, Some(&list))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(host.is_running());
 }

@@ -10,7 +10,8 @@
 //!   RFC 7009 `/revoke`.
 //! - [`keys`]: the ES256 signing key, JWKS, access-token JWTs.
 //! - [`bearer`]: the gate: bearer token → [`Principal`], scope challenges, Origin
-//!   checks, per-subject rate limits.
+//!   checks, per-subject rate limits; [`sessions`]: each MCP session bound to the
+//!   caller that created it.
 //! - [`external`]: an external identity provider's JWTs (JWKS URL).
 //! - [`store`]: [`store::AuthStore`] and its SQLite implementation;
 //!   [`revoke_tokens`] for `stockade tokens revoke`.
@@ -36,6 +37,7 @@ pub mod ratelimit;
 pub mod register;
 pub mod revoke;
 pub mod rules;
+pub mod sessions;
 pub mod store;
 pub mod token;
 pub mod users;
@@ -169,6 +171,8 @@ pub struct AuthState {
     pub trust_forwarded_for: bool,
     /// Per-subject limit on `/mcp` POSTs.
     pub mcp_limit: Option<ratelimit::SubjectLimiter>,
+    /// Which caller created each MCP session.
+    pub sessions: sessions::SessionBindings,
     /// The built-in server (mode `builtin`).
     pub builtin: Option<Builtin>,
     /// The external provider (mode `external`).
@@ -216,6 +220,7 @@ impl AuthState {
             allowed_origins,
             trust_forwarded_for: settings.trust_forwarded_for,
             mcp_limit,
+            sessions: sessions::SessionBindings::default(),
             builtin: None,
             external: None,
         };

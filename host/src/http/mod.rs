@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::bearer::{Gate, gate};
+use crate::auth::bearer::{BearerGate, gate};
 use crate::auth::{AuthState, ScopeResolver};
 use crate::mcp::{Shared, StockadeMcp};
 
@@ -85,7 +85,7 @@ pub fn router(
         Arc::new(LocalSessionManager::default()),
         mcp_config,
     );
-    let gate_state = Gate {
+    let gate_state = BearerGate {
         auth: auth.clone(),
         scopes,
         max_body: config.max_body_bytes,
