@@ -872,3 +872,48 @@ async fn an_mcp_session_belongs_to_the_user_and_client_that_opened_it() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(host.is_running());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_address_flooding_the_login_page_does_not_lock_out_another() {
+    let mut host = HostBuilder::new().password(PASSWORD).start();
+    let base = host.base_url();
+    let flooder = Oauth::from_address(&base, "127.0.0.2");
+    let client_id = flooder.register().await;
+    let (_, challenge) = oauth::pkce();
+    let query = flooder.authorize_query(&client_id, &challenge, "st", &[]);
+    let first = flooder.authorize(&query).await;
+    assert_eq!(first.status, StatusCode::OK);
+    let mut refused = None;
+    for _ in 0..60 {
+        let r = flooder.authorize(&query).await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let r = refused.expect("GET /authorize is rate limited per address");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(r.body.contains("Too many login requests"), "{}", r.body);
+    assert_audited(
+        &host.data_dir(),
+        "request_denied",
+        &[
+            ("status", "429"),
+            ("ip", "127.0.0.2"),
+            ("reason", "too many login pages"),
+        ],
+    );
+    // The flooder's own later forms pushed out its first one (a bounded share).
+    let r = flooder.submit_login(&first, PASSWORD).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    // Someone at another address logs in as usual.
+    let other = Oauth::from_address(&base, "127.0.0.3");
+    let (_, t) = other.full_login(PASSWORD).await;
+    assert_eq!(
+        other.mcp(Some(&t.access), &initialize()).await.status,
+        StatusCode::OK
+    );
+    assert!(host.is_running());
+}

@@ -5,7 +5,8 @@
 //! - [`register`]: RFC 7591 dynamic client registration; [`cimd`]: Client ID
 //!   Metadata Documents (a client id that is an https URL).
 //! - [`authorize`]: `/authorize` and its login page (PKCE S256, exact redirect
-//!   URIs, CSRF, anti-framing, per-address login throttling).
+//!   URIs, CSRF, anti-framing, per-address login throttling and page rate
+//!   limit); [`pending`]: the login forms waiting, with a share per address.
 //! - [`token`]: `/token` (`authorization_code`, `refresh_token`); [`revoke`]:
 //!   RFC 7009 `/revoke`.
 //! - [`keys`]: the ES256 signing key, JWKS, access-token JWTs.
@@ -33,6 +34,7 @@ pub mod cimd;
 pub mod external;
 pub mod keys;
 pub mod metadata;
+pub mod pending;
 pub mod ratelimit;
 pub mod register;
 pub mod revoke;
@@ -45,7 +47,7 @@ pub mod users;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -120,14 +122,19 @@ pub struct Builtin {
     /// Skip the login page for loopback redirect URIs.
     pub auto_approve: bool,
     /// Authorizations waiting for the login form, by CSRF token.
-    pub pending: Mutex<HashMap<String, authorize::Pending>>,
+    pub pending: Arc<pending::PendingForms<authorize::Pending>>,
     /// Failed-login throttling per client address.
     pub logins: ratelimit::LoginThrottle,
     /// Registrations per client address.
     pub registrations: ratelimit::AddressLimiter,
+    /// `GET /authorize` (login pages, metadata-document fetches) per client address.
+    pub authorize_pages: Arc<ratelimit::AddressLimiter>,
     /// Fetches Client ID Metadata Documents.
     pub cimd: cimd::Fetcher,
 }
+
+/// Login pages (`GET /authorize`) one client address may open per minute.
+pub const AUTHORIZE_PER_MINUTE: u32 = 30;
 
 /// Revokes every token family of a user or a client in the store under
 /// `data_dir` (`stockade tokens revoke`); returns how many. Works while a host
@@ -257,9 +264,12 @@ impl AuthState {
                     refresh_ttl: i64::from(settings.refresh_token_ttl_days) * 86_400,
                     family_max_lifetime: i64::from(settings.refresh_max_lifetime_days) * 86_400,
                     auto_approve: settings.auto_approve,
-                    pending: Mutex::new(HashMap::new()),
+                    pending: Arc::default(),
                     logins: ratelimit::LoginThrottle::default(),
                     registrations: ratelimit::AddressLimiter::per_minute(30),
+                    authorize_pages: Arc::new(ratelimit::AddressLimiter::per_minute(
+                        AUTHORIZE_PER_MINUTE,
+                    )),
                     cimd: cimd::Fetcher::new(settings.allow_cimd_private_networks),
                 });
             }
