@@ -17,6 +17,10 @@
 //! - [`store`]: [`store::AuthStore`] and its SQLite implementation;
 //!   [`revoke_tokens`] for `stockade tokens revoke`.
 //!
+//! Expired rows (codes, refresh tokens, dead families) and stale in-memory
+//! entries (login forms, throttles, limiters, cached metadata documents) are
+//! swept every [`SWEEP_EVERY`] by a task started with the state.
+//!
 //! Invariants: passwords, tokens, codes and client secrets never reach a log or an
 //! audit line (only their purpose, the client and the subject do); secrets are
 //! stored as sha256 hashes and compared in constant time; every refusal is
@@ -48,7 +52,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -124,17 +128,63 @@ pub struct Builtin {
     /// Authorizations waiting for the login form, by CSRF token.
     pub pending: Arc<pending::PendingForms<authorize::Pending>>,
     /// Failed-login throttling per client address.
-    pub logins: ratelimit::LoginThrottle,
+    pub logins: Arc<ratelimit::LoginThrottle>,
     /// Registrations per client address.
-    pub registrations: ratelimit::AddressLimiter,
+    pub registrations: Arc<ratelimit::AddressLimiter>,
     /// `GET /authorize` (login pages, metadata-document fetches) per client address.
     pub authorize_pages: Arc<ratelimit::AddressLimiter>,
     /// Fetches Client ID Metadata Documents.
-    pub cimd: cimd::Fetcher,
+    pub cimd: Arc<cimd::Fetcher>,
 }
 
 /// Login pages (`GET /authorize`) one client address may open per minute.
 pub const AUTHORIZE_PER_MINUTE: u32 = 30;
+/// How often expired rows and stale in-memory entries are swept.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(300);
+
+impl Builtin {
+    /// Starts the task that sweeps expired rows and stale entries every
+    /// [`SWEEP_EVERY`] (the first sweep runs at once). It holds weak references
+    /// and ends with the state. Outside a tokio runtime nothing is started.
+    fn spawn_sweeper(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = Arc::downgrade(&self.store);
+        let pending = Arc::downgrade(&self.pending);
+        let logins = Arc::downgrade(&self.logins);
+        let limiters = [
+            Arc::downgrade(&self.registrations),
+            Arc::downgrade(&self.authorize_pages),
+        ];
+        let cimd = Arc::downgrade(&self.cimd);
+        runtime.spawn(async move {
+            let mut every = tokio::time::interval(SWEEP_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(store) = store.upgrade() else { return };
+                match store.purge(now_secs()).await {
+                    Ok(n) => tracing::debug!(rows = n, "auth store: expired rows purged"),
+                    Err(e) => tracing::warn!("auth store: purging expired rows failed: {e}"),
+                }
+                drop(store);
+                if let Some(p) = pending.upgrade() {
+                    p.sweep();
+                }
+                if let Some(l) = logins.upgrade() {
+                    l.sweep();
+                }
+                for l in limiters.iter().filter_map(std::sync::Weak::upgrade) {
+                    l.sweep();
+                }
+                if let Some(c) = cimd.upgrade() {
+                    c.sweep();
+                }
+            }
+        });
+    }
+}
 
 /// Revokes every token family of a user or a client in the store under
 /// `data_dir` (`stockade tokens revoke`); returns how many. Works while a host
@@ -256,7 +306,7 @@ impl AuthState {
                 })?;
                 let key = SigningKey::load_or_create(&data_dir.join("keys"))?;
                 let store = store::SqliteStore::open(&data_dir.join("stockade.db")).await?;
-                state.builtin = Some(Builtin {
+                let builtin = Builtin {
                     store: Arc::new(store),
                     key,
                     credentials,
@@ -265,13 +315,15 @@ impl AuthState {
                     family_max_lifetime: i64::from(settings.refresh_max_lifetime_days) * 86_400,
                     auto_approve: settings.auto_approve,
                     pending: Arc::default(),
-                    logins: ratelimit::LoginThrottle::default(),
-                    registrations: ratelimit::AddressLimiter::per_minute(30),
+                    logins: Arc::default(),
+                    registrations: Arc::new(ratelimit::AddressLimiter::per_minute(30)),
                     authorize_pages: Arc::new(ratelimit::AddressLimiter::per_minute(
                         AUTHORIZE_PER_MINUTE,
                     )),
-                    cimd: cimd::Fetcher::new(settings.allow_cimd_private_networks),
-                });
+                    cimd: Arc::new(cimd::Fetcher::new(settings.allow_cimd_private_networks)),
+                };
+                builtin.spawn_sweeper();
+                state.builtin = Some(builtin);
             }
         }
         Ok(state)
