@@ -9,10 +9,10 @@ use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use common::HostBuilder;
+use common::{HostBuilder, bundled};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use oauth::{Oauth, REDIRECT, assert_audited, audit_text, initialize, tokens};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct-horse-battery-staple";
@@ -283,6 +283,29 @@ async fn redirect_uris_are_exact_and_never_open_redirects() {
         &data,
         "request_denied",
         &[("reason", "redirect_uri differs")],
+    );
+    // Named at /authorize, so required at /token (RFC 6749 §4.1.3).
+    let (code, verifier) = o.login(&two, PASSWORD).await;
+    let r = o
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("code_verifier", &verifier),
+                ("client_id", &two),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.json()["error"], "invalid_grant");
+    assert_audited(
+        &data,
+        "request_denied",
+        &[(
+            "reason",
+            "redirect_uri missing (it was given at /authorize)",
+        )],
     );
     // A code is bound to its client.
     let (code, verifier) = o.login(&two, PASSWORD).await;
@@ -770,6 +793,127 @@ async fn per_subject_rate_limit_answers_429_with_headers() {
             ("subject", "operator"),
             ("reason", "rate limit"),
         ],
+    );
+    assert!(host.is_running());
+}
+
+const ALICE_PW: &str = "alice-has-a-long-password";
+const BOB_PW: &str = "bob-has-another-long-password";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_mcp_session_belongs_to_the_user_and_client_that_opened_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = oauth::users_file(
+        dir.path(),
+        &[("alice", ALICE_PW, &["mcp"]), ("bob", BOB_PW, &["mcp"])],
+    );
+    let mut host = HostBuilder::new()
+        .plugin(&bundled("template"), "template")
+        .auth(Some("builtin"))
+        .arg("--users-file")
+        .arg(users.to_str().unwrap())
+        .start();
+    let o = Oauth::new(&host.base_url());
+    let (_, alice) = o.full_login_as("alice", ALICE_PW, "").await;
+    let (_, bob) = o.full_login_as("bob", BOB_PW, "").await;
+    let init = o.mcp(Some(&alice.access), &initialize()).await;
+    assert_eq!(init.status, StatusCode::OK, "{}", init.body);
+    let sid = init.header("mcp-session-id").expect("a session id");
+    let r = o
+        .in_session(
+            Method::POST,
+            &alice.access,
+            &sid,
+            Some(&oauth::initialized()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+
+    // Bob, with his own valid token and alice's session id: as if it did not exist.
+    let list = oauth::tools_list();
+    for (method, body) in [
+        (Method::POST, Some(&list)),
+        (Method::GET, None),
+        (Method::DELETE, None),
+    ] {
+        let r = o.in_session(method.clone(), &bob.access, &sid, body).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{method}: {}", r.body);
+    }
+    assert_audited(
+        &host.data_dir(),
+        "request_denied",
+        &[
+            ("status", "404"),
+            ("subject", "bob"),
+            ("reason", "MCP session belongs to another user or client"),
+        ],
+    );
+    // The same user through another client is someone else too.
+    let (_, alice_elsewhere) = o.full_login_as("alice", ALICE_PW, "").await;
+    let r = o
+        .in_session(Method::POST, &alice_elsewhere.access, &sid, Some(&list))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // Alice's session was neither used nor ended by them.
+    let r = o
+        .in_session(Method::POST, &alice.access, &sid, Some(&list))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("greet"), "{}", r.body);
+    // She ends it herself; then it is gone for her too.
+    let r = o
+        .in_session(Method::DELETE, &alice.access, &sid, None)
+        .await;
+    assert!(r.status.is_success(), "{}: {}", r.status, r.body);
+    let r = o
+        .in_session(Method::POST, &alice.access, &sid, Some(&list))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(host.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_address_flooding_the_login_page_does_not_lock_out_another() {
+    let mut host = HostBuilder::new().password(PASSWORD).start();
+    let base = host.base_url();
+    let flooder = Oauth::from_address(&base, "127.0.0.2");
+    let client_id = flooder.register().await;
+    let (_, challenge) = oauth::pkce();
+    let query = flooder.authorize_query(&client_id, &challenge, "st", &[]);
+    let first = flooder.authorize(&query).await;
+    assert_eq!(first.status, StatusCode::OK);
+    let mut refused = None;
+    for _ in 0..60 {
+        let r = flooder.authorize(&query).await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let r = refused.expect("GET /authorize is rate limited per address");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(r.body.contains("Too many login requests"), "{}", r.body);
+    assert_audited(
+        &host.data_dir(),
+        "request_denied",
+        &[
+            ("status", "429"),
+            ("ip", "127.0.0.2"),
+            ("reason", "too many login pages"),
+        ],
+    );
+    // The flooder's own later forms pushed out its first one (a bounded share).
+    let r = flooder.submit_login(&first, PASSWORD).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    // Someone at another address logs in as usual.
+    let other = Oauth::from_address(&base, "127.0.0.3");
+    let (_, t) = other.full_login(PASSWORD).await;
+    assert_eq!(
+        other.mcp(Some(&t.access), &initialize()).await.status,
+        StatusCode::OK
     );
     assert!(host.is_running());
 }

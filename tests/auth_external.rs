@@ -147,6 +147,8 @@ async fn external_idp_tokens_are_validated_with_its_jwks() {
     wrong_aud["aud"] = json!("another-api");
     let mut expired = good.clone();
     expired["exp"] = json!(now() - 3600);
+    let mut not_yet = good.clone();
+    not_yet["nbf"] = json!(now() + 3600);
     let (_, other_key) = key();
     let alg_none = format!(
         "{}.{}.",
@@ -162,6 +164,7 @@ async fn external_idp_tokens_are_validated_with_its_jwks() {
         (sign(&idp.key, "idp-1", &wrong_iss), "wrong issuer"),
         (sign(&idp.key, "idp-1", &wrong_aud), "wrong audience"),
         (sign(&idp.key, "idp-1", &expired), "expired"),
+        (sign(&idp.key, "idp-1", &not_yet), "not yet valid"),
         (sign(&other_key, "idp-1", &good), "bad signature"),
         (sign(&other_key, "unknown-kid", &good), "unknown key id"),
         (alg_none, "algorithm not accepted"),

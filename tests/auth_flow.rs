@@ -353,6 +353,28 @@ async fn plugin_scopes_are_enforced_with_a_403_challenge() {
             ("subject", "operator"),
         ],
     );
+    // A refresh may not widen the scope, and asking leaves the token usable.
+    let r = o
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &t.refresh),
+                ("client_id", &client_id),
+                ("scope", "mcp admin"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.json()["error"], "invalid_scope");
+    let r = o.refresh(&client_id, &t.refresh).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "the refused refresh spent nothing: {}",
+        r.body
+    );
+    assert_eq!(tokens(&r).body["scope"], "mcp");
     // In a batch too.
     let batch = json!([oauth::initialize(), oauth::tools_call("greet")]);
     assert_eq!(
@@ -495,6 +517,116 @@ async fn users_file_logins_carry_per_user_scopes() {
         &[("subject", "alice"), ("scope", "mcp")],
     );
     assert!(!host.log().contains(alice_pw) && !audit_text(&host.data_dir()).contains(alice_pw));
+    assert!(host.is_running());
+}
+
+const ALICE_PW: &str = "alice-has-a-long-password";
+const BOB_PW: &str = "bob-has-another-long-password";
+const CAROL_PW: &str = "carol-has-a-third-long-password";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn removed_demoted_and_revoked_users_lose_their_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let everyone: [(&str, &str, &[&str]); 3] = [
+        ("alice", ALICE_PW, &["mcp"]),
+        ("bob", BOB_PW, &["mcp", "admin"]),
+        ("carol", CAROL_PW, &["mcp"]),
+    ];
+    let users = oauth::users_file(dir.path(), &everyone);
+    let mut host = HostBuilder::new()
+        .plugin(&bundled("template"), "template")
+        .auth(Some("builtin"))
+        .arg("--users-file")
+        .arg(users.to_str().unwrap())
+        .config("[auth]\nscopes_supported = [\"mcp\", \"admin\"]\n[plugins.template]\nscope = \"admin\"\n")
+        .start();
+    let o = Oauth::new(&host.base_url());
+    let data = host.data_dir();
+    let (alice_client, alice) = o.full_login_as("alice", ALICE_PW, "").await;
+    let (bob_client, bob) = o.full_login_as("bob", BOB_PW, "mcp admin").await;
+    let (carol_client, carol) = o.full_login_as("carol", CAROL_PW, "").await;
+    assert_eq!(bob.body["scope"], "mcp admin");
+    // The gate lets bob's `admin` tool call through (rmcp then wants a session).
+    assert_ne!(
+        o.mcp(Some(&bob.access), &oauth::tools_call("greet"))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
+    // The users file is read at start: remove alice, demote bob, restart.
+    oauth::users_file(
+        dir.path(),
+        &[("bob", BOB_PW, &["mcp"]), ("carol", CAROL_PW, &["mcp"])],
+    );
+    host.restart();
+    let o = Oauth::new(&host.base_url());
+    // Alice's live access token fails at once, and her refresh token too.
+    let r = o.mcp(Some(&alice.access), &initialize()).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_audited(
+        &data,
+        "request_denied",
+        &[("reason", "invalid token: user no longer exists")],
+    );
+    let r = o.refresh(&alice_client, &alice.refresh).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.json()["error"], "invalid_grant");
+    assert_audited(
+        &data,
+        "token_revoked",
+        &[
+            ("client_id", &alice_client),
+            ("reason", "the user no longer exists"),
+        ],
+    );
+    // Bob's old token lost `admin` at once; his refresh issues `mcp` only.
+    assert_eq!(
+        o.mcp(Some(&bob.access), &oauth::tools_call("greet"))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let r = o.refresh(&bob_client, &bob.refresh).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let bob2 = tokens(&r);
+    assert_eq!(bob2.body["scope"], "mcp");
+
+    // `stockade tokens revoke` on the running host's data: effective at once.
+    let revoke = |by: &str, who: &str| {
+        common::run_stockade(
+            &[
+                "tokens",
+                "revoke",
+                by,
+                who,
+                "--data",
+                data.to_str().unwrap(),
+            ],
+            dir.path(),
+        )
+    };
+    let (ok, out) = revoke("--subject", "bob");
+    assert!(ok && out.contains("revoked 1 token families"), "{out}");
+    assert_eq!(
+        o.mcp(Some(&bob2.access), &initialize()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        o.refresh(&bob_client, &bob2.refresh).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        o.mcp(Some(&carol.access), &initialize()).await.status,
+        StatusCode::OK,
+        "other users keep theirs"
+    );
+    let (ok, out) = revoke("--client", &carol_client);
+    assert!(ok && out.contains("revoked 1 token families"), "{out}");
+    assert_eq!(
+        o.mcp(Some(&carol.access), &initialize()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     assert!(host.is_running());
 }
 

@@ -60,6 +60,32 @@ pub enum Command {
     /// Print an argon2id hash of a password read from standard input, for
     /// `auth.users_file` entries (`password_hash = "..."`).
     HashPassword,
+    /// Work with the tokens of the built-in OAuth server.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+}
+
+/// `stockade tokens ...`
+#[derive(Subcommand, Debug)]
+pub enum TokensCommand {
+    /// Revoke every token (refresh and access) of a user or of a client, in the
+    /// data directory's store. A host serving from it refuses them at once.
+    Revoke(TokensRevokeArgs),
+}
+
+/// Options of `stockade tokens revoke`: exactly one of `--subject`, `--client`.
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("whose").required(true).args(["subject", "client"])))]
+pub struct TokensRevokeArgs {
+    /// Where the host keeps its state (`--data`, or the config's `data_dir`).
+    #[command(flatten)]
+    pub dirs: DirArgs,
+    /// The user (token subject, e.g. `alice` or `operator`).
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// The OAuth client id.
+    #[arg(long)]
+    pub client: Option<String>,
 }
 
 /// `stockade plugins ...`
@@ -278,6 +304,7 @@ pub fn main() -> ExitCode {
                 plugins_verify(&file, &trusted_keys)
             }
             Command::HashPassword => hash_password(),
+            Command::Tokens(TokensCommand::Revoke(args)) => tokens_revoke(&args).await,
         }
     });
     match result {
@@ -790,6 +817,19 @@ fn hash_password() -> anyhow::Result<()> {
         "{}",
         crate::auth::users::hash_password(password).map_err(|e| anyhow::anyhow!(e))?
     );
+    Ok(())
+}
+
+async fn tokens_revoke(args: &TokensRevokeArgs) -> anyhow::Result<()> {
+    use crate::auth::store::FamilyFilter;
+    let data_dir = args.dirs.config()?.data_dir;
+    let (by, whose) = match (&args.subject, &args.client) {
+        (Some(s), _) => (FamilyFilter::Subject(s), format!("user `{s}`")),
+        (None, Some(c)) => (FamilyFilter::Client(c), format!("client `{c}`")),
+        (None, None) => bail!("name --subject or --client"),
+    };
+    let n = crate::auth::revoke_tokens(&data_dir, by).await?;
+    println!("revoked {n} token families of {whose}");
     Ok(())
 }
 

@@ -94,7 +94,18 @@ pub struct Oauth {
 impl Oauth {
     /// A client for the host at `base`.
     pub fn new(base: &str) -> Self {
-        let http = reqwest::Client::builder()
+        Self::with_builder(base, reqwest::Client::builder())
+    }
+
+    /// A client for the host at `base` whose connections come from `local`
+    /// (another loopback address, e.g. `127.0.0.2`: a second client address).
+    pub fn from_address(base: &str, local: &str) -> Self {
+        let ip: std::net::IpAddr = local.parse().unwrap();
+        Self::with_builder(base, reqwest::Client::builder().local_address(ip))
+    }
+
+    fn with_builder(base: &str, builder: reqwest::ClientBuilder) -> Self {
+        let http = builder
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
@@ -222,6 +233,48 @@ impl Oauth {
         .await
     }
 
+    /// Like [`Oauth::login`] for a user of the users file, asking for `scope`
+    /// (empty: the default).
+    pub async fn login_as(
+        &self,
+        client_id: &str,
+        user: &str,
+        password: &str,
+        scope: &str,
+    ) -> (String, String) {
+        let (verifier, challenge) = pkce();
+        let page = self
+            .authorize(&self.authorize_query(client_id, &challenge, "st-1", &[("scope", scope)]))
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let csrf = csrf_of(&page.body);
+        let done = self
+            .post_form(
+                "/authorize",
+                &[
+                    ("csrf", &csrf),
+                    ("username", user),
+                    ("password", password),
+                    ("action", "approve"),
+                ],
+            )
+            .await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+        (
+            done.location_param("code").expect("code in the redirect"),
+            verifier,
+        )
+    }
+
+    /// Register, log in as `user` asking for `scope`, exchange: (client_id, tokens).
+    pub async fn full_login_as(&self, user: &str, password: &str, scope: &str) -> (String, Tokens) {
+        let client_id = self.register().await;
+        let (code, verifier) = self.login_as(&client_id, user, password, scope).await;
+        let r = self.exchange(&client_id, &code, &verifier).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        (client_id, tokens(&r))
+    }
+
     /// Opens the login page for a fresh PKCE pair and logs in: (code, verifier).
     pub async fn login(&self, client_id: &str, password: &str) -> (String, String) {
         let (verifier, challenge) = pkce();
@@ -291,6 +344,51 @@ impl Oauth {
         }
         Self::read(rq.send().await.unwrap()).await
     }
+
+    /// Sends `method` to `/mcp` with a bearer token, an `Mcp-Session-Id` and an
+    /// optional JSON-RPC body.
+    pub async fn in_session(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        session: &str,
+        body: Option<&Value>,
+    ) -> Resp {
+        let mut rq = self
+            .http
+            .request(method, format!("{}/mcp", self.base))
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", session)
+            .bearer_auth(token);
+        if let Some(v) = body {
+            rq = rq.json(v);
+        }
+        Self::read(rq.send().await.unwrap()).await
+    }
+}
+
+/// Writes a users file (`[[user]]` name, argon2 hash, scopes) into `dir`.
+pub fn users_file(dir: &Path, users: &[(&str, &str, &[&str])]) -> std::path::PathBuf {
+    let mut text = String::new();
+    for (name, password, scopes) in users {
+        let hash = stockade::auth::users::hash_password(password).unwrap();
+        text.push_str(&format!(
+            "[[user]]\nname = \"{name}\"\npassword_hash = '{hash}'\nscopes = {scopes:?}\n"
+        ));
+    }
+    let path = dir.join("users.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A JSON-RPC `notifications/initialized`.
+pub fn initialized() -> Value {
+    json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+}
+
+/// A JSON-RPC `tools/list`.
+pub fn tools_list() -> Value {
+    json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"})
 }
 
 /// The tokens of a `/token` response.

@@ -7,13 +7,16 @@
 //! - Everything else wrong (`response_type`, missing or `plain` PKCE, unknown
 //!   scope, foreign `resource`) is redirected back with an OAuth error and `state`.
 //! - The form carries a CSRF token that names a server-side pending authorization;
-//!   it is single use and expires after ten minutes.
+//!   it is single use and expires after ten minutes. Each client address holds
+//!   a bounded share of the pending forms ([`super::pending`]).
+//! - `GET /authorize` is rate limited per client address
+//!   ([`super::AUTHORIZE_PER_MINUTE`]; 429 with `Retry-After`), before anything
+//!   is looked up or fetched.
 //! - Failed logins are throttled per client address ([`super::ratelimit::LoginThrottle`]).
 //! - Every page is sent with anti-framing headers and a strict CSP.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -25,20 +28,19 @@ use super::users::LoggedIn;
 use super::{AuthState, BodyError, Builtin, parse_form, read_body};
 use crate::audit::AuditEvent;
 
-/// How long a login form stays valid.
-pub const FORM_TTL: Duration = Duration::from_secs(600);
+pub use super::pending::FORM_TTL;
+
 /// How long an authorization code stays valid.
 pub const CODE_TTL_SECS: i64 = 60;
-const MAX_PENDING: usize = 10_000;
 const MAX_FORM_BYTES: usize = 16 << 10;
 
 /// A validated authorization request waiting for the login form.
 #[derive(Debug, Clone)]
 pub struct Pending {
-    created: Instant,
     client_id: String,
     client_name: Option<String>,
     redirect_uri: String,
+    redirect_uri_given: bool,
     state: Option<String>,
     code_challenge: String,
     scopes: Vec<String>,
@@ -68,6 +70,9 @@ enum Refusal {
 pub async fn show(State(s): State<Arc<AuthState>>, req: Request) -> Response {
     let b = s.builtin.as_ref().expect("route mounted in builtin mode");
     let ip = s.client_ip(req.headers(), req.extensions());
+    if let Err(refused) = page_quota(&s, b, &ip).await {
+        return refused;
+    }
     let params = match parse_form(req.uri().query().unwrap_or("").as_bytes()) {
         Ok(p) => p,
         Err(e) => return refuse(&s, Refusal::Page(StatusCode::BAD_REQUEST, e), &ip).await,
@@ -94,13 +99,33 @@ pub async fn show(State(s): State<Arc<AuthState>>, req: Request) -> Response {
         )
         .await;
     }
-    match remember(b, pending.clone()) {
-        Some(csrf) => login_page(StatusCode::OK, b, &pending, &csrf, None),
-        None => error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Too many logins in progress; try again shortly.",
-        ),
+    let csrf = b.pending.insert(&ip, pending.clone());
+    login_page(StatusCode::OK, b, &pending, &csrf, None)
+}
+
+/// Counts a login page against the address's quota; past it, an audited 429
+/// page with `Retry-After`.
+async fn page_quota(s: &AuthState, b: &Builtin, ip: &str) -> Result<(), Response> {
+    let d = b.authorize_pages.check(ip);
+    if d.allowed {
+        return Ok(());
     }
+    let secs = d.reset_secs.max(1);
+    s.deny(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("authorize: too many login pages from this address (retry in {secs}s)"),
+        "/authorize",
+        ip,
+        None,
+    )
+    .await;
+    let mut r = error_page(
+        StatusCode::TOO_MANY_REQUESTS,
+        &format!("Too many login requests from your address. Try again in {secs} seconds."),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    Err(r)
 }
 
 /// `POST /authorize` (the login form)
@@ -126,11 +151,7 @@ pub async fn submit(State(s): State<Arc<AuthState>>, req: Request) -> Response {
         Err(e) => return refuse(&s, Refusal::Page(StatusCode::BAD_REQUEST, e), &ip).await,
     };
     let csrf = form.get("csrf").map(String::as_str).unwrap_or("");
-    let taken = {
-        let mut map = b.pending.lock().expect("pending lock");
-        map.remove(csrf)
-    };
-    let Some(pending) = taken.filter(|p| p.created.elapsed() < FORM_TTL) else {
+    let Some(pending) = b.pending.take(csrf) else {
         return refuse(
             &s,
             Refusal::Page(
@@ -170,18 +191,16 @@ pub async fn submit(State(s): State<Arc<AuthState>>, req: Request) -> Response {
             })
             .await;
         let secs = wait.as_secs().max(1);
-        let mut r = match remember(b, pending.clone()) {
-            Some(csrf) => login_page(
-                StatusCode::TOO_MANY_REQUESTS,
-                b,
-                &pending,
-                &csrf,
-                Some(&format!(
-                    "Too many failed logins from your address. Try again in {secs} seconds."
-                )),
-            ),
-            None => error_page(StatusCode::TOO_MANY_REQUESTS, "Too many failed logins."),
-        };
+        let csrf = b.pending.insert(&ip, pending.clone());
+        let mut r = login_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            b,
+            &pending,
+            &csrf,
+            Some(&format!(
+                "Too many failed logins from your address. Try again in {secs} seconds."
+            )),
+        );
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         return r;
@@ -207,16 +226,14 @@ pub async fn submit(State(s): State<Arc<AuthState>>, req: Request) -> Response {
                     },
                 })
                 .await;
-            match remember(b, pending.clone()) {
-                Some(csrf) => login_page(
-                    StatusCode::UNAUTHORIZED,
-                    b,
-                    &pending,
-                    &csrf,
-                    Some("Wrong password."),
-                ),
-                None => error_page(StatusCode::UNAUTHORIZED, "Wrong password."),
-            }
+            let csrf = b.pending.insert(&ip, pending.clone());
+            login_page(
+                StatusCode::UNAUTHORIZED,
+                b,
+                &pending,
+                &csrf,
+                Some("Wrong password."),
+            )
         }
     }
 }
@@ -232,6 +249,7 @@ async fn validate(
         .filter(|c| !c.is_empty())
         .ok_or_else(|| page("client_id is missing"))?;
     let client = known_client(b, client_id).await.map_err(|e| page(&e))?;
+    let redirect_uri_given = p.contains_key("redirect_uri");
     let redirect_uri = match p.get("redirect_uri") {
         Some(r) => {
             if !rules::redirect_uri_matches(r, &client.redirect_uris) {
@@ -307,10 +325,10 @@ async fn validate(
         None => s.resource.clone(),
     };
     Ok(Pending {
-        created: Instant::now(),
         client_id: client.client_id,
         client_name: client.client_name,
         redirect_uri,
+        redirect_uri_given,
         state,
         code_challenge: challenge,
         scopes,
@@ -353,25 +371,6 @@ fn is_loopback_redirect(uri: &str) -> bool {
     })
 }
 
-fn remember(b: &Builtin, p: Pending) -> Option<String> {
-    let mut map = b.pending.lock().expect("pending lock");
-    if map.len() >= MAX_PENDING {
-        map.retain(|_, v| v.created.elapsed() < FORM_TTL);
-        if map.len() >= MAX_PENDING {
-            return None;
-        }
-    }
-    let csrf = super::random_token();
-    map.insert(
-        csrf.clone(),
-        Pending {
-            created: Instant::now(),
-            ..p
-        },
-    );
-    Some(csrf)
-}
-
 /// Issues a code for `p` to `login` and redirects back to the client.
 async fn approve(
     s: &AuthState,
@@ -404,6 +403,7 @@ async fn approve(
     let grant = CodeGrant {
         client_id: p.client_id.clone(),
         redirect_uri: p.redirect_uri.clone(),
+        redirect_uri_given: p.redirect_uri_given,
         code_challenge: p.code_challenge.clone(),
         resource: p.resource.clone(),
         scope: granted.join(" "),

@@ -1,28 +1,39 @@
 //! The gate in front of `/mcp`: Origin check, bearer token → [`Principal`],
-//! per-subject rate limit, and the scope challenge for `tools/call`.
+//! the MCP session's owner, per-subject rate limit, and the scope challenge for
+//! `tools/call`.
 //!
 //! Answers, each audited before it is sent:
 //! - 403 for a browser `Origin` that is not allowed (DNS rebinding, CSRF);
 //! - 401 `WWW-Authenticate: Bearer resource_metadata="…", scope="…"` without a
-//!   token, with `error="invalid_token"` for a bad one (expired, forged, another
-//!   audience, `alg: none`, revoked) and for a token in the query string;
+//!   token, with `error="invalid_token"` for a bad one (expired, not yet valid,
+//!   forged, another audience, `alg: none`, revoked, its user removed or left
+//!   without any of its scopes) and for a token in the query string;
+//! - 404 for an `Mcp-Session-Id` this caller did not create (see [`super::sessions`]);
 //! - 429 with `RateLimit`, `RateLimit-Policy` and `Retry-After` past the
 //!   per-subject limit (the `RateLimit` headers are on allowed responses too);
 //! - 413 for a body over the limit, 400 (JSON-RPC parse error) for a body that is
 //!   not JSON;
 //! - 403 `error="insufficient_scope", scope="…"` for a `tools/call` of a tool
 //!   whose plugin needs a scope the token lacks.
+//!
+//! Built-in tokens are checked against the store (family not revoked) and the
+//! current users on every request, so revocation, `stockade tokens revoke` and a
+//! removed user take effect at once; scopes taken from a user are dropped from
+//! the [`Principal`] at once too.
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::keys::TokenRejection;
+use super::ratelimit::Decision;
+use super::sessions::SessionCheck;
 use super::{AuthState, BodyError, Principal, read_body};
 use crate::config::AuthMode;
 
@@ -30,9 +41,14 @@ use crate::config::AuthMode;
 /// `cli.rs` from the plugin catalog, read at call time.
 pub type ScopeResolver = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
-/// What the gate needs.
+/// The header naming an MCP session.
+pub const SESSION_HEADER: &str = "mcp-session-id";
+
+const PATH: &str = "/mcp";
+
+/// What the bearer gate needs (the state of [`gate`]).
 #[derive(Clone)]
-pub struct Gate {
+pub struct BearerGate {
     /// The authentication state.
     pub auth: Arc<AuthState>,
     /// The scope each tool needs.
@@ -58,10 +74,21 @@ pub async fn authenticate(auth: &AuthState, token: &str) -> Result<Principal, To
             return Err(TokenRejection::KeysUnavailable);
         }
     }
+    let allowed = b
+        .credentials
+        .current_scopes(&claims.sub)
+        .ok_or(TokenRejection::SubjectGone)?;
+    let scopes: Vec<String> = super::rules::parse_scope(&claims.scope)
+        .into_iter()
+        .filter(|s| allowed.contains(s))
+        .collect();
+    if scopes.is_empty() {
+        return Err(TokenRejection::ScopesWithdrawn);
+    }
     Ok(Principal {
         subject: claims.sub,
         client_id: Some(claims.client_id),
-        scopes: super::rules::parse_scope(&claims.scope),
+        scopes,
         audience: Some(claims.aud),
     })
 }
@@ -96,222 +123,348 @@ fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> Response {
         .into_response()
 }
 
+/// A 401 with the challenge (and `error`, when a token was wrong).
+fn unauthorized(auth: &AuthState, error: Option<(&str, &str)>) -> Response {
+    let mut r = json_error(
+        StatusCode::UNAUTHORIZED,
+        error.map(|e| e.0).unwrap_or("unauthorized"),
+        error.map(|e| e.1).unwrap_or("a bearer token is required"),
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        challenge(auth, error, auth.default_scope()),
+    );
+    r
+}
+
 /// Whether `origin` (an `Origin` header value) may call `/mcp`.
 pub fn origin_allowed(auth: &AuthState, origin: &str) -> bool {
     super::rules::normalize_origin(origin).is_some_and(|o| auth.allowed_origins.contains(&o))
 }
 
 /// The middleware (`axum::middleware::from_fn_with_state`).
-pub async fn gate(State(g): State<Gate>, req: Request, next: Next) -> Response {
+pub async fn gate(State(g): State<BearerGate>, req: Request, next: Next) -> Response {
     let auth = &g.auth;
-    let ip = auth.client_ip(req.headers(), req.extensions());
-    let path = "/mcp";
-
-    if let Some(origin) = req.headers().get(header::ORIGIN) {
-        let o = origin.to_str().unwrap_or("");
-        if !origin_allowed(auth, o) {
-            auth.deny(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "origin `{}` not allowed",
-                    o.chars().take(200).collect::<String>()
-                ),
-                path,
-                &ip,
-                None,
-            )
-            .await;
-            return json_error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "this Origin may not call the MCP endpoint",
-            );
-        }
+    let (mut parts, body) = req.into_parts();
+    let ip = auth.client_ip(&parts.headers, &parts.extensions);
+    if let Err(refused) = check_origin(auth, &parts, &ip).await {
+        return refused;
     }
     if auth.mode == AuthMode::None {
-        return next.run(req).await;
+        return next.run(Request::from_parts(parts, body)).await;
     }
-    let default_scope = auth.default_scope().to_owned();
-    let unauthorized = |error: Option<(&str, &str)>| {
-        let mut r = json_error(
-            StatusCode::UNAUTHORIZED,
-            error.map(|e| e.0).unwrap_or("unauthorized"),
-            error.map(|e| e.1).unwrap_or("a bearer token is required"),
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            challenge(auth, error, &default_scope),
-        );
-        r
+    let principal = match bearer_principal(auth, &parts, &ip).await {
+        Ok(p) => p,
+        Err(refused) => return refused,
     };
-    let query_token = req.uri().query().is_some_and(|q| {
+    let session = session_id(&parts);
+    if let Some(id) = &session
+        && let Err(refused) = check_session(auth, id, &principal, &ip).await
+    {
+        return refused;
+    }
+    let rate = match rate_limit(auth, &parts, &principal, &ip).await {
+        Ok(d) => d,
+        Err(refused) => return refused,
+    };
+    let body = if parts.method == Method::POST {
+        match checked_body(&g, body, &principal, &ip).await {
+            Ok(b) => b,
+            Err(refused) => return refused,
+        }
+    } else {
+        body
+    };
+    let method = parts.method.clone();
+    parts.extensions.insert(principal.clone());
+    let mut resp = next.run(Request::from_parts(parts, body)).await;
+    track_session(auth, &method, session.as_deref(), &resp, &principal);
+    if let Some(d) = rate {
+        d.apply(resp.headers_mut());
+    }
+    resp
+}
+
+/// Refuses a browser `Origin` that may not call `/mcp`.
+async fn check_origin(auth: &AuthState, req: &Parts, ip: &str) -> Result<(), Response> {
+    let Some(origin) = req.headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let o = origin.to_str().unwrap_or("");
+    if origin_allowed(auth, o) {
+        return Ok(());
+    }
+    let shown: String = o.chars().take(200).collect();
+    auth.deny(
+        StatusCode::FORBIDDEN,
+        format!("origin `{shown}` not allowed"),
+        PATH,
+        ip,
+        None,
+    )
+    .await;
+    Err(json_error(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "this Origin may not call the MCP endpoint",
+    ))
+}
+
+/// The caller, from the `Authorization: Bearer` header (never the query string).
+async fn bearer_principal(auth: &AuthState, req: &Parts, ip: &str) -> Result<Principal, Response> {
+    let query_token = req.uri.query().is_some_and(|q| {
         url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token" || k == "token")
     });
     if query_token {
         auth.deny(
             StatusCode::UNAUTHORIZED,
             "token in the query string (only the Authorization header is accepted)",
-            path,
-            &ip,
+            PATH,
+            ip,
             None,
         )
         .await;
-        return unauthorized(Some((
-            "invalid_request",
-            "tokens are accepted only in the Authorization header",
-        )));
+        return Err(unauthorized(
+            auth,
+            Some((
+                "invalid_request",
+                "tokens are accepted only in the Authorization header",
+            )),
+        ));
     }
-    let token = match req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().unwrap_or(""))
-    {
-        None => {
-            auth.deny(StatusCode::UNAUTHORIZED, "no bearer token", path, &ip, None)
-                .await;
-            return unauthorized(None);
-        }
-        Some(v) => match v.split_once(' ') {
-            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => {
-                t.trim().to_owned()
-            }
-            _ => {
-                auth.deny(
-                    StatusCode::UNAUTHORIZED,
-                    "Authorization header is not a bearer token",
-                    path,
-                    &ip,
-                    None,
-                )
-                .await;
-                return unauthorized(Some(("invalid_token", "expected a bearer token")));
-            }
-        },
+    let Some(value) = req.headers.get(header::AUTHORIZATION) else {
+        auth.deny(StatusCode::UNAUTHORIZED, "no bearer token", PATH, ip, None)
+            .await;
+        return Err(unauthorized(auth, None));
     };
-    let principal = match authenticate(auth, &token).await {
-        Ok(p) => p,
+    let token = match value.to_str().unwrap_or("").split_once(' ') {
+        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => {
+            t.trim()
+        }
+        _ => {
+            auth.deny(
+                StatusCode::UNAUTHORIZED,
+                "Authorization header is not a bearer token",
+                PATH,
+                ip,
+                None,
+            )
+            .await;
+            return Err(unauthorized(
+                auth,
+                Some(("invalid_token", "expected a bearer token")),
+            ));
+        }
+    };
+    match authenticate(auth, token).await {
+        Ok(p) => Ok(p),
         Err(why) => {
             auth.deny(
                 StatusCode::UNAUTHORIZED,
                 format!("invalid token: {why}"),
-                path,
-                &ip,
+                PATH,
+                ip,
                 None,
             )
             .await;
-            return unauthorized(Some((
-                "invalid_token",
-                "the access token is invalid, expired or revoked",
-            )));
+            Err(unauthorized(
+                auth,
+                Some((
+                    "invalid_token",
+                    "the access token is invalid, expired or revoked",
+                )),
+            ))
         }
-    };
+    }
+}
 
-    let mut rate = None;
-    if req.method() == Method::POST
-        && let Some(limiter) = &auth.mcp_limit
-    {
-        let d = limiter.check(&principal.subject);
-        if !d.allowed {
+/// The `Mcp-Session-Id` a request carries (a value that is not text counts as
+/// an id nobody owns).
+fn session_id(req: &Parts) -> Option<String> {
+    req.headers
+        .get(SESSION_HEADER)
+        .map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned())
+}
+
+/// Lets only the session's creator use it: anyone else gets rmcp's own 404.
+async fn check_session(
+    auth: &AuthState,
+    id: &str,
+    principal: &Principal,
+    ip: &str,
+) -> Result<(), Response> {
+    let reason = match auth.sessions.check(id, principal) {
+        SessionCheck::Owner => return Ok(()),
+        SessionCheck::Foreign => "MCP session belongs to another user or client",
+        SessionCheck::Unknown => "unknown MCP session",
+    };
+    auth.deny(
+        StatusCode::NOT_FOUND,
+        reason,
+        PATH,
+        ip,
+        Some(principal.subject.clone()),
+    )
+    .await;
+    Err((StatusCode::NOT_FOUND, "Not Found: Session not found").into_response())
+}
+
+/// Binds a session `initialize` just created to its caller; forgets one that
+/// was deleted or that rmcp no longer knows.
+fn track_session(
+    auth: &AuthState,
+    method: &Method,
+    sent: Option<&str>,
+    resp: &Response,
+    principal: &Principal,
+) {
+    match sent {
+        None => {
+            let created = resp
+                .headers()
+                .get(SESSION_HEADER)
+                .and_then(|v| v.to_str().ok());
+            if let Some(id) = created
+                && resp.status().is_success()
+            {
+                auth.sessions.bind(id, principal);
+            }
+        }
+        Some(id) => {
+            let ended = resp.status() == StatusCode::NOT_FOUND
+                || (method == Method::DELETE && resp.status().is_success());
+            if ended {
+                auth.sessions.unbind(id);
+            }
+        }
+    }
+}
+
+/// Counts a POST against the subject's quota.
+async fn rate_limit(
+    auth: &AuthState,
+    req: &Parts,
+    principal: &Principal,
+    ip: &str,
+) -> Result<Option<Decision>, Response> {
+    let Some(limiter) = &auth.mcp_limit else {
+        return Ok(None);
+    };
+    if req.method != Method::POST {
+        return Ok(None);
+    }
+    let d = limiter.check(&principal.subject);
+    if d.allowed {
+        return Ok(Some(d));
+    }
+    auth.deny(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate limit exceeded",
+        PATH,
+        ip,
+        Some(principal.subject.clone()),
+    )
+    .await;
+    let mut r = jsonrpc_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        -32000,
+        "rate limit exceeded; retry later",
+    );
+    d.apply(r.headers_mut());
+    Err(r)
+}
+
+/// Reads a POST body (bounded), checks it is JSON and that every `tools/call`
+/// in it is within the token's scopes.
+async fn checked_body(
+    g: &BearerGate,
+    body: Body,
+    principal: &Principal,
+    ip: &str,
+) -> Result<Body, Response> {
+    let auth = &g.auth;
+    let subject = Some(principal.subject.clone());
+    let bytes = match read_body(body, g.max_body).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
             auth.deny(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate limit exceeded",
-                path,
-                &ip,
-                Some(principal.subject.clone()),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+                PATH,
+                ip,
+                subject,
             )
             .await;
-            let mut r = jsonrpc_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                -32000,
-                "rate limit exceeded; retry later",
-            );
-            d.apply(r.headers_mut());
-            return r;
+            return Err(jsonrpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                -32600,
+                "request body too large",
+            ));
         }
-        rate = Some(d);
-    }
-
-    let (mut parts, body) = req.into_parts();
-    let body = if parts.method == Method::POST {
-        let bytes = match read_body(body, g.max_body).await {
-            Ok(b) => b,
-            Err(BodyError::TooLarge) => {
-                auth.deny(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request body too large",
-                    path,
-                    &ip,
-                    Some(principal.subject.clone()),
-                )
-                .await;
-                return jsonrpc_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    -32600,
-                    "request body too large",
-                );
-            }
-            Err(BodyError::Unreadable) => {
-                return jsonrpc_error(StatusCode::BAD_REQUEST, -32700, "unreadable request body");
-            }
-        };
-        let message: Value = match serde_json::from_slice(&bytes) {
-            Ok(v) => v,
-            Err(_) => {
-                auth.deny(
-                    StatusCode::BAD_REQUEST,
-                    "malformed JSON-RPC body",
-                    path,
-                    &ip,
-                    Some(principal.subject.clone()),
-                )
-                .await;
-                return jsonrpc_error(
-                    StatusCode::BAD_REQUEST,
-                    -32700,
-                    "parse error: the body is not JSON",
-                );
-            }
-        };
-        if let Some((tool, scope)) = missing_scope(&message, &principal, &g.scopes) {
-            auth.deny(
-                StatusCode::FORBIDDEN,
-                format!("insufficient scope: tool `{tool}` needs scope `{scope}`"),
-                path,
-                &ip,
-                Some(principal.subject.clone()),
-            )
-            .await;
-            let mut r = json_error(
-                StatusCode::FORBIDDEN,
-                "insufficient_scope",
-                "the token lacks a scope this tool requires",
-            );
-            let mut needed: Vec<String> = principal.scopes.clone();
-            if !needed.contains(&scope) {
-                needed.push(scope.clone());
-            }
-            let v = format!(
-                "Bearer error=\"insufficient_scope\", scope=\"{}\", resource_metadata=\"{}\", error_description=\"tool {} requires scope {}\"",
-                needed.join(" "),
-                auth.resource_metadata_url(),
-                tool.replace(['"', '\\'], ""),
-                scope
-            );
-            if let Ok(v) = HeaderValue::from_str(&v) {
-                r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-            }
-            return r;
+        Err(BodyError::Unreadable) => {
+            return Err(jsonrpc_error(
+                StatusCode::BAD_REQUEST,
+                -32700,
+                "unreadable request body",
+            ));
         }
-        Body::from(bytes)
-    } else {
-        body
     };
-    parts.extensions.insert(principal);
-    let mut resp = next.run(Request::from_parts(parts, body)).await;
-    if let Some(d) = rate {
-        d.apply(resp.headers_mut());
+    let Ok(message) = serde_json::from_slice::<Value>(&bytes) else {
+        auth.deny(
+            StatusCode::BAD_REQUEST,
+            "malformed JSON-RPC body",
+            PATH,
+            ip,
+            subject,
+        )
+        .await;
+        return Err(jsonrpc_error(
+            StatusCode::BAD_REQUEST,
+            -32700,
+            "parse error: the body is not JSON",
+        ));
+    };
+    if let Some((tool, scope)) = missing_scope(&message, principal, &g.scopes) {
+        auth.deny(
+            StatusCode::FORBIDDEN,
+            format!("insufficient scope: tool `{tool}` needs scope `{scope}`"),
+            PATH,
+            ip,
+            subject,
+        )
+        .await;
+        return Err(insufficient_scope(auth, principal, &tool, &scope));
     }
-    resp
+    Ok(Body::from(bytes))
+}
+
+/// The 403 `insufficient_scope` challenge naming the scopes to ask for.
+fn insufficient_scope(
+    auth: &AuthState,
+    principal: &Principal,
+    tool: &str,
+    scope: &str,
+) -> Response {
+    let mut r = json_error(
+        StatusCode::FORBIDDEN,
+        "insufficient_scope",
+        "the token lacks a scope this tool requires",
+    );
+    let mut needed: Vec<String> = principal.scopes.clone();
+    if !needed.iter().any(|s| s == scope) {
+        needed.push(scope.to_owned());
+    }
+    let v = format!(
+        "Bearer error=\"insufficient_scope\", scope=\"{}\", resource_metadata=\"{}\", error_description=\"tool {} requires scope {}\"",
+        needed.join(" "),
+        auth.resource_metadata_url(),
+        tool.replace(['"', '\\'], ""),
+        scope
+    );
+    if let Ok(v) = HeaderValue::from_str(&v) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
 }
 
 /// The first `tools/call` in `message` (a request or a batch) naming a tool whose

@@ -7,7 +7,8 @@
 //! link-local or otherwise non-public (unless `auth.allow_cimd_private_networks`);
 //! the connection then goes to the checked address only (no second lookup).
 //! The document's `client_id` must equal the URL exactly. Documents are cached
-//! for five minutes.
+//! for five minutes, at most [`MAX_CACHED`] of them (the oldest fetch makes
+//! room; expired ones are swept periodically).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,6 +21,8 @@ use super::register::{ClientMetadata, validate_metadata};
 pub const MAX_DOCUMENT_BYTES: usize = 64 << 10;
 const TIMEOUT: Duration = Duration::from_secs(5);
 const CACHE_FOR: Duration = Duration::from_secs(300);
+/// Documents cached at once.
+pub const MAX_CACHED: usize = 256;
 
 /// A client known from its metadata document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +38,7 @@ pub struct MetadataClient {
 /// Fetches and caches metadata documents.
 pub struct Fetcher {
     allow_private: bool,
+    cap: usize,
     cache: Mutex<HashMap<String, (Instant, MetadataClient)>>,
 }
 
@@ -89,10 +93,48 @@ pub fn parse_document(client_id: &str, body: &[u8]) -> Result<MetadataClient, St
 impl Fetcher {
     /// A fetcher; `allow_private` lifts the address check.
     pub fn new(allow_private: bool) -> Self {
+        Self::with_capacity(allow_private, MAX_CACHED)
+    }
+
+    /// A fetcher caching at most `cap` documents (≥ 1).
+    pub fn with_capacity(allow_private: bool, cap: usize) -> Self {
         Fetcher {
             allow_private,
+            cap: cap.max(1),
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Drops expired documents from the cache.
+    pub fn sweep(&self) {
+        self.cache
+            .lock()
+            .expect("cimd cache")
+            .retain(|_, (at, _)| at.elapsed() < CACHE_FOR);
+    }
+
+    /// Caches `client`, making room when full: expired entries first, then the
+    /// oldest fetch.
+    fn remember(&self, client: &MetadataClient) {
+        let mut cache = self.cache.lock().expect("cimd cache");
+        if cache.len() >= self.cap && !cache.contains_key(&client.client_id) {
+            cache.retain(|_, (at, _)| at.elapsed() < CACHE_FOR);
+            if cache.len() >= self.cap
+                && let Some(oldest) = cache
+                    .iter()
+                    .min_by_key(|(_, (at, _))| *at)
+                    .map(|(k, _)| k.clone())
+            {
+                cache.remove(&oldest);
+            }
+        }
+        cache.insert(client.client_id.clone(), (Instant::now(), client.clone()));
+    }
+
+    /// Documents cached.
+    #[cfg(test)]
+    fn cached(&self) -> usize {
+        self.cache.lock().expect("cimd cache").len()
     }
 
     /// The client behind `client_id` (an https URL), fetched or cached.
@@ -103,11 +145,7 @@ impl Fetcher {
             return Ok(c.clone());
         }
         let client = self.fetch(client_id).await?;
-        let mut cache = self.cache.lock().expect("cimd cache");
-        if cache.len() > 1000 {
-            cache.retain(|_, (at, _)| at.elapsed() < CACHE_FOR);
-        }
-        cache.insert(client_id.to_owned(), (Instant::now(), client.clone()));
+        self.remember(&client);
         Ok(client)
     }
 

@@ -65,3 +65,21 @@ async fn fetcher_refuses_loopback_targets() {
     let err = f.get("https://localhost:9/client.json").await.unwrap_err();
     assert!(err.contains("non-public"), "{err}");
 }
+
+#[test]
+fn the_cache_is_bounded_and_evicts_the_oldest() {
+    let f = Fetcher::with_capacity(false, 2);
+    let client = |n: u32| MetadataClient {
+        client_id: format!("https://app{n}.example.com/c.json"),
+        client_name: None,
+        redirect_uris: vec!["https://a.example/cb".into()],
+    };
+    for n in 0..10 {
+        f.remember(&client(n));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert_eq!(f.cached(), 2);
+    let cache = f.cache.lock().unwrap();
+    assert!(cache.contains_key(&client(9).client_id));
+    assert!(cache.contains_key(&client(8).client_id));
+}

@@ -57,6 +57,9 @@ pub enum TokenRejection {
     /// `exp` is past.
     #[error("expired")]
     Expired,
+    /// `nbf` is in the future.
+    #[error("not yet valid")]
+    NotYetValid,
     /// `aud` is not this resource.
     #[error("wrong audience")]
     Audience,
@@ -69,6 +72,12 @@ pub enum TokenRejection {
     /// The token's family was revoked.
     #[error("revoked")]
     Revoked,
+    /// The token's user no longer exists (removed from the users file).
+    #[error("user no longer exists")]
+    SubjectGone,
+    /// The token's user no longer holds any of the token's scopes.
+    #[error("scopes withdrawn from the user")]
+    ScopesWithdrawn,
     /// The key set could not be fetched (external mode).
     #[error("key set unavailable")]
     KeysUnavailable,
@@ -208,7 +217,8 @@ impl SigningKey {
         jsonwebtoken::encode(&header, claims, &self.encoding).expect("ES256 signing cannot fail")
     }
 
-    /// Verifies a token: ES256 with this key, `iss`, `aud`, `exp` (30 s leeway).
+    /// Verifies a token: ES256 with this key, `iss`, `aud`, `exp` and `nbf`
+    /// when present (30 s leeway).
     pub fn verify(
         &self,
         token: &str,
@@ -278,7 +288,8 @@ fn raw_alg(token: &str) -> Option<String> {
     v.get("alg")?.as_str().map(str::to_owned)
 }
 
-/// Decodes and validates `token` with `key`.
+/// Decodes and validates `token` with `key`: signature, `iss`, `aud`, `exp`
+/// (unless `validate_exp` is false) and `nbf` when present, with 30 s leeway.
 pub(crate) fn decode_with<T: serde::de::DeserializeOwned>(
     token: &str,
     key: &DecodingKey,
@@ -291,6 +302,7 @@ pub(crate) fn decode_with<T: serde::de::DeserializeOwned>(
     let mut v = Validation::new(alg);
     v.leeway = 30;
     v.validate_exp = validate_exp;
+    v.validate_nbf = true;
     v.set_issuer(&[issuer]);
     v.set_audience(&[audience]);
     v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
@@ -304,7 +316,8 @@ pub(crate) fn decode_with<T: serde::de::DeserializeOwned>(
                 TokenRejection::Signature
             }
             K::InvalidAlgorithm | K::InvalidAlgorithmName => TokenRejection::Algorithm,
-            K::MissingRequiredClaim(_) | K::Json(_) | K::ImmatureSignature => {
+            K::ImmatureSignature => TokenRejection::NotYetValid,
+            K::MissingRequiredClaim(_) | K::InvalidClaimFormat(_) | K::Json(_) => {
                 TokenRejection::Claims
             }
             _ => TokenRejection::Malformed,

@@ -153,3 +153,19 @@ fn key_is_created_once_private_and_reloaded() {
         Err(KeyError::Invalid { .. })
     ));
 }
+
+#[test]
+fn refuses_a_token_not_yet_valid() {
+    let key = SigningKey::generate();
+    let now = jsonwebtoken::get_current_timestamp();
+    let mut v = serde_json::to_value(claims(600)).unwrap();
+    v["nbf"] = serde_json::json!(now + 3600);
+    let early = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &v, &key.encoding).unwrap();
+    assert_eq!(
+        key.verify(&early, ISS, AUD),
+        Err(TokenRejection::NotYetValid)
+    );
+    v["nbf"] = serde_json::json!(now - 10);
+    let ready = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &v, &key.encoding).unwrap();
+    assert!(key.verify(&ready, ISS, AUD).is_ok());
+}

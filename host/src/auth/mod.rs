@@ -5,14 +5,21 @@
 //! - [`register`]: RFC 7591 dynamic client registration; [`cimd`]: Client ID
 //!   Metadata Documents (a client id that is an https URL).
 //! - [`authorize`]: `/authorize` and its login page (PKCE S256, exact redirect
-//!   URIs, CSRF, anti-framing, per-address login throttling).
+//!   URIs, CSRF, anti-framing, per-address login throttling and page rate
+//!   limit); [`pending`]: the login forms waiting, with a share per address.
 //! - [`token`]: `/token` (`authorization_code`, `refresh_token`); [`revoke`]:
 //!   RFC 7009 `/revoke`.
 //! - [`keys`]: the ES256 signing key, JWKS, access-token JWTs.
 //! - [`bearer`]: the gate: bearer token → [`Principal`], scope challenges, Origin
-//!   checks, per-subject rate limits.
+//!   checks, per-subject rate limits; [`sessions`]: each MCP session bound to the
+//!   caller that created it.
 //! - [`external`]: an external identity provider's JWTs (JWKS URL).
-//! - [`store`]: [`store::AuthStore`] and its SQLite implementation.
+//! - [`store`]: [`store::AuthStore`] and its SQLite implementation;
+//!   [`revoke_tokens`] for `stockade tokens revoke`.
+//!
+//! Expired rows (codes, refresh tokens, dead families) and stale in-memory
+//! entries (login forms, throttles, limiters, cached metadata documents) are
+//! swept every [`SWEEP_EVERY`] by a task started with the state.
 //!
 //! Invariants: passwords, tokens, codes and client secrets never reach a log or an
 //! audit line (only their purpose, the client and the subject do); secrets are
@@ -31,10 +38,12 @@ pub mod cimd;
 pub mod external;
 pub mod keys;
 pub mod metadata;
+pub mod pending;
 pub mod ratelimit;
 pub mod register;
 pub mod revoke;
 pub mod rules;
+pub mod sessions;
 pub mod store;
 pub mod token;
 pub mod users;
@@ -42,8 +51,8 @@ pub mod users;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -112,16 +121,93 @@ pub struct Builtin {
     pub access_ttl: u64,
     /// Refresh-token lifetime, seconds.
     pub refresh_ttl: i64,
+    /// A token family's absolute lifetime from the code exchange, seconds.
+    pub family_max_lifetime: i64,
     /// Skip the login page for loopback redirect URIs.
     pub auto_approve: bool,
     /// Authorizations waiting for the login form, by CSRF token.
-    pub pending: Mutex<HashMap<String, authorize::Pending>>,
+    pub pending: Arc<pending::PendingForms<authorize::Pending>>,
     /// Failed-login throttling per client address.
-    pub logins: ratelimit::LoginThrottle,
+    pub logins: Arc<ratelimit::LoginThrottle>,
     /// Registrations per client address.
-    pub registrations: ratelimit::AddressLimiter,
+    pub registrations: Arc<ratelimit::AddressLimiter>,
+    /// `GET /authorize` (login pages, metadata-document fetches) per client address.
+    pub authorize_pages: Arc<ratelimit::AddressLimiter>,
     /// Fetches Client ID Metadata Documents.
-    pub cimd: cimd::Fetcher,
+    pub cimd: Arc<cimd::Fetcher>,
+}
+
+/// Login pages (`GET /authorize`) one client address may open per minute.
+pub const AUTHORIZE_PER_MINUTE: u32 = 30;
+/// How often expired rows and stale in-memory entries are swept.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(300);
+
+impl Builtin {
+    /// Starts the task that sweeps expired rows and stale entries every
+    /// [`SWEEP_EVERY`] (the first sweep runs at once). It holds weak references
+    /// and ends with the state. Outside a tokio runtime nothing is started.
+    fn spawn_sweeper(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = Arc::downgrade(&self.store);
+        let pending = Arc::downgrade(&self.pending);
+        let logins = Arc::downgrade(&self.logins);
+        let limiters = [
+            Arc::downgrade(&self.registrations),
+            Arc::downgrade(&self.authorize_pages),
+        ];
+        let cimd = Arc::downgrade(&self.cimd);
+        runtime.spawn(async move {
+            let mut every = tokio::time::interval(SWEEP_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(store) = store.upgrade() else { return };
+                match store.purge(now_secs()).await {
+                    Ok(n) => tracing::debug!(rows = n, "auth store: expired rows purged"),
+                    Err(e) => tracing::warn!("auth store: purging expired rows failed: {e}"),
+                }
+                drop(store);
+                if let Some(p) = pending.upgrade() {
+                    p.sweep();
+                }
+                if let Some(l) = logins.upgrade() {
+                    l.sweep();
+                }
+                for l in limiters.iter().filter_map(std::sync::Weak::upgrade) {
+                    l.sweep();
+                }
+                if let Some(c) = cimd.upgrade() {
+                    c.sweep();
+                }
+            }
+        });
+    }
+}
+
+/// Revokes every token family of a user or a client in the store under
+/// `data_dir` (`stockade tokens revoke`); returns how many. Works while a host
+/// serves from the same directory: its gate checks the family on every request,
+/// so the revocation takes effect at once.
+pub async fn revoke_tokens(
+    data_dir: &Path,
+    by: store::FamilyFilter<'_>,
+) -> Result<u64, AuthSetupError> {
+    let path = data_dir.join("stockade.db");
+    if !path.is_file() {
+        return Err(AuthSetupError::Other(format!(
+            "no token store at {}: is this the host's data directory (--data)?",
+            path.display()
+        )));
+    }
+    use store::AuthStore as _;
+    let store = store::SqliteStore::open(&path).await?;
+    let reason = match by {
+        store::FamilyFilter::Subject(_) => "revoked by `stockade tokens revoke --subject`",
+        store::FamilyFilter::Client(_) => "revoked by `stockade tokens revoke --client`",
+    };
+    Ok(store.revoke_families(by, reason, now_secs()).await?)
 }
 
 /// The authentication state shared by the gate and the OAuth endpoints.
@@ -142,6 +228,8 @@ pub struct AuthState {
     pub trust_forwarded_for: bool,
     /// Per-subject limit on `/mcp` POSTs.
     pub mcp_limit: Option<ratelimit::SubjectLimiter>,
+    /// Which caller created each MCP session.
+    pub sessions: sessions::SessionBindings,
     /// The built-in server (mode `builtin`).
     pub builtin: Option<Builtin>,
     /// The external provider (mode `external`).
@@ -189,6 +277,7 @@ impl AuthState {
             allowed_origins,
             trust_forwarded_for: settings.trust_forwarded_for,
             mcp_limit,
+            sessions: sessions::SessionBindings::default(),
             builtin: None,
             external: None,
         };
@@ -217,18 +306,24 @@ impl AuthState {
                 })?;
                 let key = SigningKey::load_or_create(&data_dir.join("keys"))?;
                 let store = store::SqliteStore::open(&data_dir.join("stockade.db")).await?;
-                state.builtin = Some(Builtin {
+                let builtin = Builtin {
                     store: Arc::new(store),
                     key,
                     credentials,
                     access_ttl: settings.access_token_ttl_secs,
                     refresh_ttl: i64::from(settings.refresh_token_ttl_days) * 86_400,
+                    family_max_lifetime: i64::from(settings.refresh_max_lifetime_days) * 86_400,
                     auto_approve: settings.auto_approve,
-                    pending: Mutex::new(HashMap::new()),
-                    logins: ratelimit::LoginThrottle::default(),
-                    registrations: ratelimit::AddressLimiter::per_minute(30),
-                    cimd: cimd::Fetcher::new(settings.allow_cimd_private_networks),
-                });
+                    pending: Arc::default(),
+                    logins: Arc::default(),
+                    registrations: Arc::new(ratelimit::AddressLimiter::per_minute(30)),
+                    authorize_pages: Arc::new(ratelimit::AddressLimiter::per_minute(
+                        AUTHORIZE_PER_MINUTE,
+                    )),
+                    cimd: Arc::new(cimd::Fetcher::new(settings.allow_cimd_private_networks)),
+                };
+                builtin.spawn_sweeper();
+                state.builtin = Some(builtin);
             }
         }
         Ok(state)

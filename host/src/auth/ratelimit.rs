@@ -67,6 +67,12 @@ impl SubjectLimiter {
         }
     }
 
+    /// Forgets keys whose quota is full again.
+    pub fn sweep(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
     /// Counts one request of `key`.
     pub fn check(&self, key: &str) -> Decision {
         if self.limiter.len() > 100_000 {
@@ -112,6 +118,11 @@ impl AddressLimiter {
     pub fn check(&self, addr: &str) -> Decision {
         self.0.check(addr)
     }
+
+    /// Forgets addresses whose quota is full again.
+    pub fn sweep(&self) {
+        self.0.sweep();
+    }
 }
 
 /// Failed logins within [`WINDOW`] that start the first lockout.
@@ -126,6 +137,11 @@ struct Failures {
     count: u32,
     first: Instant,
     locked_until: Option<Instant>,
+}
+
+/// Whether `f` still matters at `now` (within the window, or locked out).
+fn still_matters(f: &Failures, now: Instant) -> bool {
+    now.saturating_duration_since(f.first) < WINDOW || f.locked_until.is_some_and(|u| u > now)
 }
 
 /// Failed-login throttling per client address: the [`FREE_FAILURES`]th failure
@@ -150,6 +166,18 @@ impl LoginThrottle {
         (until > now).then(|| until - now)
     }
 
+    /// Forgets addresses whose failures are out of the window and not locked out.
+    pub fn sweep(&self) {
+        self.sweep_at(Instant::now());
+    }
+
+    fn sweep_at(&self, now: Instant) {
+        self.by_addr
+            .lock()
+            .expect("login throttle lock")
+            .retain(|_, f| still_matters(f, now));
+    }
+
     /// Records a failure; returns the lockout it starts, if any.
     pub fn failed(&self, addr: &str) -> Option<Duration> {
         self.failed_at(addr, Instant::now())
@@ -158,9 +186,7 @@ impl LoginThrottle {
     fn failed_at(&self, addr: &str, now: Instant) -> Option<Duration> {
         let mut map = self.by_addr.lock().expect("login throttle lock");
         if map.len() > 100_000 {
-            map.retain(|_, f| {
-                now.duration_since(f.first) < WINDOW || f.locked_until.is_some_and(|u| u > now)
-            });
+            map.retain(|_, f| still_matters(f, now));
         }
         let f = map.entry(addr.to_owned()).or_insert(Failures {
             count: 0,

@@ -81,3 +81,21 @@ fn login_throttle_forgets_old_failures() {
         None
     );
 }
+
+#[test]
+fn login_throttle_sweep_keeps_only_what_still_matters() {
+    let t = LoginThrottle::default();
+    let now = Instant::now();
+    t.failed_at("old", now);
+    for _ in 0..FREE_FAILURES {
+        t.failed_at("locked", now);
+    }
+    let later = now + WINDOW + Duration::from_secs(1);
+    t.failed_at("recent", later);
+    t.sweep_at(later);
+    let map = t.by_addr.lock().unwrap();
+    assert!(!map.contains_key("old"));
+    assert!(map.contains_key("recent"));
+    // Locked out at `now` for 30 s, and its window restarted then: gone too.
+    assert!(!map.contains_key("locked"));
+}

@@ -3,9 +3,17 @@
 //! - A code is spent on first presentation, whatever happens next; presenting it
 //!   again revokes the family (every token) the first presentation produced.
 //! - The code is bound to its client, redirect URI, PKCE challenge and resource;
-//!   a mismatch revokes the family too (the code may be in the wrong hands).
+//!   a mismatch revokes the family too (the code may be in the wrong hands). A
+//!   redirect URI named at `/authorize` must be named again here.
 //! - Refresh tokens are opaque, stored as hashes, rotated on every use; a spent
 //!   refresh token presented again revokes its whole family.
+//! - Before a refresh token is spent, its user is looked up again: a user who no
+//!   longer exists, or holds none of the scopes asked for, gets `invalid_grant`
+//!   and the family is revoked; scopes taken from the user are left out of the
+//!   new token. A refresh asking for a scope the family was never granted gets
+//!   `invalid_scope` and leaves the presented token usable.
+//! - No refresh token outlives its family's absolute lifetime
+//!   (`auth.refresh_max_lifetime_days`, counted from the code exchange).
 //! - Responses carry `Cache-Control: no-store` and `Pragma: no-cache`.
 
 use std::collections::HashMap;
@@ -18,11 +26,13 @@ use base64::Engine as _;
 use serde_json::json;
 
 use super::keys::AccessClaims;
-use super::store::{Family, Redeem, Rotate};
+use super::store::{CodeGrant, Family, Redeem, Rotate, Rotation};
+use super::users::Credentials;
 use super::{AuthState, Builtin, no_store, oauth_error, parse_form, rules};
 use crate::audit::AuditEvent;
 
 const MAX_FORM_BYTES: usize = 64 << 10;
+const PATH: &str = "/token";
 
 /// A request's client authentication.
 pub(crate) struct ClientAuth {
@@ -94,6 +104,82 @@ pub(crate) async fn authenticate_client(b: &Builtin, auth: &ClientAuth) -> Resul
     }
 }
 
+/// A refused token request: what the audit line says, and the OAuth error the
+/// client gets.
+struct Denial {
+    status: StatusCode,
+    error: &'static str,
+    reason: String,
+    description: String,
+    subject: Option<String>,
+}
+
+impl Denial {
+    fn new(
+        status: StatusCode,
+        error: &'static str,
+        reason: impl Into<String>,
+        description: &str,
+    ) -> Self {
+        Denial {
+            status,
+            error,
+            reason: reason.into(),
+            description: description.to_owned(),
+            subject: None,
+        }
+    }
+
+    /// 400 `invalid_request`.
+    fn request(reason: impl Into<String>, description: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            reason,
+            description,
+        )
+    }
+
+    /// 400 `invalid_grant`.
+    fn grant(reason: impl Into<String>, description: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            reason,
+            description,
+        )
+    }
+
+    /// Names the user the refused grant belongs to.
+    fn of(mut self, subject: &str) -> Self {
+        self.subject = Some(subject.to_owned());
+        self
+    }
+}
+
+/// One `/token` request.
+struct Ctx<'a> {
+    s: &'a AuthState,
+    b: &'a Builtin,
+    ip: &'a str,
+}
+
+impl Ctx<'_> {
+    /// Audits `d`, then answers it.
+    async fn refuse(&self, d: Denial) -> Response {
+        self.s
+            .deny(
+                d.status,
+                format!("token: {}", d.reason),
+                PATH,
+                self.ip,
+                d.subject,
+            )
+            .await;
+        oauth_error(d.status, d.error, &d.description)
+    }
+}
+
 /// `POST /token`
 pub async fn token(State(s): State<Arc<AuthState>>, req: Request) -> Response {
     let b = s.builtin.as_ref().expect("route mounted in builtin mode");
@@ -104,7 +190,7 @@ pub async fn token(State(s): State<Arc<AuthState>>, req: Request) -> Response {
             req.into_body(),
             MAX_FORM_BYTES,
             "token: body too large",
-            "/token",
+            PATH,
             &ip,
         )
         .await
@@ -112,219 +198,104 @@ pub async fn token(State(s): State<Arc<AuthState>>, req: Request) -> Response {
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    let deny = |status: StatusCode, reason: String, subject: Option<String>| {
-        let s = s.clone();
-        let ip = ip.clone();
-        async move {
-            s.deny(status, format!("token: {reason}"), "/token", &ip, subject)
-                .await
-        }
+    let cx = Ctx { s: &s, b, ip: &ip };
+    let (form, client) = match form_and_client(&cx, &headers, &body).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
     };
-    let form = match parse_form(&body) {
+    let outcome = match form.get("grant_type").map(String::as_str) {
+        Some("authorization_code") => authorization_code(&cx, &form, &client.client_id).await,
+        Some("refresh_token") => refresh(&cx, &form, &client.client_id).await,
+        Some(other) => Err(cx
+            .refuse(Denial::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                format!("unsupported grant_type `{other}`"),
+                "supported: authorization_code, refresh_token",
+            ))
+            .await),
+        None => Err(cx
+            .refuse(Denial::request(
+                "grant_type missing",
+                "grant_type is missing",
+            ))
+            .await),
+    };
+    outcome.unwrap_or_else(|refused| refused)
+}
+
+/// Parses the form and authenticates the client.
+async fn form_and_client(
+    cx: &Ctx<'_>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(HashMap<String, String>, ClientAuth), Response> {
+    let form = match parse_form(body) {
         Ok(f) => f,
-        Err(e) => {
-            deny(StatusCode::BAD_REQUEST, e.clone(), None).await;
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e);
-        }
+        Err(e) => return Err(cx.refuse(Denial::request(e.clone(), &e)).await),
     };
-    let Some(client) = client_auth(&headers, &form) else {
-        deny(StatusCode::UNAUTHORIZED, "no client_id".into(), None).await;
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "client_id is required",
-        );
+    let Some(client) = client_auth(headers, &form) else {
+        return Err(cx
+            .refuse(Denial::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "no client_id",
+                "client_id is required",
+            ))
+            .await);
     };
-    if let Some(fid) = form.get("client_id")
-        && client.basic
-        && fid != &client.client_id
+    if client.basic
+        && form
+            .get("client_id")
+            .is_some_and(|fid| fid != &client.client_id)
     {
-        deny(
-            StatusCode::BAD_REQUEST,
-            "client_id differs between Basic and form".into(),
-            None,
-        )
-        .await;
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "conflicting client_id",
-        );
+        return Err(cx
+            .refuse(Denial::request(
+                "client_id differs between Basic and form",
+                "conflicting client_id",
+            ))
+            .await);
     }
-    if let Err(why) = authenticate_client(b, &client).await {
-        deny(
-            StatusCode::UNAUTHORIZED,
-            format!("client authentication failed: {why}"),
-            None,
-        )
-        .await;
-        let mut r = oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "client authentication failed",
-        );
+    if let Err(why) = authenticate_client(cx.b, &client).await {
+        let mut r = cx
+            .refuse(Denial::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                format!("client authentication failed: {why}"),
+                "client authentication failed",
+            ))
+            .await;
         if client.basic {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"stockade\""),
             );
         }
-        return r;
+        return Err(r);
     }
-    match form.get("grant_type").map(String::as_str) {
-        Some("authorization_code") => {
-            authorization_code(&s, b, &form, &client.client_id, &ip).await
-        }
-        Some("refresh_token") => refresh(&s, b, &form, &client.client_id, &ip).await,
-        Some(other) => {
-            deny(
-                StatusCode::BAD_REQUEST,
-                format!("unsupported grant_type `{other}`"),
-                None,
-            )
-            .await;
-            oauth_error(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                "supported: authorization_code, refresh_token",
-            )
-        }
-        None => {
-            deny(StatusCode::BAD_REQUEST, "grant_type missing".into(), None).await;
-            oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "grant_type is missing",
-            )
-        }
-    }
+    Ok((form, client))
 }
 
+/// The `authorization_code` grant: redeem, check the binding, issue.
 async fn authorization_code(
-    s: &AuthState,
-    b: &Builtin,
+    cx: &Ctx<'_>,
     form: &HashMap<String, String>,
     client_id: &str,
-    ip: &str,
-) -> Response {
-    let path = "/token";
+) -> Result<Response, Response> {
     let (Some(code), Some(verifier)) = (form.get("code"), form.get("code_verifier")) else {
-        s.deny(
-            StatusCode::BAD_REQUEST,
-            "token: code or code_verifier missing",
-            path,
-            ip,
-            None,
-        )
-        .await;
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "code and code_verifier are required (PKCE)",
-        );
+        return Err(cx
+            .refuse(Denial::request(
+                "code or code_verifier missing",
+                "code and code_verifier are required (PKCE)",
+            ))
+            .await);
     };
     let family_id = super::random_token();
     let now = super::now_secs();
-    let grant = match b
-        .store
-        .redeem_code(&super::sha256_hex(code), &family_id, now)
-        .await
-    {
-        Ok(Redeem::Fresh(g)) => g,
-        Ok(Redeem::Replayed {
-            family,
-            client_id: owner,
-        }) => {
-            s.audit
-                .note(AuditEvent::ReuseDetected {
-                    kind: "authorization_code".into(),
-                    client_id: Some(owner.clone()),
-                    family: family.clone(),
-                    ip: ip.to_owned(),
-                })
-                .await;
-            if family.is_some() {
-                s.audit
-                    .note(AuditEvent::TokenRevoked {
-                        client_id: Some(owner),
-                        family: family.clone(),
-                        reason: "authorization code replayed".into(),
-                    })
-                    .await;
-            }
-            s.deny(
-                StatusCode::BAD_REQUEST,
-                "token: authorization code replayed",
-                path,
-                ip,
-                None,
-            )
-            .await;
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
-                "the authorization code was already used",
-            );
-        }
-        Ok(Redeem::Expired) => {
-            s.deny(
-                StatusCode::BAD_REQUEST,
-                "token: authorization code expired",
-                path,
-                ip,
-                None,
-            )
-            .await;
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
-                "the authorization code expired",
-            );
-        }
-        Ok(Redeem::Unknown) => {
-            s.deny(
-                StatusCode::BAD_REQUEST,
-                "token: unknown authorization code",
-                path,
-                ip,
-                None,
-            )
-            .await;
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
-                "unknown authorization code",
-            );
-        }
-        Err(e) => return store_failure(e),
-    };
-    let mismatch = if grant.client_id != client_id {
-        Some("code issued to another client")
-    } else if form
-        .get("redirect_uri")
-        .is_some_and(|r| r != &grant.redirect_uri)
-    {
-        Some("redirect_uri differs from the one at /authorize")
-    } else if !rules::pkce_s256_matches(verifier, &grant.code_challenge) {
-        Some("PKCE code_verifier does not match the code_challenge")
-    } else if form.get("resource").is_some_and(|r| {
-        r.trim_end_matches('/') != grant.resource && r.trim_end_matches('/') != s.public_url
-    }) {
-        Some("resource differs from the one at /authorize")
-    } else {
-        None
-    };
-    if let Some(why) = mismatch {
-        let _ = b.store.revoke_family(&family_id, why, now).await;
-        s.deny(
-            StatusCode::BAD_REQUEST,
-            format!("token: {why}"),
-            path,
-            ip,
-            Some(grant.subject.clone()),
-        )
-        .await;
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", why);
+    let grant = redeem(cx, code, &family_id, now).await?;
+    if let Some(why) = code_mismatch(cx.s, form, verifier, &grant, client_id) {
+        let _ = cx.b.store.revoke_family(&family_id, why, now).await;
+        return Err(cx.refuse(Denial::grant(why, why).of(&grant.subject)).await);
     }
     let family = Family {
         id: family_id,
@@ -332,20 +303,15 @@ async fn authorization_code(
         subject: grant.subject,
         scope: grant.scope,
         resource: grant.resource,
+        created_at: now,
     };
     let refresh = super::random_token();
-    if let Err(e) = b
-        .store
-        .add_refresh(
-            &family.id,
-            &super::sha256_hex(&refresh),
-            now + b.refresh_ttl,
-        )
+    let expires_at = now + cx.b.refresh_ttl.min(cx.b.family_max_lifetime);
+    cx.b.store
+        .add_refresh(&family.id, &super::sha256_hex(&refresh), expires_at)
         .await
-    {
-        return store_failure(e);
-    }
-    s.audit
+        .map_err(store_failure)?;
+    cx.s.audit
         .note(AuditEvent::TokenIssued {
             subject: family.subject.clone(),
             client_id: family.client_id.clone(),
@@ -354,175 +320,273 @@ async fn authorization_code(
             family: family.id.clone(),
         })
         .await;
-    token_response(s, b, &family, &family.scope, &refresh)
+    Ok(token_response(cx.s, cx.b, &family, &family.scope, &refresh))
 }
 
-async fn refresh(
+/// Spends the code; a replay is audited (the store revoked its family).
+async fn redeem(
+    cx: &Ctx<'_>,
+    code: &str,
+    family_id: &str,
+    now: i64,
+) -> Result<CodeGrant, Response> {
+    let redeemed =
+        cx.b.store
+            .redeem_code(&super::sha256_hex(code), family_id, now)
+            .await
+            .map_err(store_failure)?;
+    let denial = match redeemed {
+        Redeem::Fresh(grant) => return Ok(grant),
+        Redeem::Replayed { family, client_id } => {
+            audit_replay(
+                cx,
+                "authorization_code",
+                &client_id,
+                family,
+                "authorization code replayed",
+            )
+            .await;
+            Denial::grant(
+                "authorization code replayed",
+                "the authorization code was already used",
+            )
+        }
+        Redeem::Expired => Denial::grant(
+            "authorization code expired",
+            "the authorization code expired",
+        ),
+        Redeem::Unknown => {
+            Denial::grant("unknown authorization code", "unknown authorization code")
+        }
+    };
+    Err(cx.refuse(denial).await)
+}
+
+/// Records a detected reuse and the revocation it caused.
+async fn audit_replay(
+    cx: &Ctx<'_>,
+    kind: &str,
+    client_id: &str,
+    family: Option<String>,
+    reason: &str,
+) {
+    cx.s.audit
+        .note(AuditEvent::ReuseDetected {
+            kind: kind.into(),
+            client_id: Some(client_id.to_owned()),
+            family: family.clone(),
+            ip: cx.ip.to_owned(),
+        })
+        .await;
+    if family.is_some() {
+        cx.s.audit
+            .note(AuditEvent::TokenRevoked {
+                client_id: Some(client_id.to_owned()),
+                family,
+                reason: reason.into(),
+            })
+            .await;
+    }
+}
+
+/// Why a redeemed code may not be exchanged by this request, if it may not.
+fn code_mismatch(
     s: &AuthState,
-    b: &Builtin,
+    form: &HashMap<String, String>,
+    verifier: &str,
+    grant: &CodeGrant,
+    client_id: &str,
+) -> Option<&'static str> {
+    let redirect_uri = form.get("redirect_uri");
+    let resource = form.get("resource").map(|r| r.trim_end_matches('/'));
+    if grant.client_id != client_id {
+        Some("code issued to another client")
+    } else if redirect_uri.is_some_and(|r| r != &grant.redirect_uri) {
+        Some("redirect_uri differs from the one at /authorize")
+    } else if redirect_uri.is_none() && grant.redirect_uri_given {
+        Some("redirect_uri missing (it was given at /authorize)")
+    } else if !rules::pkce_s256_matches(verifier, &grant.code_challenge) {
+        Some("PKCE code_verifier does not match the code_challenge")
+    } else if resource.is_some_and(|r| r != grant.resource && r != s.public_url) {
+        Some("resource differs from the one at /authorize")
+    } else {
+        None
+    }
+}
+
+/// Why a valid refresh token may not be used now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RefreshBlocked {
+    /// The user no longer exists.
+    SubjectGone,
+    /// The user holds none of the scopes asked for any more.
+    ScopesWithdrawn,
+    /// The request asked for this scope, which the family was never granted.
+    Wider(String),
+}
+
+/// The scope a refresh of `family` issues: the one asked for (default: the
+/// family's), which must lie within the family's grant, minus the scopes its
+/// user no longer holds.
+pub(crate) fn refresh_scope(
+    family: &Family,
+    requested: Option<&str>,
+    credentials: &Credentials,
+) -> Result<String, RefreshBlocked> {
+    let granted = rules::parse_scope(&family.scope);
+    let asked = requested
+        .map(rules::parse_scope)
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| granted.clone());
+    let Some(allowed) = credentials.current_scopes(&family.subject) else {
+        return Err(RefreshBlocked::SubjectGone);
+    };
+    if let Some(bad) = asked.iter().find(|x| !granted.contains(x)) {
+        return Err(RefreshBlocked::Wider(bad.clone()));
+    }
+    let scope: Vec<String> = asked.into_iter().filter(|x| allowed.contains(x)).collect();
+    if scope.is_empty() {
+        return Err(RefreshBlocked::ScopesWithdrawn);
+    }
+    Ok(scope.join(" "))
+}
+
+/// The `refresh_token` grant: check, rotate, issue.
+async fn refresh(
+    cx: &Ctx<'_>,
     form: &HashMap<String, String>,
     client_id: &str,
-    ip: &str,
-) -> Response {
-    let path = "/token";
+) -> Result<Response, Response> {
     let Some(old) = form.get("refresh_token") else {
-        s.deny(
-            StatusCode::BAD_REQUEST,
-            "token: refresh_token missing",
-            path,
-            ip,
-            None,
-        )
-        .await;
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "refresh_token is required",
-        );
+        return Err(cx
+            .refuse(Denial::request(
+                "refresh_token missing",
+                "refresh_token is required",
+            ))
+            .await);
     };
+    let requested = form.get("scope").map(String::as_str);
+    let credentials = &cx.b.credentials;
+    let accept = |f: &Family| refresh_scope(f, requested, credentials).is_ok();
     let new = super::random_token();
-    let now = super::now_secs();
-    let rotated = b
-        .store
-        .rotate_refresh(
-            &super::sha256_hex(old),
-            &super::sha256_hex(&new),
-            client_id,
-            now,
-            now + b.refresh_ttl,
-        )
-        .await;
+    let (old_hash, new_hash) = (super::sha256_hex(old), super::sha256_hex(&new));
+    let rotation = Rotation {
+        old_hash: &old_hash,
+        new_hash: &new_hash,
+        client_id,
+        now: super::now_secs(),
+        ttl: cx.b.refresh_ttl,
+        max_lifetime: cx.b.family_max_lifetime,
+        accept: &accept,
+    };
+    let rotated =
+        cx.b.store
+            .rotate_refresh(&rotation)
+            .await
+            .map_err(store_failure)?;
     let family = match rotated {
-        Ok(Rotate::Rotated(f)) => f,
-        Ok(Rotate::Reused(f)) => {
-            s.audit
-                .note(AuditEvent::ReuseDetected {
-                    kind: "refresh_token".into(),
-                    client_id: Some(f.client_id.clone()),
-                    family: Some(f.id.clone()),
-                    ip: ip.to_owned(),
-                })
-                .await;
-            s.audit
-                .note(AuditEvent::TokenRevoked {
-                    client_id: Some(f.client_id.clone()),
-                    family: Some(f.id.clone()),
-                    reason: "refresh token reused".into(),
-                })
-                .await;
-            s.deny(
-                StatusCode::BAD_REQUEST,
-                "token: refresh token reused; family revoked",
-                path,
-                ip,
-                Some(f.subject),
-            )
-            .await;
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
-                "the refresh token was already used",
-            );
-        }
-        Ok(Rotate::Revoked(f)) => {
-            s.deny(
-                StatusCode::BAD_REQUEST,
-                "token: refresh token of a revoked family",
-                path,
-                ip,
-                Some(f.subject),
-            )
-            .await;
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
-                "the refresh token was revoked",
-            );
-        }
-        Ok(Rotate::Expired(f)) => {
-            s.deny(
-                StatusCode::BAD_REQUEST,
-                "token: refresh token expired",
-                path,
-                ip,
-                Some(f.subject),
-            )
-            .await;
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
-                "the refresh token expired",
-            );
-        }
-        Ok(Rotate::WrongClient(f)) => {
-            s.deny(
-                StatusCode::BAD_REQUEST,
-                "token: refresh token of another client",
-                path,
-                ip,
-                Some(f.subject),
-            )
-            .await;
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
-                "the refresh token belongs to another client",
-            );
-        }
-        Ok(Rotate::Unknown) => {
-            s.deny(
-                StatusCode::BAD_REQUEST,
-                "token: unknown refresh token",
-                path,
-                ip,
-                None,
-            )
-            .await;
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
-                "unknown refresh token",
-            );
-        }
-        Err(e) => return store_failure(e),
+        Rotate::Rotated(f) | Rotate::Declined(f) => f,
+        refused => return Err(rotation_refused(cx, refused).await),
     };
-    // A refresh may narrow the scope, never widen it (RFC 6749 §6).
-    let scope = match form.get("scope") {
-        Some(requested) => {
-            let granted = rules::parse_scope(&family.scope);
-            let req = rules::parse_scope(requested);
-            if let Some(bad) = req.iter().find(|x| !granted.contains(x)) {
-                s.deny(
-                    StatusCode::BAD_REQUEST,
-                    format!("token: refresh asked for scope `{bad}` not granted"),
-                    path,
-                    ip,
-                    Some(family.subject.clone()),
-                )
-                .await;
-                // The presented token is spent; its successor stays usable.
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_scope",
-                    "a refresh cannot widen the scope",
-                );
-            }
-            if req.is_empty() {
-                family.scope.clone()
-            } else {
-                req.join(" ")
-            }
-        }
-        None => family.scope.clone(),
+    let scope = match refresh_scope(&family, requested, credentials) {
+        Ok(scope) => scope,
+        Err(why) => return Err(refresh_blocked(cx, &family, why).await),
     };
-    s.audit
+    cx.s.audit
         .note(AuditEvent::TokenRefreshed {
             subject: family.subject.clone(),
             client_id: family.client_id.clone(),
             family: family.id.clone(),
         })
         .await;
-    token_response(s, b, &family, &scope, &new)
+    Ok(token_response(cx.s, cx.b, &family, &scope, &new))
+}
+
+/// Answers a refresh token the store would not rotate (reuse is audited).
+async fn rotation_refused(cx: &Ctx<'_>, outcome: Rotate) -> Response {
+    let denial = match outcome {
+        Rotate::Reused(f) => {
+            audit_replay(
+                cx,
+                "refresh_token",
+                &f.client_id,
+                Some(f.id.clone()),
+                "refresh token reused",
+            )
+            .await;
+            Denial::grant(
+                "refresh token reused; family revoked",
+                "the refresh token was already used",
+            )
+            .of(&f.subject)
+        }
+        Rotate::Revoked(f) => Denial::grant(
+            "refresh token of a revoked family",
+            "the refresh token was revoked",
+        )
+        .of(&f.subject),
+        Rotate::Expired(f) => {
+            Denial::grant("refresh token expired", "the refresh token expired").of(&f.subject)
+        }
+        Rotate::WrongClient(f) => Denial::grant(
+            "refresh token of another client",
+            "the refresh token belongs to another client",
+        )
+        .of(&f.subject),
+        Rotate::Unknown | Rotate::Rotated(_) | Rotate::Declined(_) => {
+            Denial::grant("unknown refresh token", "unknown refresh token")
+        }
+    };
+    cx.refuse(denial).await
+}
+
+/// Answers a refresh the user's current state forbids. A wider scope leaves the
+/// token usable; a removed user, or one without any of the scopes, loses the
+/// whole family.
+async fn refresh_blocked(cx: &Ctx<'_>, family: &Family, why: RefreshBlocked) -> Response {
+    let revoke_because = match &why {
+        RefreshBlocked::Wider(bad) => {
+            return cx
+                .refuse(
+                    Denial::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_scope",
+                        format!("refresh asked for scope `{bad}` not granted"),
+                        "a refresh cannot widen the scope",
+                    )
+                    .of(&family.subject),
+                )
+                .await;
+        }
+        RefreshBlocked::SubjectGone => "the user no longer exists",
+        RefreshBlocked::ScopesWithdrawn => "the user no longer holds the granted scopes",
+    };
+    match cx
+        .b
+        .store
+        .revoke_family(&family.id, revoke_because, super::now_secs())
+        .await
+    {
+        Ok(true) => {
+            cx.s.audit
+                .note(AuditEvent::TokenRevoked {
+                    client_id: Some(family.client_id.clone()),
+                    family: Some(family.id.clone()),
+                    reason: revoke_because.into(),
+                })
+                .await
+        }
+        Ok(false) => {}
+        Err(e) => return store_failure(e),
+    }
+    cx.refuse(
+        Denial::grant(
+            format!("refresh refused: {revoke_because}; family revoked"),
+            "the refresh token was revoked",
+        )
+        .of(&family.subject),
+    )
+    .await
 }
 
 fn token_response(
@@ -565,3 +629,7 @@ fn store_failure(e: super::store::StoreError) -> Response {
         "the server could not complete the request",
     )
 }
+
+#[cfg(test)]
+#[path = "token_tests.rs"]
+mod tests;

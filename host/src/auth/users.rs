@@ -89,6 +89,8 @@ pub struct Credentials {
     salt: [u8; 32],
     users: Vec<User>,
     all_scopes: Vec<String>,
+    /// Auto-approve logs clients in as the operator without a password.
+    auto_approve: bool,
     /// A hash verified for unknown user names, so timing does not tell which exist.
     dummy_hash: String,
 }
@@ -180,6 +182,7 @@ impl Credentials {
             salt,
             users,
             all_scopes: scopes_supported.to_vec(),
+            auto_approve,
             dummy_hash,
         })
     }
@@ -200,6 +203,20 @@ impl Credentials {
             subject: OPERATOR.into(),
             allowed_scopes: self.all_scopes.clone(),
         }
+    }
+
+    /// The scopes `subject` may hold now, or `None` when no such login exists
+    /// any more (a user removed from the users file, the operator once neither a
+    /// password nor auto-approve is configured). Tokens are re-checked against
+    /// this at refresh and at the gate.
+    pub fn current_scopes(&self, subject: &str) -> Option<&[String]> {
+        if subject == OPERATOR && (self.operator.is_some() || self.auto_approve) {
+            return Some(&self.all_scopes);
+        }
+        self.users
+            .iter()
+            .find(|u| u.name == subject)
+            .map(|u| u.scopes.as_slice())
     }
 
     /// Checks a login. `user` empty (or `operator`) means the operator password.

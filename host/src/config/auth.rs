@@ -40,8 +40,13 @@ pub struct AuthSettings {
     pub scopes_supported: Vec<String>,
     /// Lifetime of access tokens (JWTs), in seconds.
     pub access_token_ttl_secs: u64,
-    /// Lifetime of a refresh token, in days (each rotation starts a new one).
+    /// Lifetime of a refresh token, in days (each rotation starts a new one, up
+    /// to `refresh_max_lifetime_days`).
     pub refresh_token_ttl_days: u32,
+    /// Absolute lifetime of a login (a token family), in days from the code
+    /// exchange: no refresh token outlives it, however often it rotates; then
+    /// the user logs in again.
+    pub refresh_max_lifetime_days: u32,
     /// Skip the password page for clients redirecting to a loopback address.
     /// Single-user loopback setups only: refused unless listening on loopback
     /// without a users file.
@@ -76,6 +81,7 @@ impl Default for AuthSettings {
             scopes_supported: vec!["mcp".into()],
             access_token_ttl_secs: 900,
             refresh_token_ttl_days: 30,
+            refresh_max_lifetime_days: 30,
             auto_approve: false,
             allowed_origins: Vec::new(),
             rate_limit_per_minute: 600,
@@ -174,6 +180,9 @@ impl AuthSettings {
         }
         if !(1..=365).contains(&self.refresh_token_ttl_days) {
             problems.push("auth.refresh_token_ttl_days: must be between 1 and 365".into());
+        }
+        if !(1..=3650).contains(&self.refresh_max_lifetime_days) {
+            problems.push("auth.refresh_max_lifetime_days: must be between 1 and 3650".into());
         }
         for o in &self.allowed_origins {
             let ok = url::Url::parse(o)

@@ -38,7 +38,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::audit::Audit;
-use crate::auth::bearer::{Gate, gate};
+use crate::auth::bearer::{BearerGate, gate};
 use crate::auth::{AuthState, ScopeResolver};
 use crate::mcp::{Shared, StockadeMcp};
 
@@ -98,7 +98,7 @@ pub fn router(
         Arc::new(LocalSessionManager::default()),
         mcp_config,
     );
-    let gate_state = Gate {
+    let gate_state = BearerGate {
         auth: auth.clone(),
         scopes,
         max_body: config.max_body_bytes,

@@ -51,6 +51,9 @@ pub struct CodeGrant {
     pub client_id: String,
     /// The redirect URI used at `/authorize`.
     pub redirect_uri: String,
+    /// Whether `/authorize` named it (then `/token` must name it too, RFC 6749
+    /// §4.1.3); a client with one registered URI may leave it out.
+    pub redirect_uri_given: bool,
     /// The PKCE S256 challenge.
     pub code_challenge: String,
     /// The resource (token audience).
@@ -94,6 +97,41 @@ pub struct Family {
     pub scope: String,
     /// The resource (token audience).
     pub resource: String,
+    /// When the code was redeemed (seconds since the epoch): the family's
+    /// absolute lifetime counts from here.
+    pub created_at: i64,
+}
+
+/// Which families [`AuthStore::revoke_families`] revokes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FamilyFilter<'a> {
+    /// Every family of this user.
+    Subject(&'a str),
+    /// Every family of this OAuth client.
+    Client(&'a str),
+}
+
+/// Decides about a valid refresh token's family before the token is spent:
+/// `false` leaves everything unchanged ([`Rotate::Declined`]).
+pub type AcceptFamily<'a> = &'a (dyn Fn(&Family) -> bool + Send + Sync);
+
+/// One presentation of a refresh token, for [`AuthStore::rotate_refresh`].
+pub struct Rotation<'a> {
+    /// sha256 (hex) of the presented token.
+    pub old_hash: &'a str,
+    /// sha256 (hex) of its successor.
+    pub new_hash: &'a str,
+    /// The client presenting it.
+    pub client_id: &'a str,
+    /// Now (seconds since the epoch).
+    pub now: i64,
+    /// The successor lives this long (seconds)...
+    pub ttl: i64,
+    /// ...but never past the family's `created_at` plus this (seconds); a family
+    /// older than this is [`Rotate::Expired`].
+    pub max_lifetime: i64,
+    /// Asked last, once the token is known to be valid.
+    pub accept: AcceptFamily<'a>,
 }
 
 /// The outcome of presenting a refresh token.
@@ -109,6 +147,9 @@ pub enum Rotate {
     Expired(Family),
     /// Presented by another client than the one it was issued to (nothing changed).
     WrongClient(Family),
+    /// Valid, but [`Rotation::accept`] said no (nothing changed: the token is
+    /// not spent).
+    Declined(Family),
     /// No such token.
     Unknown,
 }
@@ -137,16 +178,11 @@ pub trait AuthStore: Send + Sync {
         token_hash: &str,
         expires_at: i64,
     ) -> Result<(), StoreError>;
-    /// Spends refresh token `old_hash` presented by `client_id` and stores
-    /// `new_hash` in its place; detects reuse (and then revokes the family).
-    async fn rotate_refresh(
-        &self,
-        old_hash: &str,
-        new_hash: &str,
-        client_id: &str,
-        now: i64,
-        new_expires_at: i64,
-    ) -> Result<Rotate, StoreError>;
+    /// Spends refresh token `r.old_hash` presented by `r.client_id` and stores
+    /// `r.new_hash` in its place, in one transaction; detects reuse (and then
+    /// revokes the family). `r.accept` is asked only about a token that would
+    /// otherwise rotate.
+    async fn rotate_refresh(&self, r: &Rotation<'_>) -> Result<Rotate, StoreError>;
     /// The family a refresh token (used or not) belongs to.
     async fn family_of_refresh(&self, token_hash: &str) -> Result<Option<Family>, StoreError>;
     /// Revokes a family; returns whether it existed and was active.
@@ -156,10 +192,19 @@ pub trait AuthStore: Send + Sync {
         reason: &str,
         now: i64,
     ) -> Result<bool, StoreError>;
+    /// Revokes every active family matching `by`; returns how many.
+    async fn revoke_families(
+        &self,
+        by: FamilyFilter<'_>,
+        reason: &str,
+        now: i64,
+    ) -> Result<u64, StoreError>;
     /// Whether a family exists and is not revoked.
     async fn family_active(&self, family_id: &str) -> Result<bool, StoreError>;
-    /// Deletes expired codes and long-dead refresh tokens.
-    async fn purge(&self, now: i64) -> Result<(), StoreError>;
+    /// Deletes codes a day past their expiry, refresh tokens a day past theirs,
+    /// and families older than a day that have no refresh token left (none of
+    /// their access tokens can still be valid). Returns the rows deleted.
+    async fn purge(&self, now: i64) -> Result<u64, StoreError>;
 }
 
 #[cfg(test)]

@@ -16,10 +16,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{AuthStore, Client, CodeGrant, Family, Redeem, Rotate, StoreError};
+use super::{
+    AuthStore, Client, CodeGrant, Family, FamilyFilter, Redeem, Rotate, Rotation, StoreError,
+};
 
 /// Schema migrations, applied in order; index + 1 is the `user_version` after it.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE clients (
     client_id TEXT PRIMARY KEY,
     client_name TEXT,
@@ -57,7 +60,15 @@ CREATE TABLE refresh_tokens (
     used_at INTEGER
 );
 CREATE INDEX refresh_tokens_family ON refresh_tokens(family_id);
-"#];
+"#,
+    // Whether /authorize named the redirect URI (then /token must too). Codes
+    // from before default to "named": stricter, and they live 60 s anyway.
+    r#"
+ALTER TABLE codes ADD COLUMN redirect_uri_given INTEGER NOT NULL DEFAULT 1;
+CREATE INDEX families_subject ON families(subject);
+CREATE INDEX families_client ON families(client_id);
+"#,
+];
 
 /// The SQLite store.
 #[derive(Debug, Clone)]
@@ -119,6 +130,7 @@ fn family_from(row: &sqlx::sqlite::SqliteRow) -> Result<Family, sqlx::Error> {
         subject: row.try_get("subject")?,
         scope: row.try_get("scope")?,
         resource: row.try_get("resource")?,
+        created_at: row.try_get("created_at")?,
     })
 }
 
@@ -161,12 +173,13 @@ impl AuthStore for SqliteStore {
 
     async fn insert_code(&self, code_hash: &str, g: &CodeGrant) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO codes (code_hash, client_id, redirect_uri, code_challenge, resource, scope, \
-             subject, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO codes (code_hash, client_id, redirect_uri, redirect_uri_given, code_challenge, \
+             resource, scope, subject, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(code_hash)
         .bind(&g.client_id)
         .bind(&g.redirect_uri)
+        .bind(g.redirect_uri_given)
         .bind(&g.code_challenge)
         .bind(&g.resource)
         .bind(&g.scope)
@@ -194,6 +207,7 @@ impl AuthStore for SqliteStore {
         let grant = CodeGrant {
             client_id: row.try_get("client_id")?,
             redirect_uri: row.try_get("redirect_uri")?,
+            redirect_uri_given: row.try_get("redirect_uri_given")?,
             code_challenge: row.try_get("code_challenge")?,
             resource: row.try_get("resource")?,
             scope: row.try_get("scope")?,
@@ -267,20 +281,13 @@ impl AuthStore for SqliteStore {
         Ok(())
     }
 
-    async fn rotate_refresh(
-        &self,
-        old_hash: &str,
-        new_hash: &str,
-        client_id: &str,
-        now: i64,
-        new_expires_at: i64,
-    ) -> Result<Rotate, StoreError> {
+    async fn rotate_refresh(&self, r: &Rotation<'_>) -> Result<Rotate, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let Some(row) = sqlx::query(
             "SELECT f.*, r.used_at AS r_used_at, r.expires_at AS r_expires_at FROM refresh_tokens r \
              JOIN families f ON f.id = r.family_id WHERE r.token_hash = ?",
         )
-        .bind(old_hash)
+        .bind(r.old_hash)
         .fetch_optional(&mut *tx)
         .await?
         else {
@@ -290,7 +297,8 @@ impl AuthStore for SqliteStore {
         let used_at: Option<i64> = row.try_get("r_used_at")?;
         let expires_at: i64 = row.try_get("r_expires_at")?;
         let revoked_at: Option<i64> = row.try_get("revoked_at")?;
-        if family.client_id != client_id {
+        let family_ends = family.created_at.saturating_add(r.max_lifetime);
+        if family.client_id != r.client_id {
             return Ok(Rotate::WrongClient(family));
         }
         if used_at.is_some() {
@@ -298,7 +306,7 @@ impl AuthStore for SqliteStore {
                 "UPDATE families SET revoked_at = ?, revoked_reason = 'refresh token reused' \
                  WHERE id = ? AND revoked_at IS NULL",
             )
-            .bind(now)
+            .bind(r.now)
             .bind(&family.id)
             .execute(&mut *tx)
             .await?;
@@ -308,20 +316,23 @@ impl AuthStore for SqliteStore {
         if revoked_at.is_some() {
             return Ok(Rotate::Revoked(family));
         }
-        if expires_at <= now {
+        if expires_at <= r.now || family_ends <= r.now {
             return Ok(Rotate::Expired(family));
         }
+        if !(r.accept)(&family) {
+            return Ok(Rotate::Declined(family));
+        }
         sqlx::query("UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ?")
-            .bind(now)
-            .bind(old_hash)
+            .bind(r.now)
+            .bind(r.old_hash)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
             "INSERT INTO refresh_tokens (token_hash, family_id, expires_at) VALUES (?, ?, ?)",
         )
-        .bind(new_hash)
+        .bind(r.new_hash)
         .bind(&family.id)
-        .bind(new_expires_at)
+        .bind(r.now.saturating_add(r.ttl).min(family_ends))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -355,6 +366,33 @@ impl AuthStore for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn revoke_families(
+        &self,
+        by: FamilyFilter<'_>,
+        reason: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let (sql, key) = match by {
+            FamilyFilter::Subject(s) => (
+                "UPDATE families SET revoked_at = ?, revoked_reason = ? \
+                 WHERE subject = ? AND revoked_at IS NULL",
+                s,
+            ),
+            FamilyFilter::Client(c) => (
+                "UPDATE families SET revoked_at = ?, revoked_reason = ? \
+                 WHERE client_id = ? AND revoked_at IS NULL",
+                c,
+            ),
+        };
+        let done = sqlx::query(sql)
+            .bind(now)
+            .bind(reason)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn family_active(&self, family_id: &str) -> Result<bool, StoreError> {
         let n: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM families WHERE id = ? AND revoked_at IS NULL")
@@ -364,18 +402,29 @@ impl AuthStore for SqliteStore {
         Ok(n > 0)
     }
 
-    async fn purge(&self, now: i64) -> Result<(), StoreError> {
-        // Spent codes stay a day so a late replay is still recognised.
-        sqlx::query("DELETE FROM codes WHERE expires_at < ?")
-            .bind(now - 86_400)
-            .execute(&self.pool)
-            .await?;
-        // Spent refresh tokens stay until they would have expired, so reuse is
-        // detected for as long as the token could have been valid.
-        sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < ?")
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    async fn purge(&self, now: i64) -> Result<u64, StoreError> {
+        // A day of grace everywhere: spent codes stay so a late replay is still
+        // recognised; spent refresh tokens stay past the time they could have
+        // been valid, so reuse is detected for as long as that; a family goes
+        // only when no access token of it can still be valid (access tokens
+        // live at most a day and never start after the last refresh token's
+        // expiry).
+        let day_ago = now - 86_400;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut deleted = 0;
+        for sql in [
+            "DELETE FROM codes WHERE expires_at < ?",
+            "DELETE FROM refresh_tokens WHERE expires_at < ?",
+            "DELETE FROM families WHERE created_at < ? AND NOT EXISTS \
+             (SELECT 1 FROM refresh_tokens r WHERE r.family_id = families.id)",
+        ] {
+            deleted += sqlx::query(sql)
+                .bind(day_ago)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
 }

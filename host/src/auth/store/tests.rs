@@ -12,11 +12,33 @@ fn grant(expires_at: i64) -> CodeGrant {
     CodeGrant {
         client_id: "c1".into(),
         redirect_uri: "http://127.0.0.1:1/cb".into(),
+        redirect_uri_given: true,
         code_challenge: "x".repeat(43),
         resource: "http://h/mcp".into(),
         scope: "mcp".into(),
         subject: "operator".into(),
         expires_at,
+    }
+}
+
+fn yes(_: &Family) -> bool {
+    true
+}
+
+fn no(_: &Family) -> bool {
+    false
+}
+
+/// A rotation at `now`: successors live 4,100 s, families 1,000,000 s.
+fn rot<'a>(old: &'a str, new: &'a str, client: &'a str, now: i64) -> Rotation<'a> {
+    Rotation {
+        old_hash: old,
+        new_hash: new,
+        client_id: client,
+        now,
+        ttl: 4_100,
+        max_lifetime: 1_000_000,
+        accept: &yes,
     }
 }
 
@@ -92,47 +114,33 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
     s.insert_code("h1", &grant(1_000)).await.unwrap();
     s.redeem_code("h1", "fam", 900).await.unwrap();
     s.add_refresh("fam", "r1", 5_000).await.unwrap();
-    let Rotate::Rotated(f) = s
-        .rotate_refresh("r1", "r2", "c1", 901, 5_000)
-        .await
-        .unwrap()
-    else {
+    let Rotate::Rotated(f) = s.rotate_refresh(&rot("r1", "r2", "c1", 901)).await.unwrap() else {
         panic!()
     };
     assert_eq!(
         (f.id.as_str(), f.subject.as_str(), f.scope.as_str()),
         ("fam", "operator", "mcp")
     );
-    let Rotate::Rotated(_) = s
-        .rotate_refresh("r2", "r3", "c1", 902, 5_000)
-        .await
-        .unwrap()
-    else {
+    let Rotate::Rotated(_) = s.rotate_refresh(&rot("r2", "r3", "c1", 902)).await.unwrap() else {
         panic!()
     };
     // Another client presenting r3 changes nothing.
     assert!(matches!(
-        s.rotate_refresh("r3", "rx", "c2", 903, 5_000)
-            .await
-            .unwrap(),
+        s.rotate_refresh(&rot("r3", "rx", "c2", 903)).await.unwrap(),
         Rotate::WrongClient(_)
     ));
     // Reuse of the spent r1 revokes everything, including the live r3.
     assert!(matches!(
-        s.rotate_refresh("r1", "r9", "c1", 904, 5_000)
-            .await
-            .unwrap(),
+        s.rotate_refresh(&rot("r1", "r9", "c1", 904)).await.unwrap(),
         Rotate::Reused(_)
     ));
     assert!(!s.family_active("fam").await.unwrap());
     assert!(matches!(
-        s.rotate_refresh("r3", "r4", "c1", 905, 5_000)
-            .await
-            .unwrap(),
+        s.rotate_refresh(&rot("r3", "r4", "c1", 905)).await.unwrap(),
         Rotate::Revoked(_)
     ));
     assert_eq!(
-        s.rotate_refresh("zzz", "r5", "c1", 905, 5_000)
+        s.rotate_refresh(&rot("zzz", "r5", "c1", 905))
             .await
             .unwrap(),
         Rotate::Unknown
@@ -150,9 +158,7 @@ async fn expired_refresh_and_explicit_revocation() {
     s.redeem_code("h1", "fam", 900).await.unwrap();
     s.add_refresh("fam", "r1", 950).await.unwrap();
     assert!(matches!(
-        s.rotate_refresh("r1", "r2", "c1", 951, 5_000)
-            .await
-            .unwrap(),
+        s.rotate_refresh(&rot("r1", "r2", "c1", 951)).await.unwrap(),
         Rotate::Expired(_)
     ));
     assert!(s.revoke_family("fam", "test", 952).await.unwrap());
@@ -177,4 +183,120 @@ async fn concurrent_redemptions_issue_one_family() {
         .filter(|r| matches!(r, Redeem::Fresh(_)))
         .count();
     assert_eq!(fresh, 1);
+}
+
+#[tokio::test]
+async fn a_declined_rotation_leaves_the_token_unspent() {
+    let (_d, s) = store().await;
+    s.insert_code("h1", &grant(1_000)).await.unwrap();
+    s.redeem_code("h1", "fam", 900).await.unwrap();
+    s.add_refresh("fam", "r1", 5_000).await.unwrap();
+    let declined = Rotation {
+        accept: &no,
+        ..rot("r1", "r2", "c1", 901)
+    };
+    assert!(matches!(
+        s.rotate_refresh(&declined).await.unwrap(),
+        Rotate::Declined(_)
+    ));
+    // Not spent, so no reuse: it still rotates, and the family lives.
+    assert!(matches!(
+        s.rotate_refresh(&rot("r1", "r2", "c1", 902)).await.unwrap(),
+        Rotate::Rotated(_)
+    ));
+    assert!(s.family_active("fam").await.unwrap());
+}
+
+#[tokio::test]
+async fn a_family_ends_at_its_absolute_lifetime() {
+    let (_d, s) = store().await;
+    s.insert_code("h1", &grant(1_000)).await.unwrap();
+    s.redeem_code("h1", "fam", 900).await.unwrap();
+    s.add_refresh("fam", "r1", 5_000).await.unwrap();
+    fn short<'a>(old: &'a str, new: &'a str, now: i64) -> Rotation<'a> {
+        Rotation {
+            max_lifetime: 2_000,
+            ..rot(old, new, "c1", now)
+        }
+    }
+    // Rotation keeps renewing the token, but never past created_at + 2,000.
+    let Rotate::Rotated(f) = s.rotate_refresh(&short("r1", "r2", 1_000)).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(f.created_at, 900);
+    let Rotate::Rotated(_) = s.rotate_refresh(&short("r2", "r3", 2_800)).await.unwrap() else {
+        panic!()
+    };
+    assert!(matches!(
+        s.rotate_refresh(&short("r3", "r4", 2_900)).await.unwrap(),
+        Rotate::Expired(_)
+    ));
+    // A token stored before the cap existed is refused by the family's age too.
+    s.add_refresh("fam", "legacy", 1_000_000).await.unwrap();
+    assert!(matches!(
+        s.rotate_refresh(&short("legacy", "r5", 2_901))
+            .await
+            .unwrap(),
+        Rotate::Expired(_)
+    ));
+}
+
+#[tokio::test]
+async fn families_are_revoked_by_subject_or_client() {
+    let (_d, s) = store().await;
+    for (code, fam, subject, client) in [
+        ("h1", "f1", "alice", "c1"),
+        ("h2", "f2", "alice", "c2"),
+        ("h3", "f3", "bob", "c1"),
+        ("h4", "f4", "bob", "c3"),
+    ] {
+        let g = CodeGrant {
+            subject: subject.into(),
+            client_id: client.into(),
+            ..grant(1_000)
+        };
+        s.insert_code(code, &g).await.unwrap();
+        s.redeem_code(code, fam, 900).await.unwrap();
+    }
+    assert_eq!(
+        s.revoke_families(FamilyFilter::Subject("alice"), "t", 901)
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(!s.family_active("f1").await.unwrap() && !s.family_active("f2").await.unwrap());
+    assert!(s.family_active("f3").await.unwrap());
+    // Already revoked families are not counted again.
+    assert_eq!(
+        s.revoke_families(FamilyFilter::Client("c1"), "t", 902)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(!s.family_active("f3").await.unwrap());
+    assert!(s.family_active("f4").await.unwrap());
+}
+
+#[tokio::test]
+async fn purge_deletes_dead_rows_only() {
+    let (_d, s) = store().await;
+    s.insert_code("h1", &grant(1_000)).await.unwrap();
+    s.redeem_code("h1", "old", 900).await.unwrap();
+    s.add_refresh("old", "r-old", 2_000).await.unwrap();
+    s.insert_code("h2", &grant(200_000)).await.unwrap();
+    s.redeem_code("h2", "live", 199_000).await.unwrap();
+    s.add_refresh("live", "r-live", 300_000).await.unwrap();
+    // Within the day of grace nothing goes.
+    assert_eq!(s.purge(87_000).await.unwrap(), 0);
+    // Then: the old code, its refresh token and its family.
+    assert_eq!(s.purge(200_000).await.unwrap(), 3);
+    assert_eq!(s.family_of_refresh("r-old").await.unwrap(), None);
+    assert!(!s.family_active("old").await.unwrap());
+    assert!(s.family_active("live").await.unwrap());
+    assert!(matches!(
+        s.rotate_refresh(&rot("r-live", "r2", "c1", 200_001))
+            .await
+            .unwrap(),
+        Rotate::Rotated(_)
+    ));
 }
