@@ -60,7 +60,9 @@ pub struct HttpGrant {
     /// Allow destinations on loopback, private, link-local and other
     /// non-public addresses (off by default, even for allow-listed names).
     pub allow_private: bool,
-    /// Timeout for connecting and for the first byte, in milliseconds.
+    /// Timeout for connecting, for the first byte and between bytes of the
+    /// response, in milliseconds (0: 30 s). A plugin may ask for shorter
+    /// timeouts, never longer ones.
     pub timeout_ms: u64,
 }
 
