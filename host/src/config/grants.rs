@@ -228,6 +228,11 @@ pub struct SqlSource {
     /// Query timeout in milliseconds (default 5000).
     #[serde(default = "default_sql_timeout")]
     pub timeout_ms: u64,
+    /// Most bytes one query's result may hold, in KiB (default 4096): values
+    /// are counted while rows are read, and a query passing it fails naming
+    /// this limit. Also the largest single value SQLite may build. At least 1.
+    #[serde(default = "default_sql_result")]
+    pub max_result_kib: u32,
 }
 
 fn default_max_rows() -> u32 {
@@ -236,6 +241,10 @@ fn default_max_rows() -> u32 {
 
 fn default_sql_timeout() -> u64 {
     5000
+}
+
+fn default_sql_result() -> u32 {
+    4096
 }
 
 impl Grants {
