@@ -213,19 +213,17 @@ impl WasiHttpHooks for HttpPolicy {
             if addrs.is_empty() {
                 return Err(HttpError::DestinationNotFound);
             }
-            if !allow_private {
-                if let Some(bad) = addrs.iter().find(|a| is_non_public(a.ip())) {
-                    denials.lock().unwrap_or_else(|e| e.into_inner()).push(format!(
-                        "plugin `{plugin}` may not reach {host} ({}): a non-public address \
-                         (set `grants.http.allow_private = true` under `[plugins.{plugin}]` to allow it)",
-                        bad.ip()
-                    ));
-                    tracing::warn!(
-                        plugin = %plugin, %uri, addr = %bad.ip(),
-                        "outbound HTTP denied: {host} resolves to a non-public address (grants.http.allow_private)"
-                    );
-                    return Err(HttpError::DestinationIpProhibited);
-                }
+            if !allow_private && let Some(bad) = addrs.iter().find(|a| is_non_public(a.ip())) {
+                denials.lock().unwrap_or_else(|e| e.into_inner()).push(format!(
+                    "plugin `{plugin}` may not reach {host} ({}): a non-public address \
+                     (set `grants.http.allow_private = true` under `[plugins.{plugin}]` to allow it)",
+                    bad.ip()
+                ));
+                tracing::warn!(
+                    plugin = %plugin, %uri, addr = %bad.ip(),
+                    "outbound HTTP denied: {host} resolves to a non-public address (grants.http.allow_private)"
+                );
+                return Err(HttpError::DestinationIpProhibited);
             }
             let options = clamp_timeouts(options, timeout);
             let (res, io) =
