@@ -1078,6 +1078,9 @@ async fn sql_reads_granted_sources_and_never_writes() {
         );
     }
     assert_denied(&host, "sql", &["may only read from `main`"]);
+    // A write behind WITH is refused by SQLite's authorizer while the
+    // statement is prepared (issue 11.3; before, the read-only connection
+    // stopped it when it ran).
     let t = cap(
         &client,
         "sql",
@@ -1085,7 +1088,7 @@ async fn sql_reads_granted_sources_and_never_writes() {
     )
     .await;
     assert!(
-        t.starts_with("ERR:") && t.to_lowercase().contains("readonly"),
+        t.starts_with("ERR:plugin `hostile` may only read from `main`: refused DELETE"),
         "{t}"
     );
     let t = cap(

@@ -16,7 +16,9 @@ mod grants;
 pub use self::auth::{
     AuthMode, AuthSettings, is_https_or_loopback, is_loopback_host, is_valid_scope,
 };
-pub use self::grants::{ClientGrant, DirGrant, DirMode, ExecGrant, Grants, HttpGrant, SqlSource};
+pub use self::grants::{
+    ClientGrant, DirGrant, DirMode, ExecGrant, Grants, HttpGrant, SqlSource, forbidden_env_name,
+};
 
 /// Errors while reading or validating the configuration.
 #[derive(Debug, thiserror::Error)]

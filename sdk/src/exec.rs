@@ -63,14 +63,17 @@ impl Command {
         self
     }
 
-    /// Sets an environment variable. Otherwise the environment holds only what
-    /// the grant sets.
+    /// Sets an environment variable. The grant must list the name in its
+    /// `guest_env` with a pattern the value matches; otherwise [`Command::run`]
+    /// returns [`CapabilityError::Denied`] and nothing runs.
     pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.inner.env.push((name.into(), value.into()));
         self
     }
 
-    /// Sets the working directory (the grant's default otherwise).
+    /// Sets the working directory (the grant's otherwise): a directory inside
+    /// one of the plugin's granted directories, as the plugin sees it. Needs
+    /// `guest_cwd = true` in the grant; otherwise `run` is denied.
     pub fn cwd(mut self, dir: impl Into<String>) -> Self {
         self.inner.cwd = Some(dir.into());
         self

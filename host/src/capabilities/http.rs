@@ -151,6 +151,19 @@ impl HttpPolicy {
     }
 }
 
+/// The guest's request options with every timeout at most the grant's `limit`
+/// (and `limit` where the guest set none): a plugin can shorten a timeout, never
+/// lengthen it.
+fn clamp_timeouts(options: Option<RequestOptions>, limit: Duration) -> RequestOptions {
+    let clamp = |t: Option<Duration>| Some(t.map_or(limit, |t| t.min(limit)));
+    let options = options.unwrap_or_default();
+    RequestOptions {
+        connect_timeout: clamp(options.connect_timeout),
+        first_byte_timeout: clamp(options.first_byte_timeout),
+        between_bytes_timeout: clamp(options.between_bytes_timeout),
+    }
+}
+
 type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
 
 impl WasiHttpHooks for HttpPolicy {
@@ -200,23 +213,19 @@ impl WasiHttpHooks for HttpPolicy {
             if addrs.is_empty() {
                 return Err(HttpError::DestinationNotFound);
             }
-            if !allow_private {
-                if let Some(bad) = addrs.iter().find(|a| is_non_public(a.ip())) {
-                    denials.lock().unwrap_or_else(|e| e.into_inner()).push(format!(
-                        "plugin `{plugin}` may not reach {host} ({}): a non-public address \
-                         (set `grants.http.allow_private = true` under `[plugins.{plugin}]` to allow it)",
-                        bad.ip()
-                    ));
-                    tracing::warn!(
-                        plugin = %plugin, %uri, addr = %bad.ip(),
-                        "outbound HTTP denied: {host} resolves to a non-public address (grants.http.allow_private)"
-                    );
-                    return Err(HttpError::DestinationIpProhibited);
-                }
+            if !allow_private && let Some(bad) = addrs.iter().find(|a| is_non_public(a.ip())) {
+                denials.lock().unwrap_or_else(|e| e.into_inner()).push(format!(
+                    "plugin `{plugin}` may not reach {host} ({}): a non-public address \
+                     (set `grants.http.allow_private = true` under `[plugins.{plugin}]` to allow it)",
+                    bad.ip()
+                ));
+                tracing::warn!(
+                    plugin = %plugin, %uri, addr = %bad.ip(),
+                    "outbound HTTP denied: {host} resolves to a non-public address (grants.http.allow_private)"
+                );
+                return Err(HttpError::DestinationIpProhibited);
             }
-            let mut options = options.unwrap_or_default();
-            options.connect_timeout.get_or_insert(timeout);
-            options.first_byte_timeout.get_or_insert(timeout);
+            let options = clamp_timeouts(options, timeout);
             let (res, io) =
                 wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
             use http_body_util::BodyExt;

@@ -75,3 +75,30 @@ fn no_grant_refuses_and_names_the_key() {
             .contains("allow-list")
     );
 }
+
+#[test]
+fn the_guest_cannot_raise_the_grants_timeout() {
+    let limit = Duration::from_millis(2000);
+    let o = clamp_timeouts(None, limit);
+    assert_eq!(
+        (
+            o.connect_timeout,
+            o.first_byte_timeout,
+            o.between_bytes_timeout
+        ),
+        (Some(limit), Some(limit), Some(limit))
+    );
+    let long = Duration::from_secs(3600);
+    let short = Duration::from_millis(100);
+    let o = clamp_timeouts(
+        Some(RequestOptions {
+            connect_timeout: Some(long),
+            first_byte_timeout: Some(short),
+            between_bytes_timeout: Some(long),
+        }),
+        limit,
+    );
+    assert_eq!(o.connect_timeout, Some(limit));
+    assert_eq!(o.first_byte_timeout, Some(short), "shorter stays");
+    assert_eq!(o.between_bytes_timeout, Some(limit));
+}

@@ -1,119 +1,131 @@
 //! `stockade:plugin/sql`: read-only queries on named data sources.
 //!
-//! A plugin may query only the sources listed in its `grants.sql`. Each query
-//! opens the SQLite file read-only (`SQLITE_OPEN_READONLY`) with `query_only`
-//! set, accepts only statements that start with `SELECT`, `WITH`, `VALUES` or
-//! `EXPLAIN`, stops after the source's row cap and is bounded by its timeout.
+//! A plugin may query only the sources listed in its `grants.sql`. What a query
+//! may do is the engine's business (today SQLite only, in `sql_sqlite.rs`: one
+//! reading statement, an authorizer allow-list, a read-only connection); this
+//! module holds what every engine shares:
+//!
+//! - **Bounded workers.** Queries run on blocking threads, at most
+//!   [`MAX_SQL_WORKERS`] at once for the whole host; a query waits for a worker
+//!   no longer than its deadline.
+//! - **Deadline and cancellation.** The source's `timeout_ms` is the query's
+//!   deadline, enforced inside the engine (SQLite's progress handler), so a
+//!   runaway query stops and frees its worker. If the call is dropped (the
+//!   client cancelled, the plugin's own deadline passed), a drop guard stops the
+//!   query too.
+//! - **Result size.** Values are counted as rows are read; a query whose result
+//!   would pass the source's `max_result_kib` fails naming that limit, and the
+//!   row cap (`max_rows`) truncates.
 
-use std::time::Duration;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
-use futures_util::TryStreamExt;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteRow};
-use sqlx::{Column, ConnectOptions, Connection, Row, TypeInfo, ValueRef};
+use tokio::sync::Semaphore;
 
 use crate::bindings::sql::{Host, Rows, Value};
 use crate::bindings::types::CapabilityError;
 use crate::config::SqlSource;
 use crate::runtime::CallState;
 
-/// Whether `statement` reads only, judged by its first keyword.
-fn is_read_statement(statement: &str) -> bool {
-    let mut s = statement.trim_start();
-    // Skip leading comments.
-    loop {
-        if let Some(rest) = s.strip_prefix("--") {
-            s = rest.split_once('\n').map_or("", |(_, r)| r).trim_start();
-        } else if let Some(rest) = s.strip_prefix("/*") {
-            s = rest.split_once("*/").map_or("", |(_, r)| r).trim_start();
-        } else {
-            break;
-        }
-    }
-    let word: String = s.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
-    matches!(
-        word.to_ascii_lowercase().as_str(),
-        "select" | "with" | "values" | "explain"
-    )
+#[path = "sql_sqlite.rs"]
+mod sqlite;
+
+/// Most queries running at once in the host (each holds one blocking thread).
+pub const MAX_SQL_WORKERS: usize = 4;
+
+static WORKERS: LazyLock<Arc<Semaphore>> =
+    LazyLock::new(|| Arc::new(Semaphore::new(MAX_SQL_WORKERS)));
+
+/// The engine behind a data source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlEngine {
+    /// A SQLite file, opened read-only.
+    Sqlite,
 }
 
-fn to_value(row: &SqliteRow, i: usize) -> Value {
-    let Ok(raw) = row.try_get_raw(i) else {
-        return Value::Null;
-    };
-    if raw.is_null() {
-        return Value::Null;
-    }
-    match raw.type_info().name() {
-        "INTEGER" => row
-            .try_get::<i64, _>(i)
-            .map(Value::Integer)
-            .unwrap_or(Value::Null),
-        "REAL" => row
-            .try_get::<f64, _>(i)
-            .map(Value::Real)
-            .unwrap_or(Value::Null),
-        "BLOB" => row
-            .try_get::<Vec<u8>, _>(i)
-            .map(Value::Blob)
-            .unwrap_or(Value::Null),
-        "BOOLEAN" => row
-            .try_get::<bool, _>(i)
-            .map(Value::Boolean)
-            .unwrap_or(Value::Null),
-        _ => row
-            .try_get::<String, _>(i)
-            .map(Value::Text)
-            .unwrap_or(Value::Null),
+impl SqlEngine {
+    /// The engine of `source`.
+    pub fn of(_source: &SqlSource) -> Self {
+        SqlEngine::Sqlite
     }
 }
 
-async fn run_query(
+/// The bounds of one query.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueryLimits {
+    /// Rows returned at most (more: `truncated`).
+    pub max_rows: usize,
+    /// Bytes of values the result may hold.
+    pub max_result_bytes: usize,
+    /// When the query is stopped.
+    pub deadline: Instant,
+}
+
+/// Why a query returned no rows.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum QueryError {
+    /// The statement is not one the capability runs; says what was refused
+    /// (`several statements`, `ATTACH of ...`, `the function ...`).
+    #[error("refused {0}")]
+    Refused(String),
+    /// The engine failed (bad SQL, missing table, unreadable file...).
+    #[error("{0}")]
+    Failed(String),
+    /// The result would pass `max_result_kib`.
+    #[error("the result is too large")]
+    TooLarge,
+    /// The deadline passed.
+    #[error("timed out")]
+    Timeout,
+    /// The call was dropped while the query ran.
+    #[error("cancelled")]
+    Cancelled,
+    /// The engine was interrupted (mapped to `Timeout` or `Cancelled`).
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// Stops the query when dropped: the call's future went away, or the query
+/// ended (then stopping is a no-op).
+struct StopOnDrop(Arc<sqlite::Stop>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+/// Runs `statement` on `source` on a SQL worker, within `limits`.
+pub(crate) async fn run_query(
     source: &SqlSource,
-    statement: &str,
+    statement: String,
     params: Vec<Value>,
-) -> Result<Rows, String> {
-    let mut conn = SqliteConnectOptions::new()
-        .filename(&source.sqlite)
-        .read_only(true)
-        .create_if_missing(false)
-        .pragma("query_only", "ON")
-        .connect()
+    limits: QueryLimits,
+) -> Result<Rows, QueryError> {
+    let deadline = tokio::time::Instant::from_std(limits.deadline);
+    let permit = tokio::time::timeout_at(deadline, WORKERS.clone().acquire_owned())
         .await
-        .map_err(|e| format!("cannot open the data source: {e}"))?;
-    let mut query = sqlx::query(statement);
-    for p in params {
-        query = match p {
-            Value::Null => query.bind(Option::<i64>::None),
-            Value::Integer(v) => query.bind(v),
-            Value::Real(v) => query.bind(v),
-            Value::Text(v) => query.bind(v),
-            Value::Blob(v) => query.bind(v),
-            Value::Boolean(v) => query.bind(v),
-        };
-    }
-    let max = source.max_rows as usize;
-    let mut columns = Vec::new();
-    let mut rows = Vec::new();
-    let mut truncated = false;
-    {
-        let mut stream = query.fetch(&mut conn);
-        while let Some(row) = stream.try_next().await.map_err(|e| e.to_string())? {
-            if columns.is_empty() {
-                columns = row.columns().iter().map(|c| c.name().to_owned()).collect();
-            }
-            if rows.len() == max {
-                truncated = true;
-                break;
-            }
-            rows.push((0..row.len()).map(|i| to_value(&row, i)).collect());
+        .map_err(|_| QueryError::Timeout)?
+        .map_err(|_| QueryError::Failed("the SQL workers are shut down".into()))?;
+    let stop = Arc::new(sqlite::Stop::default());
+    let _guard = StopOnDrop(stop.clone());
+    let path = source.sqlite.clone();
+    let engine = SqlEngine::of(source);
+    let worker = tokio::task::spawn_blocking(move || {
+        // The worker slot is released when the engine returns, not when the
+        // call goes away: the number of SQL threads stays bounded.
+        let _permit = permit;
+        match engine {
+            SqlEngine::Sqlite => sqlite::query(&path, &statement, params, limits, &stop),
         }
+    });
+    // The engine enforces the deadline itself; the grace covers a query stuck
+    // where SQLite does not check (the guard then interrupts it).
+    match tokio::time::timeout_at(deadline + Duration::from_secs(1), worker).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(e)) => Err(QueryError::Failed(format!("the SQL worker failed: {e}"))),
+        Err(_) => Err(QueryError::Timeout),
     }
-    let _ = conn.close().await;
-    Ok(Rows {
-        columns,
-        rows,
-        truncated,
-    })
 }
 
 impl Host for CallState {
@@ -135,22 +147,38 @@ impl Host for CallState {
             );
             return Err(cx.deny("sql", msg).await);
         };
-        if !is_read_statement(&statement) {
-            let msg = format!(
-                "plugin `{}` may only read from `{source}`: statements must start with SELECT, WITH, VALUES or EXPLAIN",
-                cx.plugin
-            );
-            return Err(cx.deny("sql", msg).await);
-        }
-        let timeout = Duration::from_millis(src.timeout_ms);
-        match tokio::time::timeout(timeout, run_query(&src, &statement, params)).await {
-            Ok(Ok(rows)) => Ok(rows),
-            Ok(Err(e)) => Err(CapabilityError::Failed(format!(
-                "query on `{source}` failed: {e}"
+        let max_result_kib = src.max_result_kib.max(1);
+        let limits = QueryLimits {
+            max_rows: src.max_rows as usize,
+            max_result_bytes: (max_result_kib as usize) << 10,
+            deadline: Instant::now() + Duration::from_millis(src.timeout_ms),
+        };
+        match run_query(&src, statement, params, limits).await {
+            Ok(rows) => Ok(rows),
+            Err(QueryError::Refused(why)) => {
+                let msg = format!(
+                    "plugin `{}` may only read from `{source}`: refused {why} (a query is one \
+                     reading statement — SELECT, WITH, VALUES, EXPLAIN or a reading PRAGMA — \
+                     calling only pure functions; see `grants.sql`)",
+                    cx.plugin
+                );
+                Err(cx.deny("sql", msg).await)
+            }
+            Err(QueryError::TooLarge) => Err(CapabilityError::LimitExceeded(format!(
+                "the result of the query on `{source}` exceeds {max_result_kib} KiB \
+                 (sql.{source}.max_result_kib)"
             ))),
-            Err(_) => Err(CapabilityError::LimitExceeded(format!(
-                "query on `{source}` timed out after {} ms",
-                src.timeout_ms
+            Err(QueryError::Timeout | QueryError::Interrupted) => {
+                Err(CapabilityError::LimitExceeded(format!(
+                    "query on `{source}` timed out after {} ms (sql.{source}.timeout_ms)",
+                    src.timeout_ms
+                )))
+            }
+            Err(QueryError::Cancelled) => Err(CapabilityError::Failed(format!(
+                "query on `{source}` was cancelled"
+            ))),
+            Err(QueryError::Failed(e)) => Err(CapabilityError::Failed(format!(
+                "query on `{source}` failed: {e}"
             ))),
         }
     }

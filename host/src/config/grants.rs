@@ -60,7 +60,9 @@ pub struct HttpGrant {
     /// Allow destinations on loopback, private, link-local and other
     /// non-public addresses (off by default, even for allow-listed names).
     pub allow_private: bool,
-    /// Timeout for connecting and for the first byte, in milliseconds.
+    /// Timeout for connecting, for the first byte and between bytes of the
+    /// response, in milliseconds (0: 30 s). A plugin may ask for shorter
+    /// timeouts, never longer ones.
     pub timeout_ms: u64,
 }
 
@@ -74,12 +76,28 @@ pub struct ExecGrant {
     /// matching the i-th regular expression.
     #[serde(default)]
     pub args: Option<Vec<String>>,
-    /// Working directory (default: the data directory's `exec/` folder... or `/`).
+    /// Working directory of the program (default `/`). The guest cannot change
+    /// it unless `guest_cwd` is set.
     #[serde(default)]
     pub cwd: Option<PathBuf>,
-    /// Environment of the program (nothing else is inherited).
+    /// Whether the guest may pick the working directory: a directory inside one
+    /// of the plugin's granted `dirs`, named as the plugin sees it (`/data/work`),
+    /// reached without following symbolic links. Off by default: a program run in
+    /// a directory the plugin can write may read configuration planted there
+    /// (a `.git/config`, a `.npmrc`, ...).
+    #[serde(default)]
+    pub guest_cwd: bool,
+    /// Environment of the program, set by the operator (nothing else is
+    /// inherited, and the guest cannot change these).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Variables the guest may set, by name, each with a regular expression its
+    /// whole value must match (`{ TZ = "[A-Za-z_/+-]{1,40}" }`). Names that
+    /// change how programs load code (`LD_*`, `BASH_ENV`, `GIT_*`, `PYTHON*`,
+    /// `NODE_OPTIONS`, `PATH`, ...; see [`forbidden_env_name`]) are refused here at
+    /// config validation. Any other variable the guest sends is refused.
+    #[serde(default)]
+    pub guest_env: BTreeMap<String, String>,
     /// Timeout in milliseconds (default 30000).
     #[serde(default = "default_exec_timeout")]
     pub timeout_ms: u64,
@@ -94,6 +112,98 @@ fn default_exec_timeout() -> u64 {
 
 fn default_exec_output() -> u32 {
     1024
+}
+
+/// Whether `name` can be an environment variable name: not empty, no `=`, no NUL.
+pub fn is_valid_env_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains('=') && !name.contains('\0')
+}
+
+/// Why a plugin may never choose the value of the variable `name` for a program
+/// it runs, or `None` when the operator may let it. These variables make loaders,
+/// shells and interpreters run code or read configuration named by their value
+/// (`LD_PRELOAD`, `BASH_ENV`, `GIT_CONFIG_*`, `PYTHONSTARTUP`, `NODE_OPTIONS`,
+/// `PERL5OPT`, ...), or redirect where programs look for code and configuration
+/// (`PATH`, `HOME`, `XDG_*`, `*PATH`). Matched case-insensitively.
+pub fn forbidden_env_name(name: &str) -> Option<&'static str> {
+    const EXACT: &[(&str, &str)] = &[
+        ("ENV", "sh and bash read the file it names"),
+        ("BASH_ENV", "bash runs the file it names"),
+        ("SHELLOPTS", "changes shell behaviour"),
+        ("BASHOPTS", "changes shell behaviour"),
+        ("IFS", "changes how shells split words"),
+        ("PS4", "shells expand it"),
+        ("PROMPT_COMMAND", "bash runs it"),
+        ("CDPATH", "changes where shells `cd`"),
+        ("GLOBIGNORE", "changes shell globbing"),
+        ("HOME", "programs read configuration from it"),
+        ("SHELL", "programs run it"),
+        ("EDITOR", "programs run it"),
+        ("VISUAL", "programs run it"),
+        ("PAGER", "programs run it"),
+        ("BROWSER", "programs run it"),
+        ("LESSOPEN", "less runs it"),
+        ("LESSCLOSE", "less runs it"),
+        ("TMPDIR", "programs create files in it"),
+        ("GLIBC_TUNABLES", "the dynamic loader reads it"),
+        ("LOCPATH", "the C library loads locale data from it"),
+        ("NLSPATH", "the C library loads message catalogs from it"),
+        ("HOSTALIASES", "the resolver reads the file it names"),
+        ("RESOLV_HOST_CONF", "the resolver reads the file it names"),
+        ("OPENSSL_CONF", "OpenSSL loads modules named there"),
+        ("OPENSSL_ENGINES", "OpenSSL loads code from it"),
+        ("OPENSSL_MODULES", "OpenSSL loads code from it"),
+        ("SSLKEYLOGFILE", "TLS libraries write secrets to it"),
+        ("JAVA_TOOL_OPTIONS", "the JVM loads agents named there"),
+        ("_JAVA_OPTIONS", "the JVM loads agents named there"),
+        ("JDK_JAVA_OPTIONS", "the JVM loads agents named there"),
+        ("CLASSPATH", "the JVM loads code from it"),
+        ("RUBYOPT", "ruby loads code named there"),
+        ("RUBYLIB", "ruby loads code from it"),
+        ("PHPRC", "php reads configuration from it"),
+        ("PHP_INI_SCAN_DIR", "php reads configuration from it"),
+        ("GCONV_PATH", "the C library loads code from it"),
+    ];
+    const PREFIXES: &[(&str, &str)] = &[
+        ("LD_", "the dynamic loader reads it"),
+        ("DYLD_", "the dynamic loader reads it"),
+        ("MALLOC_", "the allocator reads it"),
+        ("BASH_", "bash reads it (exported functions, startup files)"),
+        (
+            "GIT_",
+            "git reads configuration and runs programs named there",
+        ),
+        ("PYTHON", "python loads code named there"),
+        ("PERL", "perl loads code named there"),
+        ("NODE_", "node loads code named there"),
+        ("NPM_CONFIG_", "npm reads it"),
+        ("RUBY", "ruby loads code named there"),
+        ("LUA_", "lua loads code named there"),
+        ("TCL", "tcl loads code named there"),
+        ("XDG_", "programs read configuration from it"),
+        ("SSH_", "ssh runs programs named there"),
+        ("GEM_", "ruby loads code from it"),
+        ("BUNDLE_", "bundler loads code from it"),
+        ("CARGO_", "cargo runs programs named there"),
+        ("RUSTC", "cargo runs programs named there"),
+        ("DOTNET_", "the .NET runtime loads code named there"),
+        ("CORECLR_", "the .NET runtime loads code named there"),
+        ("R_", "R reads startup files named there"),
+    ];
+    let upper = name.to_ascii_uppercase();
+    if let Some((_, why)) = EXACT.iter().find(|(n, _)| *n == upper) {
+        return Some(why);
+    }
+    if let Some((_, why)) = PREFIXES.iter().find(|(p, _)| upper.starts_with(p)) {
+        return Some(why);
+    }
+    if upper.ends_with("PATH") {
+        return Some("programs look for code or data in the paths it lists");
+    }
+    if upper.ends_with("_OPTIONS") || upper.ends_with("_OPTS") || upper.ends_with("OPT") {
+        return Some("interpreters read options (often code to load) from it");
+    }
+    None
 }
 
 /// A kind of request to the client.
@@ -118,6 +228,11 @@ pub struct SqlSource {
     /// Query timeout in milliseconds (default 5000).
     #[serde(default = "default_sql_timeout")]
     pub timeout_ms: u64,
+    /// Most bytes one query's result may hold, in KiB (default 4096): values
+    /// are counted while rows are read, and a query passing it fails naming
+    /// this limit. Also the largest single value SQLite may build. At least 1.
+    #[serde(default = "default_sql_result")]
+    pub max_result_kib: u32,
 }
 
 fn default_max_rows() -> u32 {
@@ -126,6 +241,10 @@ fn default_max_rows() -> u32 {
 
 fn default_sql_timeout() -> u64 {
     5000
+}
+
+fn default_sql_result() -> u32 {
+    4096
 }
 
 impl Grants {
@@ -157,7 +276,7 @@ impl Grants {
             }
         }
         for k in self.env.keys() {
-            if k.is_empty() || k.contains('=') || k.contains('\0') {
+            if !is_valid_env_name(k) {
                 problems.push(format!("{at}.env: `{k}` is not a valid variable name"));
             }
         }
@@ -182,6 +301,36 @@ impl Grants {
                     ));
                 }
             }
+            for k in e.env.keys() {
+                if !is_valid_env_name(k) {
+                    problems.push(format!(
+                        "{at}.exec[{i}].env: `{k}` is not a valid variable name"
+                    ));
+                }
+            }
+            for (k, p) in &e.guest_env {
+                if !is_valid_env_name(k) {
+                    problems.push(format!(
+                        "{at}.exec[{i}].guest_env: `{k}` is not a valid variable name"
+                    ));
+                } else if let Some(why) = forbidden_env_name(k) {
+                    problems.push(format!(
+                        "{at}.exec[{i}].guest_env: a plugin may never set `{k}` ({why}); \
+                         set a fixed value in `env` if the program needs it"
+                    ));
+                }
+                if let Err(err) = regex::Regex::new(&format!("^(?:{p})$")) {
+                    problems.push(format!(
+                        "{at}.exec[{i}].guest_env.{k}: `{p}` is not a valid regex: {err}"
+                    ));
+                }
+            }
+            if e.guest_cwd && self.dirs.is_empty() {
+                problems.push(format!(
+                    "{at}.exec[{i}].guest_cwd: the plugin has no granted `dirs` to pick a \
+                     working directory in"
+                ));
+            }
         }
         for s in &self.sql {
             if !sources.contains_key(s) {
@@ -192,3 +341,7 @@ impl Grants {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "grants_tests.rs"]
+mod tests;
