@@ -894,3 +894,46 @@ async fn a_busy_neighbour_of_the_config_does_not_delay_reloads() {
     busy.join().unwrap();
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
+
+/// Issue 11 (small findings): turning `require` on in a live config stops the
+/// unsigned plugins at once; turning it off again lets them back in.
+#[tokio::test(flavor = "multi_thread")]
+async fn requiring_signatures_on_reload_unloads_unsigned_plugins() {
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("author.key");
+    let (ok, out) = run_stockade(
+        &["plugins", "keygen", "--out", key_file.to_str().unwrap()],
+        keys.path(),
+    );
+    assert!(ok, "{out}");
+    let public = out
+        .lines()
+        .find(|l| l.starts_with("ed25519:"))
+        .unwrap()
+        .to_owned();
+    let open = format!("[signatures]\nrequire = false\ntrusted_keys = [\"{public}\"]\n");
+    let host = HostBuilder::new()
+        .plugin(&bundled("template"), "template")
+        .config(&open)
+        .start();
+    let (client, _watcher) = watching_client(&host).await;
+    assert!(tool_names(&client).await.contains(&"greet".to_owned()));
+
+    write_config(&host, &open.replace("require = false", "require = true"));
+    eventually(Duration::from_secs(10), "greet withdrawn", async || {
+        !tool_names(&client).await.contains(&"greet".to_owned())
+    })
+    .await;
+    let refused = wait_event(&host, "plugin_refused", "template").await;
+    assert!(
+        refused["reason"].as_str().unwrap().contains("signature"),
+        "{refused}"
+    );
+    wait_event(&host, "plugin_removed", "template").await;
+
+    write_config(&host, &open);
+    eventually(Duration::from_secs(10), "greet back", async || {
+        tool_names(&client).await.contains(&"greet".to_owned())
+    })
+    .await;
+}

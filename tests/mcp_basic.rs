@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{HostBuilder, bundled, run_stockade, test_plugin};
 use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock};
 use serde_json::{Value, json};
@@ -261,47 +259,81 @@ async fn bad_files_are_refused_with_a_reason_and_the_host_still_serves() {
     assert_eq!(health["refused"], 4);
 }
 
+/// Progress notifications go out in order and before the call's result. Read
+/// from the raw SSE stream: that is the order the server sends (an rmcp client
+/// hands notifications to its handler on separate tasks, so the order in which
+/// a handler sees them is not the wire order).
 #[tokio::test(flavor = "multi_thread")]
 async fn progress_reaches_the_client() {
-    use rmcp::handler::client::ClientHandler;
-    use rmcp::model::ProgressNotificationParam;
-    use rmcp::service::NotificationContext;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Recorder(Arc<Mutex<Vec<f64>>>);
-    impl ClientHandler for Recorder {
-        async fn on_progress(
-            &self,
-            p: ProgressNotificationParam,
-            _cx: NotificationContext<rmcp::RoleClient>,
-        ) {
-            self.0.lock().unwrap().push(p.progress);
-        }
-    }
-
     let host = HostBuilder::new()
         .plugin(&test_plugin("kitchen-sink"), "kitchen-sink")
         .start();
-    let recorder = Recorder::default();
-    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(host.mcp_url());
-    use rmcp::ServiceExt;
-    let client = recorder.clone().serve(transport).await.unwrap();
-    let mut params = call("log_and_progress", json!({}));
-    let mut meta = rmcp::model::RequestMetaObject::default();
-    meta.set_progress_token(rmcp::model::ProgressToken(
-        rmcp::model::NumberOrString::Number(7),
-    ));
-    params.meta = Some(meta);
-    let r = client.call_tool(params).await.unwrap();
-    assert_eq!(r.is_error, Some(false), "{}", text(&r));
-    let start = std::time::Instant::now();
-    while recorder.0.lock().unwrap().len() < 3 && start.elapsed() < Duration::from_secs(5) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let seen = recorder.0.lock().unwrap().clone();
-    assert_eq!(seen, vec![1.0, 2.0, 3.0], "progress notifications in order");
-    client.cancel().await.unwrap();
+    let http = reqwest::Client::new();
+    let url = host.mcp_url();
+    let post = |body: Value, sid: Option<&str>| {
+        let mut rq = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .json(&body);
+        if let Some(sid) = sid {
+            rq = rq.header("mcp-session-id", sid);
+        }
+        rq.send()
+    };
+    let init = post(
+        json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}),
+        None,
+    )
+    .await
+    .unwrap();
+    let sid = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    drop(init.text().await);
+    post(
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        Some(&sid),
+    )
+    .await
+    .unwrap();
+    let body = post(
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"log_and_progress","arguments":{},"_meta":{"progressToken":7}}}),
+        Some(&sid),
+    )
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    let messages: Vec<Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str(d.trim()).ok())
+        .collect();
+    let progress: Vec<f64> = messages
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .map(|m| {
+            assert_eq!(m["params"]["progressToken"], 7, "{m}");
+            m["params"]["progress"].as_f64().unwrap()
+        })
+        .collect();
+    assert_eq!(progress, vec![1.0, 2.0, 3.0], "in order: {body}");
+    let result_at = messages
+        .iter()
+        .position(|m| m["id"] == 2)
+        .expect("the result");
+    let last_progress = messages
+        .iter()
+        .rposition(|m| m["method"] == "notifications/progress")
+        .unwrap();
+    assert!(
+        last_progress < result_at,
+        "progress after the result: {body}"
+    );
+    assert_eq!(messages[result_at]["result"]["isError"], false, "{body}");
 }
 
 #[test]

@@ -17,8 +17,59 @@ pub use self::auth::{
     AuthMode, AuthSettings, is_https_or_loopback, is_loopback_host, is_valid_scope,
 };
 pub use self::grants::{
-    ClientGrant, DirGrant, DirMode, ExecGrant, Grants, HttpGrant, SqlSource, forbidden_env_name,
+    ClientGrant, DirGrant, DirMode, ExecGrant, Grants, HostPattern, HttpGrant, SqlSource,
+    forbidden_env_name,
 };
+
+/// Whether `name` is acceptable as a plugin name (a plugin's name is its file
+/// name without `.wasm`): 1-64 letters, digits, `-` or `_`, starting with a
+/// letter or digit.
+pub fn is_valid_plugin_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// `[signatures]` in the host config.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignatureSettings {
+    /// Refuse plugin files without a valid signature from a trusted key.
+    pub require: bool,
+    /// Trusted public keys, `ed25519:<base64 of 32 bytes>`.
+    pub trusted_keys: Vec<String>,
+}
+
+impl SignatureSettings {
+    /// Problems with the settings, for config validation. Keys are checked for
+    /// their form here; `plugins::sign` refuses one that is not a valid ed25519
+    /// point when it verifies (no plugin loads with it).
+    pub fn problems(&self) -> Vec<String> {
+        use base64::Engine as _;
+        let mut out = Vec::new();
+        for k in &self.trusted_keys {
+            let decoded = k
+                .strip_prefix("ed25519:")
+                .map(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()));
+            match decoded {
+                Some(Ok(bytes)) if bytes.len() == 32 => {}
+                Some(Ok(bytes)) => out.push(format!(
+                    "signatures.trusted_keys: `{k}`: an ed25519 public key has 32 bytes, this one {}",
+                    bytes.len()
+                )),
+                Some(Err(e)) => out.push(format!("signatures.trusted_keys: `{k}`: not base64: {e}")),
+                None => out.push(format!(
+                    "signatures.trusted_keys: `{k}`: expected `ed25519:<base64>` (see `stockade plugins keygen`)"
+                )),
+            }
+        }
+        if self.require && self.trusted_keys.is_empty() {
+            out.push("signatures.require is on but signatures.trusted_keys is empty: no plugin could load".into());
+        }
+        out
+    }
+}
 
 /// Errors while reading or validating the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +120,7 @@ pub struct Config {
     /// provider, or none (loopback only).
     pub auth: AuthSettings,
     /// Plugin signature checking.
-    pub signatures: crate::plugins::sign::SignatureSettings,
+    pub signatures: SignatureSettings,
     /// Watch the plugin directory and the config file, applying changes live.
     pub watch: bool,
 }
@@ -268,7 +319,7 @@ impl Config {
         let mut problems = Vec::new();
         self.limits.check("limits", &mut problems);
         for (name, plugin) in &self.plugins {
-            if !crate::plugins::is_valid_plugin_name(name) {
+            if !is_valid_plugin_name(name) {
                 problems.push(format!(
                     "plugins.{name}: not a valid plugin name (use letters, digits, `-` and `_`)"
                 ));

@@ -14,8 +14,8 @@ use crate::bindings::client::{
     ElicitationRequest, ElicitationResponse, Host, SamplingRequest, SamplingResponse,
 };
 use crate::bindings::types::{CapabilityError, Content, Media, Role};
+use crate::capabilities::CallContext;
 use crate::config::ClientGrant;
-use crate::runtime::CallState;
 
 fn role_json(r: Role) -> &'static str {
     match r {
@@ -86,13 +86,12 @@ impl super::CallContext {
     }
 }
 
-impl Host for CallState {
+impl Host for CallContext {
     async fn create_message(
         &mut self,
         request: SamplingRequest,
     ) -> Result<SamplingResponse, CapabilityError> {
         let link = self
-            .cx
             .client_allowed(ClientGrant::Sampling, "sampling")
             .await?;
         let mut messages = Vec::new();
@@ -146,7 +145,6 @@ impl Host for CallState {
         request: ElicitationRequest,
     ) -> Result<ElicitationResponse, CapabilityError> {
         let link = self
-            .cx
             .client_allowed(ClientGrant::Elicitation, "elicitation")
             .await?;
         let schema: Value = serde_json::from_str(&request.requested_schema).map_err(|e| {

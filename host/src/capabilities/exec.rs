@@ -34,8 +34,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::bindings::exec::{Command, Host, Output};
 use crate::bindings::types::CapabilityError;
+use crate::capabilities::CallContext;
 use crate::config::{DirGrant, ExecGrant, forbidden_env_name};
-use crate::runtime::CallState;
 
 fn args_allowed(grant: &ExecGrant, args: &[String]) -> Result<(), String> {
     let Some(patterns) = &grant.args else {
@@ -263,10 +263,10 @@ async fn read_capped(
     }
 }
 
-impl CallState {
+impl CallContext {
     /// Finds the grant for `program`, or the denial message.
     fn exec_grant(&self, program: &str) -> Result<ExecGrant, String> {
-        let cx = &self.cx;
+        let cx = self;
         if let Some(g) = cx
             .grants
             .exec
@@ -300,23 +300,23 @@ impl CallState {
     }
 }
 
-impl Host for CallState {
+impl Host for CallContext {
     async fn run(&mut self, command: Command) -> Result<Output, CapabilityError> {
         let grant = match self.exec_grant(&command.program) {
             Ok(g) => g,
-            Err(msg) => return Err(self.cx.deny("exec", msg).await),
+            Err(msg) => return Err(self.deny("exec", msg).await),
         };
         let checked = args_allowed(&grant, &command.args).and_then(|()| {
             Ok((
                 environment(&grant, &command.env)?,
-                work_dir(&grant, &self.cx.grants.dirs, command.cwd.as_deref())?,
+                work_dir(&grant, &self.grants.dirs, command.cwd.as_deref())?,
             ))
         });
         let (env, dir) = match checked {
             Ok(v) => v,
             Err(why) => {
-                let msg = format!("plugin `{}` was refused: {why}", self.cx.plugin);
-                return Err(self.cx.deny("exec", msg).await);
+                let msg = format!("plugin `{}` was refused: {why}", self.plugin);
+                return Err(self.deny("exec", msg).await);
             }
         };
         let timeout = Duration::from_millis(
@@ -351,7 +351,7 @@ impl Host for CallState {
             CapabilityError::Failed(format!("cannot start `{}`: {e}", command.program))
         })?;
         let group = ProcessGroup::new(child.id());
-        tracing::info!(plugin = %self.cx.plugin, program = %command.program, args = ?command.args, "exec");
+        tracing::info!(plugin = %self.plugin, program = %command.program, args = ?command.args, "exec");
         if let (Some(input), Some(mut stdin)) = (command.stdin, child.stdin.take()) {
             tokio::spawn(async move {
                 let _ = stdin.write_all(&input).await;

@@ -18,77 +18,7 @@ use std::time::Duration;
 
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-use crate::config::HttpGrant;
-
-/// One allow-list entry: a host name (or `*.suffix`) and an optional port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostPattern {
-    host: String,
-    wildcard: bool,
-    port: Option<u16>,
-}
-
-impl HostPattern {
-    /// Parses `api.example.com`, `*.example.com`, `localhost:8080`, `[::1]:80`.
-    pub fn parse(s: &str) -> Result<HostPattern, String> {
-        let s = s.trim().to_ascii_lowercase();
-        if s.is_empty() {
-            return Err("empty host".into());
-        }
-        if s.contains("://") || s.contains('/') {
-            return Err("write a host name (and optional port), not a URL".into());
-        }
-        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (h, after) = rest.split_once(']').ok_or("unclosed `[` in IPv6 address")?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => Some(p.parse::<u16>().map_err(|_| format!("bad port `{p}`"))?),
-                None if after.is_empty() => None,
-                None => return Err(format!("unexpected `{after}` after `]`")),
-            };
-            (h.to_owned(), port)
-        } else {
-            match s.rsplit_once(':') {
-                Some((h, p)) => (
-                    h.to_owned(),
-                    Some(p.parse::<u16>().map_err(|_| format!("bad port `{p}`"))?),
-                ),
-                None => (s.clone(), None),
-            }
-        };
-        let (host, wildcard) = match host.strip_prefix("*.") {
-            Some(rest) => (rest.to_owned(), true),
-            None => (host, false),
-        };
-        if host.is_empty() || host.contains('*') {
-            return Err("a wildcard must be a leading `*.` followed by a domain".into());
-        }
-        Ok(HostPattern {
-            host,
-            wildcard,
-            port,
-        })
-    }
-
-    /// Whether `host:port` is allowed by this pattern.
-    pub fn matches(&self, host: &str, port: u16) -> bool {
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
-        let host_ok = if self.wildcard {
-            host.len() > self.host.len() + 1
-                && host.ends_with(&self.host)
-                && host.as_bytes()[host.len() - self.host.len() - 1] == b'.'
-        } else {
-            host == self.host
-        };
-        let port_ok = match self.port {
-            Some(p) => p == port,
-            None => port == 80 || port == 443,
-        };
-        host_ok && port_ok
-    }
-}
+use crate::config::{HostPattern, HttpGrant};
 
 /// Whether `ip` is an address a sandboxed plugin must not reach without
 /// `allow_private`.

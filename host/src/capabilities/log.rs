@@ -1,8 +1,7 @@
 //! `stockade:plugin/log`: log messages to the MCP client and the host log.
 
 use crate::bindings::log::{Host, Level};
-use crate::capabilities::LogLevel;
-use crate::runtime::CallState;
+use crate::capabilities::{CallContext, LogLevel};
 
 impl From<Level> for LogLevel {
     fn from(l: Level) -> Self {
@@ -19,9 +18,9 @@ impl From<Level> for LogLevel {
     }
 }
 
-impl Host for CallState {
+impl Host for CallContext {
     async fn log(&mut self, level: Level, logger: Option<String>, message: String) {
-        let cx = &mut self.cx;
+        let cx = self;
         if !cx.spend_notify(&[Some(&message), logger.as_deref()]) {
             return;
         }

@@ -18,12 +18,9 @@ pub mod sql;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use wasmtime::component::{HasSelf, Linker};
-
 use crate::audit::{Audit, AuditEvent};
 use crate::bindings::types::CapabilityError;
 use crate::config::{Grants, SqlSource};
-use crate::runtime::CallState;
 
 /// Severity of a log message sent to the client (MCP `LoggingLevel`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -86,6 +83,9 @@ pub struct CallContext {
     pub sql: Arc<BTreeMap<String, SqlSource>>,
     /// Where denials are recorded (`None` for the host's own calls).
     pub audit: Option<Audit>,
+    /// The plugin's `max_result_kib`: what a capability may hand back to the
+    /// guest in one answer (an SQL result, ...) is bounded by it too.
+    pub max_result_kib: u32,
 }
 
 impl CallContext {
@@ -99,6 +99,7 @@ impl CallContext {
             notify_dropped: 0,
             grants: Arc::default(),
             sql: Arc::default(),
+            max_result_kib: crate::config::Limits::default().max_result_kib,
             audit: None,
         }
     }
@@ -155,19 +156,7 @@ impl CallContext {
     }
 }
 
-/// Links every Stockade capability interface (not WASI) into `linker`.
-pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
-    use crate::bindings::stockade::plugin as p;
-    p::types::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
-    p::log::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
-    p::progress::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
-    p::client::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
-    p::exec::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
-    p::sql::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
-    Ok(())
-}
-
-impl crate::bindings::types::Host for CallState {}
+impl crate::bindings::types::Host for CallContext {}
 
 /// Bytes of a log or progress notification besides its text: the JSON-RPC
 /// envelope, method, level or progress numbers, and the SSE framing.

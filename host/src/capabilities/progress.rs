@@ -1,11 +1,11 @@
 //! `stockade:plugin/progress`: progress notifications for the current call.
 
 use crate::bindings::progress::Host;
-use crate::runtime::CallState;
+use crate::capabilities::CallContext;
 
-impl Host for CallState {
+impl Host for CallContext {
     async fn report(&mut self, progress: f64, total: Option<f64>, message: Option<String>) {
-        let cx = &mut self.cx;
+        let cx = self;
         if !progress.is_finite() || total.is_some_and(|t| !t.is_finite()) {
             return;
         }

@@ -24,8 +24,8 @@ use tokio::sync::Semaphore;
 
 use crate::bindings::sql::{Host, Rows, Value};
 use crate::bindings::types::CapabilityError;
+use crate::capabilities::CallContext;
 use crate::config::SqlSource;
-use crate::runtime::CallState;
 
 #[path = "sql_sqlite.rs"]
 mod sqlite;
@@ -128,9 +128,9 @@ pub(crate) async fn run_query(
     }
 }
 
-impl Host for CallState {
+impl Host for CallContext {
     async fn sources(&mut self) -> Vec<String> {
-        self.cx.sql.keys().cloned().collect()
+        self.sql.keys().cloned().collect()
     }
 
     async fn query(
@@ -139,7 +139,7 @@ impl Host for CallState {
         statement: String,
         params: Vec<Value>,
     ) -> Result<Rows, CapabilityError> {
-        let cx = &self.cx;
+        let cx = self;
         let Some(src) = cx.sql.get(&source).cloned() else {
             let msg = cx.denied(
                 &format!("the SQL source `{source}`"),
@@ -147,7 +147,18 @@ impl Host for CallState {
             );
             return Err(cx.deny("sql", msg).await);
         };
-        let max_result_kib = src.max_result_kib.max(1);
+        // The source's cap and the plugin's result limit, whichever is smaller.
+        let (max_result_kib, limit_key) = if cx.max_result_kib < src.max_result_kib {
+            (
+                cx.max_result_kib.max(1),
+                format!("plugins.{}.limits.max_result_kib", cx.plugin),
+            )
+        } else {
+            (
+                src.max_result_kib.max(1),
+                format!("sql.{source}.max_result_kib"),
+            )
+        };
         let limits = QueryLimits {
             max_rows: src.max_rows as usize,
             max_result_bytes: (max_result_kib as usize) << 10,
@@ -165,8 +176,7 @@ impl Host for CallState {
                 Err(cx.deny("sql", msg).await)
             }
             Err(QueryError::TooLarge) => Err(CapabilityError::LimitExceeded(format!(
-                "the result of the query on `{source}` exceeds {max_result_kib} KiB \
-                 (sql.{source}.max_result_kib)"
+                "the result of the query on `{source}` exceeds {max_result_kib} KiB ({limit_key})"
             ))),
             Err(QueryError::Timeout | QueryError::Interrupted) => {
                 Err(CapabilityError::LimitExceeded(format!(

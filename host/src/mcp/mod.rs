@@ -106,6 +106,7 @@ impl StockadeMcp {
             grants: plugin.policy.grants.clone(),
             sql: plugin.policy.sql.clone(),
             audit: Some(self.shared.audit.clone()),
+            max_result_kib: plugin.policy.limits.max_result_kib,
         };
         let gone = client_gone(rq);
         let stopped = |failure| crate::runtime::CallReport {

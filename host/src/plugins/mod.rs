@@ -149,13 +149,7 @@ impl From<LoadError> for Refusal {
     }
 }
 
-/// Whether `name` is acceptable as a plugin name.
-pub fn is_valid_plugin_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && name.len() <= 64
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
+pub use crate::config::is_valid_plugin_name;
 
 /// Whether `name` is a valid MCP tool name (1-128 of `A-Z a-z 0-9 _ - .`).
 pub fn is_valid_tool_name(name: &str) -> bool {

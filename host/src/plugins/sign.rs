@@ -15,33 +15,8 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
-use serde::{Deserialize, Serialize};
 
-/// `[signatures]` in the host config.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SignatureSettings {
-    /// Refuse plugin files without a valid signature from a trusted key.
-    pub require: bool,
-    /// Trusted public keys, `ed25519:<base64>`.
-    pub trusted_keys: Vec<String>,
-}
-
-impl SignatureSettings {
-    /// Problems with the settings, for config validation.
-    pub fn problems(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for k in &self.trusted_keys {
-            if let Err(e) = parse_public(k) {
-                out.push(format!("signatures.trusted_keys: `{k}`: {e}"));
-            }
-        }
-        if self.require && self.trusted_keys.is_empty() {
-            out.push("signatures.require is on but signatures.trusted_keys is empty: no plugin could load".into());
-        }
-        out
-    }
-}
+pub use crate::config::SignatureSettings;
 
 fn message(digest_hex: &str) -> Vec<u8> {
     format!("stockade-plugin-v1:{digest_hex}").into_bytes()

@@ -219,7 +219,7 @@ impl Runtime {
         let mut linker = Linker::<CallState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        crate::capabilities::add_to_linker(&mut linker)?;
+        link_capabilities(&mut linker)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
@@ -612,6 +612,21 @@ fn is_transfer_limit(e: &wasmtime::Error) -> bool {
         c.to_string()
             .contains("fuel allocated for hostcalls has been exhausted")
     })
+}
+
+/// Links every Stockade capability interface (not WASI) into `linker`. Each is
+/// implemented on the call's [`CallContext`], which the store data holds.
+fn link_capabilities(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    use crate::bindings::stockade::plugin as p;
+    use wasmtime::component::HasSelf;
+    type Cx = HasSelf<CallContext>;
+    p::types::add_to_linker::<CallState, Cx>(linker, |s| &mut s.cx)?;
+    p::log::add_to_linker::<CallState, Cx>(linker, |s| &mut s.cx)?;
+    p::progress::add_to_linker::<CallState, Cx>(linker, |s| &mut s.cx)?;
+    p::client::add_to_linker::<CallState, Cx>(linker, |s| &mut s.cx)?;
+    p::exec::add_to_linker::<CallState, Cx>(linker, |s| &mut s.cx)?;
+    p::sql::add_to_linker::<CallState, Cx>(linker, |s| &mut s.cx)?;
+    Ok(())
 }
 
 /// Turns a wasmtime error from a call into the failure it represents.
