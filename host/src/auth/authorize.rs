@@ -54,7 +54,8 @@ struct KnownClient {
     redirect_uris: Vec<String>,
 }
 
-enum Refusal {
+/// How an authorization request is refused: on the page, or back to the client.
+enum AuthorizeError {
     /// Shown on the page, never redirected.
     Page(StatusCode, String),
     /// Redirected to the (validated) redirect URI.
@@ -75,7 +76,7 @@ pub async fn show(State(s): State<Arc<AuthState>>, req: Request) -> Response {
     }
     let params = match parse_form(req.uri().query().unwrap_or("").as_bytes()) {
         Ok(p) => p,
-        Err(e) => return refuse(&s, Refusal::Page(StatusCode::BAD_REQUEST, e), &ip).await,
+        Err(e) => return refuse(&s, AuthorizeError::Page(StatusCode::BAD_REQUEST, e), &ip).await,
     };
     let pending = match validate(&s, b, &params).await {
         Ok(p) => p,
@@ -89,7 +90,7 @@ pub async fn show(State(s): State<Arc<AuthState>>, req: Request) -> Response {
     if !b.credentials.has_operator() && !b.credentials.has_users() {
         return refuse(
             &s,
-            Refusal::Page(
+            AuthorizeError::Page(
                 StatusCode::FORBIDDEN,
                 "auto-approve only serves clients that redirect to this machine (loopback); \
                  configure a password to log in other clients"
@@ -137,7 +138,7 @@ pub async fn submit(State(s): State<Arc<AuthState>>, req: Request) -> Response {
         Err(BodyError::TooLarge) => {
             return refuse(
                 &s,
-                Refusal::Page(StatusCode::PAYLOAD_TOO_LARGE, "login form too large".into()),
+                AuthorizeError::Page(StatusCode::PAYLOAD_TOO_LARGE, "login form too large".into()),
                 &ip,
             )
             .await;
@@ -148,13 +149,13 @@ pub async fn submit(State(s): State<Arc<AuthState>>, req: Request) -> Response {
     };
     let form = match parse_form(&body) {
         Ok(f) => f,
-        Err(e) => return refuse(&s, Refusal::Page(StatusCode::BAD_REQUEST, e), &ip).await,
+        Err(e) => return refuse(&s, AuthorizeError::Page(StatusCode::BAD_REQUEST, e), &ip).await,
     };
     let csrf = form.get("csrf").map(String::as_str).unwrap_or("");
     let Some(pending) = b.pending.take(csrf) else {
         return refuse(
             &s,
-            Refusal::Page(
+            AuthorizeError::Page(
                 StatusCode::BAD_REQUEST,
                 "this login form expired or was already used (CSRF token unknown); start the login again from your app"
                     .into(),
@@ -166,7 +167,7 @@ pub async fn submit(State(s): State<Arc<AuthState>>, req: Request) -> Response {
     if form.get("action").map(String::as_str) == Some("deny") {
         return refuse(
             &s,
-            Refusal::Redirect {
+            AuthorizeError::Redirect {
                 redirect_uri: pending.redirect_uri.clone(),
                 state: pending.state.clone(),
                 error: "access_denied",
@@ -242,8 +243,8 @@ async fn validate(
     s: &AuthState,
     b: &Builtin,
     p: &HashMap<String, String>,
-) -> Result<Pending, Refusal> {
-    let page = |why: &str| Refusal::Page(StatusCode::BAD_REQUEST, why.to_owned());
+) -> Result<Pending, AuthorizeError> {
+    let page = |why: &str| AuthorizeError::Page(StatusCode::BAD_REQUEST, why.to_owned());
     let client_id = p
         .get("client_id")
         .filter(|c| !c.is_empty())
@@ -263,7 +264,7 @@ async fn validate(
         None => return Err(page("redirect_uri is missing")),
     };
     let state = p.get("state").cloned();
-    let redirect = |error: &'static str, description: &str| Refusal::Redirect {
+    let redirect = |error: &'static str, description: &str| AuthorizeError::Redirect {
         redirect_uri: redirect_uri.clone(),
         state: state.clone(),
         error,
@@ -389,7 +390,7 @@ async fn approve(
     if granted.is_empty() {
         return refuse(
             s,
-            Refusal::Redirect {
+            AuthorizeError::Redirect {
                 redirect_uri: p.redirect_uri,
                 state: p.state,
                 error: "access_denied",
@@ -432,14 +433,14 @@ async fn approve(
     redirect(status, &rules::with_query(&p.redirect_uri, &params))
 }
 
-async fn refuse(s: &AuthState, r: Refusal, ip: &str) -> Response {
+async fn refuse(s: &AuthState, r: AuthorizeError, ip: &str) -> Response {
     match r {
-        Refusal::Page(status, why) => {
+        AuthorizeError::Page(status, why) => {
             s.deny(status, format!("authorize: {why}"), "/authorize", ip, None)
                 .await;
             error_page(status, &why)
         }
-        Refusal::Redirect {
+        AuthorizeError::Redirect {
             redirect_uri,
             state,
             error,
