@@ -457,3 +457,113 @@ fn the_systemd_unit_verifies() {
     );
     assert!(out.status.success() && text.trim().is_empty(), "{text}");
 }
+
+/// Runs `stockade serve ARGS` in `dir`, expecting it to fail within 30 s;
+/// returns what it printed.
+fn serve_must_fail(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"));
+    cmd.arg("serve").args(args).current_dir(dir);
+    for var in ["STOCKADE_CONFIG", "STOCKADE_PASSWORD", "STOCKADE_AUTH"] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("`stockade serve {args:?}` kept running; it should have failed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Issue 9.3: a second host on a live host's data directory is refused by the
+/// lock before it writes anything; failed starts (port in use, no password)
+/// write nothing to the audit log.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_starts_leave_the_data_directory_alone() {
+    let host = HostBuilder::new()
+        .plugin(&bundled("template"), "template")
+        .start();
+    let data = host.data_dir();
+    let audit_before = std::fs::read(data.join("audit/audit.log")).unwrap();
+    let listing_before = std::fs::read(data.join("plugins.json")).unwrap();
+    let dir = data.parent().unwrap();
+    let e = serve_must_fail(
+        dir,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--plugins",
+            "plugins",
+            "--data",
+            "data",
+            "--auth",
+            "none",
+        ],
+        &[],
+    );
+    assert!(
+        e.contains("is in use by another stockade process (pid"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read(data.join("audit/audit.log")).unwrap(),
+        audit_before
+    );
+    assert_eq!(
+        std::fs::read(data.join("plugins.json")).unwrap(),
+        listing_before
+    );
+    let (ok, out) = run_stockade(&["audit", "verify", "data/audit"], dir);
+    assert!(ok, "{out}");
+
+    // Port in use (the live host's), fresh data directory: nothing written.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::create_dir(other.path().join("plugins")).unwrap();
+    let port = host.base_url().rsplit(':').next().unwrap().to_owned();
+    let e = serve_must_fail(
+        other.path(),
+        &[
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--plugins",
+            "plugins",
+            "--data",
+            "data",
+            "--auth",
+            "none",
+        ],
+        &[],
+    );
+    assert!(e.contains("cannot listen on"), "{e}");
+    assert!(
+        !other.path().join("data/audit").exists(),
+        "a failed start wrote an audit log"
+    );
+
+    // No password for the built-in login: nothing written either.
+    let e = serve_must_fail(
+        other.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--plugins",
+            "plugins",
+            "--data",
+            "data",
+        ],
+        &[],
+    );
+    assert!(e.contains("cannot set up authentication"), "{e}");
+    assert!(
+        !other.path().join("data/audit").exists(),
+        "a failed start wrote an audit log"
+    );
+}

@@ -334,14 +334,105 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Arc::new(args.config()?);
     let config_file = args.config.clone();
     let args = Arc::new(args);
+    warn_if_unauthenticated(&config);
+    prepare_dirs(&config)?;
+    // Nothing is written (audit log, listing, database) until this process owns
+    // the data directory, holds its port and has credentials: a start that fails
+    // leaves a running host's files alone.
+    let _lock = DataDirLock::acquire(&config.data_dir)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local = listener.local_addr()?;
+    // The password comes from the environment only (never argv, never the file).
+    let password = std::env::var("STOCKADE_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(Secret::new);
+    if config.auth.mode == AuthMode::Builtin {
+        crate::auth::builtin_credentials(&config.auth, password.clone())
+            .context("cannot set up authentication")?;
+    }
+
+    let audit = Audit::open(config.audit_config()).context("cannot open the audit log")?;
+    let runtime = start_runtime(&config)?;
+    let catalog = load_plugins(&runtime, &config, &audit).await?;
+    let shared = Arc::new(Shared {
+        catalog: catalog.clone(),
+        runtime: runtime.clone(),
+        audit: audit.clone(),
+        sessions: Arc::default(),
+    });
+    if config.watch {
+        watch_plugins(&args, &config, config_file, &runtime, &shared)?;
+    }
+    let auth = Arc::new(
+        AuthState::new(
+            &config.auth,
+            local,
+            &config.data_dir,
+            password,
+            audit.clone(),
+        )
+        .await
+        .context("cannot set up authentication")?,
+    );
+    tracing::info!(mode = ?auth.mode, issuer = %auth.issuer(), resource = %auth.resource, "authentication ready");
+    let shutdown = CancellationToken::new();
+    let app = router(
+        shared,
+        auth.clone(),
+        scope_resolver(&catalog),
+        HttpConfig {
+            allowed_hosts: HttpConfig::hosts_for(&auth.public_url),
+            max_body_bytes: (config.max_body_kib as usize) << 10,
+            shutdown: shutdown.clone(),
+        },
+    );
+    audit
+        .record(AuditEvent::HostStarted {
+            version: env!("CARGO_PKG_VERSION").into(),
+            listen: local.to_string(),
+        })
+        .await
+        .context("cannot write the audit log")?;
+    // The line tests and scripts wait for; keep its shape.
+    tracing::info!(addr = %local, "listening on http://{local}/mcp");
+    eprintln!("stockade listening on http://{local}/mcp");
+    let stop = shutdown.clone();
+    axum::serve(
+        crate::http::listen::no_delay(listener),
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        stop.cancel();
+    })
+    .await
+    .context("server error")?;
+    // The last line: a signed `shutdown` checkpoint (a log that ends otherwise was
+    // cut, or its host died).
+    if let Err(e) = audit.close().await {
+        tracing::error!("audit: cannot write the shutdown checkpoint: {e}");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Says loudly that authentication is off (validation already refused `none`
+/// off loopback).
+fn warn_if_unauthenticated(config: &Config) {
     if config.auth.mode == AuthMode::None {
-        // Validation already refused `none` off loopback; say it loudly anyway.
         tracing::warn!(
             "AUTHENTICATION IS DISABLED (auth.mode = \"none\"): anyone who can reach {} can call every tool",
             config.listen
         );
         eprintln!("stockade: WARNING: authentication is disabled (--auth none); loopback only");
     }
+}
+
+/// Creates the data directory; the plugin directory must exist.
+fn prepare_dirs(config: &Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     if !config.plugins_dir.is_dir() {
@@ -351,15 +442,56 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             config.plugins_dir.display()
         );
     }
+    Ok(())
+}
 
-    let audit = Audit::open(config.audit_config()).context("cannot open the audit log")?;
-    audit
-        .record(AuditEvent::HostStarted {
-            version: env!("CARGO_PKG_VERSION").into(),
-            listen: config.listen.to_string(),
-        })
-        .await
-        .context("cannot write the audit log")?;
+/// An exclusive lock on `<data>/stockade.lock` (naming the holder's PID), held
+/// for the life of `serve`: two hosts never write one data directory.
+struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    fn acquire(data_dir: &std::path::Path) -> anyhow::Result<DataDirLock> {
+        use std::io::{Read, Seek, Write};
+        let path = data_dir.join("stockade.lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let who = if holder.is_empty() {
+                    "another stockade process".to_owned()
+                } else {
+                    format!("another stockade process (pid {holder})")
+                };
+                bail!(
+                    "data directory {} is in use by {who}; stop it first, or give this host \
+                     its own --data directory",
+                    data_dir.display()
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())?;
+        Ok(DataDirLock { _file: file })
+    }
+}
+
+/// The WebAssembly runtime with its compiled-code cache in `<data>/cache`.
+fn start_runtime(config: &Config) -> anyhow::Result<Arc<Runtime>> {
     let mut runtime = Runtime::new()
         .map_err(|e| anyhow::anyhow!("{e:#}"))
         .context("cannot start the WebAssembly runtime")?;
@@ -368,9 +500,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Err(e) = runtime.enable_cache(&cache_dir) {
         tracing::warn!(dir = %cache_dir.display(), "compiled-code cache unavailable, compiling every plugin: {e}");
     }
-    let runtime = Arc::new(runtime);
+    Ok(Arc::new(runtime))
+}
+
+/// Loads the plugin directory, publishes the listing and audits each plugin.
+async fn load_plugins(
+    runtime: &Runtime,
+    config: &Config,
+    audit: &Audit,
+) -> anyhow::Result<Arc<Catalog>> {
     let started = std::time::Instant::now();
-    let snapshot = load_dir(&runtime, &config).await.with_context(|| {
+    let snapshot = load_dir(runtime, config).await.with_context(|| {
         format!(
             "cannot read plugin directory {}",
             config.plugins_dir.display()
@@ -408,104 +548,57 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             })
             .await;
     }
-    let catalog = Arc::new(Catalog::new(snapshot));
-    let shared = Arc::new(Shared {
-        catalog: catalog.clone(),
-        runtime: runtime.clone(),
-        audit: audit.clone(),
-        sessions: Arc::default(),
-    });
-    if config.watch {
-        let (reloader, mut changed) = Reloader::new(
-            runtime,
-            catalog.clone(),
-            config.clone(),
-            audit.clone(),
-            Some(listing),
-        );
-        let source: ConfigSource = {
-            let args = args.clone();
-            Arc::new(move || args.config())
-        };
-        reloader
-            .spawn_watcher(config_file, source)
-            .with_context(|| {
-                format!(
-                    "cannot watch plugin directory {}",
-                    config.plugins_dir.display()
-                )
-            })?;
-        let sessions = shared.sessions.clone();
-        tokio::spawn(async move {
-            while changed.changed().await.is_ok() {
-                sessions.announce_list_changed().await;
-            }
-        });
-        tracing::info!(dir = %config.plugins_dir.display(), "watching the plugin directory for changes");
-    }
+    Ok(Arc::new(Catalog::new(snapshot)))
+}
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let local = listener.local_addr()?;
-    // The password comes from the environment only (never argv, never the file).
-    let password = std::env::var("STOCKADE_PASSWORD")
-        .ok()
-        .filter(|p| !p.is_empty())
-        .map(Secret::new);
-    let auth = Arc::new(
-        AuthState::new(
-            &config.auth,
-            local,
-            &config.data_dir,
-            password,
-            audit.clone(),
-        )
-        .await
-        .context("cannot set up authentication")?,
+/// Starts the watcher of the plugin directory and the config file; connected
+/// clients hear `list_changed` when the served lists change.
+fn watch_plugins(
+    args: &Arc<ServeArgs>,
+    config: &Arc<Config>,
+    config_file: Option<PathBuf>,
+    runtime: &Arc<Runtime>,
+    shared: &Arc<Shared>,
+) -> anyhow::Result<()> {
+    let (reloader, mut changed) = Reloader::new(
+        runtime.clone(),
+        shared.catalog.clone(),
+        config.clone(),
+        shared.audit.clone(),
+        Some(crate::plugins::listing::path_in(&config.data_dir)),
     );
-    tracing::info!(mode = ?auth.mode, issuer = %auth.issuer(), resource = %auth.resource, "authentication ready");
-    // The scope a tool needs comes from the plugin that serves it *now*, so a
-    // reloaded catalog or config is honoured.
-    let scope_catalog = catalog.clone();
-    let scopes: ScopeResolver = Arc::new(move |tool: &str| {
-        scope_catalog
+    let source: ConfigSource = {
+        let args = args.clone();
+        Arc::new(move || args.config())
+    };
+    reloader
+        .spawn_watcher(config_file, source)
+        .with_context(|| {
+            format!(
+                "cannot watch plugin directory {}",
+                config.plugins_dir.display()
+            )
+        })?;
+    let sessions = shared.sessions.clone();
+    tokio::spawn(async move {
+        while changed.changed().await.is_ok() {
+            sessions.announce_list_changed().await;
+        }
+    });
+    tracing::info!(dir = %config.plugins_dir.display(), "watching the plugin directory for changes");
+    Ok(())
+}
+
+/// The scope a tool needs, from the plugin that serves it *now*, so a reloaded
+/// catalog or config is honoured.
+fn scope_resolver(catalog: &Arc<Catalog>) -> ScopeResolver {
+    let catalog = catalog.clone();
+    Arc::new(move |tool: &str| {
+        catalog
             .snapshot()
             .tool(tool)
             .and_then(|(plugin, _)| plugin.policy.scope.clone())
-    });
-    let shutdown = CancellationToken::new();
-    let app = router(
-        shared,
-        auth.clone(),
-        scopes,
-        HttpConfig {
-            allowed_hosts: HttpConfig::hosts_for(&auth.public_url),
-            max_body_bytes: (config.max_body_kib as usize) << 10,
-            shutdown: shutdown.clone(),
-        },
-    );
-    // The line tests and scripts wait for; keep its shape.
-    tracing::info!(addr = %local, "listening on http://{local}/mcp");
-    eprintln!("stockade listening on http://{local}/mcp");
-    let stop = shutdown.clone();
-    let listener = crate::http::listen::no_delay(listener);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        stop.cancel();
     })
-    .await
-    .context("server error")?;
-    // The last line: a signed `shutdown` checkpoint (a log that ends otherwise was
-    // cut, or its host died).
-    if let Err(e) = audit.close().await {
-        tracing::error!("audit: cannot write the shutdown checkpoint: {e}");
-    }
-    Ok(())
 }
 
 async fn plugins_inspect(file: &std::path::Path, json: bool) -> anyhow::Result<()> {

@@ -245,6 +245,29 @@ impl std::fmt::Debug for AuthState {
     }
 }
 
+/// The credentials of the built-in server: the operator password
+/// (`STOCKADE_PASSWORD`, else `auth.password_file`) and/or the users file.
+/// `serve` calls it before it writes anything, so a start without credentials
+/// fails with nothing written; [`AuthState::new`] calls it again to use them.
+pub fn builtin_credentials(
+    settings: &AuthSettings,
+    password: Option<Secret>,
+) -> Result<Credentials, AuthSetupError> {
+    let password = match password {
+        Some(p) => Some(p),
+        None => match &settings.password_file {
+            Some(f) => Some(Secret::from_file(f).map_err(AuthSetupError::Credentials)?),
+            None => None,
+        },
+    };
+    Credentials::load(
+        password,
+        settings.users_file.as_deref(),
+        &settings.scopes_supported,
+        settings.auto_approve,
+    )
+    .map_err(AuthSetupError::Credentials)
+}
 impl AuthState {
     /// Sets up authentication from the `[auth]` settings. `password` is the
     /// operator password from `STOCKADE_PASSWORD`, if set (it wins over
@@ -287,20 +310,7 @@ impl AuthState {
                 state.external = Some(external::ExternalIdp::new(settings, &state.resource)?);
             }
             AuthMode::Builtin => {
-                let password = match password {
-                    Some(p) => Some(p),
-                    None => match &settings.password_file {
-                        Some(f) => Some(Secret::from_file(f).map_err(AuthSetupError::Credentials)?),
-                        None => None,
-                    },
-                };
-                let credentials = Credentials::load(
-                    password,
-                    settings.users_file.as_deref(),
-                    &settings.scopes_supported,
-                    settings.auto_approve,
-                )
-                .map_err(AuthSetupError::Credentials)?;
+                let credentials = builtin_credentials(settings, password)?;
                 std::fs::create_dir_all(data_dir).map_err(|e| {
                     AuthSetupError::Other(format!("cannot create {}: {e}", data_dir.display()))
                 })?;
