@@ -275,14 +275,21 @@ impl Limits {
                 &format!("must be between 1 and {MAX_MEMORY_MIB}"),
             );
         }
-        if self.max_concurrent == 0 || self.max_concurrent > 1024 {
-            bad("max_concurrent", "must be between 1 and 1024");
+        if self.max_concurrent == 0 || self.max_concurrent > MAX_CONCURRENT {
+            bad(
+                "max_concurrent",
+                &format!("must be between 1 and {MAX_CONCURRENT}"),
+            );
         }
         if self.max_result_kib == 0 {
             bad("max_result_kib", "must be at least 1");
         }
     }
 }
+
+/// The most calls one plugin may run at once: half the host's live-instance
+/// budget (`runtime::MAX_LIVE_INSTANCES` = 256), so no plugin can take all of it.
+pub const MAX_CONCURRENT: u32 = 128;
 
 /// The largest linear memory any plugin may be given, in MiB (it sizes the pooling
 /// allocator's slots).

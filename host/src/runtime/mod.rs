@@ -38,6 +38,12 @@ const FUEL_FLUSH: u64 = 2_000_000;
 /// The most wasm stack a call may use.
 const WASM_STACK: usize = 1 << 20;
 
+/// Plugin instances alive at once, host-wide (calls and load-time
+/// descriptions); the instance pool is sized for exactly this many, and no
+/// plugin may run more than half of them at once (`max_concurrent`), so one
+/// plugin can never take the pool from the others.
+pub const MAX_LIVE_INSTANCES: u32 = 256;
+
 /// Core instances one component may create (a Rust plugin needs 2-4; one built
 /// with componentize-py about a dozen).
 const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
@@ -119,6 +125,9 @@ pub enum CallFailure {
     /// The plugin trapped (a panic, `unreachable`, a stack overflow, ...).
     #[error("plugin crashed: {0}")]
     Trap(String),
+    /// Every instance slot of the host stayed taken until the call's deadline.
+    #[error("the host is running its maximum of {0} plugin instances; try again shortly")]
+    HostBusy(u32),
     /// The call was cancelled by the client.
     #[error("cancelled by the client")]
     Cancelled,
@@ -135,7 +144,7 @@ impl CallFailure {
             CallFailure::Timeout(_) => "timeout",
             CallFailure::Memory(_) => "memory",
             CallFailure::Table(_) => "table",
-            CallFailure::Busy { .. } => "concurrency",
+            CallFailure::Busy { .. } | CallFailure::HostBusy(_) => "concurrency",
             CallFailure::ResultTooLarge { .. } | CallFailure::TransferTooLarge { .. } => {
                 "result_size"
             }
@@ -161,6 +170,7 @@ pub struct Runtime {
     ticker_stop: Arc<AtomicBool>,
     cache: Option<Arc<cache::CodeCache>>,
     gates: Gates,
+    live: tokio::sync::Semaphore,
 }
 
 impl Drop for Runtime {
@@ -204,10 +214,13 @@ impl Runtime {
         let mut pool = PoolingAllocationConfig::default();
         // One component may not take more than a small share of the pool, so a
         // plugin cannot starve the others by instantiating many core instances.
-        pool.total_component_instances(512)
-            .total_core_instances(4096)
-            .total_memories(1024)
-            .total_tables(2048)
+        // Every instance holds one of MAX_LIVE_INSTANCES permits while it lives,
+        // so the pool below can never run out.
+        let live = MAX_LIVE_INSTANCES;
+        pool.total_component_instances(live)
+            .total_core_instances(live * MAX_CORE_INSTANCES_PER_COMPONENT)
+            .total_memories(live * MAX_MEMORIES_PER_COMPONENT)
+            .total_tables(live * MAX_TABLES_PER_COMPONENT)
             .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
             .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
             .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
@@ -240,6 +253,7 @@ impl Runtime {
             ticker_stop,
             cache: None,
             gates: Gates::default(),
+            live: tokio::sync::Semaphore::new(MAX_LIVE_INSTANCES as usize),
         })
     }
 
@@ -253,6 +267,15 @@ impl Runtime {
     /// The compiled-code cache, if any.
     pub fn cache(&self) -> Option<&cache::CodeCache> {
         self.cache.as_deref()
+    }
+
+    /// A permit to hold one instance, waiting at most `wait`; `None` if the host
+    /// stays at [`MAX_LIVE_INSTANCES`] that long.
+    async fn live_instance(&self, wait: Duration) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        tokio::time::timeout(wait, self.live.acquire())
+            .await
+            .ok()
+            .and_then(Result::ok)
     }
 
     /// The concurrency gate of plugin `name` with `limits` applied: one per name
@@ -315,6 +338,14 @@ impl Runtime {
         let resources_idx = guest_resources::GuestIndices::new(&pre).ok();
         let prompts_idx = guest_prompts::GuestIndices::new(&pre).ok();
 
+        let Some(_live) = self
+            .live_instance(Duration::from_millis(limits.timeout_ms))
+            .await
+        else {
+            return Err(LoadError::Describe(
+                CallFailure::HostBusy(MAX_LIVE_INSTANCES).to_string(),
+            ));
+        };
         let mut store = self.store(CallContext::internal(name), &limits);
         let describe = async {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -413,21 +444,30 @@ impl Runtime {
     ) -> CallReport {
         let started = Instant::now();
         let limits = policy.limits;
+        let refused = |failure| CallReport {
+            outcome: Err(failure),
+            fuel_used: 0,
+            duration: started.elapsed(),
+            notify_dropped: 0,
+            stderr: String::new(),
+        };
         let _slot = match policy.gate.enter().await {
             Ok(slot) => slot,
             Err(gate::Full) => {
-                return CallReport {
-                    outcome: Err(CallFailure::Busy {
-                        plugin: cx.plugin.clone(),
-                        running: limits.max_concurrent,
-                        queued: limits.max_queue,
-                    }),
-                    fuel_used: 0,
-                    duration: started.elapsed(),
-                    notify_dropped: 0,
-                    stderr: String::new(),
-                };
+                return refused(CallFailure::Busy {
+                    plugin: cx.plugin.clone(),
+                    running: limits.max_concurrent,
+                    queued: limits.max_queue,
+                });
             }
+        };
+        // Declared before the store, so the instance's pool slots are back before
+        // the permit is.
+        let Some(_live) = self
+            .live_instance(Duration::from_millis(limits.timeout_ms))
+            .await
+        else {
+            return refused(CallFailure::HostBusy(MAX_LIVE_INSTANCES));
         };
         let mut store = self.store(cx, &limits);
         let run = async {
@@ -520,6 +560,7 @@ impl Runtime {
         plugin: &PluginCode,
         limits: &Limits,
     ) -> wasmtime::Result<()> {
+        let _live = self.live.acquire().await?;
         let mut store = self.store(CallContext::internal("bench"), limits);
         plugin.pre.instantiate_async(&mut store).await?;
         Ok(())

@@ -106,3 +106,43 @@ async fn a_component_may_not_take_the_whole_pool() {
         "{e:#}"
     );
 }
+
+/// Issue 11.5: one plugin running its maximum of calls, each instance as large
+/// as a component may be, leaves room in the pool for every other plugin.
+#[tokio::test]
+async fn one_plugin_at_its_limits_cannot_drain_the_pool() {
+    let runtime = Runtime::new().unwrap();
+    let limits = test_limits(64);
+    let mut wat = String::from(
+        "(component\n (core module $m (memory 1))\n (core module $e (func (export \"f\")))\n",
+    );
+    for i in 0..MAX_MEMORIES_PER_COMPONENT {
+        wat.push_str(&format!(" (core instance $m{i} (instantiate $m))\n"));
+    }
+    for i in MAX_MEMORIES_PER_COMPONENT..MAX_CORE_INSTANCES_PER_COMPONENT {
+        wat.push_str(&format!(" (core instance $e{i} (instantiate $e))\n"));
+    }
+    wat.push(')');
+    let greedy = Component::new(runtime.engine(), wat).unwrap();
+    let greedy = runtime.linker.instantiate_pre(&greedy).unwrap();
+    // The most one plugin may run at once, all held alive.
+    let mut held = Vec::new();
+    for _ in 0..crate::config::MAX_CONCURRENT {
+        let permit = runtime
+            .live_instance(Duration::from_secs(1))
+            .await
+            .expect("a live-instance permit");
+        let mut store = runtime.store(CallContext::internal("greedy"), &limits);
+        greedy.instantiate_async(&mut store).await.unwrap();
+        held.push((store, permit));
+    }
+    // Another plugin still gets an instance.
+    let other = Component::new(runtime.engine(), many_memories_component(1)).unwrap();
+    let other = runtime.linker.instantiate_pre(&other).unwrap();
+    let _permit = runtime
+        .live_instance(Duration::from_secs(1))
+        .await
+        .expect("room for another plugin");
+    let mut store = runtime.store(CallContext::internal("other"), &limits);
+    other.instantiate_async(&mut store).await.unwrap();
+}
