@@ -172,3 +172,24 @@ pub(crate) fn json_len(s: &str) -> usize {
         })
         .sum()
 }
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    /// Issue 11.8a: tiny messages cost what they send, not just their text:
+    /// 16,384 four-byte messages used to pass a 256 KiB budget whole (1.8 MB on
+    /// the wire); now about 1,600 do.
+    #[test]
+    fn the_notification_budget_counts_bytes_sent() {
+        let mut cx = CallContext::internal("p");
+        cx.notify_budget = 256 << 10;
+        let sent = (0..16_384)
+            .filter(|_| cx.spend_notify(&[Some("abcd")]))
+            .count();
+        assert_eq!(sent, (256 << 10) / (NOTIFICATION_ENVELOPE + 4));
+        assert_eq!(cx.notify_dropped, 16_384 - sent as u64);
+        // Escapes count as sent.
+        assert_eq!(json_len("a\"\n\u{1}"), 1 + 2 + 2 + 6);
+    }
+}
