@@ -519,7 +519,13 @@ async fn load_bytes(
     if !is_valid_plugin_name(name) {
         return Err(Refusal::BadName(name.to_owned()));
     }
-    sign::check(&config.signatures, path, &digest).map_err(Refusal::Signature)?;
+    {
+        let (settings, path, digest) = (config.signatures.clone(), path.to_owned(), digest.clone());
+        tokio::task::spawn_blocking(move || sign::check(&settings, &path, &digest))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+            .map_err(Refusal::Signature)?;
+    }
     let limits = config.limits_for(name);
     let declared = inspect::declared_capabilities(bytes).ok().flatten();
     let code = runtime.load(name, bytes, &digest, limits).await?;

@@ -74,14 +74,20 @@ impl Reloader {
     }
 
     /// Writes the current snapshot to the listing file, if there is one.
-    fn publish(&self) {
-        if let Some(path) = &self.listing {
-            let config = self.config();
-            if let Err(e) =
-                super::listing::write(&self.catalog.snapshot(), &config.plugins_dir, path)
-            {
-                tracing::warn!(file = %path.display(), "cannot write the plugin listing: {e}");
-            }
+    /// The file is written on the blocking pool.
+    async fn publish(&self) {
+        let Some(path) = self.listing.clone() else {
+            return;
+        };
+        let (snapshot, config) = (self.catalog.snapshot(), self.config());
+        let written = tokio::task::spawn_blocking(move || {
+            super::listing::write(&snapshot, &config.plugins_dir, &path)
+                .map_err(|e| format!("cannot write the plugin listing {}: {e}", path.display()))
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        if let Err(e) = written {
+            tracing::warn!("{e}");
         }
     }
 
@@ -101,12 +107,12 @@ impl Reloader {
             // Nothing served changed; keep refusal bookkeeping in sync anyway.
             if next.refused.len() != current.refused.len() {
                 self.catalog.replace(next);
-                self.publish();
+                self.publish().await;
             }
             return changes;
         }
         self.catalog.replace(next);
-        self.publish();
+        self.publish().await;
         self.audit_changes(&changes).await;
         if changes.lists_changed() {
             self.changed.send_modify(|n| *n += 1);
@@ -148,7 +154,14 @@ impl Reloader {
 
     /// Re-reads the config; applies it to every plugin, or keeps the old one.
     pub async fn reload_config(&self, source: &ConfigSource) {
-        match source() {
+        // Reading the files (config, users) happens on the blocking pool.
+        let read = {
+            let source = source.clone();
+            tokio::task::spawn_blocking(move || source())
+                .await
+                .unwrap_or_else(|e| Err(anyhow::anyhow!("the config reader failed: {e}")))
+        };
+        match read {
             Ok(new) => {
                 let old = self.config();
                 for (what, changed) in [
@@ -161,10 +174,27 @@ impl Reloader {
                     }
                 }
                 let new = Arc::new(new);
+                // Signature checks read `.sig` files: on the blocking pool too.
+                let (next, changes) = {
+                    let (runtime, current, config) =
+                        (self.runtime.clone(), self.catalog.snapshot(), new.clone());
+                    match tokio::task::spawn_blocking(move || {
+                        with_config(&runtime, &current, &config)
+                    })
+                    .await
+                    {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::error!(
+                                "applying the new config failed: {e}; the previous config stays"
+                            );
+                            return;
+                        }
+                    }
+                };
                 *self.config.lock().unwrap_or_else(|e| e.into_inner()) = new.clone();
-                let (next, changes) = with_config(&self.runtime, &self.catalog.snapshot(), &new);
                 self.catalog.replace(next);
-                self.publish();
+                self.publish().await;
                 tracing::info!("config reloaded: new limits and grants apply to the next call");
                 self.audit
                     .note(AuditEvent::ConfigReloaded {
