@@ -16,14 +16,7 @@ fn call(name: &str, v: Value) -> CallToolRequestParams {
 }
 
 fn text(r: &CallToolResult) -> String {
-    r.content
-        .iter()
-        .filter_map(|c| match c {
-            ContentBlock::Text(t) => Some(t.text.clone()),
-            _ => None,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    common::result_text(r)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -268,43 +261,11 @@ async fn progress_reaches_the_client() {
     let host = HostBuilder::new()
         .plugin(&test_plugin("kitchen-sink"), "kitchen-sink")
         .start();
-    let http = reqwest::Client::new();
-    let url = host.mcp_url();
-    let post = |body: Value, sid: Option<&str>| {
-        let mut rq = http
-            .post(&url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .json(&body);
-        if let Some(sid) = sid {
-            rq = rq.header("mcp-session-id", sid);
-        }
-        rq.send()
-    };
-    let init = post(
-        json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}),
-        None,
-    )
-    .await
-    .unwrap();
-    let sid = init.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    drop(init.text().await);
-    post(
-        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
-        Some(&sid),
-    )
-    .await
-    .unwrap();
-    let body = post(
-        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"log_and_progress","arguments":{},"_meta":{"progressToken":7}}}),
-        Some(&sid),
-    )
-    .await
-    .unwrap()
-    .text()
+    let session = common::RawSession::open(&host.mcp_url()).await;
+    let body = session
+        .post(json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"log_and_progress","arguments":{},"_meta":{"progressToken":7}}}))
+        .await
+        .text()
     .await
     .unwrap();
     let messages: Vec<Value> = body

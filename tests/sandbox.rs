@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::{Host, HostBuilder, audit_events, bundled, read_audit, test_plugin, wait_audit};
 use rmcp::RoleClient;
-use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock};
+use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::RunningService;
 use serde_json::{Value, json};
 
@@ -32,14 +32,7 @@ fn call(name: &str, v: Value) -> CallToolRequestParams {
 }
 
 fn text(r: &CallToolResult) -> String {
-    r.content
-        .iter()
-        .filter_map(|c| match c {
-            ContentBlock::Text(t) => Some(t.text.clone()),
-            _ => None,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    common::result_text(r)
 }
 
 /// Calls `tool` and returns (is_error, text), failing the test on protocol errors
@@ -1283,48 +1276,16 @@ async fn a_dropped_connection_stops_its_call() {
         .plugin(&test_plugin("hostile"), "hostile")
         .config("[plugins.hostile.limits]\nfuel = 100000000000000\ntimeout_ms = 60000\nmax_concurrent = 1\nmax_queue = 0\n")
         .start();
-    let url = host.mcp_url();
-    let http = reqwest::Client::new();
-    let post = |body: Value, sid: Option<String>| {
-        let mut rq = http
-            .post(&url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .json(&body);
-        if let Some(sid) = sid {
-            rq = rq.header("mcp-session-id", sid);
-        }
-        rq.send()
-    };
-    let init = post(
-        json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}),
-        None,
-    )
-    .await
-    .unwrap();
-    let sid = init.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    drop(init.text().await);
-    post(
-        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
-        Some(sid.clone()),
-    )
-    .await
-    .unwrap();
+    let session = common::RawSession::open(&host.mcp_url()).await;
     let started = Instant::now();
-    let response = post(
-        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"spin","arguments":{}}}),
-        Some(sid),
-    )
-    .await
-    .unwrap();
+    let response = session
+        .post(json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"spin","arguments":{}}}))
+        .await;
     assert_eq!(response.status(), 200);
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The client goes away: the response and its connection are dropped.
     drop(response);
-    drop(http);
+    drop(session);
     let line = wait_audit(&host, Duration::from_secs(30), |l| {
         l["event"] == "tool_call" && l["target"] == "spin"
     })

@@ -20,7 +20,7 @@ use common::{
     Host, HostBuilder, audit_events, proc_cpu_ticks, proc_status, process_running_with, test_plugin,
 };
 use rmcp::RoleClient;
-use rmcp::model::{CallToolRequestParams, ContentBlock};
+use rmcp::model::CallToolRequestParams;
 use rmcp::service::RunningService;
 use serde_json::{Value, json};
 
@@ -34,14 +34,7 @@ async fn call(client: &Client, tool: &str, args: Value) -> String {
         .await
         .unwrap_or_else(|_| panic!("no answer to `{tool}` within 30 s"))
         .unwrap_or_else(|e| panic!("protocol error calling `{tool}`: {e}"));
-    r.content
-        .iter()
-        .filter_map(|c| match c {
-            ContentBlock::Text(t) => Some(t.text.clone()),
-            _ => None,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    common::result_text(&r)
 }
 
 /// The `capability_denied` audit lines of `capability` whose detail holds

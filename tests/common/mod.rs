@@ -459,3 +459,61 @@ pub fn process_running_with(needle: &str) -> bool {
             .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
     })
 }
+
+// ---- MCP helpers ---------------------------------------------------------------
+
+/// The text blocks of a tool result, joined with newlines.
+pub fn result_text(r: &rmcp::model::CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| match c {
+            rmcp::model::ContentBlock::Text(t) => Some(t.text.clone()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// An MCP session spoken by hand over plain HTTP (no MCP client library), for
+/// tests about the wire itself: stream order, dropped connections.
+pub struct RawSession {
+    http: reqwest::Client,
+    url: String,
+    sid: String,
+}
+
+impl RawSession {
+    /// `initialize` and `notifications/initialized` against `url` (`--auth none`).
+    pub async fn open(url: &str) -> RawSession {
+        let mut s = RawSession {
+            http: reqwest::Client::new(),
+            url: url.to_owned(),
+            sid: String::new(),
+        };
+        let init = s
+            .post(serde_json::json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}))
+            .await;
+        s.sid = init.headers()["mcp-session-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        drop(init.text().await);
+        s.post(serde_json::json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
+            .await;
+        s
+    }
+
+    /// POSTs one JSON-RPC message in the session; returns the response unread.
+    pub async fn post(&self, body: Value) -> reqwest::Response {
+        let mut rq = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .json(&body);
+        if !self.sid.is_empty() {
+            rq = rq.header("mcp-session-id", &self.sid);
+        }
+        rq.send().await.expect("the POST reaches the host")
+    }
+}
