@@ -263,13 +263,13 @@ const STANDARD_FORMATS: &[&str] = &[
 fn portable(v: &mut Value) {
     match v {
         Value::Object(map) => {
-            if let Some(Value::String(f)) = map.get("format") {
-                if !STANDARD_FORMATS.contains(&f.as_str()) {
-                    let unsigned = f.starts_with("uint");
-                    map.remove("format");
-                    if unsigned && !map.contains_key("minimum") {
-                        map.insert("minimum".into(), 0.into());
-                    }
+            if let Some(Value::String(f)) = map.get("format")
+                && !STANDARD_FORMATS.contains(&f.as_str())
+            {
+                let unsigned = f.starts_with("uint");
+                map.remove("format");
+                if unsigned && !map.contains_key("minimum") {
+                    map.insert("minimum".into(), 0.into());
                 }
             }
             map.values_mut().for_each(portable);

@@ -179,15 +179,15 @@ pub fn overlap(a: &str, b: &str) -> bool {
         }
         let (i, j, ra, rb) = state;
         // A variable that has consumed a byte may end.
-        if let Some(Pos::Var(_)) = a.get(i) {
-            if ra {
-                stack.push((i + 1, j, false, rb));
-            }
+        if let Some(Pos::Var(_)) = a.get(i)
+            && ra
+        {
+            stack.push((i + 1, j, false, rb));
         }
-        if let Some(Pos::Var(_)) = b.get(j) {
-            if rb {
-                stack.push((i, j + 1, ra, false));
-            }
+        if let Some(Pos::Var(_)) = b.get(j)
+            && rb
+        {
+            stack.push((i, j + 1, ra, false));
         }
         if i == a.len() && j == b.len() {
             return true;

@@ -11,12 +11,12 @@ pub const CAPABILITIES_SECTION: &str = "stockade:capabilities";
 pub fn declared_capabilities(bytes: &[u8]) -> Result<Option<Value>, String> {
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
         let payload = payload.map_err(|e| e.to_string())?;
-        if let wasmparser::Payload::CustomSection(reader) = payload {
-            if reader.name() == CAPABILITIES_SECTION {
-                let value: Value = serde_json::from_slice(reader.data())
-                    .map_err(|e| format!("the {CAPABILITIES_SECTION} section is not JSON: {e}"))?;
-                return Ok(Some(value));
-            }
+        if let wasmparser::Payload::CustomSection(reader) = payload
+            && reader.name() == CAPABILITIES_SECTION
+        {
+            let value: Value = serde_json::from_slice(reader.data())
+                .map_err(|e| format!("the {CAPABILITIES_SECTION} section is not JSON: {e}"))?;
+            return Ok(Some(value));
         }
     }
     Ok(None)

@@ -83,10 +83,10 @@ pub fn verify(trusted: &[String], sig_text: &str, digest_hex: &str) -> Result<St
     let sig = Signature::from_bytes(&bytes);
     let msg = message(digest_hex);
     for k in trusted {
-        if let Ok(key) = parse_public(k) {
-            if key.verify(&msg, &sig).is_ok() {
-                return Ok(k.clone());
-            }
+        if let Ok(key) = parse_public(k)
+            && key.verify(&msg, &sig).is_ok()
+        {
+            return Ok(k.clone());
         }
     }
     Err("no trusted key made this signature (wrong key, or the file changed after signing)".into())

@@ -5,9 +5,12 @@ fn sign_and_verify_round_trip() {
     let (secret, public) = generate();
     let digest = "ab".repeat(32);
     let sig = sign(&secret, &digest).unwrap();
-    assert_eq!(verify(&[public.clone()], &sig, &digest).unwrap(), public);
+    assert_eq!(
+        verify(std::slice::from_ref(&public), &sig, &digest).unwrap(),
+        public
+    );
     // Another file, another key, garbage: all refused.
-    assert!(verify(&[public.clone()], &sig, &"cd".repeat(32)).is_err());
+    assert!(verify(std::slice::from_ref(&public), &sig, &"cd".repeat(32)).is_err());
     let (_, other) = generate();
     assert!(verify(&[other], &sig, &digest).is_err());
     assert!(

@@ -247,10 +247,10 @@ impl Reloader {
                 }
             })?;
         watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-        if let Some(parent) = config_file.as_ref().and_then(|f| f.parent()) {
-            if parent != dir {
-                watcher.watch(parent, RecursiveMode::NonRecursive)?;
-            }
+        if let Some(parent) = config_file.as_ref().and_then(|f| f.parent())
+            && parent != dir
+        {
+            watcher.watch(parent, RecursiveMode::NonRecursive)?;
         }
         let this = self.clone();
         let mut config_hash = config_file.as_deref().and_then(file_hash);

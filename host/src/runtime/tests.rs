@@ -99,8 +99,7 @@ async fn a_component_may_not_take_the_whole_pool() {
         runtime.engine(),
         many_memories_component(MAX_MEMORIES_PER_COMPONENT as usize + 1),
     )
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     assert!(
         format!("{e:#}").contains("exceeds the configured maximum"),
         "{e:#}"
