@@ -20,6 +20,7 @@
 pub mod audit;
 pub mod auth;
 pub mod bindings;
+pub mod call;
 pub mod capabilities;
 pub mod cli;
 pub mod config;

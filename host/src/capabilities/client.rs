@@ -14,7 +14,7 @@ use crate::bindings::client::{
     ElicitationRequest, ElicitationResponse, Host, SamplingRequest, SamplingResponse,
 };
 use crate::bindings::types::{CapabilityError, Content, Media, Role};
-use crate::capabilities::CallContext;
+use crate::call::CallContext;
 use crate::config::ClientGrant;
 
 fn role_json(r: Role) -> &'static str {

@@ -34,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::bindings::exec::{Command, Host, Output};
 use crate::bindings::types::CapabilityError;
-use crate::capabilities::CallContext;
+use crate::call::CallContext;
 use crate::config::{DirGrant, ExecGrant, forbidden_env_name};
 
 fn args_allowed(grant: &ExecGrant, args: &[String]) -> Result<(), String> {

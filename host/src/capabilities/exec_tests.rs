@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::*;
-use crate::capabilities::CallContext;
+use crate::call::CallContext;
 use crate::config::{DirMode, Grants};
 
 fn grant(program: &str) -> ExecGrant {

@@ -1,7 +1,7 @@
 //! `stockade:plugin/log`: log messages to the MCP client and the host log.
 
 use crate::bindings::log::{Host, Level};
-use crate::capabilities::{CallContext, LogLevel};
+use crate::call::{CallContext, LogLevel};
 
 impl From<Level> for LogLevel {
     fn from(l: Level) -> Self {

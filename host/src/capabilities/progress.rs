@@ -1,7 +1,7 @@
 //! `stockade:plugin/progress`: progress notifications for the current call.
 
 use crate::bindings::progress::Host;
-use crate::capabilities::CallContext;
+use crate::call::CallContext;
 
 impl Host for CallContext {
     async fn report(&mut self, progress: f64, total: Option<f64>, message: Option<String>) {

@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 
 use crate::bindings::sql::{Host, Rows, Value};
 use crate::bindings::types::CapabilityError;
-use crate::capabilities::CallContext;
+use crate::call::CallContext;
 use crate::config::SqlSource;
 
 #[path = "sql_sqlite.rs"]

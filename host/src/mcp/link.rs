@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use rmcp::model::{LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken};
 use rmcp::{Peer, RoleServer};
 
-use crate::capabilities::{ClientLink, LinkError, LinkFuture, LogLevel};
+use crate::call::{ClientLink, LinkError, LinkFuture, LogLevel};
 use rmcp::model::{CreateMessageRequestParams, ElicitRequestParams};
 
 /// Index of an MCP level name (`"debug"` = 0 ... `"emergency"` = 7).

@@ -31,7 +31,7 @@ use tracing::Instrument;
 use crate::audit::{Audit, AuditEvent, ToolCallRecord, redact_object, sha256_hex};
 use crate::auth::Principal;
 use crate::bindings::{guest_prompts, guest_resources, guest_tools};
-use crate::capabilities::CallContext;
+use crate::call::CallContext;
 use crate::plugins::{Catalog, Plugin};
 use crate::runtime::{CallFailure, Op, OpOutput, Runtime};
 

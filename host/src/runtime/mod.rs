@@ -25,7 +25,7 @@ pub use self::gate::{ConcurrencyGate, Gates};
 pub use self::state::{CallState, LimitHit};
 use crate::bindings::types::ResourceContents;
 use crate::bindings::{guest_prompts, guest_resources, guest_tools, names};
-use crate::capabilities::CallContext;
+use crate::call::CallContext;
 use crate::config::{Limits, MAX_MEMORY_MIB};
 
 /// How often the epoch advances: the granularity of deadlines and of yields.

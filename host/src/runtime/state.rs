@@ -6,7 +6,8 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::capabilities::{CallContext, http::HttpPolicy};
+use crate::call::CallContext;
+use crate::capabilities::http::HttpPolicy;
 use crate::config::DirMode;
 use wasmtime_wasi::FsPerms;
 
