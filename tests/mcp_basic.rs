@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{HostBuilder, bundled, run_stockade, test_plugin};
+use common::{HostBuilder, bundled, run_stockade, run_stockade_env, test_plugin};
 use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock};
 use serde_json::{Value, json};
 
@@ -527,4 +527,49 @@ async fn failed_starts_leave_the_data_directory_alone() {
         !other.path().join("data/audit").exists(),
         "a failed start wrote an audit log"
     );
+}
+
+/// Issue 9.4: listening on every interface without the URL clients use is
+/// refused at start, with the fix in the message (it used to start, advertise
+/// `http://0.0.0.0:PORT` and answer every real Host with 403).
+#[test]
+fn all_interfaces_without_a_public_url_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("plugins")).unwrap();
+    let (ok, out) = run_stockade_env(
+        &[
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--plugins",
+            "plugins",
+            "--data",
+            "data",
+        ],
+        dir.path(),
+        &[("STOCKADE_PASSWORD", "a long enough password")],
+    );
+    assert!(!ok, "{out}");
+    assert!(out.contains("--public-url https://"), "{out}");
+    assert!(
+        !dir.path().join("data/audit").exists(),
+        "a refused start wrote an audit log"
+    );
+}
+
+/// Issue 9.5: `GET /` says what this is and which URL to give a client.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_root_page_names_the_mcp_url() {
+    let host = HostBuilder::new().start();
+    let r = reqwest::get(format!("{}/", host.base_url())).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    let page = r.text().await.unwrap();
+    assert!(page.contains(&host.mcp_url()), "{page}");
+    assert!(page.contains("href=\"/health\""), "{page}");
 }

@@ -1247,7 +1247,8 @@ async fn cancelled_queued_calls_give_their_places_back() {
     for _ in 0..4 {
         let a = send_cancellable(&client, "ping", json!({})).await;
         let b = send_cancellable(&client, "ping", json!({})).await;
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // Long enough for both to reach the plugin's queue.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         a.cancel(None).await.unwrap();
         b.cancel(None).await.unwrap();
     }
@@ -1260,11 +1261,31 @@ async fn cancelled_queued_calls_give_their_places_back() {
     assert!(!is_error && t == "pong", "the queue leaked places: {t}");
     let done = sleeper.await_response().await;
     assert!(done.is_ok(), "{done:?}");
-    let cancelled = audit_events(&host, "tool_call")
+    // The cancellations are audited as the host processes them: wait for all.
+    // rmcp also closes a cancelled request's stream, so a call may be stopped
+    // by that first and audited as `disconnected`: either way it was stopped.
+    let cancelled = || {
+        audit_events(&host, "tool_call")
+            .into_iter()
+            .filter(|l| {
+                l["target"] == "ping"
+                    && (l["outcome"] == "cancelled" || l["outcome"] == "disconnected")
+            })
+            .count()
+    };
+    let waited = Instant::now();
+    while cancelled() < 8 && waited.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pings: Vec<Value> = audit_events(&host, "tool_call")
         .into_iter()
-        .filter(|l| l["target"] == "ping" && l["outcome"] == "cancelled")
-        .count();
-    assert_eq!(cancelled, 8, "every cancelled queued call is audited");
+        .filter(|l| l["target"] == "ping")
+        .collect();
+    assert_eq!(
+        cancelled(),
+        8,
+        "every cancelled queued call is audited: {pings:#?}"
+    );
     assert_still_serving(&mut host, &client).await;
 }
 

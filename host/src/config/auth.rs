@@ -161,6 +161,15 @@ impl AuthSettings {
                 }
                 Err(e) => problems.push(format!("auth.public_url: `{u}` is not a URL: {e}")),
             }
+        } else if listen.ip().is_unspecified() && self.mode != AuthMode::None {
+            // `http://0.0.0.0:PORT` would be the issuer and the only allowed Host:
+            // no remote client could use it.
+            problems.push(format!(
+                "listen: {listen} accepts connections from other machines, so set the URL they use: \
+                 --public-url https://mcp.example.com (STOCKADE_PUBLIC_URL or auth.public_url), \
+                 with TLS in front (see \"Behind a TLS reverse proxy\" in README.md); \
+                 or listen on 127.0.0.1 for local use"
+            ));
         }
         if self.scopes_supported.is_empty() {
             problems.push(

@@ -4,6 +4,7 @@
 //!   gate ([`crate::auth::bearer::gate`]).
 //! - The OAuth endpoints and discovery documents of [`crate::auth::routes`].
 //! - `GET /health`: liveness and plugin counts, without authentication.
+//! - `GET /`: a small page saying what this is and the URL to give a client.
 //!
 //! Layers, outermost first (written once, here): sensitive headers marked
 //! (`Authorization`, `Cookie`: never logged) → tracing → the guard → routes.
@@ -19,6 +20,7 @@
 //! log fails closed; see [`crate::audit::track_failures`]).
 
 mod disconnect;
+mod home;
 pub mod listen;
 
 use std::sync::{Arc, OnceLock};
@@ -113,7 +115,9 @@ pub fn router(
         hosts: Arc::new(config.allowed_hosts),
         max_body: config.max_body_bytes,
     };
+    let public_url = auth.public_url.clone();
     Router::new()
+        .route("/", get(move || async move { home::page(&public_url) }))
         .route("/health", get(health))
         .with_state(shared)
         .merge(crate::auth::routes(auth))

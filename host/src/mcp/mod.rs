@@ -117,9 +117,12 @@ impl StockadeMcp {
             stderr: String::new(),
         };
         // Dropping the invocation stops the guest (or gives up its queue place).
+        // A cancelled request also loses its stream: look at the cancellation first
+        // so the audit says `cancelled` when the client asked for it.
         let report = tokio::select! {
-            r = self.shared.runtime.invoke(&plugin.code, &plugin.policy, op, cx) => r,
+            biased;
             () = rq.ct.cancelled() => return stopped(CallFailure::Cancelled),
+            r = self.shared.runtime.invoke(&plugin.code, &plugin.policy, op, cx) => r,
             () = gone.cancelled() => {
                 tracing::info!("client went away; call stopped");
                 return stopped(CallFailure::Disconnected);
