@@ -573,3 +573,45 @@ async fn the_root_page_names_the_mcp_url() {
     assert!(page.contains(&host.mcp_url()), "{page}");
     assert!(page.contains("href=\"/health\""), "{page}");
 }
+
+/// Issue 9.5: ending a session answers 200 (the Python SDK treats rmcp's 202 as
+/// a failed termination), and the session is gone afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_session_answers_ok() {
+    let host = HostBuilder::new()
+        .plugin(&bundled("template"), "template")
+        .start();
+    let session = common::RawSession::open(&host.mcp_url()).await;
+    let status = session.delete().await;
+    assert_eq!(status, 200);
+    let after = session
+        .post(json!({"jsonrpc":"2.0","id":9,"method":"tools/list"}))
+        .await;
+    assert_eq!(after.status(), 404, "the session is gone");
+}
+
+/// Issue 9.5: a reader that closes the pipe early (`stockade plugins list |
+/// head -2`) ends the command quietly, not with a panic.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("plugins")).unwrap();
+    std::fs::copy(
+        bundled("template"),
+        dir.path().join("plugins/template.wasm"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(["plugins", "list", "--plugins", "plugins", "--data", "data"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before the command writes anything.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+}

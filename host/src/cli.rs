@@ -19,6 +19,42 @@ use crate::plugins::watch::{ConfigSource, Reloader};
 use crate::plugins::{Catalog, load_dir};
 use crate::runtime::Runtime;
 
+/// `print!` that ends the process quietly (exit 0) when stdout is closed
+/// (`stockade plugins list | head -2`) instead of panicking on the broken pipe.
+macro_rules! out {
+    ($($t:tt)*) => { write_stdout(format_args!($($t)*), false) };
+}
+
+/// `println!` with [`out!`]'s handling of a closed stdout.
+macro_rules! outln {
+    () => { write_stdout(format_args!(""), true) };
+    ($($t:tt)*) => { write_stdout(format_args!($($t)*), true) };
+}
+
+/// Writes to stdout; a reader that went away ends the process with success.
+fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_fmt(args)
+        .and_then(|()| {
+            if newline {
+                stdout.write_all(b"\n")
+            } else {
+                Ok(())
+            }
+        })
+        .and_then(|()| stdout.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 /// Stockade: an MCP host whose tools are sandboxed WebAssembly components.
 #[derive(Parser, Debug)]
 #[command(name = "stockade", version, about)]
@@ -632,49 +668,49 @@ async fn plugins_inspect(file: &std::path::Path, json: bool) -> anyhow::Result<(
             "prompts": plugin.code.prompts.len(),
             "declared_capabilities": plugin.declared,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     let show = inspect::printable;
-    println!(
+    outln!(
         "plugin:   {} ({} {})",
         plugin.name,
         show(&info.name),
         show(&info.version)
     );
     if let Some(d) = &info.description {
-        println!("about:    {}", show(d));
+        outln!("about:    {}", show(d));
     }
-    println!("digest:   sha256:{}", plugin.digest);
-    println!("tools:");
+    outln!("digest:   sha256:{}", plugin.digest);
+    outln!("tools:");
     for t in &plugin.code.tools {
         let ro = if t.annotations.read_only == Some(true) {
             " [read-only]"
         } else {
             ""
         };
-        println!(
+        outln!(
             "  {}{ro}: {}",
             show(&t.name),
             show(t.description.lines().next().unwrap_or_default())
         );
     }
     if !plugin.code.resources.is_empty() || !plugin.code.resource_templates.is_empty() {
-        println!(
+        outln!(
             "resources: {} (+{} templates)",
             plugin.code.resources.len(),
             plugin.code.resource_templates.len()
         );
     }
     if !plugin.code.prompts.is_empty() {
-        println!("prompts:  {}", plugin.code.prompts.len());
+        outln!("prompts:  {}", plugin.code.prompts.len());
     }
     match &plugin.declared {
-        Some(d) => println!("declares: {d} (a declaration grants nothing)"),
-        None => println!("declares: no capabilities (runs as pure computation)"),
+        Some(d) => outln!("declares: {d} (a declaration grants nothing)"),
+        None => outln!("declares: no capabilities (runs as pure computation)"),
     }
-    println!("\nTo run it with what it declares, review and add to the host config:\n");
-    print!(
+    outln!("\nTo run it with what it declares, review and add to the host config:\n");
+    out!(
         "{}",
         inspect::suggested_config(&plugin.name, &plugin.digest, plugin.declared.as_ref())
     );
@@ -723,10 +759,10 @@ async fn plugins_list(dirs: &DirArgs, json: bool) -> anyhow::Result<()> {
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        outln!("{}", serde_json::to_string_pretty(&value)?);
     } else {
-        println!("{header}\n");
-        print!("{}", listing::render(&value));
+        outln!("{header}\n");
+        out!("{}", listing::render(&value));
     }
     Ok(())
 }
@@ -750,7 +786,7 @@ fn plugins_keygen(out: &std::path::Path) -> anyhow::Result<()> {
         "secret key written to {} (keep it private); public key for signatures.trusted_keys:",
         out.display()
     );
-    println!("{public}");
+    outln!("{public}");
     Ok(())
 }
 
@@ -770,7 +806,7 @@ fn plugins_sign(file: &std::path::Path, key: &std::path::Path) -> anyhow::Result
     let out = sign::sig_path(file);
     crate::fsutil::write_atomic(&out, format!("{sig}\n").as_bytes(), None)
         .with_context(|| format!("cannot write {}", out.display()))?;
-    println!("signed sha256:{digest}: wrote {}", out.display());
+    outln!("signed sha256:{digest}: wrote {}", out.display());
     Ok(())
 }
 
@@ -785,7 +821,7 @@ fn plugins_verify(file: &std::path::Path, trusted: &[String]) -> anyhow::Result<
         .with_context(|| format!("cannot read the signature file {}", sig_file.display()))?;
     let key = sign::verify(trusted, &text, &digest)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    println!(
+    outln!(
         "ok: {} (sha256:{digest}) is signed by {key}",
         file.display()
     );
@@ -836,13 +872,13 @@ fn audit_verify(files: &[PathBuf], public_key: Option<&str>, dirs: &DirArgs) -> 
         (Some(a), Some(b)) => format!("lines {a}..{b}"),
         _ => format!("{} lines", r.lines),
     };
-    println!(
+    outln!(
         "ok: {} file(s), {range}: hash chain, line numbers and {} signed checkpoint(s) intact",
         r.files.len(),
         r.checkpoints
     );
-    println!("key: {} from {from}", key::public_text(&key));
-    println!(
+    outln!("key: {} from {from}", key::public_text(&key));
+    outln!(
         "files (oldest first): {}",
         r.files
             .iter()
@@ -851,19 +887,19 @@ fn audit_verify(files: &[PathBuf], public_key: Option<&str>, dirs: &DirArgs) -> 
             .join(" ")
     );
     if r.from_genesis {
-        println!("start: the first line ever written");
+        outln!("start: the first line ever written");
     } else {
-        println!(
+        outln!(
             "start: continues an older file not given here (rotated out under `keep`, or removed)"
         );
     }
     if let Some(c) = &r.last_checkpoint {
-        println!("last checkpoint: line {} at {} ({})", c.seq, c.ts, c.reason);
+        outln!("last checkpoint: line {} at {} ({})", c.seq, c.ts, c.reason);
     }
     if r.clean_end {
-        println!("end: a shutdown checkpoint (the host stopped cleanly)");
+        outln!("end: a shutdown checkpoint (the host stopped cleanly)");
     } else {
-        println!(
+        outln!(
             "WARNING: the log does not end with a shutdown checkpoint: the host is running, \
              crashed, or lines after the last checkpoint were removed; the {} line(s) after it \
              are protected by the hash chain only",
@@ -871,13 +907,13 @@ fn audit_verify(files: &[PathBuf], public_key: Option<&str>, dirs: &DirArgs) -> 
         );
     }
     for seq in &r.unclean_starts {
-        println!(
+        outln!(
             "WARNING: the host started at line {seq} after a log that did not end with a shutdown \
              checkpoint (a crash, a kill, or lines removed from its end)"
         );
     }
     if r.partial_last_line {
-        println!(
+        outln!(
             "WARNING: the last file ends in an incomplete line (a write cut short; never \
              acknowledged; the host cuts it on its next start)"
         );
@@ -890,7 +926,7 @@ fn audit_key(dirs: &DirArgs) -> anyhow::Result<()> {
     let path = config.data_dir.join(&config.audit.key_file);
     let key = crate::audit::key::load_or_create(&path)?;
     eprintln!("audit checkpoint key: {}", path.display());
-    println!("{}", crate::audit::key::public_text(&key.verifying_key()));
+    outln!("{}", crate::audit::key::public_text(&key.verifying_key()));
     Ok(())
 }
 
@@ -906,7 +942,7 @@ fn hash_password() -> anyhow::Result<()> {
             crate::auth::users::MIN_PASSWORD_CHARS
         );
     }
-    println!(
+    outln!(
         "{}",
         crate::auth::users::hash_password(password).map_err(|e| anyhow::anyhow!(e))?
     );
@@ -922,7 +958,7 @@ async fn tokens_revoke(args: &TokensRevokeArgs) -> anyhow::Result<()> {
         (None, None) => bail!("name --subject or --client"),
     };
     let n = crate::auth::revoke_tokens(&data_dir, by).await?;
-    println!("revoked {n} token families of {whose}");
+    outln!("revoked {n} token families of {whose}");
     Ok(())
 }
 

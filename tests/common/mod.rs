@@ -503,6 +503,18 @@ impl RawSession {
         s
     }
 
+    /// Ends the session (`DELETE`); returns the status.
+    pub async fn delete(&self) -> u16 {
+        self.http
+            .delete(&self.url)
+            .header("mcp-session-id", &self.sid)
+            .send()
+            .await
+            .expect("the DELETE reaches the host")
+            .status()
+            .as_u16()
+    }
+
     /// POSTs one JSON-RPC message in the session; returns the response unread.
     pub async fn post(&self, body: Value) -> reqwest::Response {
         let mut rq = self

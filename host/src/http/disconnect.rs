@@ -63,3 +63,15 @@ impl http_body::Body for Guarded {
         self.inner.size_hint()
     }
 }
+
+/// `DELETE /mcp` ends a session: rmcp answers `202 Accepted`, which the
+/// official Python client reports as a failed termination. The session is gone
+/// when the answer is sent, so say `200 OK`.
+pub async fn delete_answers_ok(req: Request, next: Next) -> Response {
+    let delete = req.method() == axum::http::Method::DELETE;
+    let mut response = next.run(req).await;
+    if delete && response.status() == axum::http::StatusCode::ACCEPTED {
+        *response.status_mut() = axum::http::StatusCode::OK;
+    }
+    response
+}
