@@ -546,12 +546,15 @@ async fn load_plugins(
     audit: &Audit,
 ) -> anyhow::Result<Arc<Catalog>> {
     let started = std::time::Instant::now();
-    let snapshot = load_dir(runtime, config).await.with_context(|| {
-        format!(
-            "cannot read plugin directory {}",
-            config.plugins_dir.display()
-        )
-    })?;
+    let (snapshot, changes) =
+        crate::plugins::reconcile(runtime, config, &Default::default(), false)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot read plugin directory {}",
+                    config.plugins_dir.display()
+                )
+            })?;
     tracing::info!(
         plugins = snapshot.plugins.len(),
         tools = snapshot.tools.len(),
@@ -564,26 +567,7 @@ async fn load_plugins(
     if let Err(e) = crate::plugins::listing::write(&snapshot, &config.plugins_dir, &listing) {
         tracing::warn!(file = %listing.display(), "cannot write the plugin listing: {e}");
     }
-    for plugin in snapshot.plugins.values() {
-        audit
-            .note(AuditEvent::PluginLoaded {
-                plugin: plugin.name.clone(),
-                version: plugin.code.info.version.clone(),
-                digest: plugin.digest.clone(),
-                tools: plugin.code.tools.iter().map(|t| t.name.clone()).collect(),
-            })
-            .await;
-    }
-    for (name, r) in &snapshot.refused {
-        audit
-            .note(AuditEvent::PluginRefused {
-                plugin: name.clone(),
-                file: r.path.display().to_string(),
-                digest: r.digest.clone(),
-                reason: r.refusal.to_string(),
-            })
-            .await;
-    }
+    crate::plugins::watch::audit_changes(audit, &changes).await;
     Ok(Arc::new(Catalog::new(snapshot)))
 }
 

@@ -150,9 +150,13 @@ impl StockadeMcp {
     /// Writes the audit record of a plugin operation. The record is on disk
     /// before the client sees the answer; without it, the plugin's output is
     /// withheld (the audit log fails closed).
-    async fn record(&self, record: ToolCallRecord, what: &str) -> Result<(), ErrorData> {
+    async fn record(
+        &self,
+        record: ToolCallRecord,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), ErrorData> {
         if let Err(e) = self.shared.audit.record(AuditEvent::ToolCall(record)).await {
-            tracing::error!("audit: {e}; the result of {what} is withheld");
+            tracing::error!("audit: {e}; the result of {} is withheld", what());
             return Err(ErrorData::internal_error(
                 format!("{e}; the call's result is withheld"),
                 None,
@@ -363,7 +367,7 @@ impl ServerHandler for StockadeMcp {
             &report,
         );
         let outcome = report.outcome;
-        self.record(record, &format!("tool `{name}`")).await?;
+        self.record(record, || format!("tool `{name}`")).await?;
         let json = match outcome {
             Ok(OpOutput::Tool(Ok(result))) => convert::call_result(&result),
             Ok(OpOutput::Tool(Err(e))) => convert::error_result(&match e {
@@ -478,7 +482,7 @@ impl ServerHandler for StockadeMcp {
             None,
             &report,
         );
-        self.record(record, &format!("resource `{uri}`")).await?;
+        self.record(record, || format!("resource `{uri}`")).await?;
         match report.outcome {
             Ok(OpOutput::Resource(Ok(contents))) => {
                 let contents: Vec<Value> =
@@ -571,7 +575,7 @@ impl ServerHandler for StockadeMcp {
             request.arguments.as_ref().map(|a| redact_object(a, 2048)),
             &report,
         );
-        self.record(record, &format!("prompt `{name}`")).await?;
+        self.record(record, || format!("prompt `{name}`")).await?;
         match report.outcome {
             Ok(OpOutput::Prompt(Ok(p))) => {
                 let result: GetPromptResult = convert::to_rmcp(convert::prompt_result(&p))?;

@@ -80,14 +80,12 @@ impl Reloader {
             return;
         };
         let (snapshot, config) = (self.catalog.snapshot(), self.config());
-        let written = tokio::task::spawn_blocking(move || {
-            super::listing::write(&snapshot, &config.plugins_dir, &path)
-                .map_err(|e| format!("cannot write the plugin listing {}: {e}", path.display()))
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+        let shown = path.display().to_string();
+        let written =
+            super::blocking(move || super::listing::write(&snapshot, &config.plugins_dir, &path))
+                .await;
         if let Err(e) = written {
-            tracing::warn!("{e}");
+            tracing::warn!(file = %shown, "cannot write the plugin listing: {e}");
         }
     }
 
@@ -113,43 +111,11 @@ impl Reloader {
         }
         self.catalog.replace(next);
         self.publish().await;
-        self.audit_changes(&changes).await;
+        audit_changes(&self.audit, &changes).await;
         if changes.lists_changed() {
             self.changed.send_modify(|n| *n += 1);
         }
         changes
-    }
-
-    /// Audits what a reconcile or a config change did to the served plugins.
-    async fn audit_changes(&self, changes: &Changes) {
-        for p in &changes.loaded {
-            self.audit
-                .note(AuditEvent::PluginLoaded {
-                    plugin: p.name.clone(),
-                    version: p.code.info.version.clone(),
-                    digest: p.digest.clone(),
-                    tools: p.code.tools.iter().map(|t| t.name.clone()).collect(),
-                })
-                .await;
-        }
-        for name in &changes.removed {
-            tracing::info!(plugin = %name, "plugin removed");
-            self.audit
-                .note(AuditEvent::PluginRemoved {
-                    plugin: name.clone(),
-                })
-                .await;
-        }
-        for (name, r) in &changes.refused {
-            self.audit
-                .note(AuditEvent::PluginRefused {
-                    plugin: name.clone(),
-                    file: r.path.display().to_string(),
-                    digest: r.digest.clone(),
-                    reason: r.refusal.to_string(),
-                })
-                .await;
-        }
     }
 
     /// Re-reads the config; applies it to every plugin, or keeps the old one.
@@ -202,7 +168,7 @@ impl Reloader {
                         detail: "applied".into(),
                     })
                     .await;
-                self.audit_changes(&changes).await;
+                audit_changes(&self.audit, &changes).await;
                 self.changed.send_modify(|n| *n += 1);
             }
             Err(e) => {
@@ -300,6 +266,39 @@ impl Reloader {
             }
         });
         Ok(())
+    }
+}
+
+/// Audits what a reconcile (start-up included) or a config change did to the
+/// served plugins.
+pub async fn audit_changes(audit: &Audit, changes: &Changes) {
+    for p in &changes.loaded {
+        audit
+            .note(AuditEvent::PluginLoaded {
+                plugin: p.name.clone(),
+                version: p.code.info.version.clone(),
+                digest: p.digest.clone(),
+                tools: p.code.tools.iter().map(|t| t.name.clone()).collect(),
+            })
+            .await;
+    }
+    for name in &changes.removed {
+        tracing::info!(plugin = %name, "plugin removed");
+        audit
+            .note(AuditEvent::PluginRemoved {
+                plugin: name.clone(),
+            })
+            .await;
+    }
+    for (name, r) in &changes.refused {
+        audit
+            .note(AuditEvent::PluginRefused {
+                plugin: name.clone(),
+                file: r.path.display().to_string(),
+                digest: r.digest.clone(),
+                reason: r.refusal.to_string(),
+            })
+            .await;
     }
 }
 

@@ -272,6 +272,10 @@ impl Runtime {
     /// A permit to hold one instance, waiting at most `wait`; `None` if the host
     /// stays at [`MAX_LIVE_INSTANCES`] that long.
     async fn live_instance(&self, wait: Duration) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        // The usual case needs no timer.
+        if let Ok(permit) = self.live.try_acquire() {
+            return Some(permit);
+        }
         tokio::time::timeout(wait, self.live.acquire())
             .await
             .ok()
