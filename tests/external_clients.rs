@@ -179,3 +179,164 @@ async fn python_sdk_client_logs_in_calls_and_refreshes() {
     assert!(!host.log().contains(PASSWORD) && !audit_text(&data).contains(PASSWORD));
     assert!(host.is_running());
 }
+
+/// The browser the login test drives: `STOCKADE_CHROMIUM`, else Debian's
+/// `/usr/bin/chromium` (installed by `.ci/run`).
+fn chromium() -> PathBuf {
+    let p = std::env::var_os("STOCKADE_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(
+        p.exists(),
+        "Chromium is not installed ({} missing): apt-get install chromium, or set STOCKADE_CHROMIUM",
+        p.display()
+    );
+    p
+}
+
+/// A client's redirect target on loopback: records the request line of every
+/// request it receives and answers each with a small page.
+struct Callback {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Callback {
+    fn start() -> Callback {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/callback", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                log.lock().unwrap().push(line.trim_end().to_owned());
+                // Drain the header block.
+                loop {
+                    let mut h = String::new();
+                    match reader.read_line(&mut h) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) if h == "\r\n" || h == "\n" => break,
+                        Ok(_) => {}
+                    }
+                }
+                let body = "<!doctype html><title>client</title><p>The client got its answer.</p>";
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Callback { url, seen }
+    }
+
+    /// The query parameters of the requests to the callback path.
+    fn hits(&self) -> Vec<std::collections::HashMap<String, String>> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l.split(' ').nth(1).map(str::to_owned))
+            .filter(|target| target.starts_with("/callback"))
+            .map(|target| {
+                url::Url::parse(&format!("http://x{target}"))
+                    .unwrap()
+                    .query_pairs()
+                    .into_owned()
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Drives the login page in Chromium: (the script's JSON).
+async fn browser_login(authorize_url: String, password: &str, action: &str) -> Value {
+    let mut cmd = Command::new(node());
+    cmd.current_dir(repo().join("tests/clients/ts"))
+        .arg("browser_login.mjs")
+        .arg(chromium())
+        .arg(authorize_url)
+        .arg(password)
+        .arg(action);
+    tokio::task::spawn_blocking(move || run(cmd, "Chromium"))
+        .await
+        .unwrap()
+}
+
+/// The path a person takes: a client registers a loopback redirect, opens
+/// `/authorize` in the browser, the person types the password and clicks; the
+/// client's listener receives the code (or the refusal) — which Chromium blocks
+/// when the page's CSP `form-action` does not allow the redirect.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_logs_in_through_chromium() {
+    let host = HostBuilder::new()
+        .plugin(&bundled("template"), "template")
+        .password(PASSWORD)
+        .start();
+    let base = host.base_url();
+    let oauth = oauth::Oauth::new(&base);
+    let callback = Callback::start();
+    let reg = oauth.register_raw(&[&callback.url]).await;
+    assert_eq!(reg.status, reqwest::StatusCode::CREATED, "{}", reg.body);
+    let client_id = reg.json()["client_id"].as_str().unwrap().to_owned();
+    let authorize_url = |challenge: &str, state: &str| {
+        let q = oauth.authorize_query(&client_id, challenge, state, &[("redirect_uri", &callback.url)]);
+        format!("{base}/authorize?{q}")
+    };
+
+    // A wrong password: the page says so, and nothing reaches the client.
+    let (_, challenge) = oauth::pkce();
+    let wrong = browser_login(authorize_url(&challenge, "s-wrong"), "not the password", "approve").await;
+    assert_eq!(wrong["login_status"], 200, "{wrong}");
+    assert!(wrong["text"].as_str().unwrap().contains("Wrong password"), "{wrong}");
+    assert!(wrong["url"].as_str().unwrap().starts_with(&format!("{base}/authorize")), "{wrong}");
+    assert!(callback.hits().is_empty(), "{:?}", callback.seen.lock().unwrap());
+
+    // "Deny": the client is told access_denied, with its state.
+    let denied = browser_login(authorize_url(&challenge, "s-deny"), "", "deny").await;
+    assert_eq!(denied["navigated"], true, "{denied}");
+    let hits = callback.hits();
+    assert_eq!(hits.len(), 1, "the client's listener got {hits:?}; browser: {denied}");
+    assert_eq!(hits[0].get("error").map(String::as_str), Some("access_denied"));
+    assert_eq!(hits[0].get("state").map(String::as_str), Some("s-deny"));
+    assert!(!hits[0].contains_key("code"));
+
+    // "Log in and allow": the client gets a code that redeems for a token that opens /mcp.
+    let (verifier, challenge) = oauth::pkce();
+    let allowed = browser_login(authorize_url(&challenge, "s-allow"), PASSWORD, "approve").await;
+    assert_eq!(allowed["navigated"], true, "{allowed}");
+    assert!(allowed["text"].as_str().unwrap().contains("The client got its answer"), "{allowed}");
+    let hits = callback.hits();
+    assert_eq!(hits.len(), 2, "the client's listener got {hits:?}; browser: {allowed}");
+    assert_eq!(hits[1].get("state").map(String::as_str), Some("s-allow"));
+    let code = hits[1].get("code").expect("a code").clone();
+    let r = oauth
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("code_verifier", &verifier),
+                ("client_id", &client_id),
+                ("redirect_uri", &callback.url),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, reqwest::StatusCode::OK, "{}", r.body);
+    let token = oauth::tokens(&r).access;
+    let init = oauth.mcp(Some(&token), &oauth::initialize()).await;
+    assert_eq!(init.status, reqwest::StatusCode::OK, "{}", init.body);
+    assert!(init.body.contains("serverInfo"), "{}", init.body);
+    for run in [&wrong, &denied, &allowed] {
+        assert!(
+            !run["console"].to_string().contains("Content Security Policy"),
+            "{run}"
+        );
+    }
+    assert_audited(&host.data_dir(), "login_succeeded", &[("client_id", &client_id)]);
+}

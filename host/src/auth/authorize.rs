@@ -477,13 +477,15 @@ fn redirect(status: StatusCode, location: &str) -> Response {
     r
 }
 
+/// The pages' Content-Security-Policy: nothing from elsewhere, no framing, and
+/// forms posted only here.
+const CSP: &str =
+    "frame-ancestors 'none'; default-src 'none'; style-src 'unsafe-inline'; form-action 'self'";
+
 fn page_headers(r: &mut Response) {
     let h = r.headers_mut();
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("frame-ancestors 'none'; default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
@@ -544,7 +546,7 @@ fn login_page(
     let error = error
         .map(|e| format!("<p class=err>{}</p>", html_escape(e)))
         .unwrap_or_default();
-    html(
+    let mut r = html(
         status,
         format!(
             "<!doctype html><html lang=en><head><meta charset=utf-8><title>Stockade: log in</title>\
@@ -565,5 +567,20 @@ fn login_page(
             host = html_escape(&rules::redirect_host(&p.redirect_uri)),
             csrf = html_escape(csrf),
         ),
-    )
+    );
+    allow_form_redirect(&mut r, &p.redirect_uri);
+    r
+}
+
+/// Chromium applies `form-action` to the redirect that answers a form post, so
+/// the login page's policy must also name where "Log in and allow" and "Deny"
+/// send the browser: the client's validated redirect URI's origin (or, for an
+/// app's private-use scheme, the scheme).
+fn allow_form_redirect(r: &mut Response, redirect_uri: &str) {
+    let Some(source) = rules::csp_source(redirect_uri) else {
+        return;
+    };
+    if let Ok(v) = HeaderValue::from_str(&format!("{CSP} {source}")) {
+        r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+    }
 }

@@ -99,6 +99,25 @@ pub fn redirect_host(uri: &str) -> String {
     }
 }
 
+/// A CSP source expression for where `uri` sends the browser: `scheme://host:port`
+/// for URLs with a host, `scheme:` for an app's private-use scheme
+/// (`com.example.app:/cb`). `None` when it cannot be expressed safely (a CSP
+/// source may not contain spaces, `;` or `,`).
+pub fn csp_source(uri: &str) -> Option<String> {
+    let u = url::Url::parse(uri).ok()?;
+    let source = match u.host_str() {
+        Some(host) => match u.port() {
+            Some(port) => format!("{}://{host}:{port}", u.scheme()),
+            None => format!("{}://{host}", u.scheme()),
+        },
+        None => format!("{}:", u.scheme()),
+    };
+    source
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"+-.:/[]".contains(&b))
+        .then_some(source)
+}
+
 /// Splits a space-separated scope string, dropping duplicates (order kept).
 pub fn parse_scope(s: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
