@@ -942,8 +942,8 @@ methods = ["GET"]
     ] {
         let t = cap(&client, "http", json!({"url": target})).await;
         assert!(
-            t.starts_with("ERR:") && t.contains("DestinationIpProhibited"),
-            "{target}: {t}"
+            t.starts_with("ERR:") && t.contains("grants.http.allow_private = true"),
+            "the plugin's message says what was refused and what would allow it: {target}: {t}"
         );
         println!("[http] {target}: {t}");
     }
@@ -956,10 +956,18 @@ methods = ["GET"]
     ] {
         let t = cap(&client, "http", json!({"url": target, "method": method})).await;
         assert!(
-            t.starts_with("ERR:") && t.contains("denied"),
+            t.starts_with("ERR:") && t.contains("refused") && t.contains("grants.http.hosts"),
             "{method} {target}: {t}"
         );
     }
+    // A plugin that says only "failed": the model still sees the host's sentence.
+    let (is_error, t) = try_call(&client, "http", json!({"url": url, "terse": true})).await;
+    assert!(is_error, "{t}");
+    assert!(
+        t.contains("Refused by the Stockade host: plugin `hostile` may not reach 127.0.0.1")
+            && t.contains("allow_private = true"),
+        "{t}"
+    );
     assert_denied(
         &host,
         "http",
@@ -985,7 +993,7 @@ methods = ["GET"]
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     // allow_private does not widen the allow-list.
     let t = cap(&client, "http", json!({"url": "http://10.0.0.1/"})).await;
-    assert!(t.starts_with("ERR:") && t.contains("denied"), "{t}");
+    assert!(t.starts_with("ERR:") && t.contains("refused"), "{t}");
     assert_still_serving(&mut host, &client).await;
 }
 
@@ -1003,7 +1011,7 @@ async fn http_private_address_refusals_are_audited() {
         json!({"url": "http://169.254.169.254/latest/meta-data/"}),
     )
     .await;
-    assert!(t.contains("DestinationIpProhibited"), "{t}");
+    assert!(t.contains("loopback, private or link-local"), "{t}");
     assert_denied(&host, "http", &["169.254.169.254"]);
     assert_still_serving(&mut host, &client).await;
 }

@@ -256,21 +256,19 @@ impl Error {
     }
 
     fn code(url: &str, code: ErrorCode) -> Self {
-        let denied = matches!(code, ErrorCode::HttpRequestDenied);
-        let message = if denied {
-            "denied: the operator has not granted this host to the plugin \
-             (`grants.http.hosts` under `[plugins.NAME]` in the host config)"
-                .to_owned()
-        } else {
-            format!("{code:?}")
-        };
+        let denied = matches!(
+            code,
+            ErrorCode::HttpRequestDenied | ErrorCode::DestinationIpProhibited
+        );
+        let message = describe(&code);
         Self {
             denied,
             ..Self::new(url, message)
         }
     }
 
-    /// Whether the request was refused because the operator has not granted it.
+    /// Whether the Stockade host refused the request because the operator has not
+    /// granted it (a host, method or private address outside the grant).
     pub fn is_denied(&self) -> bool {
         self.denied
     }
@@ -288,6 +286,60 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// A sentence for a `wasi:http` error code: what happened and, where the
+/// operator's grant decides it, which key would change it.
+fn describe(code: &ErrorCode) -> String {
+    let s = |m: &str| m.to_owned();
+    match code {
+        ErrorCode::HttpRequestDenied => s(
+            "the Stockade host refused it: the operator has not granted this host, port or \
+             method to the plugin (`grants.http.hosts` / `grants.http.methods` under \
+             `[plugins.NAME]` in the host config)",
+        ),
+        ErrorCode::DestinationIpProhibited => s(
+            "the Stockade host refused it: the name resolves to a loopback, private or \
+             link-local address, which plugins may not reach unless the operator sets \
+             `grants.http.allow_private = true`",
+        ),
+        ErrorCode::DnsTimeout => s("looking up the host name timed out"),
+        ErrorCode::DnsError(_) => s("the host name could not be resolved (DNS); check the URL"),
+        ErrorCode::DestinationNotFound => s("the host name has no address; check the URL"),
+        ErrorCode::DestinationUnavailable | ErrorCode::DestinationIpUnroutable => {
+            s("the server cannot be reached from this host (unreachable network)")
+        }
+        ErrorCode::ConnectionRefused => {
+            s("the server refused the connection (nothing listens on that port)")
+        }
+        ErrorCode::ConnectionTerminated => s("the server closed the connection early"),
+        ErrorCode::ConnectionTimeout => s(
+            "connecting timed out (the longest wait is the operator's `grants.http.timeout_ms`)",
+        ),
+        ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => s(
+            "the server did not answer in time (the longest wait is the operator's \
+             `grants.http.timeout_ms`)",
+        ),
+        ErrorCode::ConnectionWriteTimeout => s("sending the request timed out"),
+        ErrorCode::ConnectionLimitReached => s("too many open connections; try again later"),
+        ErrorCode::TlsProtocolError => s("the TLS handshake failed"),
+        ErrorCode::TlsCertificateError => {
+            s("the server's TLS certificate is not valid for this name or not trusted")
+        }
+        ErrorCode::TlsAlertReceived(a) => format!(
+            "the server ended the TLS handshake ({})",
+            a.alert_message.as_deref().unwrap_or("no reason given")
+        ),
+        ErrorCode::HttpRequestMethodInvalid => s("the request method is not valid"),
+        ErrorCode::HttpRequestUriInvalid => s("the URL is not valid"),
+        ErrorCode::HttpRequestUriTooLong => s("the URL is too long"),
+        ErrorCode::HttpResponseIncomplete => s("the server's response ended early"),
+        ErrorCode::HttpResponseBodySize(_) => s("the response body is too large"),
+        ErrorCode::HttpProtocolError => s("the server's answer is not valid HTTP"),
+        ErrorCode::LoopDetected => s("the request loops back to itself"),
+        ErrorCode::InternalError(Some(m)) => format!("internal error: {m}"),
+        other => format!("{other:?}"),
+    }
+}
 
 fn stream_error(e: StreamError) -> String {
     match e {

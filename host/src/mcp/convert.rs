@@ -157,6 +157,21 @@ pub fn error_result(message: &str) -> Value {
     json!({"content": [{"type": "text", "text": message}], "isError": true})
 }
 
+/// Adds the host's sentences for what it refused during the call to an error
+/// result, so the model (and whoever reads the transcript) sees what was refused
+/// and which grant would allow it, whatever the plugin made of the bare WASI
+/// error code. Successful results are left alone.
+pub fn add_host_refusals(result: &mut Value, refusals: &[String]) {
+    if refusals.is_empty() || result["isError"] != true {
+        return;
+    }
+    if let Some(content) = result["content"].as_array_mut() {
+        for r in refusals {
+            content.push(json!({"type": "text", "text": format!("Refused by the Stockade host: {r}")}));
+        }
+    }
+}
+
 /// A resource as MCP JSON.
 pub fn resource(r: &Resource) -> Value {
     let mut m = Map::new();

@@ -56,3 +56,18 @@ fn media_is_base64_and_structured_is_parsed() {
     };
     assert_eq!(call_result(&bad)["isError"], true);
 }
+
+#[test]
+fn host_refusals_reach_error_results_only() {
+    let refusals = vec!["plugin `p` may not reach 10.0.0.1 (grants.http.allow_private)".to_owned()];
+    let mut failed = error_result("failed");
+    add_host_refusals(&mut failed, &refusals);
+    assert_eq!(failed["content"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        failed["content"][1]["text"],
+        "Refused by the Stockade host: plugin `p` may not reach 10.0.0.1 (grants.http.allow_private)"
+    );
+    let mut fine = json!({"content": [{"type": "text", "text": "ok"}], "isError": false});
+    add_host_refusals(&mut fine, &refusals);
+    assert_eq!(fine["content"].as_array().unwrap().len(), 1);
+}

@@ -109,13 +109,8 @@ impl StockadeMcp {
             max_result_kib: plugin.policy.limits.max_result_kib,
         };
         let gone = client_gone(rq);
-        let stopped = |failure| crate::runtime::CallReport {
-            outcome: Err(failure),
-            fuel_used: 0,
-            duration: started.elapsed(),
-            notify_dropped: 0,
-            stderr: String::new(),
-        };
+        let stopped =
+            |failure| crate::runtime::CallReport::stopped(failure, started.elapsed());
         // Dropping the invocation stops the guest (or gives up its queue place).
         // A cancelled request also loses its stream: look at the cancellation first
         // so the audit says `cancelled` when the client asked for it.
@@ -368,7 +363,7 @@ impl ServerHandler for StockadeMcp {
         );
         let outcome = report.outcome;
         self.record(record, || format!("tool `{name}`")).await?;
-        let json = match outcome {
+        let mut json = match outcome {
             Ok(OpOutput::Tool(Ok(result))) => convert::call_result(&result),
             Ok(OpOutput::Tool(Err(e))) => convert::error_result(&match e {
                 guest_tools::ToolError::InvalidArguments(m) => {
@@ -389,6 +384,7 @@ impl ServerHandler for StockadeMcp {
                 plugin.name
             )),
         };
+        convert::add_host_refusals(&mut json, &report.denials);
         let result: CallToolResult = convert::to_rmcp(json)?;
         Ok(CallToolResponse::Complete(result))
     }

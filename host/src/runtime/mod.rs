@@ -81,13 +81,21 @@ pub enum LoadError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallFailure {
     /// The plugin ran out of fuel.
-    #[error("fuel exhausted: the call used all {0} units of fuel it is allowed")]
+    #[error(
+        "fuel exhausted: the call used all {0} units of fuel it is allowed \
+         (the operator's `limits.fuel`); ask for less work, e.g. a smaller input"
+    )]
     FuelExhausted(u64),
     /// The call ran past its deadline.
-    #[error("timed out after {}", fmt_duration(*.0))]
+    #[error(
+        "timed out after {} (the operator's `limits.timeout_ms`); ask for less work or try again",
+        fmt_duration(*.0)
+    )]
     Timeout(Duration),
     /// The plugin tried to grow its memory past the cap.
-    #[error("memory limit {0} MiB exceeded")]
+    #[error(
+        "memory limit {0} MiB exceeded (the operator's `limits.memory_mib`); ask for less data at once"
+    )]
     Memory(u32),
     /// The plugin tried to grow a table past the cap.
     #[error("table limit of {0} elements exceeded")]
@@ -105,7 +113,10 @@ pub enum CallFailure {
         queued: u32,
     },
     /// The result was larger than allowed.
-    #[error("result of {size} bytes exceeds the limit of {limit} KiB (max_result_kib)")]
+    #[error(
+        "result of {size} bytes exceeds the limit of {limit} KiB (the operator's \
+         `limits.max_result_kib`); ask for less, e.g. a narrower query or a page of it"
+    )]
     ResultTooLarge {
         /// The result's size.
         size: usize,
@@ -448,13 +459,7 @@ impl Runtime {
     ) -> CallReport {
         let started = Instant::now();
         let limits = policy.limits;
-        let refused = |failure| CallReport {
-            outcome: Err(failure),
-            fuel_used: 0,
-            duration: started.elapsed(),
-            notify_dropped: 0,
-            stderr: String::new(),
-        };
+        let refused = |failure| CallReport::stopped(failure, started.elapsed());
         let _slot = match policy.gate.enter().await {
             Ok(slot) => slot,
             Err(gate::Full) => {
@@ -534,7 +539,7 @@ impl Runtime {
                 .unwrap_or_else(|e| e.into_inner()),
         );
         if let Some(audit) = &data.cx.audit {
-            for detail in denials {
+            for detail in denials.iter().cloned() {
                 audit
                     .note(crate::audit::AuditEvent::CapabilityDenied {
                         plugin: data.cx.plugin.clone(),
@@ -552,6 +557,7 @@ impl Runtime {
             duration: started.elapsed(),
             notify_dropped: data.cx.notify_dropped,
             stderr: String::from_utf8_lossy(&data.stderr.contents()).into_owned(),
+            denials,
         }
     }
 }
@@ -779,6 +785,25 @@ pub struct CallReport {
     pub notify_dropped: u64,
     /// What the guest wrote to stderr (capped).
     pub stderr: String,
+    /// The host's sentences for requests it refused during the call (for
+    /// now outbound HTTP, whose WASI error codes cannot carry them): what was
+    /// refused and which grant would allow it. Also audited.
+    pub denials: Vec<String>,
+}
+
+impl CallReport {
+    /// A call that ended before the plugin answered (refused, queued too long,
+    /// cancelled).
+    pub fn stopped(failure: CallFailure, duration: Duration) -> Self {
+        Self {
+            outcome: Err(failure),
+            fuel_used: 0,
+            duration,
+            notify_dropped: 0,
+            stderr: String::new(),
+            denials: Vec::new(),
+        }
+    }
 }
 
 /// One compiled, linked plugin version and what it said about itself at load time.

@@ -4,11 +4,11 @@ use super::*;
 fn failures_read_well() {
     assert_eq!(
         CallFailure::Timeout(Duration::from_secs(10)).to_string(),
-        "timed out after 10 s"
+        "timed out after 10 s (the operator's `limits.timeout_ms`); ask for less work or try again"
     );
     assert_eq!(
         CallFailure::Memory(64).to_string(),
-        "memory limit 64 MiB exceeded"
+        "memory limit 64 MiB exceeded (the operator's `limits.memory_mib`); ask for less data at once"
     );
     assert_eq!(CallFailure::FuelExhausted(5).limit_name(), Some("fuel"));
     assert_eq!(CallFailure::Trap("x".into()).limit_name(), None);
