@@ -442,6 +442,57 @@ async fn plugin_scopes_are_enforced_with_a_403_challenge() {
     assert!(host.is_running());
 }
 
+/// An operator typing `stockade hash-password` in a terminal (a pseudo-terminal
+/// from util-linux `script`): asked twice, and the password never appears on
+/// the screen.
+#[test]
+fn hash_password_on_a_terminal_does_not_echo() {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    let password = "typed-on-a-terminal-12345";
+    let mut child = Command::new("script")
+        .args(["-qec", &format!("{} hash-password", env!("CARGO_BIN_EXE_stockade")), "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("util-linux `script` (package bsdutils) runs the command on a pseudo-terminal");
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let shown = screen.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            shown.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    // Type each answer only once its prompt is on the screen (echo is off by then).
+    for prompt in ["Password (not shown):", "Again, to confirm:"] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !screen.lock().unwrap().contains(prompt) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no `{prompt}` prompt; the screen: {}",
+                screen.lock().unwrap()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        stdin.write_all(format!("{password}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+    let status = child.wait().unwrap();
+    drop(stdin);
+    reader.join().unwrap();
+    let screen = screen.lock().unwrap().clone();
+    assert!(status.success(), "{screen}");
+    assert!(screen.contains("$argon2id$"), "{screen}");
+    assert!(!screen.contains(password), "the password was echoed: {screen}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn users_file_logins_carry_per_user_scopes() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,7 @@ mod common;
 use common::{HostBuilder, bundled, run_stockade, run_stockade_env, test_plugin};
 use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock};
 use serde_json::{Value, json};
+use std::time::Duration;
 
 fn args(v: Value) -> serde_json::Map<String, Value> {
     v.as_object().unwrap().clone()
@@ -614,4 +615,76 @@ fn a_closed_stdout_is_not_a_panic() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
+}
+
+/// Issue 9.8: what an operator gets wrong is said at start, and the default log
+/// holds the host's lines, not rmcp's.
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_mistakes_are_named_and_the_default_log_is_quiet() {
+    // A grant under a misspelt plugin name, on the default log level.
+    let mut host = HostBuilder::new()
+        .plugin(&bundled("template"), "template")
+        .config("[plugins.tempalte.grants]\nenv = { GREETING = \"hi\" }\n")
+        .env("STOCKADE_LOG", "")
+        .start();
+    assert!(
+        host.wait_log("did you mean `[plugins.template]`?", Duration::from_secs(10)),
+        "{}",
+        host.log()
+    );
+    let client = host.client().await;
+    for _ in 0..3 {
+        let r = client
+            .call_tool(CallToolRequestParams::new("greet").with_arguments(
+                json!({"name": "Ada"}).as_object().unwrap().clone(),
+            ))
+            .await
+            .unwrap();
+        assert_ne!(r.is_error, Some(true));
+    }
+    drop(client);
+    let (ok, listed) = run_stockade(
+        &["plugins", "list", "--plugins", "plugins", "--data", "data"],
+        host.dir.path(),
+    );
+    assert!(ok, "{listed}");
+    assert!(
+        listed.contains("warning: `[plugins.tempalte]` in the config matches no plugin file"),
+        "{listed}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(host.data_dir().join("audit/audit.log"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the audit log is the owner's only");
+    }
+    let log = host.log();
+    assert!(
+        !log.contains("rmcp::"),
+        "rmcp's own lines are out of the default log:\n{log}"
+    );
+
+    // A password file others can read: used, with a warning that says what to do.
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("password");
+    std::fs::write(&pw, "a-long-enough-operator-password\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let mut host = HostBuilder::new()
+        .auth(Some("builtin"))
+        .arg("--password-file")
+        .arg(pw.to_str().unwrap())
+        .start();
+    assert!(
+        host.wait_log("has mode 644: other users can read it; run `chmod 600", Duration::from_secs(10)),
+        "{}",
+        host.log()
+    );
+    assert!(host.is_running());
 }

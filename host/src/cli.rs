@@ -93,8 +93,9 @@ pub enum Command {
     /// Work with plugin files.
     #[command(subcommand)]
     Plugins(PluginsCommand),
-    /// Print an argon2id hash of a password read from standard input, for
-    /// `auth.users_file` entries (`password_hash = "..."`).
+    /// Print an argon2id hash of a password, for `auth.users_file` entries
+    /// (`password_hash = "..."`): asked twice without echo on a terminal, else
+    /// one line read from standard input.
     HashPassword,
     /// Work with the tokens of the built-in OAuth server.
     #[command(subcommand)]
@@ -354,7 +355,9 @@ pub fn main() -> ExitCode {
 
 fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("STOCKADE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // rmcp's own INFO lines (one per session and request) are for debugging it.
+    let filter = EnvFilter::try_from_env("STOCKADE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn"));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -564,8 +567,11 @@ async fn load_plugins(
         "plugins loaded"
     );
     let listing = crate::plugins::listing::path_in(&config.data_dir);
-    if let Err(e) = crate::plugins::listing::write(&snapshot, &config.plugins_dir, &listing) {
+    if let Err(e) = crate::plugins::listing::write(&snapshot, config, &listing) {
         tracing::warn!(file = %listing.display(), "cannot write the plugin listing: {e}");
+    }
+    for warning in crate::plugins::listing::unmatched_config(&snapshot, config) {
+        tracing::warn!("{warning}");
     }
     crate::plugins::watch::audit_changes(audit, &changes).await;
     Ok(Arc::new(Catalog::new(snapshot)))
@@ -732,7 +738,7 @@ async fn plugins_list(dirs: &DirArgs, json: bool) -> anyhow::Result<()> {
                     config.plugins_dir.display()
                 )
             })?;
-            let v = listing::to_json(&snapshot, &config.plugins_dir, "dry-run");
+            let v = listing::to_json(&snapshot, &config, "dry-run");
             let header = format!(
                 "dry run: no host has written {}; loaded {} now with the config",
                 path.display(),
@@ -914,12 +920,26 @@ fn audit_key(dirs: &DirArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `hash-password`: on a terminal, asks twice without echo; otherwise reads
+/// one line from standard input (for scripts).
 fn hash_password() -> anyhow::Result<()> {
-    let mut line = String::new();
-    std::io::stdin()
-        .read_line(&mut line)
-        .context("cannot read the password from standard input")?;
-    let password = line.trim_end_matches(['\r', '\n']);
+    use std::io::IsTerminal;
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password (not shown): ")
+            .context("cannot read the password from the terminal")?;
+        let again = rpassword::prompt_password("Again, to confirm: ")
+            .context("cannot read the password from the terminal")?;
+        if first != again {
+            bail!("the two passwords differ; nothing was hashed, run it again");
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
     if password.chars().count() < crate::auth::users::MIN_PASSWORD_CHARS {
         bail!(
             "the password is shorter than {} characters",
@@ -928,7 +948,7 @@ fn hash_password() -> anyhow::Result<()> {
     }
     outln!(
         "{}",
-        crate::auth::users::hash_password(password).map_err(|e| anyhow::anyhow!(e))?
+        crate::auth::users::hash_password(&password).map_err(|e| anyhow::anyhow!(e))?
     );
     Ok(())
 }

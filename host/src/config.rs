@@ -33,7 +33,7 @@ pub fn is_valid_plugin_name(name: &str) -> bool {
 
 /// `[signatures]` in the host config.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct SignatureSettings {
     /// Refuse plugin files without a valid signature from a trusted key.
     pub require: bool,
@@ -97,7 +97,7 @@ pub enum ConfigError {
 
 /// The whole host configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Config {
     /// The address to listen on. With `auth.mode = "none"` only loopback addresses
     /// are accepted.
@@ -145,7 +145,7 @@ impl Default for Config {
 
 /// Where and how the audit log is written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct AuditSettings {
     /// The log file; relative paths are under the data directory.
     pub file: PathBuf,
@@ -181,7 +181,7 @@ impl Default for AuditSettings {
 
 /// Settings for one plugin.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct PluginConfig {
     /// Pins the plugin file's sha256 (`sha256:<hex>` or `<hex>`): a file with
     /// another digest still loads, but with no grants, until the pin is updated.
@@ -196,7 +196,7 @@ pub struct PluginConfig {
 
 /// Resource limits for one plugin call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Limits {
     /// Fuel (roughly, WebAssembly instructions) one call may use.
     pub fuel: u64,
@@ -233,7 +233,7 @@ impl Default for Limits {
 
 /// Per-plugin overrides of [`Limits`]; `None` inherits the default.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 #[allow(missing_docs)]
 pub struct LimitOverrides {
     pub fuel: Option<u64>,
@@ -295,6 +295,23 @@ pub const MAX_CONCURRENT: u32 = 128;
 /// allocator's slots).
 pub const MAX_MEMORY_MIB: u32 = 4096;
 
+/// A TOML key path as the operator writes it: `plugins.web.grants.http.methods`,
+/// `plugins.web.grants.exec[0].program`.
+fn key_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
+        Path::Map { parent, key } => match key_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
+            key_path(parent)
+        }
+    }
+}
+
 impl Config {
     /// Reads and validates the TOML file at `path`.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
@@ -311,18 +328,44 @@ impl Config {
         })
     }
 
-    /// Parses and validates TOML text.
+    /// Parses and validates TOML text. Unknown keys (typos) and invalid values
+    /// are reported together, every one of them; a syntax or type error stops
+    /// the parse and is reported alone, with its line and column.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let parse_error = |e: toml::de::Error| ConfigError::Parse {
             path: PathBuf::new(),
             message: e.to_string().trim().to_owned(),
-        })?;
-        config.validate()?;
-        Ok(config)
+        };
+        let de = toml::Deserializer::parse(text).map_err(parse_error)?;
+        let mut unknown = Vec::new();
+        let config: Config = serde_ignored::deserialize(de, |path| {
+            unknown.push(format!(
+                "{}: unknown key; check its spelling (the README lists every key)",
+                key_path(&path)
+            ));
+        })
+        .map_err(parse_error)?;
+        let mut problems = unknown;
+        problems.extend(config.problems());
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
     }
 
     /// Checks every value, reporting all problems together.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Every problem with the values, each a sentence naming its key.
+    fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         self.limits.check("limits", &mut problems);
         for (name, plugin) in &self.plugins {
@@ -372,11 +415,7 @@ impl Config {
         if self.max_body_kib == 0 {
             problems.push("max_body_kib: must be at least 1".into());
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(problems))
-        }
+        problems
     }
 
     /// The audit writer's settings, with paths resolved against the data directory.

@@ -35,3 +35,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::io::Re
     }
     result
 }
+
+/// Logs a warning when `path`, a file holding secrets (`what` names it for the
+/// operator), can be read or written by users other than its owner. The file is
+/// still used: refusing would turn a permissions slip into an outage.
+pub fn warn_if_exposed(path: &Path, what: &str) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    file = %path.display(),
+                    "{what} has mode {mode:03o}: other users can read it; run `chmod 600 {}`",
+                    path.display()
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, what);
+}

@@ -142,7 +142,7 @@ impl HostBuilder {
         self
     }
 
-    /// Sets an environment variable for the host.
+    /// Sets an environment variable for the host (an empty value removes it).
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.push((k.into(), v.into()));
         self
@@ -205,7 +205,11 @@ fn spawn(dir: &Path, listen: &str, launch: &Launch) -> (Child, SocketAddr, Arc<M
         cmd.arg("--config").arg(path);
     }
     for (k, v) in &launch.env {
-        cmd.env(k, v);
+        if v.is_empty() {
+            cmd.env_remove(k);
+        } else {
+            cmd.env(k, v);
+        }
     }
     let mut child = cmd.spawn().expect("start stockade");
     let log = Arc::new(Mutex::new(String::new()));

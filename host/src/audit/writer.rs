@@ -101,6 +101,7 @@ impl Writer {
         let len = repair_partial_line(&path).map_err(open_err)?;
         let tail = read_tail(&path).map_err(open_err)?;
         let file = open_append(&path).map_err(open_err)?;
+        crate::fsutil::warn_if_exposed(&path, "the audit log");
         let mut writer = Writer {
             public: key::public_text(&key.verifying_key()),
             key,
@@ -404,11 +405,17 @@ impl Writer {
     }
 }
 
+/// Opens the log for appending; a new log is created readable by its owner only
+/// (it names users, clients and addresses).
 fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
+    let mut opts = std::fs::OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
 }
 
 fn sync_dir(path: &Path) -> std::io::Result<()> {

@@ -139,6 +139,7 @@ impl SigningKey {
         };
         match std::fs::read_to_string(&path) {
             Ok(pem) => {
+                crate::fsutil::warn_if_exposed(&path, "the token signing key");
                 let key = p256::SecretKey::from_pkcs8_pem(&pem).map_err(|e| KeyError::Invalid {
                     path: path.clone(),
                     message: e.to_string(),

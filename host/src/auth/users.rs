@@ -37,6 +37,7 @@ impl Secret {
     pub fn from_file(path: &Path) -> Result<Secret, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read auth.password_file {}: {e}", path.display()))?;
+        crate::fsutil::warn_if_exposed(path, "the password file (auth.password_file)");
         Ok(Secret(text.lines().next().unwrap_or("").to_owned()))
     }
 
@@ -121,6 +122,7 @@ impl Credentials {
         if let Some(path) = users_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read auth.users_file {}: {e}", path.display()))?;
+            crate::fsutil::warn_if_exposed(path, "the users file (auth.users_file)");
             let file: UsersFile = toml::from_str(&text)
                 .map_err(|e| format!("auth.users_file {} is invalid: {e}", path.display()))?;
             let mut problems = Vec::new();

@@ -20,7 +20,7 @@ pub enum AuthMode {
 
 /// Settings of the `[auth]` table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct AuthSettings {
     /// `builtin` (default), `external` or `none`.
     pub mode: AuthMode,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// The capabilities granted to one plugin (`[plugins.NAME.grants]`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Grants {
     /// Host directories visible to the plugin (WASI preopens).
     pub dirs: Vec<DirGrant>,
@@ -25,7 +25,6 @@ pub struct Grants {
 
 /// A host directory mapped into the plugin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DirGrant {
     /// The directory on the host (must exist).
     pub host: PathBuf,
@@ -50,7 +49,7 @@ pub enum DirMode {
 
 /// Outbound HTTP allowed to a plugin.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct HttpGrant {
     /// Allowed hosts: `api.example.com`, `*.example.com` (subdomains only),
     /// optionally with a port (`localhost:8080`). Without a port, 80 and 443.
@@ -68,7 +67,6 @@ pub struct HttpGrant {
 
 /// One program a plugin may run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ExecGrant {
     /// Absolute path of the program.
     pub program: PathBuf,
@@ -218,7 +216,6 @@ pub enum ClientGrant {
 
 /// A read-only SQL data source (`[sql.NAME]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SqlSource {
     /// A SQLite database file, opened read-only.
     pub sqlite: PathBuf,
@@ -246,6 +243,11 @@ fn default_sql_timeout() -> u64 {
 fn default_sql_result() -> u32 {
     4096
 }
+
+/// The methods an HTTP grant may list (RFC 9110 and PATCH).
+pub const HTTP_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
 
 impl Grants {
     /// Checks the grants of plugin `name`, adding every problem to `problems`.
@@ -284,6 +286,14 @@ impl Grants {
             for host in &h.hosts {
                 if let Err(e) = HostPattern::parse(host) {
                     problems.push(format!("{at}.http.hosts: `{host}`: {e}"));
+                }
+            }
+            for m in &h.methods {
+                if !HTTP_METHODS.iter().any(|known| known.eq_ignore_ascii_case(m)) {
+                    problems.push(format!(
+                        "{at}.http.methods: `{m}` is not an HTTP method (use {})",
+                        HTTP_METHODS.join(", ")
+                    ));
                 }
             }
         }

@@ -16,6 +16,24 @@ fn unknown_key_is_named() {
 }
 
 #[test]
+fn typos_and_bad_values_are_reported_in_one_run() {
+    let err = Config::from_toml(
+        "[limits]\nfule = 3\nmemory_mib = 0\n[plugins.web.grants.http]\nhosts = [\"api.example.com\"]\nmethods = [\"GET\", \"FETCH\"]\nallow_privat = true\n",
+    )
+    .unwrap_err()
+    .to_string();
+    for needle in [
+        "limits.fule: unknown key",
+        "plugins.web.grants.http.allow_privat: unknown key",
+        "limits.memory_mib",
+        "plugins.web.grants.http.methods: `FETCH` is not an HTTP method",
+    ] {
+        assert!(err.contains(needle), "`{needle}` missing from: {err}");
+    }
+    assert!(!err.contains("`GET`"), "{err}");
+}
+
+#[test]
 fn plugin_overrides_inherit_defaults() {
     let c =
         Config::from_toml("[limits]\nfuel = 100\n[plugins.echo.limits]\nmemory_mib = 8\n").unwrap();

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 
 use super::Snapshot;
-use crate::config::Grants;
+use crate::config::{Config, Grants};
 
 /// The file name under the data directory.
 pub const FILE_NAME: &str = "plugins.json";
@@ -64,9 +64,43 @@ pub fn grants_summary(g: &Grants) -> Vec<String> {
     out
 }
 
+/// Config tables `[plugins.NAME]` that match no plugin file (a typo, most
+/// often: their grants and limits apply to nothing), each as a warning naming
+/// the closest plugin name when there is one.
+pub fn unmatched_config(snapshot: &Snapshot, config: &Config) -> Vec<String> {
+    let files: Vec<&str> = snapshot
+        .plugins
+        .keys()
+        .chain(snapshot.refused.keys())
+        .map(String::as_str)
+        .collect();
+    config
+        .plugins
+        .keys()
+        .filter(|name| !files.contains(&name.as_str()))
+        .map(|name| {
+            let closest = files
+                .iter()
+                .map(|f| (strsim::levenshtein(name, f), *f))
+                .filter(|(d, _)| *d <= 2)
+                .min();
+            let hint = match closest {
+                Some((_, f)) => format!("; did you mean `[plugins.{f}]`?"),
+                None => String::new(),
+            };
+            format!(
+                "`[plugins.{name}]` in the config matches no plugin file (no `{name}.wasm` in {}): \
+                 its grants and limits apply to nothing{hint}",
+                config.plugins_dir.display()
+            )
+        })
+        .collect()
+}
+
 /// The listing of `snapshot` as JSON. `source` says who produced it (`host` or
 /// `dry-run`).
-pub fn to_json(snapshot: &Snapshot, plugins_dir: &Path, source: &str) -> Value {
+pub fn to_json(snapshot: &Snapshot, config: &Config, source: &str) -> Value {
+    let plugins_dir = &config.plugins_dir;
     let mut plugins = Vec::new();
     for (name, p) in &snapshot.plugins {
         plugins.push(json!({
@@ -102,12 +136,13 @@ pub fn to_json(snapshot: &Snapshot, plugins_dir: &Path, source: &str) -> Value {
         "pid": std::process::id(),
         "plugins_dir": plugins_dir.display().to_string(),
         "plugins": plugins,
+        "warnings": unmatched_config(snapshot, config),
     })
 }
 
 /// Writes the host's listing of `snapshot` to `path` atomically.
-pub fn write(snapshot: &Snapshot, plugins_dir: &Path, path: &Path) -> std::io::Result<()> {
-    let mut text = serde_json::to_vec_pretty(&to_json(snapshot, plugins_dir, "host"))
+pub fn write(snapshot: &Snapshot, config: &Config, path: &Path) -> std::io::Result<()> {
+    let mut text = serde_json::to_vec_pretty(&to_json(snapshot, config, "host"))
         .map_err(std::io::Error::other)?;
     text.push(b'\n');
     crate::fsutil::write_atomic(path, &text, None)
@@ -157,6 +192,9 @@ pub fn render(listing: &Value) -> String {
                 p["reason"].as_str().unwrap_or("?")
             ));
         }
+    }
+    for w in listing["warnings"].as_array().into_iter().flatten() {
+        out.push_str(&format!("warning: {}\n", w.as_str().unwrap_or("?")));
     }
     out
 }

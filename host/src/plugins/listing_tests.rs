@@ -32,7 +32,7 @@ fn grants_are_summarised_one_per_kind() {
 
 #[test]
 fn an_empty_snapshot_renders() {
-    let v = to_json(&Snapshot::default(), Path::new("plugins"), "dry-run");
+    let v = to_json(&Snapshot::default(), &Config::default(), "dry-run");
     assert_eq!(v["source"], "dry-run");
     assert_eq!(render(&v), "no plugin files\n");
 }
@@ -57,4 +57,36 @@ fn refusals_render_with_their_reason() {
         text.contains("reason: not a WebAssembly component: bad"),
         "{text}"
     );
+}
+
+#[test]
+fn config_for_no_plugin_file_is_a_warning_with_a_suggestion() {
+    let mut snapshot = Snapshot::default();
+    snapshot.refused.insert(
+        "template".into(),
+        crate::plugins::Refused {
+            path: "plugins/template.wasm".into(),
+            stamp: crate::plugins::FileStamp {
+                modified: SystemTime::UNIX_EPOCH,
+                len: 0,
+            },
+            digest: None,
+            sig_stamp: None,
+            refusal: crate::plugins::Refusal::Read("test".into()),
+        },
+    );
+    let config = Config::from_toml(
+        "[plugins.tempalte.grants]\nenv = { A = \"1\" }\n[plugins.template]\n[plugins.unrelated]\n",
+    )
+    .unwrap();
+    let warnings = unmatched_config(&snapshot, &config);
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("`[plugins.tempalte]` in the config matches no plugin file")
+            && warnings[0].ends_with("did you mean `[plugins.template]`?"),
+        "{warnings:?}"
+    );
+    assert!(!warnings[1].contains("did you mean"), "{warnings:?}");
+    let text = render(&to_json(&snapshot, &config, "dry-run"));
+    assert!(text.contains("warning: `[plugins.unrelated]`"), "{text}");
 }

@@ -38,6 +38,8 @@ pub struct Reloader {
     audit: Audit,
     changed: watch::Sender<u64>,
     listing: Option<PathBuf>,
+    /// The config warnings last logged, so each is logged once, when it appears.
+    warned: Mutex<Vec<String>>,
 }
 
 impl Reloader {
@@ -52,6 +54,7 @@ impl Reloader {
         listing: Option<PathBuf>,
     ) -> (Arc<Reloader>, watch::Receiver<u64>) {
         let (changed, rx) = watch::channel(0);
+        let warned = Mutex::new(super::listing::unmatched_config(&catalog.snapshot(), &config));
         (
             Arc::new(Reloader {
                 runtime,
@@ -60,6 +63,7 @@ impl Reloader {
                 audit,
                 changed,
                 listing,
+                warned,
             }),
             rx,
         )
@@ -73,17 +77,24 @@ impl Reloader {
             .clone()
     }
 
-    /// Writes the current snapshot to the listing file, if there is one.
-    /// The file is written on the blocking pool.
+    /// Logs config warnings that are new, then writes the current snapshot to
+    /// the listing file, if there is one (on the blocking pool).
     async fn publish(&self) {
+        let (snapshot, config) = (self.catalog.snapshot(), self.config());
+        let warnings = super::listing::unmatched_config(&snapshot, &config);
+        {
+            let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+            for w in warnings.iter().filter(|w| !warned.contains(w)) {
+                tracing::warn!("{w}");
+            }
+            *warned = warnings;
+        }
         let Some(path) = self.listing.clone() else {
             return;
         };
-        let (snapshot, config) = (self.catalog.snapshot(), self.config());
         let shown = path.display().to_string();
         let written =
-            super::blocking(move || super::listing::write(&snapshot, &config.plugins_dir, &path))
-                .await;
+            super::blocking(move || super::listing::write(&snapshot, &config, &path)).await;
         if let Err(e) = written {
             tracing::warn!(file = %shown, "cannot write the plugin listing: {e}");
         }
