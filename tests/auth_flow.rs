@@ -715,6 +715,47 @@ async fn auto_approve_skips_the_page_for_loopback_clients_only() {
     assert!(host.is_running());
 }
 
+/// Issue 9.9: `stockade serve` with nothing configured makes up the operator
+/// password, shows it once with the MCP URL, keeps only its hash, and the same
+/// password logs in after a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_run_makes_up_the_password_and_shows_it_once() {
+    let mut host = HostBuilder::new().auth(Some("builtin")).start();
+    assert!(
+        host.wait_log("operator password: ", std::time::Duration::from_secs(10)),
+        "{}",
+        host.log()
+    );
+    let log = host.log();
+    let password = log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("operator password: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(password.len() >= 20, "{password}");
+    assert!(log.contains(&format!("Give your MCP client {}", host.mcp_url())), "{log}");
+    let stored = std::fs::read_to_string(host.data_dir().join("keys/operator-password.argon2")).unwrap();
+    assert!(stored.starts_with("$argon2id$") && !stored.contains(&password), "{stored}");
+    assert!(!audit_text(&host.data_dir()).contains(&password));
+
+    let o = Oauth::new(&host.base_url());
+    let (_, tokens) = o.full_login(&password).await;
+    assert!(!tokens.access.is_empty());
+    let client_id = o.register().await;
+    let (_, challenge) = oauth::pkce();
+    let page = o.authorize(&o.authorize_query(&client_id, &challenge, "s", &[])).await;
+    let wrong = o.submit_login(&page, "not-the-generated-password").await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{}", wrong.body);
+
+    // Restarted: not shown again, still the same password.
+    host.restart();
+    assert!(host.run_log().contains("listening on"), "{}", host.run_log());
+    assert!(!host.run_log().contains(&password), "{}", host.run_log());
+    let (_, tokens) = Oauth::new(&host.base_url()).full_login(&password).await;
+    assert!(!tokens.access.is_empty());
+}
+
 #[test]
 fn refuses_to_start_without_a_good_password_or_off_loopback_without_auth() {
     let dir = tempfile::tempdir().unwrap();
@@ -728,9 +769,6 @@ fn refuses_to_start_without_a_good_password_or_off_loopback_without_auth() {
         "--data",
         "data",
     ];
-    let (ok, out) = common::run_stockade_env(&serve, dir.path(), &[]);
-    assert!(!ok);
-    assert!(out.contains("STOCKADE_PASSWORD"), "{out}");
     let (ok, out) =
         common::run_stockade_env(&serve, dir.path(), &[("STOCKADE_PASSWORD", "too-short")]);
     assert!(!ok);

@@ -362,6 +362,7 @@ fn inspect_shows_digest_tools_and_declared_capabilities() {
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["digest"], format!("sha256:{digest}"));
     assert_eq!(v["declared_capabilities"]["exec"][0], "/bin/echo");
+    assert!(v["can_use"].to_string().contains("grants.exec"), "{v}");
     assert!(
         v["tools"]
             .as_array()
@@ -377,6 +378,19 @@ fn inspect_shows_digest_tools_and_declared_capabilities() {
         out.contains(&format!("digest = \"sha256:{digest}\"")),
         "{out}"
     );
+
+    // Issue 9.11: what it can import is shown whatever it declares: the hostile
+    // plugin declares nothing and imports HTTP, exec, SQL and the client.
+    let (ok, out) = run_stockade(
+        &["plugins", "inspect", test_plugin("hostile").to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("declares: nothing"), "{out}");
+    assert!(!out.contains("pure computation"), "{out}");
+    for can in ["http: outbound HTTP requests", "exec: run programs", "sql: read-only queries"] {
+        assert!(out.contains(can), "`{can}` missing: {out}");
+    }
 
     std::fs::write(dir.path().join("bad.wasm"), b"nope").unwrap();
     let (ok, out) = run_stockade(&["plugins", "inspect", "bad.wasm"], dir.path());
@@ -446,7 +460,7 @@ fn serve_must_fail(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -
 }
 
 /// Issue 9.3: a second host on a live host's data directory is refused by the
-/// lock before it writes anything; failed starts (port in use, no password)
+/// lock before it writes anything; failed starts (port in use, a bad password)
 /// write nothing to the audit log.
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_starts_leave_the_data_directory_alone() {
@@ -510,7 +524,7 @@ async fn failed_starts_leave_the_data_directory_alone() {
         "a failed start wrote an audit log"
     );
 
-    // No password for the built-in login: nothing written either.
+    // A password too short for the built-in login: nothing written either.
     let e = serve_must_fail(
         other.path(),
         &[
@@ -521,7 +535,7 @@ async fn failed_starts_leave_the_data_directory_alone() {
             "--data",
             "data",
         ],
-        &[],
+        &[("STOCKADE_PASSWORD", "short")],
     );
     assert!(e.contains("cannot set up authentication"), "{e}");
     assert!(
@@ -687,4 +701,66 @@ async fn operator_mistakes_are_named_and_the_default_log_is_quiet() {
         host.log()
     );
     assert!(host.is_running());
+}
+
+/// Issue 9.11: a plugin author's crate outside the repository, depending on the
+/// SDK by path as `sdk/README.md` says, builds with `scripts/build-plugins --crate`
+/// (whichever toolchain this machine has) into a component the host loads.
+#[test]
+fn a_plugin_crate_outside_the_repo_builds_with_one_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let krate = dir.path().join("greeter");
+    std::fs::create_dir_all(krate.join("src")).unwrap();
+    std::fs::copy(
+        common::repo().join("plugins/template/src/lib.rs"),
+        krate.join("src/lib.rs"),
+    )
+    .unwrap();
+    // The lock keeps dependency versions (and so the shared build cache) as
+    // in the repository's plugin workspace.
+    std::fs::copy(common::repo().join("plugins/Cargo.lock"), krate.join("Cargo.lock")).unwrap();
+    std::fs::write(
+        krate.join("Cargo.toml"),
+        format!(
+            r#"[package]
+name = "greeter"
+version = "0.3.0"
+edition = "2024"
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+stockade-sdk = {{ path = "{}" }}
+serde = {{ version = "1", features = ["derive"] }}
+
+[profile.release]
+opt-level = "s"
+lto = true
+codegen-units = 1
+"#,
+            common::repo().join("sdk").display()
+        ),
+    )
+    .unwrap();
+    // The build cache of `scripts/build-plugins` (target/wasm), so only the
+    // crate itself compiles; its own `target/` works the same, from scratch.
+    let target = common::repo().join("target/wasm");
+    let out = std::process::Command::new(common::repo().join("scripts/build-plugins"))
+        .arg("--crate")
+        .arg(&krate)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    let wasm = target.join("wasm32-wasip2/release/greeter.wasm");
+    assert!(text.contains(&wasm.display().to_string()), "{text}");
+    let (ok, shown) = run_stockade(&["plugins", "inspect", wasm.to_str().unwrap()], dir.path());
+    assert!(ok, "{shown}");
+    assert!(shown.contains("(greeter 0.3.0)") && shown.contains("greet"), "{shown}");
 }

@@ -7,7 +7,7 @@
 #![allow(missing_docs)]
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../sdk/wit",
     world: "plugin",
     imports: { default: async },
     exports: { default: async },

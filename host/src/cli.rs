@@ -369,6 +369,22 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
+/// Shows the password made up on a first run, once, on standard error (not in
+/// the structured log).
+fn show_generated_password(password: &Secret, mcp_url: &str, data_dir: &std::path::Path) {
+    let hash = crate::auth::first_run::path_in(data_dir);
+    eprintln!(
+        "\n  First run: no login was configured, so Stockade made up the operator password:\n\n\
+         \x20     operator password: {}\n\n\
+         \x20 It is shown this once; only its argon2 hash is kept ({}).\n\
+         \x20 Give your MCP client {mcp_url}; it opens the login page, where you type it.\n\
+         \x20 To choose your own, set STOCKADE_PASSWORD or auth.password_file; to get a new\n\
+         \x20 one, delete that file and restart.\n",
+        password.expose(),
+        hash.display()
+    );
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Arc::new(args.config()?);
     let config_file = args.config.clone();
@@ -388,8 +404,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .ok()
         .filter(|p| !p.is_empty())
         .map(Secret::new);
+    // A first run with no login configured makes up the operator password.
+    let generated = if config.auth.mode == AuthMode::Builtin
+        && crate::auth::first_run::applies(&config.auth, password.as_ref())
+    {
+        crate::auth::first_run::ensure(&config.data_dir)
+            .map_err(|e| anyhow::anyhow!(e))
+            .context("cannot generate the operator password")?
+    } else {
+        None
+    };
     if config.auth.mode == AuthMode::Builtin {
-        crate::auth::builtin_credentials(&config.auth, password.clone())
+        crate::auth::builtin_credentials(&config.auth, password.clone(), &config.data_dir)
             .context("cannot set up authentication")?;
     }
 
@@ -438,6 +464,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The line tests and scripts wait for; keep its shape.
     tracing::info!(addr = %local, "listening on http://{local}/mcp");
     eprintln!("stockade listening on http://{local}/mcp");
+    if let Some(password) = &generated {
+        show_generated_password(password, &auth.resource, &config.data_dir);
+    }
     let stop = shutdown.clone();
     axum::serve(
         crate::http::listen::no_delay(listener),
@@ -657,6 +686,7 @@ async fn plugins_inspect(file: &std::path::Path, json: bool) -> anyhow::Result<(
             "resource_templates": plugin.code.resource_templates.len(),
             "prompts": plugin.code.prompts.len(),
             "declared_capabilities": plugin.declared,
+            "can_use": inspect::reachable_capabilities(plugin.code.import_names().iter().map(String::as_str)),
         });
         outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -696,8 +726,18 @@ async fn plugins_inspect(file: &std::path::Path, json: bool) -> anyhow::Result<(
         outln!("prompts:  {}", plugin.code.prompts.len());
     }
     match &plugin.declared {
-        Some(d) => outln!("declares: {d} (a declaration grants nothing)"),
-        None => outln!("declares: no capabilities (runs as pure computation)"),
+        Some(d) => outln!("declares: {} (a declaration grants nothing)", show(&d.to_string())),
+        None => outln!("declares: nothing"),
+    }
+    let reachable =
+        inspect::reachable_capabilities(plugin.code.import_names().iter().map(String::as_str));
+    if reachable.is_empty() {
+        outln!("imports:  no host capabilities (runs as pure computation)");
+    } else {
+        outln!("imports:  what it can use once granted (nothing is granted by default):");
+        for r in reachable {
+            outln!("  {r}");
+        }
     }
     outln!("\nTo run it with what it declares, review and add to the host config:\n");
     out!(

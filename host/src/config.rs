@@ -18,7 +18,7 @@ pub use self::auth::{
 };
 pub use self::grants::{
     ClientGrant, DirGrant, DirMode, ExecGrant, Grants, HostPattern, HttpGrant, SqlSource,
-    forbidden_env_name,
+    forbidden_env_name, is_valid_env_name,
 };
 
 /// Whether `name` is acceptable as a plugin name (a plugin's name is its file

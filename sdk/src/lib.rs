@@ -84,7 +84,7 @@
 pub mod bindings {
     wit_bindgen::generate!({
         world: "plugin",
-        path: "../wit",
+        path: "wit",
         generate_all,
         pub_export_macro: true,
         default_bindings_module: "stockade_sdk::bindings",

@@ -36,6 +36,7 @@ pub mod authorize;
 pub mod bearer;
 pub mod cimd;
 pub mod external;
+pub mod first_run;
 pub mod keys;
 pub mod metadata;
 pub mod pending;
@@ -252,11 +253,16 @@ impl std::fmt::Debug for AuthState {
 pub fn builtin_credentials(
     settings: &AuthSettings,
     password: Option<Secret>,
+    data_dir: &Path,
 ) -> Result<Credentials, AuthSetupError> {
-    let password = match password {
-        Some(p) => Some(p),
+    let generated = first_run::applies(settings, password.as_ref());
+    let password: Option<users::OperatorPassword> = match password {
+        Some(p) => Some(p.into()),
         None => match &settings.password_file {
-            Some(f) => Some(Secret::from_file(f).map_err(AuthSetupError::Credentials)?),
+            Some(f) => Some(Secret::from_file(f).map_err(AuthSetupError::Credentials)?.into()),
+            None if generated => first_run::stored_hash(data_dir)
+                .map_err(AuthSetupError::Credentials)?
+                .map(users::OperatorPassword::Hash),
             None => None,
         },
     };
@@ -310,7 +316,7 @@ impl AuthState {
                 state.external = Some(external::ExternalIdp::new(settings, &state.resource)?);
             }
             AuthMode::Builtin => {
-                let credentials = builtin_credentials(settings, password)?;
+                let credentials = builtin_credentials(settings, password, data_dir)?;
                 std::fs::create_dir_all(data_dir).map_err(|e| {
                     AuthSetupError::Other(format!("cannot create {}: {e}", data_dir.display()))
                 })?;

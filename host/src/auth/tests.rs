@@ -27,14 +27,14 @@ fn secrets_do_not_print() {
 #[tokio::test]
 async fn credentials_refuse_short_or_missing_passwords() {
     let scopes = vec!["mcp".to_owned()];
-    let err = Credentials::load(Some(Secret::new("short")), None, &scopes, false)
+    let err = Credentials::load(Some(Secret::new("short").into()), None, &scopes, false)
         .err()
         .unwrap();
     assert!(err.contains("12"), "{err}");
     let err = Credentials::load(None, None, &scopes, false).err().unwrap();
     assert!(err.contains("STOCKADE_PASSWORD"), "{err}");
     let c = Credentials::load(
-        Some(Secret::new("correct horse battery")),
+        Some(Secret::new("correct horse battery").into()),
         None,
         &scopes,
         false,

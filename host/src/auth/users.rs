@@ -84,9 +84,32 @@ pub struct LoggedIn {
     pub allowed_scopes: Vec<String>,
 }
 
+/// The operator's password as the host knows it.
+pub enum OperatorPassword {
+    /// Given in plain text (`STOCKADE_PASSWORD`, `auth.password_file`).
+    Plain(Secret),
+    /// Only its argon2 hash is known (generated on the first run, see
+    /// [`super::first_run`]).
+    Hash(String),
+}
+
+impl From<Secret> for OperatorPassword {
+    fn from(s: Secret) -> Self {
+        Self::Plain(s)
+    }
+}
+
+/// How the operator password is checked.
+enum Operator {
+    /// sha256 of a per-process salt and the password: fast, constant time.
+    Salted([u8; 32]),
+    /// An argon2 PHC string.
+    Argon2(String),
+}
+
 /// The credentials the login page checks.
 pub struct Credentials {
-    operator: Option<[u8; 32]>,
+    operator: Option<Operator>,
     salt: [u8; 32],
     users: Vec<User>,
     all_scopes: Vec<String>,
@@ -100,22 +123,23 @@ impl Credentials {
     /// Builds the credentials; refuses weak or missing ones with a message for the
     /// operator. `auto_approve` allows having no password at all.
     pub fn load(
-        password: Option<Secret>,
+        password: Option<OperatorPassword>,
         users_file: Option<&Path>,
         scopes_supported: &[String],
         auto_approve: bool,
     ) -> Result<Credentials, String> {
         let salt = super::random_bytes::<32>();
         let operator = match password {
-            Some(p) => {
+            Some(OperatorPassword::Plain(p)) => {
                 if p.expose().chars().count() < MIN_PASSWORD_CHARS {
                     return Err(format!(
                         "the operator password (STOCKADE_PASSWORD or auth.password_file) is shorter than \
                          {MIN_PASSWORD_CHARS} characters: choose a longer one"
                     ));
                 }
-                Some(salted(&salt, p.expose()))
+                Some(Operator::Salted(salted(&salt, p.expose())))
             }
+            Some(OperatorPassword::Hash(h)) => Some(Operator::Argon2(h)),
             None => None,
         };
         let mut users = Vec::new();
@@ -228,8 +252,13 @@ impl Credentials {
         if (user.is_empty() || user == OPERATOR)
             && let Some(expected) = &self.operator
         {
-            let got = salted(&self.salt, password);
-            return bool::from(got.ct_eq(expected)).then(|| self.operator_login());
+            let ok = match expected {
+                Operator::Salted(expected) => {
+                    bool::from(salted(&self.salt, password).ct_eq(expected))
+                }
+                Operator::Argon2(hash) => argon2_matches(hash.clone(), password.to_owned()).await,
+            };
+            return ok.then(|| self.operator_login());
         }
         if self.users.is_empty() {
             return None;
@@ -238,18 +267,7 @@ impl Credentials {
         let hash = found
             .map(|u| u.hash.clone())
             .unwrap_or_else(|| self.dummy_hash.clone());
-        let password = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
-                .map(|h| {
-                    argon2::Argon2::default()
-                        .verify_password(password.as_bytes(), &h)
-                        .is_ok()
-                })
-                .unwrap_or(false)
-        })
-        .await
-        .unwrap_or(false);
+        let ok = argon2_matches(hash, password.to_owned()).await;
         match (ok, found) {
             (true, Some(u)) => Some(LoggedIn {
                 subject: u.name.clone(),
@@ -258,6 +276,21 @@ impl Credentials {
             _ => None,
         }
     }
+}
+
+/// Verifies `password` against an argon2 PHC string on a blocking thread.
+async fn argon2_matches(hash: String, password: String) -> bool {
+    tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash)
+            .map(|h| {
+                argon2::Argon2::default()
+                    .verify_password(password.as_bytes(), &h)
+                    .is_ok()
+            })
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false)
 }
 
 fn salted(salt: &[u8; 32], password: &str) -> [u8; 32] {

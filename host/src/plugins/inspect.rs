@@ -64,9 +64,26 @@ fn toml_key(k: &str) -> String {
     if bare { k.to_owned() } else { toml_string(k) }
 }
 
+/// Whether `s` is a plain absolute path: `/`, then letters, digits, `_ . + -`
+/// and `/` (no `..` component).
+fn is_plain_path(s: &str) -> bool {
+    s.starts_with('/')
+        && s.len() <= 256
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.+-/".contains(&b))
+        && !s.split('/').any(|c| c == "..")
+}
+
+/// Whether `s` is a plain name: 1-64 letters, digits, `_` and `-`.
+fn is_plain_name(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
+}
+
 /// The config snippet granting what a plugin declares, for the operator to review.
-/// Everything the plugin wrote is quoted as TOML data (keys too), so a hostile
-/// declaration cannot add lines or tables of its own.
+/// Only values that pass the same checks as the config (plain absolute paths,
+/// variable and source names, valid host patterns, known client features) are
+/// written, as TOML data; anything else a plugin declared is left out and
+/// counted in a comment, so no free text from the plugin reaches the file.
 pub fn suggested_config(name: &str, digest: &str, declared: Option<&Value>) -> String {
     let table = format!("plugins.{}", toml_key(name));
     let mut out = format!(
@@ -76,16 +93,27 @@ pub fn suggested_config(name: &str, digest: &str, declared: Option<&Value>) -> S
     let Some(d) = declared else {
         return out;
     };
-    let list = |key: &str| -> Vec<String> {
-        d.get(key)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
+    let mut skipped = 0usize;
+    let mut list = |key: &str, ok: &dyn Fn(&str) -> bool| -> Vec<String> {
+        let values: Vec<&Value> = d.get(key).and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
+        let mut kept = Vec::new();
+        for v in values {
+            match v.as_str() {
+                Some(s) if ok(s) => kept.push(s.to_owned()),
+                _ => skipped += 1,
+            }
+        }
+        kept
     };
+    let sql = list("sql", &is_plain_name);
+    let client = list("client", &|s: &str| matches!(s, "sampling" | "elicitation"));
+    let env = list("env", &crate::config::is_valid_env_name);
+    let dirs = list("dirs", &is_plain_path);
+    let http = list("http", &|s: &str| {
+        s.bytes().all(|b| b.is_ascii_alphanumeric() || b".-*:[]".contains(&b))
+            && crate::config::HostPattern::parse(s).is_ok()
+    });
+    let exec = list("exec", &is_plain_path);
     let quoted = |v: &[String]| {
         v.iter()
             .map(|s| toml_string(s))
@@ -93,35 +121,61 @@ pub fn suggested_config(name: &str, digest: &str, declared: Option<&Value>) -> S
             .join(", ")
     };
     let mut grants = String::new();
-    if !list("sql").is_empty() {
-        grants.push_str(&format!("sql = [{}]\n", quoted(&list("sql"))));
+    if !sql.is_empty() {
+        grants.push_str(&format!("sql = [{}]\n", quoted(&sql)));
     }
-    if !list("client").is_empty() {
-        grants.push_str(&format!("client = [{}]\n", quoted(&list("client"))));
+    if !client.is_empty() {
+        grants.push_str(&format!("client = [{}]\n", quoted(&client)));
     }
-    for k in list("env") {
-        grants.push_str(&format!("env.{} = \"...\"\n", toml_key(&k)));
+    for k in &env {
+        grants.push_str(&format!("env.{k} = \"...\"\n"));
     }
-    for g in list("dirs") {
+    for g in &dirs {
         grants.push_str(&format!(
             "dirs = [{{ host = \"/path/on/host\", guest = {}, mode = \"ro\" }}]\n",
-            toml_string(&g)
+            toml_string(g)
         ));
     }
     if !grants.is_empty() {
         out.push_str(&format!("[{table}.grants]\n{grants}"));
     }
-    if !list("http").is_empty() {
+    if !http.is_empty() {
+        out.push_str(&format!("[{table}.grants.http]\nhosts = [{}]\n", quoted(&http)));
+    }
+    for p in &exec {
+        out.push_str(&format!("[[{table}.grants.exec]]\nprogram = {}\n", toml_string(p)));
+    }
+    if skipped > 0 {
         out.push_str(&format!(
-            "[{table}.grants.http]\nhosts = [{}]\n",
-            quoted(&list("http"))
+            "# {skipped} declared value(s) left out: not a plain path, name, host or client feature\n"
         ));
     }
-    for p in list("exec") {
-        out.push_str(&format!(
-            "[[{table}.grants.exec]]\nprogram = {}\n",
-            toml_string(&p)
-        ));
+    out
+}
+
+/// What a component *can* ask the host for, from its imports, whatever it
+/// declares: one entry per capability, each naming its grant. Empty for pure
+/// computation. Imports the host never links (sockets, say) are named too:
+/// such a component is refused at load.
+pub fn reachable_capabilities<'a>(imports: impl IntoIterator<Item = &'a str>) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for name in imports {
+        let interface = name.split('@').next().unwrap_or(name);
+        let what = match interface {
+            "wasi:http/outgoing-handler" => "http: outbound HTTP requests (grants.http)",
+            "stockade:plugin/exec" => "exec: run programs (grants.exec)",
+            "stockade:plugin/sql" => "sql: read-only queries (grants.sql)",
+            "stockade:plugin/client" => "client: sampling and elicitation (grants.client)",
+            "wasi:filesystem/preopens" | "wasi:filesystem/types" => {
+                "dirs: files in granted directories (grants.dirs)"
+            }
+            "wasi:cli/environment" => "env: environment variables (grants.env)",
+            i if i.starts_with("wasi:sockets/") => "sockets: raw network access (never granted)",
+            _ => continue,
+        };
+        if !out.contains(&what) {
+            out.push(what);
+        }
     }
     out
 }

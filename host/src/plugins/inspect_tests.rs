@@ -49,9 +49,28 @@ fn hostile_declarations_stay_data_in_the_suggestion() {
     assert_eq!(plugins.keys().collect::<Vec<_>>(), ["p"], "{s}");
     let grants = &plugins["p"]["grants"];
     assert!(grants["env"].get("ok_NAME").is_some());
-    assert_eq!(grants["env"].as_table().unwrap().len(), 2);
-    assert_eq!(grants["exec"].as_array().unwrap().len(), 1);
+    assert_eq!(grants["env"].as_table().unwrap().len(), 1, "{s}");
+    assert!(grants.get("exec").is_none(), "{s}");
+    assert!(grants.get("dirs").is_none(), "{s}");
     assert!(!s.contains('\u{1b}'), "raw escape in {s:?}");
+    assert!(!s.contains("evil") && !s.contains("other"), "no free text pasted: {s}");
+    assert!(s.contains("# 3 declared value(s) left out"), "{s}");
+}
+
+#[test]
+fn imports_tell_what_a_plugin_can_use() {
+    let none: [&str; 0] = [];
+    assert!(reachable_capabilities(none).is_empty());
+    let r = reachable_capabilities([
+        "wasi:http/outgoing-handler@0.2.6",
+        "wasi:cli/environment@0.2.6",
+        "wasi:cli/stdout@0.2.6",
+        "stockade:plugin/exec@0.1.0",
+        "wasi:sockets/tcp@0.2.6",
+    ]);
+    assert_eq!(r.len(), 4, "{r:?}");
+    assert!(r[0].starts_with("http:") && r[2].starts_with("exec:") && r[3].starts_with("sockets:"));
+    assert!(reachable_capabilities(["wasi:cli/stdout@0.2.6", "wasi:random/random@0.2.6"]).is_empty());
 }
 
 #[test]

@@ -824,6 +824,18 @@ pub struct PluginCode {
     pub prompts: Vec<guest_prompts::Prompt>,
 }
 
+impl PluginCode {
+    /// The names of the component's imports (`wasi:http/outgoing-handler@0.2.6`, ...).
+    pub fn import_names(&self) -> Vec<String> {
+        let component = self.pre.component();
+        component
+            .component_type()
+            .imports(component.engine())
+            .map(|(name, _)| name.to_owned())
+            .collect()
+    }
+}
+
 /// What the operator allows one plugin: its limits and grants, and the gate that
 /// caps its concurrency. Rebuilt when the configuration changes; the compiled
 /// code is shared.
