@@ -815,3 +815,78 @@ fn refuses_to_start_without_a_good_password_or_off_loopback_without_auth() {
         "plain http public URLs are refused: {out}"
     );
 }
+
+/// Issue 9.9: the README's first command, `scripts/run`, on a fresh directory:
+/// builds the bundled plugins, lays out local/ with the sample config, starts
+/// the host, prints the made-up password once; a client logs in with it and
+/// calls the bundled `greet`. (The binary under test stands in for the release
+/// build, through `STOCKADE_BIN`.)
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quick_start_script_serves_the_bundled_plugins() {
+    use std::io::{BufRead, BufReader};
+    let local = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(common::repo().join("scripts/run"));
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .env("STOCKADE_LOCAL", local.path())
+        .env("STOCKADE_BIN", env!("CARGO_BIN_EXE_stockade"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for var in ["STOCKADE_CONFIG", "STOCKADE_PASSWORD", "STOCKADE_LOG", "STOCKADE_AUTH"] {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd.spawn().unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = child.stderr.take().unwrap();
+    let _child = Kill(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut url, mut password, mut seen) = (None, None, String::new());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while url.is_none() || password.is_none() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("scripts/run did not come up:\n{seen}"));
+        if let Some(p) = line.trim().strip_prefix("operator password: ") {
+            password = Some(p.trim().to_owned());
+        }
+        if let Some(u) = line.strip_prefix("stockade listening on ") {
+            url = Some(u.trim().trim_end_matches("/mcp").to_owned());
+        }
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    let (base, password) = (url.unwrap(), password.unwrap());
+    assert!(local.path().join("stockade.toml").is_file());
+    let plugins: Vec<String> = std::fs::read_dir(local.path().join("plugins"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(plugins.contains(&"template.wasm".to_owned()), "{plugins:?}");
+    assert!(!plugins.iter().any(|p| p.starts_with("hostile")), "{plugins:?}");
+
+    let o = Oauth::new(&base);
+    let (_, tokens) = o.full_login(&password).await;
+    let init = o.mcp(Some(&tokens.access), &initialize()).await;
+    assert_eq!(init.status, StatusCode::OK, "{}", init.body);
+    let session = init.header("mcp-session-id").expect("a session id");
+    o.in_session(reqwest::Method::POST, &tokens.access, &session, Some(&oauth::initialized()))
+        .await;
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "greet", "arguments": {"name": "Ada"}}});
+    let r = o
+        .in_session(reqwest::Method::POST, &tokens.access, &session, Some(&call))
+        .await;
+    assert!(r.body.contains("Hello, Ada"), "{}", r.body);
+}

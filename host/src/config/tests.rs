@@ -121,3 +121,10 @@ fn auth_problems_are_reported_together() {
         .is_ok()
     );
 }
+
+#[test]
+fn the_sample_config_is_valid() {
+    let c = Config::from_toml(include_str!("../../../dist/stockade.example.toml")).unwrap();
+    assert!(c.plugins.contains_key("template"));
+    assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+}
