@@ -764,3 +764,81 @@ codegen-units = 1
     assert!(ok, "{shown}");
     assert!(shown.contains("(greeter 0.3.0)") && shown.contains("greet"), "{shown}");
 }
+
+/// Issue 9.12: a plugin written in Python (`examples/python/wordcount`, with
+/// `sdk/python/stockade_tools.py`), built by `scripts/build-python-plugin` with
+/// componentize-py against the `tool-plugin` world, loads and answers: schema
+/// from the signature, text, structured and error results, argument checks.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_plugin_built_with_componentize_py_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("wordcount.wasm");
+    let out = std::process::Command::new(common::repo().join("scripts/build-python-plugin"))
+        .arg(common::repo().join("examples/python/wordcount"))
+        .arg(&wasm)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let host = HostBuilder::new().plugin(&wasm, "wordcount").start();
+    let client = host.client().await;
+    let tools = client.list_all_tools().await.unwrap();
+    let wc = tools
+        .iter()
+        .find(|t| t.name == "word_count")
+        .unwrap_or_else(|| panic!("no word_count in {tools:?}\n{}", host.log()));
+    assert_eq!(wc.input_schema["required"], json!(["text"]));
+    assert_eq!(wc.input_schema["properties"]["text"]["type"], "string");
+    assert_eq!(
+        wc.input_schema["properties"]["unit"]["enum"],
+        json!(["words", "lines", "characters"])
+    );
+    assert_eq!(
+        wc.description.as_deref(),
+        Some("Counts the words (or lines, or characters) in a text.")
+    );
+
+    let r = client
+        .call_tool(call("word_count", json!({"text": "one two three"})))
+        .await
+        .unwrap();
+    assert_eq!((r.is_error, text(&r).as_str()), (Some(false), "3 words"));
+    let r = client
+        .call_tool(call("word_count", json!({"text": "a\nb", "unit": "lines"})))
+        .await
+        .unwrap();
+    assert_eq!(text(&r), "2 lines");
+    let r = client
+        .call_tool(call("longest_word", json!({"text": "a mighty word"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.structured_content,
+        Some(json!({"word": "mighty", "length": 6}))
+    );
+    let r = client
+        .call_tool(call("check_min_words", json!({"text": "too short", "minimum": 5})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert!(text(&r).contains("only 2 words"), "{}", text(&r));
+    for (args, needle) in [
+        (json!({"unit": "words"}), "missing field `text`"),
+        (json!({"text": 5}), "`text` must be a string"),
+        (json!({"text": "x", "unit": "pages"}), "`unit` must be one of"),
+        (json!({"text": "x", "extra": 1}), "unknown field `extra`"),
+    ] {
+        let r = client.call_tool(call("word_count", args)).await.unwrap();
+        assert_eq!(r.is_error, Some(true));
+        assert!(text(&r).contains(needle), "{needle}: {}", text(&r));
+    }
+    let r = client
+        .call_tool(call("longest_word", json!({"text": "   "})))
+        .await
+        .unwrap();
+    assert!(r.is_error == Some(true) && text(&r).contains("has no words"), "{}", text(&r));
+}
