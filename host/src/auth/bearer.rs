@@ -65,6 +65,15 @@ pub async fn authenticate(auth: &AuthState, token: &str) -> Result<Principal, To
     let Some(b) = &auth.builtin else {
         return Err(TokenRejection::Malformed);
     };
+    let key = super::token_cache::TokenCache::key(token);
+    if let Some(cache) = &b.tokens
+        && let Some(principal) = cache.get(&key, super::now_secs().max(0) as u64)
+    {
+        return Ok(principal);
+    }
+    // Read before the family check: a revocation committed after it makes
+    // the entry stale (see `token_cache`).
+    let version = b.tokens.as_ref().and_then(|c| c.data_version());
     let claims = b.key.verify(token, &auth.public_url, &auth.resource)?;
     match b.store.family_active(&claims.fam).await {
         Ok(true) => {}
@@ -85,12 +94,16 @@ pub async fn authenticate(auth: &AuthState, token: &str) -> Result<Principal, To
     if scopes.is_empty() {
         return Err(TokenRejection::ScopesWithdrawn);
     }
-    Ok(Principal {
+    let principal = Principal {
         subject: claims.sub,
         client_id: Some(claims.client_id),
         scopes,
         audience: Some(claims.aud),
-    })
+    };
+    if let (Some(cache), Some(version)) = (&b.tokens, version) {
+        cache.put(key, &principal, claims.exp, version);
+    }
+    Ok(principal)
 }
 
 fn challenge(auth: &AuthState, error: Option<(&str, &str)>, scope: &str) -> HeaderValue {

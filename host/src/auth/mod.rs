@@ -47,6 +47,7 @@ pub mod rules;
 pub mod sessions;
 pub mod store;
 pub mod token;
+pub mod token_cache;
 pub mod users;
 
 use std::collections::HashMap;
@@ -136,6 +137,8 @@ pub struct Builtin {
     pub authorize_pages: Arc<ratelimit::AddressLimiter>,
     /// Fetches Client ID Metadata Documents.
     pub cimd: Arc<cimd::Fetcher>,
+    /// Verified access tokens (`None` if the database could not be watched).
+    pub tokens: Option<token_cache::TokenCache>,
 }
 
 /// Login pages (`GET /authorize`) one client address may open per minute.
@@ -321,7 +324,11 @@ impl AuthState {
                     AuthSetupError::Other(format!("cannot create {}: {e}", data_dir.display()))
                 })?;
                 let key = SigningKey::load_or_create(&data_dir.join("keys"))?;
-                let store = store::SqliteStore::open(&data_dir.join("stockade.db")).await?;
+                let db = data_dir.join("stockade.db");
+                let store = store::SqliteStore::open(&db).await?;
+                let tokens = token_cache::TokenCache::open(&db)
+                    .inspect_err(|e| tracing::warn!("verified tokens are not cached: {e}"))
+                    .ok();
                 let builtin = Builtin {
                     store: Arc::new(store),
                     key,
@@ -337,6 +344,7 @@ impl AuthState {
                         AUTHORIZE_PER_MINUTE,
                     )),
                     cimd: Arc::new(cimd::Fetcher::new(settings.allow_cimd_private_networks)),
+                    tokens,
                 };
                 builtin.spawn_sweeper();
                 state.builtin = Some(builtin);

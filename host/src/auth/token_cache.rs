@@ -1,0 +1,123 @@
+//! Verified access tokens, remembered so a client's next request skips the
+//! ES256 signature check and the store lookup.
+//!
+//! Revocation still takes effect at once, whichever process revokes: every
+//! entry is tagged with the database's `PRAGMA data_version` as it was before
+//! the token's family was checked, and an entry is used only while that
+//! version is unchanged. SQLite changes the version whenever another connection
+//! commits to the file, so any revocation, refresh rotation, purge, or
+//! `stockade tokens revoke` from another process makes every entry stale; the
+//! next request checks its token in full again. Entries also end with the
+//! token's `exp`.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use super::Principal;
+
+/// How many tokens are remembered (least recently used beyond).
+const CAPACITY: usize = 4096;
+
+/// The verified tokens of one host.
+pub struct TokenCache {
+    entries: quick_cache::sync::Cache<[u8; 32], Arc<Entry>>,
+    /// A connection of its own to the auth database, read for `data_version`.
+    version: Mutex<rusqlite::Connection>,
+}
+
+struct Entry {
+    principal: Principal,
+    exp: u64,
+    data_version: i64,
+}
+
+/// A token's cache key: its sha256.
+pub struct Key([u8; 32]);
+
+impl TokenCache {
+    /// A cache watching the database at `db` (which must exist).
+    pub fn open(db: &Path) -> Result<TokenCache, String> {
+        let conn = rusqlite::Connection::open_with_flags(
+            db,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| format!("cannot open {} for the token cache: {e}", db.display()))?;
+        Ok(TokenCache {
+            entries: quick_cache::sync::Cache::new(CAPACITY),
+            version: Mutex::new(conn),
+        })
+    }
+
+    /// The key of `token`.
+    pub fn key(token: &str) -> Key {
+        Key(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// The database's change counter now, `None` if it cannot be read (then
+    /// nothing is cached).
+    pub fn data_version(&self) -> Option<i64> {
+        let conn = self.version.lock().unwrap_or_else(|e| e.into_inner());
+        conn.query_row("PRAGMA data_version", [], |r| r.get(0)).ok()
+    }
+
+    /// The caller of a token verified earlier, if it is still valid: not expired,
+    /// and nothing committed to the database since its family was checked.
+    pub fn get(&self, key: &Key, now: u64) -> Option<Principal> {
+        let entry = self.entries.get(&key.0)?;
+        if entry.exp <= now || Some(entry.data_version) != self.data_version() {
+            self.entries.remove(&key.0);
+            return None;
+        }
+        Some(entry.principal.clone())
+    }
+
+    /// Remembers a token checked in full, with the `data_version` read before
+    /// its family was checked.
+    pub fn put(&self, key: Key, principal: &Principal, exp: u64, data_version: i64) {
+        self.entries.insert(
+            key.0,
+            Arc::new(Entry {
+                principal: principal.clone(),
+                exp,
+                data_version,
+            }),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal() -> Principal {
+        Principal {
+            subject: "operator".into(),
+            client_id: Some("c".into()),
+            scopes: vec!["mcp".into()],
+            audience: None,
+        }
+    }
+
+    #[test]
+    fn entries_end_with_expiry_and_with_any_commit_by_another_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        let writer = rusqlite::Connection::open(&db).unwrap();
+        writer.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x)").unwrap();
+        let cache = TokenCache::open(&db).unwrap();
+        let v = cache.data_version().unwrap();
+        cache.put(TokenCache::key("tok"), &principal(), 1000, v);
+        assert_eq!(cache.get(&TokenCache::key("tok"), 999).unwrap().subject, "operator");
+        assert!(cache.get(&TokenCache::key("other"), 999).is_none());
+        assert!(cache.get(&TokenCache::key("tok"), 1000).is_none(), "expired");
+
+        cache.put(TokenCache::key("tok"), &principal(), 1000, v);
+        writer.execute("INSERT INTO t VALUES (1)", []).unwrap();
+        assert!(cache.get(&TokenCache::key("tok"), 999).is_none(), "a commit elsewhere");
+        // Tagged with a version read before a commit: never used after it.
+        cache.put(TokenCache::key("tok"), &principal(), 1000, v);
+        assert!(cache.get(&TokenCache::key("tok"), 999).is_none());
+    }
+}
