@@ -59,7 +59,8 @@ impl TokenCache {
     /// nothing is cached).
     pub fn data_version(&self) -> Option<i64> {
         let conn = self.version.lock().unwrap_or_else(|e| e.into_inner());
-        conn.query_row("PRAGMA data_version", [], |r| r.get(0)).ok()
+        let mut stmt = conn.prepare_cached("PRAGMA data_version").ok()?;
+        stmt.query_row([], |r| r.get(0)).ok()
     }
 
     /// The caller of a token verified earlier, if it is still valid: not expired,

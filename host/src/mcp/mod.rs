@@ -127,16 +127,23 @@ impl StockadeMcp {
         if !report.stderr.is_empty() {
             tracing::debug!(stderr = %report.stderr, "plugin stderr");
         }
-        tracing::info!(
-            fuel = report.fuel_used,
-            duration_us = report.duration.as_micros() as u64,
-            dropped_notifications = report.notify_dropped,
-            outcome = match &report.outcome {
-                Ok(_) => "ok".to_owned(),
-                Err(f) => f.to_string(),
-            },
-            "plugin call finished"
-        );
+        // Every call is in the audit log; the operator's log gets the failures
+        // (at the default level) and the rest at debug.
+        match &report.outcome {
+            Ok(_) => tracing::debug!(
+                fuel = report.fuel_used,
+                duration_us = report.duration.as_micros() as u64,
+                dropped_notifications = report.notify_dropped,
+                "plugin call finished"
+            ),
+            Err(f) => tracing::info!(
+                fuel = report.fuel_used,
+                duration_us = report.duration.as_micros() as u64,
+                dropped_notifications = report.notify_dropped,
+                outcome = %f,
+                "plugin call failed"
+            ),
+        }
         report
     }
 }

@@ -236,7 +236,14 @@ impl Runtime {
             .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
             .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
             .max_memory_size((MAX_MEMORY_MIB as usize) << 20)
-            .table_elements(1 << 20);
+            .table_elements(1 << 20)
+            // Reset a freed slot's dirty pages (found with Linux's PAGEMAP_SCAN,
+            // up to this many bytes) with memset rather than madvise: no system
+            // call and no TLB shootdown on every call (the profile's top kernel
+            // cost), and no page faults to bring the pages back.
+            .pagemap_scan(wasmtime::Enabled::Auto)
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+            .table_keep_resident(KEEP_RESIDENT_BYTES);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
 
@@ -805,6 +812,10 @@ impl CallReport {
         }
     }
 }
+
+/// Dirty bytes of each freed memory and table slot reset with memset (and kept
+/// resident) between calls; a small plugin's whole working set.
+const KEEP_RESIDENT_BYTES: usize = 2 << 20;
 
 /// One compiled, linked plugin version and what it said about itself at load time.
 pub struct PluginCode {
