@@ -721,8 +721,9 @@ async fn auto_approve_skips_the_page_for_loopback_clients_only() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_first_run_makes_up_the_password_and_shows_it_once() {
     let mut host = HostBuilder::new().auth(Some("builtin")).start();
+    // The message's last line: all of it is in the log by then.
     assert!(
-        host.wait_log("operator password: ", std::time::Duration::from_secs(10)),
+        host.wait_log("delete that file and restart", std::time::Duration::from_secs(10)),
         "{}",
         host.log()
     );
