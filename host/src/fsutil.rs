@@ -37,7 +37,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::io::Re
 }
 
 /// Logs a warning when `path`, a file holding secrets (`what` names it for the
-/// operator), can be read or written by users other than its owner. The file is
+/// operator), can be read by every user or written by its group. Group read is
+/// allowed: a root-owned file readable by the service's group (`0640
+/// root:stockade`) is the usual way to hand a service a secret. The file is
 /// still used: refusing would turn a permissions slip into an outage.
 pub fn warn_if_exposed(path: &Path, what: &str) {
     #[cfg(unix)]
@@ -45,7 +47,7 @@ pub fn warn_if_exposed(path: &Path, what: &str) {
         use std::os::unix::fs::PermissionsExt;
         if let Ok(meta) = std::fs::metadata(path) {
             let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
+            if mode & 0o027 != 0 {
                 tracing::warn!(
                     file = %path.display(),
                     "{what} has mode {mode:03o}: other users can read it; run `chmod 600 {}`",
