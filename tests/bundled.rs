@@ -1,0 +1,131 @@
+//! End-to-end: the bundled plugins (issue 8) inside the real `stockade` binary,
+//! with the grants an operator writes, called by a real MCP client.
+
+mod common;
+
+use common::{HostBuilder, bundled};
+use rmcp::RoleClient;
+use rmcp::model::CallToolRequestParams;
+use rmcp::service::RunningService;
+use serde_json::{Value, json};
+
+type Client = RunningService<RoleClient, ()>;
+
+/// Calls `tool`; (is_error, text).
+async fn call(client: &Client, tool: &str, args: Value) -> (bool, String) {
+    let r = client
+        .call_tool(
+            CallToolRequestParams::new(tool.to_owned())
+                .with_arguments(args.as_object().unwrap().clone()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("protocol error calling `{tool}`: {e}"));
+    (r.is_error == Some(true), common::result_text(&r))
+}
+
+async fn ok(client: &Client, tool: &str, args: Value) -> String {
+    let (is_error, t) = call(client, tool, args.clone()).await;
+    assert!(!is_error, "`{tool}` {args} failed: {t}");
+    t
+}
+
+async fn fails(client: &Client, tool: &str, args: Value) -> String {
+    let (is_error, t) = call(client, tool, args.clone()).await;
+    assert!(is_error, "`{tool}` {args} should have failed: {t}");
+    t
+}
+
+/// `files`: an operator grants one read-write and one read-only directory; the
+/// model lists, reads, searches and edits, and the operator sees every change on
+/// disk (and the model sees the operator's) while the host runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn files_reads_and_edits_only_under_its_granted_directories() {
+    let work = tempfile::tempdir().unwrap();
+    let rw = work.path().join("notes");
+    let ro = work.path().join("reference");
+    std::fs::create_dir_all(rw.join("sub")).unwrap();
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::write(rw.join("todo.md"), "hello\nworld\nhello again\n").unwrap();
+    std::fs::write(rw.join("sub/deep.txt"), "needle in a haystack\n").unwrap();
+    std::fs::write(rw.join("blob.bin"), [0u8, 1, 2, 3, 0, 9]).unwrap();
+    std::fs::write(rw.join("big.log"), "x".repeat(3 << 10)).unwrap();
+    std::fs::write(ro.join("policy.txt"), "read me\n").unwrap();
+    let config = format!(
+        r#"
+[plugins.files.grants]
+env = {{ FILES_MAX_READ_KIB = "2" }}
+dirs = [
+  {{ host = "{}", guest = "/notes", mode = "rw" }},
+  {{ host = "{}", guest = "/reference", mode = "ro" }},
+]
+"#,
+        rw.display(),
+        ro.display()
+    );
+    let host = HostBuilder::new()
+        .plugin(&bundled("files"), "files")
+        .config(&config)
+        .start();
+    let client = host.client().await;
+
+    let listed = ok(&client, "list_files", json!({"glob": "**/*.md"})).await;
+    assert!(listed.contains("todo.md") && !listed.contains("deep.txt"), "{listed}");
+    let listed = ok(&client, "list_files", json!({"path": "/notes"})).await;
+    assert!(listed.contains("sub/deep.txt") && listed.contains("blob.bin  6 bytes"), "{listed}");
+
+    let read = ok(&client, "read_file", json!({"path": "todo.md", "start_line": 2, "end_line": 3})).await;
+    assert_eq!(read, "2\tworld\n3\thello again\n");
+    let found = ok(&client, "search_files", json!({"pattern": "needle"})).await;
+    assert_eq!(found, "/notes/sub/deep.txt:1: needle in a haystack");
+    let found = ok(&client, "search_files", json!({"pattern": "^hel+o$", "regex": true})).await;
+    assert_eq!(found, "/notes/todo.md:1: hello");
+
+    // The edit coding agents use most: exactly one occurrence, or a clear refusal.
+    let e = fails(&client, "edit_file", json!({"path": "todo.md", "old_text": "hello", "new_text": "bye"})).await;
+    assert!(e.contains("occurs 2 times") && e.contains("replace_all"), "{e}");
+    let e = fails(&client, "edit_file", json!({"path": "todo.md", "old_text": "absent", "new_text": "x"})).await;
+    assert!(e.contains("does not occur"), "{e}");
+    ok(&client, "edit_file", json!({"path": "/notes/todo.md", "old_text": "hello again", "new_text": "goodbye"})).await;
+    assert_eq!(std::fs::read_to_string(rw.join("todo.md")).unwrap(), "hello\nworld\ngoodbye\n");
+
+    // The operator edits the file while the host runs; the model reads the change.
+    std::fs::write(rw.join("todo.md"), "edited by the operator\n").unwrap();
+    assert_eq!(ok(&client, "read_file", json!({"path": "todo.md"})).await, "1\tedited by the operator\n");
+
+    ok(&client, "write_file", json!({"path": "new/dir/plan.txt", "content": "step 1\n"})).await;
+    ok(&client, "append_file", json!({"path": "new/dir/plan.txt", "content": "step 2\n"})).await;
+    assert_eq!(std::fs::read_to_string(rw.join("new/dir/plan.txt")).unwrap(), "step 1\nstep 2\n");
+    let leftovers: Vec<_> = std::fs::read_dir(rw.join("new/dir")).unwrap().collect();
+    assert_eq!(leftovers.len(), 1, "no temporary file left behind");
+    ok(&client, "delete_file", json!({"path": "new/dir/plan.txt"})).await;
+    assert!(!rw.join("new/dir/plan.txt").exists());
+    let e = fails(&client, "delete_file", json!({"path": "sub"})).await;
+    assert!(e.contains("is a directory") && rw.join("sub/deep.txt").exists(), "{e}");
+
+    // Refusals that say what to do.
+    for path in ["/etc/passwd", "../../../../etc/passwd", "/notes/../../etc/shadow"] {
+        let e = fails(&client, "read_file", json!({"path": path})).await;
+        assert!(e.contains("outside the granted directories (/notes, /reference)"), "{path}: {e}");
+    }
+    let e = fails(&client, "read_file", json!({"path": "blob.bin"})).await;
+    assert!(e.contains("binary file"), "{e}");
+    let e = fails(&client, "read_file", json!({"path": "big.log"})).await;
+    assert!(e.contains("over the read limit of 2 KiB (FILES_MAX_READ_KIB)"), "{e}");
+    let e = fails(&client, "read_file", json!({"path": "missing.md"})).await;
+    assert!(e.contains("does not exist"), "{e}");
+    assert_eq!(ok(&client, "read_file", json!({"path": "/reference/policy.txt"})).await, "1\tread me\n");
+    let e = fails(&client, "write_file", json!({"path": "/reference/policy.txt", "content": "changed"})).await;
+    assert!(e.contains("read-only"), "{e}");
+    assert_eq!(std::fs::read_to_string(ro.join("policy.txt")).unwrap(), "read me\n");
+    let e = fails(&client, "search_files", json!({"pattern": "(", "regex": true})).await;
+    assert!(e.contains("not a valid regex"), "{e}");
+}
+
+/// Without a directory grant the plugin has nothing, and says how to grant it.
+#[tokio::test(flavor = "multi_thread")]
+async fn files_without_a_grant_says_how_to_grant_one() {
+    let host = HostBuilder::new().plugin(&bundled("files"), "files").start();
+    let client = host.client().await;
+    let e = fails(&client, "list_files", json!({})).await;
+    assert!(e.contains("no directory is granted") && e.contains("[plugins.files.grants]"), "{e}");
+}
