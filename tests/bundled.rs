@@ -129,3 +129,91 @@ async fn files_without_a_grant_says_how_to_grant_one() {
     let e = fails(&client, "list_files", json!({})).await;
     assert!(e.contains("no directory is granted") && e.contains("[plugins.files.grants]"), "{e}");
 }
+
+/// `shell`: `run_command` runs only what the exec grant allows, split into
+/// words without a shell, with the seeds' result shape; the model can ask what
+/// is allowed; every limit of the grant holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn shell_runs_only_the_granted_programs_without_a_shell() {
+    let config = r#"
+[[plugins.shell.grants.exec]]
+program = "/usr/bin/uptime"
+args = []
+[[plugins.shell.grants.exec]]
+program = "/usr/bin/echo"
+[[plugins.shell.grants.exec]]
+program = "/usr/bin/false"
+[[plugins.shell.grants.exec]]
+program = "/usr/bin/seq"
+args = ["1", "[0-9]{1,7}"]
+max_output_kib = 16
+[[plugins.shell.grants.exec]]
+program = "/usr/bin/sleep"
+args = ["[0-9]"]
+timeout_ms = 500
+"#;
+    let host = HostBuilder::new()
+        .plugin(&bundled("shell"), "shell")
+        .config(config)
+        .start();
+    let client = host.client().await;
+    let result = |t: &str| -> Value { serde_json::from_str(t).unwrap_or_else(|e| panic!("{e}: {t}")) };
+
+    let allowed = ok(&client, "list_allowed_commands", json!({})).await;
+    for line in [
+        "uptime (no arguments)",
+        "echo (any arguments)",
+        "seq with exactly 2 arguments matching /1/ /[0-9]{1,7}/",
+    ] {
+        assert!(allowed.contains(line), "`{line}` missing: {allowed}");
+    }
+
+    let r = result(&ok(&client, "run_command", json!({"command": "uptime"})).await);
+    assert_eq!(r["exitCode"], 0);
+    assert!(r["stdout"].as_str().unwrap().contains("load average"), "{r}");
+    assert!(r["durationMs"].is_u64() && r["timedOut"] == false, "{r}");
+    let r = result(&ok(&client, "run_command", json!({"command": "/usr/bin/uptime"})).await);
+    assert_eq!(r["exitCode"], 0);
+
+    // POSIX word splitting, and no shell: `$(id)`, `;` and `|` are plain words.
+    let r = result(&ok(&client, "run_command", json!({"command": "echo 'two  spaces' \"q\\\"d\" $(id); ls | wc"})).await);
+    assert_eq!(r["stdout"], "two  spaces q\"d $(id); ls | wc\n", "{r}");
+
+    // A non-zero exit is an error result with the same shape.
+    let (is_error, t) = call(&client, "run_command", json!({"command": "false"})).await;
+    assert!(is_error, "{t}");
+    assert_eq!(result(&t)["exitCode"], 1);
+
+    // Programs and arguments outside the grant: refused, with what is allowed.
+    let e = fails(&client, "run_command", json!({"command": "rm -rf /tmp/x"})).await;
+    assert!(e.contains("`rm` is not an allowed program") && e.contains("uptime (no arguments)"), "{e}");
+    let e = fails(&client, "run_command", json!({"command": "/bin/rm -rf /tmp/x"})).await;
+    assert!(e.contains("`/bin/rm` is not an allowed program"), "{e}");
+    let e = fails(&client, "run_command", json!({"command": "uptime --since"})).await;
+    assert!(e.contains("plugin `shell` was refused") && e.contains("Allowed:"), "{e}");
+    let e = fails(&client, "run_command", json!({"command": "echo 'unclosed"})).await;
+    assert!(e.contains("cannot be split into words"), "{e}");
+
+    // The grant's limits: output cap and timeout.
+    let (is_error, t) = call(&client, "run_command", json!({"command": "seq 1 200000"})).await;
+    let r = result(&t);
+    assert!(is_error && r["truncated"] == true, "{}", r["stderr"]);
+    assert!(r["note"].as_str().unwrap().contains("max_output_kib"), "{r}");
+    assert!(r["stdout"].as_str().unwrap().len() <= 16 << 10);
+    let (is_error, t) = call(&client, "run_command", json!({"command": "sleep 5"})).await;
+    let r = result(&t);
+    assert!(is_error && r["timedOut"] == true && r["note"].is_string(), "{t}");
+    assert!(r["durationMs"].as_u64().unwrap() < 3000, "{r}");
+}
+
+/// Without an exec grant, the model is told that nothing is allowed and how the
+/// operator grants it.
+#[tokio::test(flavor = "multi_thread")]
+async fn shell_without_a_grant_says_how_to_grant_one() {
+    let host = HostBuilder::new().plugin(&bundled("shell"), "shell").start();
+    let client = host.client().await;
+    let t = ok(&client, "list_allowed_commands", json!({})).await;
+    assert!(t.contains("no program is allowed") && t.contains("[[plugins.shell.grants.exec]]"), "{t}");
+    let e = fails(&client, "run_command", json!({"command": "uptime"})).await;
+    assert!(e.contains("not an allowed program"), "{e}");
+}

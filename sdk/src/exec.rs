@@ -135,3 +135,35 @@ impl ExecOutput {
         String::from_utf8_lossy(&self.stderr)
     }
 }
+
+/// A program the operator allows this plugin to run (its exec grant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedProgram {
+    /// The absolute path of the program.
+    pub program: String,
+    /// When set, exactly this many arguments, the i-th fully matching the i-th
+    /// regular expression; `None`: any arguments.
+    pub args: Option<Vec<String>>,
+    /// The longest one run may take, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl AllowedProgram {
+    /// The program's file name (`df` for `/usr/bin/df`).
+    pub fn name(&self) -> &str {
+        self.program.rsplit('/').next().unwrap_or(&self.program)
+    }
+}
+
+/// The programs this plugin may run, from the operator's grant as it is now
+/// (empty without one): for telling the model what it may ask for.
+pub fn allowed() -> Vec<AllowedProgram> {
+    wit::allowed()
+        .into_iter()
+        .map(|a| AllowedProgram {
+            program: a.program,
+            args: a.args,
+            timeout_ms: a.timeout_ms,
+        })
+        .collect()
+}

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use crate::bindings::exec::{Command, Host, Output};
+use crate::bindings::exec::{AllowedProgram, Command, Host, Output};
 use crate::bindings::types::CapabilityError;
 use crate::call::CallContext;
 use crate::config::{DirGrant, ExecGrant, forbidden_env_name};
@@ -301,6 +301,18 @@ impl CallContext {
 }
 
 impl Host for CallContext {
+    async fn allowed(&mut self) -> Vec<AllowedProgram> {
+        self.grants
+            .exec
+            .iter()
+            .map(|g| AllowedProgram {
+                program: g.program.display().to_string(),
+                args: g.args.clone(),
+                timeout_ms: g.timeout_ms,
+            })
+            .collect()
+    }
+
     async fn run(&mut self, command: Command) -> Result<Output, CapabilityError> {
         let grant = match self.exec_grant(&command.program) {
             Ok(g) => g,
