@@ -890,4 +890,11 @@ async fn the_quick_start_script_serves_the_bundled_plugins() {
         .in_session(reqwest::Method::POST, &tokens.access, &session, Some(&call))
         .await;
     assert!(r.body.contains("Hello, Ada"), "{}", r.body);
+    // The data plugin reads the example database the script made.
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "query_data", "arguments": {"collection": "products", "limit": 5}}});
+    let r = o
+        .in_session(reqwest::Method::POST, &tokens.access, &session, Some(&call))
+        .await;
+    assert!(r.body.contains("Keyboard") && r.body.contains("\"count\":5"), "{}", r.body);
 }

@@ -217,3 +217,87 @@ async fn shell_without_a_grant_says_how_to_grant_one() {
     let e = fails(&client, "run_command", json!({"command": "uptime"})).await;
     assert!(e.contains("not an allowed program"), "{e}");
 }
+
+/// `data`: the model lists, describes, filters and fetches rows of the example
+/// database (made by `scripts/make-example-db`) through the host's read-only
+/// `sql` capability; names are checked against the live schema and values are
+/// bound, so injection-shaped input finds nothing and changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn data_queries_the_granted_source_and_only_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().canonicalize().unwrap().join("example.db");
+    let made = std::process::Command::new(common::repo().join("scripts/make-example-db"))
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let config = format!(
+        "[sql.example]\nsqlite = \"{}\"\n[plugins.data.grants]\nsql = [\"example\"]\n",
+        db.display()
+    );
+    let host = HostBuilder::new()
+        .plugin(&bundled("data"), "data")
+        .config(&config)
+        .start();
+    let client = host.client().await;
+    let json_of = |t: String| -> Value { serde_json::from_str(&t).unwrap_or_else(|e| panic!("{e}: {t}")) };
+
+    let listed = json_of(ok(&client, "list_collections", json!({})).await);
+    let names: Vec<&str> = listed["sources"]["example"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["customers", "order_totals", "orders", "products"]);
+
+    let d = json_of(ok(&client, "describe_collection", json!({"collection": "products"})).await);
+    assert_eq!(d["primary_key"], json!(["sku"]));
+    assert_eq!(d["rows"], 5);
+    assert_eq!(d["columns"][2], json!({"name": "price_cents", "type": "INTEGER", "nullable": false, "primary_key": false}));
+
+    let q = json_of(ok(&client, "query_data", json!({"collection": "orders",
+        "filters": [{"field": "status", "op": "=", "value": "paid"}], "limit": 100})).await);
+    assert_eq!(q["count"], 50);
+    assert_eq!(q["more"], false);
+    let q = json_of(ok(&client, "query_data", json!({"collection": "customers",
+        "filters": [{"field": "country", "op": "in", "value": ["FR", "SE"]},
+                    {"field": "name", "op": "like", "value": "A%"}],
+        "order_by": "id", "order": "desc", "limit": 2})).await);
+    assert_eq!(q["count"], 2);
+    assert!(q["rows"][0]["id"].as_i64() > q["rows"][1]["id"].as_i64(), "{q}");
+    assert!(q["rows"][0]["name"].as_str().unwrap().starts_with('A'), "{q}");
+    let q = json_of(ok(&client, "query_data", json!({"collection": "orders",
+        "filters": [{"field": "note", "op": "is null"}], "limit": 5, "offset": 10})).await);
+    assert_eq!((q["count"].as_u64(), q["more"].as_bool()), (Some(5), Some(true)));
+    let q = json_of(ok(&client, "query_data", json!({"collection": "order_totals"})).await);
+    assert_eq!(q["count"], 10, "default limit");
+
+    let r = json_of(ok(&client, "get_record", json!({"collection": "customers", "id": 7})).await);
+    assert_eq!(r["email"], "customer7@example.com");
+    let r = json_of(ok(&client, "get_record", json!({"collection": "products", "id": "MS-02"})).await);
+    assert_eq!(r["title"], "Mouse");
+    let e = fails(&client, "get_record", json!({"collection": "customers", "id": 999})).await;
+    assert!(e.contains("no record in `customers` with id = 999"), "{e}");
+
+    // Bad input: unknown names, injection-shaped values and names, limits.
+    let e = fails(&client, "query_data", json!({"collection": "users"})).await;
+    assert!(e.contains("unknown collection `users`") && e.contains("customers, order_totals"), "{e}");
+    let e = fails(&client, "query_data", json!({"collection": "customers\"; DROP TABLE orders; --"})).await;
+    assert!(e.contains("unknown collection"), "{e}");
+    let e = fails(&client, "query_data", json!({"collection": "customers",
+        "filters": [{"field": "name) OR 1=1 --", "op": "=", "value": "x"}]})).await;
+    assert!(e.contains("unknown field") && e.contains("fields: id, name, email"), "{e}");
+    let q = json_of(ok(&client, "query_data", json!({"collection": "customers",
+        "filters": [{"field": "name", "op": "=", "value": "x' OR '1'='1"}]})).await);
+    assert_eq!(q["count"], 0, "the value is bound, not spliced: {q}");
+    let e = fails(&client, "query_data", json!({"collection": "orders", "limit": 1000})).await;
+    assert!(e.contains("`limit` must be 1 to 100"), "{e}");
+    let e = fails(&client, "query_data", json!({"collection": "orders",
+        "filters": [{"field": "status", "op": "between", "value": 1}]})).await;
+    assert!(e.contains("invalid arguments"), "{e}");
+    let e = fails(&client, "query_data", json!({"collection": "orders", "source": "prod"})).await;
+    assert!(e.contains("unknown source `prod`; granted: example"), "{e}");
+    let d = json_of(ok(&client, "describe_collection", json!({"collection": "orders"})).await);
+    assert_eq!(d["rows"], 200, "nothing was dropped or written");
+}
