@@ -636,7 +636,7 @@ fn a_closed_stdout_is_not_a_panic() {
 #[tokio::test(flavor = "multi_thread")]
 async fn operator_mistakes_are_named_and_the_default_log_is_quiet() {
     // A grant under a misspelt plugin name, on the default log level.
-    let mut host = HostBuilder::new()
+    let host = HostBuilder::new()
         .plugin(&bundled("template"), "template")
         .config("[plugins.tempalte.grants]\nenv = { GREETING = \"hi\" }\n")
         .env("STOCKADE_LOG", "")

@@ -101,14 +101,7 @@ struct ListArgs {
 
 fn list_files(args: ListArgs, _: &Call) -> Result<String, ToolError> {
     let base = resolve(args.path.as_deref().unwrap_or("."))?;
-    let matcher = match &args.glob {
-        Some(g) => Some(
-            globset::Glob::new(g)
-                .map_err(|e| ToolError::invalid_arguments(format!("`glob`: {e}")))?
-                .compile_matcher(),
-        ),
-        None => None,
-    };
+    let matcher = glob_matcher(args.glob.as_deref())?;
     let depth = args.max_depth.unwrap_or(3).clamp(1, 10);
     let mut out = Vec::new();
     let mut truncated = false;
@@ -138,6 +131,16 @@ fn list_files(args: ListArgs, _: &Call) -> Result<String, ToolError> {
         text.push_str("\n(stopped at 500 entries: narrow `path` or `glob`)");
     }
     Ok(text)
+}
+
+/// The matcher of an optional glob argument.
+fn glob_matcher(glob: Option<&str>) -> Result<Option<globset::GlobMatcher>, ToolError> {
+    glob.map(|g| {
+        globset::Glob::new(g)
+            .map(|g| g.compile_matcher())
+            .map_err(|e| ToolError::invalid_arguments(format!("`glob`: {e}")))
+    })
+    .transpose()
 }
 
 fn walk(
@@ -393,14 +396,7 @@ fn search_files(args: SearchArgs, _: &Call) -> Result<String, ToolError> {
     };
     let re = regex::Regex::new(&pattern)
         .map_err(|e| ToolError::invalid_arguments(format!("`pattern` is not a valid regex: {e}")))?;
-    let matcher = match &args.glob {
-        Some(g) => Some(
-            globset::Glob::new(g)
-                .map_err(|e| ToolError::invalid_arguments(format!("`glob`: {e}")))?
-                .compile_matcher(),
-        ),
-        None => None,
-    };
+    let matcher = glob_matcher(args.glob.as_deref())?;
     let max = args.max_results.unwrap_or(100).clamp(1, 1000);
     let mut hits = Vec::new();
     let mut more = false;
