@@ -842,3 +842,52 @@ async fn a_python_plugin_built_with_componentize_py_answers() {
         .unwrap();
     assert!(r.is_error == Some(true) && text(&r).contains("has no words"), "{}", text(&r));
 }
+
+/// Issue 12 (graceful shutdown, readiness): `/ready` answers 200 while the host
+/// can serve; SIGTERM lets an in-flight call finish, then the host exits
+/// cleanly with one line in its log and a closed audit log.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_in_flight_calls_finish_and_logs_one_line() {
+    let mut host = HostBuilder::new()
+        .plugin(&test_plugin("hostile"), "hostile")
+        .env("STOCKADE_LOG", "")
+        .start();
+    let r = reqwest::get(format!("{}/ready", host.base_url())).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!((body["status"].as_str(), body["plugins"].as_u64()), (Some("ready"), Some(1)), "{body}");
+
+    let client = host.client().await;
+    let call = tokio::spawn(async move {
+        let r = client.call_tool(call("sleep", json!({"secs": 2}))).await;
+        (r, client)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = host.log();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &host.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let (r, _client) = tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("the in-flight call is answered within 20 s")
+        .unwrap();
+    let r = r.expect("the in-flight call is answered");
+    assert_ne!(r.is_error, Some(true), "{}", common::result_text(&r));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while host.is_running() {
+        assert!(std::time::Instant::now() < deadline, "the host did not stop: {}", host.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after: Vec<String> = host.log()[before.len()..]
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(after.len(), 1, "one line at shutdown: {after:?}");
+    assert!(after[0].contains("stopped"), "{after:?}");
+    let audit = std::fs::read_to_string(host.data_dir().join("audit/audit.log")).unwrap();
+    let last: Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    assert_eq!(last["reason"], "shutdown", "{last}");
+}

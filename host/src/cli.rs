@@ -444,6 +444,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     tracing::info!(mode = ?auth.mode, issuer = %auth.issuer(), resource = %auth.resource, "authentication ready");
     let shutdown = CancellationToken::new();
+    let draining = CancellationToken::new();
+    let in_flight = crate::http::drain::InFlight::default();
     let app = router(
         shared,
         auth.clone(),
@@ -452,6 +454,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             allowed_hosts: HttpConfig::hosts_for(&auth.public_url),
             max_body_bytes: (config.max_body_kib as usize) << 10,
             shutdown: shutdown.clone(),
+            draining: draining.clone(),
+            in_flight: in_flight.clone(),
         },
     );
     audit
@@ -467,17 +471,44 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(password) = &generated {
         show_generated_password(password, &auth.resource, &config.data_dir);
     }
-    let stop = shutdown.clone();
-    axum::serve(
+    // On SIGTERM or Ctrl-C: stop accepting connections and answer `/ready`
+    // with 503; let the `/mcp` requests in flight finish (up to SHUTDOWN_GRACE);
+    // then close the MCP sessions, which ends their streams and connections.
+    {
+        let (draining, shutdown) = (draining.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            draining.cancelled().await;
+            if tokio::time::timeout(SHUTDOWN_GRACE, in_flight.idle())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    requests = in_flight.count(),
+                    "requests still in flight after {} s; closing them",
+                    SHUTDOWN_GRACE.as_secs()
+                );
+            }
+            shutdown.cancel();
+        });
+    }
+    let signalled = draining.clone();
+    let server = axum::serve(
         crate::http::listen::no_delay(listener),
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
         shutdown_signal().await;
-        stop.cancel();
-    })
-    .await
-    .context("server error")?;
+        signalled.cancel();
+    });
+    // A connection that outlives the closed sessions must not keep the host up.
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    };
+    tokio::select! {
+        served = server => served.context("server error")?,
+        () = deadline => tracing::debug!("connections still open after the sessions closed; stopping"),
+    }
     // The last line: a signed `shutdown` checkpoint (a log that ends otherwise was
     // cut, or its host died).
     if let Err(e) = audit.close().await {
@@ -1005,6 +1036,9 @@ async fn tokens_revoke(args: &TokensRevokeArgs) -> anyhow::Result<()> {
     outln!("revoked {n} token families of {whose}");
     Ok(())
 }
+
+/// How long in-flight requests may run after SIGTERM or Ctrl-C.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

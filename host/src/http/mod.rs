@@ -20,6 +20,7 @@
 //! log fails closed; see [`crate::audit::track_failures`]).
 
 mod disconnect;
+pub mod drain;
 mod home;
 pub mod listen;
 
@@ -51,8 +52,13 @@ pub struct HttpConfig {
     pub allowed_hosts: Vec<String>,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
-    /// Cancelled on shutdown: closes every MCP session.
+    /// Cancelled once in-flight requests are done at shutdown: closes every
+    /// MCP session.
     pub shutdown: CancellationToken,
+    /// Cancelled when shutdown begins (`/ready` answers 503 from then on).
+    pub draining: CancellationToken,
+    /// The `/mcp` POST requests being answered.
+    pub in_flight: drain::InFlight,
 }
 
 impl HttpConfig {
@@ -90,7 +96,7 @@ pub fn router(
     let mut mcp_config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(config.allowed_hosts.clone())
         .with_max_request_body_bytes(config.max_body_bytes)
-        .with_cancellation_token(config.shutdown);
+        .with_cancellation_token(config.shutdown.clone());
     if !auth.allowed_origins.is_empty() {
         mcp_config = mcp_config.with_allowed_origins(auth.allowed_origins.clone());
     }
@@ -109,7 +115,8 @@ pub fn router(
         .nest_service("/mcp", mcp)
         .route_layer(from_fn_with_state(gate_state, gate))
         .route_layer(axum::middleware::from_fn(disconnect::cancel_on_disconnect))
-        .route_layer(axum::middleware::from_fn(disconnect::delete_answers_ok));
+        .route_layer(axum::middleware::from_fn(disconnect::delete_answers_ok))
+        .route_layer(from_fn_with_state(config.in_flight.clone(), drain::track));
     let guard = Guard {
         audit: shared.audit.clone(),
         auth: auth.clone(),
@@ -117,8 +124,14 @@ pub fn router(
         max_body: config.max_body_bytes,
     };
     let public_url = auth.public_url.clone();
+    let readiness = Readiness {
+        shared: shared.clone(),
+        auth: auth.clone(),
+        draining: config.draining.clone(),
+    };
     Router::new()
         .route("/", get(move || async move { home::page(&public_url) }))
+        .route("/ready", get(move || ready(readiness.clone())))
         .route("/health", get(health))
         .with_state(shared)
         .merge(crate::auth::routes(auth))
@@ -273,6 +286,44 @@ async fn health(State(shared): State<Arc<Shared>>) -> Json<Value> {
         "tools": snapshot.tools.len(),
         "refused": snapshot.refused.len(),
     }))
+}
+
+/// What `/ready` looks at.
+#[derive(Clone)]
+struct Readiness {
+    shared: Arc<Shared>,
+    auth: Arc<AuthState>,
+    draining: CancellationToken,
+}
+
+/// `GET /ready`, for load balancers: 200 while this host can serve (the audit
+/// log takes writes, the auth store answers, not shutting down), else 503 with
+/// the reasons. `/health` stays 200 while the process lives.
+async fn ready(r: Readiness) -> Response {
+    let mut problems: Vec<String> = Vec::new();
+    if r.draining.is_cancelled() {
+        problems.push("shutting down".into());
+    }
+    if !r.shared.audit.is_available() {
+        problems.push("the audit log cannot be written".into());
+    }
+    if let Some(b) = &r.auth.builtin
+        && let Err(e) = b.store.family_active("readiness-probe").await
+    {
+        problems.push(format!("the auth store does not answer: {e}"));
+    }
+    let snapshot = r.shared.catalog.snapshot();
+    let body = json!({
+        "status": if problems.is_empty() { "ready" } else { "unavailable" },
+        "problems": problems,
+        "plugins": snapshot.plugins.len(),
+    });
+    let status = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 #[cfg(test)]
