@@ -404,17 +404,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .ok()
         .filter(|p| !p.is_empty())
         .map(Secret::new);
-    // A first run with no login configured makes up the operator password.
-    let generated = if config.auth.mode == AuthMode::Builtin
-        && crate::auth::first_run::applies(&config.auth, password.as_ref())
-    {
-        crate::auth::first_run::ensure(&config.data_dir)
-            .map_err(|e| anyhow::anyhow!(e))
-            .context("cannot generate the operator password")?
-    } else {
-        None
-    };
+    let mut generated = None;
     if config.auth.mode == AuthMode::Builtin {
+        // A first run with no login configured makes up the operator password.
+        if crate::auth::first_run::applies(&config.auth, password.as_ref()) {
+            generated = crate::auth::first_run::ensure(&config.data_dir)
+                .map_err(|e| anyhow::anyhow!(e))
+                .context("cannot generate the operator password")?;
+        }
         crate::auth::builtin_credentials(&config.auth, password.clone(), &config.data_dir)
             .context("cannot set up authentication")?;
     }

@@ -5,21 +5,30 @@
 //! dropped before its end — the client closed the connection, or the stream was
 //! torn down — the token is cancelled, and a plugin call still waiting for a
 //! slot or running stops at once (and is audited as `disconnected`).
+//!
+//! The same body wrapper holds a POST's in-flight ticket ([`super::drain`])
+//! until the response is delivered or dropped, for graceful shutdown.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::Frame;
 use tokio_util::sync::DropGuard;
 
+use super::drain::{InFlight, Ticket};
 use crate::mcp::ClientGone;
 
 /// The middleware: see the module docs.
-pub async fn cancel_on_disconnect(mut req: Request, next: Next) -> Response {
+pub async fn cancel_on_disconnect(
+    State(in_flight): State<InFlight>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let ticket = (req.method() == axum::http::Method::POST).then(|| in_flight.enter());
     let gone = ClientGone::default();
     req.extensions_mut().insert(gone.clone());
     let response = next.run(req).await;
@@ -27,14 +36,17 @@ pub async fn cancel_on_disconnect(mut req: Request, next: Next) -> Response {
     let body = Body::new(Guarded {
         inner: body,
         guard: Some(gone.0.drop_guard()),
+        _ticket: ticket,
     });
     Response::from_parts(parts, body)
 }
 
-/// A response body that cancels its request's token if dropped unfinished.
+/// A response body that cancels its request's token if dropped unfinished, and
+/// holds its in-flight ticket (POSTs) until it is dropped.
 struct Guarded {
     inner: Body,
     guard: Option<DropGuard>,
+    _ticket: Option<Ticket>,
 }
 
 impl http_body::Body for Guarded {

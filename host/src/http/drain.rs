@@ -2,19 +2,13 @@
 //! host can let them finish before it closes the MCP sessions.
 //!
 //! A request counts from when it enters until its response body has been
-//! delivered or dropped. Long-lived `GET` event streams do not count: they
+//! delivered or dropped (the ticket rides in the body wrapper of
+//! [`super::disconnect`]). Long-lived `GET` event streams do not count: they
 //! never finish on their own, and closing them is what shutdown does.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
-use http_body::Frame;
 use tokio::sync::Notify;
 
 /// The count of requests in flight.
@@ -59,49 +53,6 @@ impl Drop for Ticket {
         if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.idle.notify_waiters();
         }
-    }
-}
-
-/// The middleware: counts every POST until its response body is done.
-pub async fn track(State(in_flight): State<InFlight>, req: Request, next: Next) -> Response {
-    if req.method() != axum::http::Method::POST {
-        return next.run(req).await;
-    }
-    let ticket = in_flight.enter();
-    let response = next.run(req).await;
-    let (parts, body) = response.into_parts();
-    Response::from_parts(
-        parts,
-        Body::new(Ticketed {
-            inner: body,
-            _ticket: ticket,
-        }),
-    )
-}
-
-/// A response body that holds its request's ticket until it is dropped.
-struct Ticketed {
-    inner: Body,
-    _ticket: Ticket,
-}
-
-impl http_body::Body for Ticketed {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }
 

@@ -114,9 +114,11 @@ pub fn router(
     let mcp_routes = Router::new()
         .nest_service("/mcp", mcp)
         .route_layer(from_fn_with_state(gate_state, gate))
-        .route_layer(axum::middleware::from_fn(disconnect::cancel_on_disconnect))
-        .route_layer(axum::middleware::from_fn(disconnect::delete_answers_ok))
-        .route_layer(from_fn_with_state(config.in_flight.clone(), drain::track));
+        .route_layer(from_fn_with_state(
+            config.in_flight.clone(),
+            disconnect::cancel_on_disconnect,
+        ))
+        .route_layer(axum::middleware::from_fn(disconnect::delete_answers_ok));
     let guard = Guard {
         audit: shared.audit.clone(),
         auth: auth.clone(),
