@@ -820,7 +820,8 @@ fn refuses_to_start_without_a_good_password_or_off_loopback_without_auth() {
 /// Issue 9.9: the README's first command, `scripts/run`, on a fresh directory:
 /// builds the bundled plugins, lays out local/ with the sample config, starts
 /// the host, prints the made-up password once; a client logs in with it and
-/// calls the bundled `greet`. (The binary under test stands in for the release
+/// calls the bundled `greet`, `query_data`, `run_command`, `get_metrics` and
+/// `edit_file` with the sample grants. (The binary under test stands in for the release
 /// build, through `STOCKADE_BIN`.)
 #[tokio::test(flavor = "multi_thread")]
 async fn the_quick_start_script_serves_the_bundled_plugins() {
@@ -884,17 +885,32 @@ async fn the_quick_start_script_serves_the_bundled_plugins() {
     let session = init.header("mcp-session-id").expect("a session id");
     o.in_session(reqwest::Method::POST, &tokens.access, &session, Some(&oauth::initialized()))
         .await;
-    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-        "params": {"name": "greet", "arguments": {"name": "Ada"}}});
-    let r = o
-        .in_session(reqwest::Method::POST, &tokens.access, &session, Some(&call))
-        .await;
-    assert!(r.body.contains("Hello, Ada"), "{}", r.body);
-    // The data plugin reads the example database the script made.
-    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
-        "params": {"name": "query_data", "arguments": {"collection": "products", "limit": 5}}});
-    let r = o
-        .in_session(reqwest::Method::POST, &tokens.access, &session, Some(&call))
-        .await;
-    assert!(r.body.contains("Keyboard") && r.body.contains("\"count\":5"), "{}", r.body);
+    let call = |id: u32, name: &str, arguments: serde_json::Value| {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": name, "arguments": arguments}});
+        let (o, token, session) = (&o, &tokens.access, &session);
+        async move {
+            let r = o.in_session(reqwest::Method::POST, token, session, Some(&body)).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            r.body
+        }
+    };
+    let r = call(2, "greet", json!({"name": "Ada"})).await;
+    assert!(r.contains("Hello, Ada"), "{r}");
+    // The four bundled tools the quick start promises, each with its sample grant.
+    let r = call(3, "query_data", json!({"collection": "products", "limit": 5})).await;
+    assert!(r.contains("Keyboard") && r.contains("\"count\":5"), "{r}");
+    let r = call(4, "run_command", json!({"command": "uptime"})).await;
+    assert!(r.contains("load average") && !r.contains("\"isError\":true"), "{r}");
+    let r = call(5, "get_metrics", json!({"metricType": "usage", "timeRange": "1h"})).await;
+    assert!(r.contains("run_command") && r.contains("query_data"), "{r}");
+    let r = call(
+        6,
+        "edit_file",
+        json!({"path": "/notes/welcome.md", "old_text": "# Notes", "new_text": "# Notes (edited)"}),
+    )
+    .await;
+    assert!(!r.contains("\"isError\":true"), "{r}");
+    let notes = std::fs::read_to_string(local.path().join("notes/welcome.md")).unwrap();
+    assert!(notes.starts_with("# Notes (edited)\n"), "{notes}");
 }

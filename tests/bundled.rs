@@ -2,6 +2,7 @@
 //! with the grants an operator writes, called by a real MCP client.
 
 mod common;
+mod oauth;
 
 use common::{HostBuilder, bundled};
 use rmcp::RoleClient;
@@ -300,4 +301,133 @@ async fn data_queries_the_granted_source_and_only_reads() {
     assert!(e.contains("unknown source `prod`; granted: example"), "{e}");
     let d = json_of(ok(&client, "describe_collection", json!({"collection": "orders"})).await);
     assert_eq!(d["rows"], 200, "nothing was dropped or written");
+}
+
+/// An rmcp client on `url` with a bearer token.
+async fn client_with(url: &str, token: &str) -> Client {
+    use rmcp::ServiceExt;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(token.to_owned()),
+    );
+    ().serve(transport).await.expect("MCP client connects with a bearer token")
+}
+
+/// `get_metrics` as JSON.
+async fn metrics(client: &Client, args: Value) -> Value {
+    let text = ok(client, "get_metrics", args).await;
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The row of `rows` whose `key` is `name`.
+fn row<'a>(rows: &'a Value, key: &str, name: &str) -> &'a Value {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r[key] == name)
+        .unwrap_or_else(|| panic!("no {key} `{name}` in {rows}"))
+}
+
+/// `metrics`: `get_metrics` in the seeds' shape answers from the host's own
+/// figures: calls per tool and per user (two users logged in through the real
+/// OAuth flow), latency and error rates per tool, the host's health with a
+/// refused plugin and why; the figures survive a restart; bad arguments say
+/// what is allowed.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_reports_usage_performance_and_health_across_restarts() {
+    const ALICE_PW: &str = "alice-password-1";
+    const BOB_PW: &str = "bob-password-22";
+    let users_dir = tempfile::tempdir().unwrap();
+    let users = oauth::users_file(
+        users_dir.path(),
+        &[("alice", ALICE_PW, &["mcp"]), ("bob", BOB_PW, &["mcp"])],
+    );
+    let mut host = HostBuilder::new()
+        .plugin(&bundled("template"), "template")
+        .plugin(&bundled("metrics"), "metrics")
+        .plugin_bytes(b"this is not WebAssembly", "broken.wasm")
+        .auth(Some("builtin"))
+        .arg("--users-file")
+        .arg(users.to_str().unwrap())
+        .config("[plugins.metrics.grants]\nmetrics = true\n")
+        .start();
+    let o = oauth::Oauth::new(&host.base_url());
+    let (_, alice) = o.full_login_as("alice", ALICE_PW, "").await;
+    let (_, bob) = o.full_login_as("bob", BOB_PW, "").await;
+    let a = client_with(&host.mcp_url(), &alice.access).await;
+    let b = client_with(&host.mcp_url(), &bob.access).await;
+    for name in ["Ada", "Grace", "Edsger"] {
+        ok(&a, "greet", json!({"name": name})).await;
+    }
+    ok(&b, "greet", json!({"name": "Barbara"})).await;
+    fails(&b, "add", json!({"a": "one"})).await;
+
+    let usage = metrics(&a, json!({"metricType": "usage", "timeRange": "1h"})).await;
+    assert_eq!(usage["totals"]["calls"], 5, "{usage}");
+    assert_eq!(usage["totals"]["errors"], 1, "{usage}");
+    assert_eq!(row(&usage["byTool"], "tool", "greet")["calls"], 4);
+    assert_eq!(row(&usage["byTool"], "tool", "add")["errors"], 1);
+    assert_eq!(row(&usage["byPlugin"], "plugin", "template")["calls"], 5);
+    assert_eq!(row(&usage["bySubject"], "subject", "alice")["calls"], 3);
+    let bob_row = row(&usage["bySubject"], "subject", "bob");
+    assert_eq!((&bob_row["calls"], &bob_row["errors"]), (&json!(2), &json!(1)));
+    let today = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let since = usage["window"]["dataSince"].as_str().unwrap();
+    assert_eq!(since[..10], today[..10], "ISO dates in UTC: {since}");
+
+    // The aliases `kind` and `range` are the names for the same thing.
+    let perf = metrics(&b, json!({"kind": "performance", "range": "24h"})).await;
+    let greet = row(&perf["byTool"], "tool", "greet");
+    let l = &greet["latencyMs"];
+    let (p50, p99, max) = (l["p50"].as_f64().unwrap(), l["p99"].as_f64().unwrap(), l["max"].as_f64().unwrap());
+    assert!(p50 > 0.0 && p50 <= p99 && p99 <= max && max < 10_000.0, "{greet}");
+    assert_eq!(greet["errorRate"], 0.0);
+    let add = row(&perf["byTool"], "tool", "add");
+    assert_eq!((&add["calls"], &add["errorRate"]), (&json!(1), &json!(1.0)));
+    // The usage call itself is counted, as a call of `get_metrics`.
+    assert_eq!(row(&perf["byTool"], "tool", "get_metrics")["calls"], 1);
+
+    let health = metrics(&a, json!({"metricType": "health"})).await;
+    assert_eq!(health["status"], "degraded", "a refused plugin: {health}");
+    let broken = row(&health["plugins"]["list"], "name", "broken");
+    assert_eq!(broken["state"], "refused");
+    assert!(broken["reason"].as_str().unwrap().contains("WebAssembly"), "{broken}");
+    assert_eq!(row(&health["plugins"]["list"], "name", "template")["state"], "serving");
+    assert_eq!(health["plugins"]["serving"], 2);
+    assert!(health["openSessions"].as_u64().unwrap() >= 2, "{health}");
+    assert!(health["memory"]["hostRssBytes"].as_u64().unwrap() > 1 << 20, "{health}");
+    assert!(health["dataDisk"]["freeBytes"].as_u64().unwrap() > 0, "{health}");
+    assert_eq!(health["load"].as_object().map(|l| l.len()), Some(3), "{health}");
+
+    let e = fails(&a, "get_metrics", json!({"metricType": "bogus"})).await;
+    assert!(e.contains("usage") && e.contains("performance") && e.contains("health"), "{e}");
+    let e = fails(&a, "get_metrics", json!({"metricType": "usage", "timeRange": "2h"})).await;
+    assert!(e.contains("1h, 24h, 7d, 30d"), "{e}");
+
+    // SIGTERM writes what is pending; the next host reads it back.
+    drop((a, b));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &host.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(host.wait_log("stopped", std::time::Duration::from_secs(15)), "{}", host.log());
+    let db = host.data_dir().join("metrics.db");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&db).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "metrics.db names subjects");
+    host.restart();
+    let a = client_with(&host.mcp_url(), &alice.access).await;
+    let usage = metrics(&a, json!({"metricType": "usage", "timeRange": "30d"})).await;
+    assert_eq!(row(&usage["byTool"], "tool", "greet")["calls"], 4, "{usage}");
+    assert_eq!(row(&usage["bySubject"], "subject", "bob")["errors"], 1, "{usage}");
+}
+
+/// Without `metrics = true` the plugin sees nothing and says how to grant it.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_without_a_grant_says_how_to_grant_one() {
+    let host = HostBuilder::new().plugin(&bundled("metrics"), "metrics").start();
+    let client = host.client().await;
+    let e = fails(&client, "get_metrics", json!({"metricType": "health"})).await;
+    assert!(e.contains("metrics = true") && e.contains("[plugins.metrics]"), "{e}");
 }

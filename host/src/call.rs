@@ -75,6 +75,11 @@ pub struct CallContext {
     /// The plugin's `max_result_kib`: what a capability may hand back to the
     /// guest in one answer (an SQL result, ...) is bounded by it too.
     pub max_result_kib: u32,
+    /// The host's figures, for the `metrics` capability (`None` for the host's
+    /// own calls).
+    pub metrics: Option<crate::metrics::Metrics>,
+    /// Capability requests refused so far in this call.
+    pub denial_count: std::sync::atomic::AtomicU32,
 }
 
 impl CallContext {
@@ -90,12 +95,15 @@ impl CallContext {
             sql: Arc::default(),
             max_result_kib: crate::config::Limits::default().max_result_kib,
             audit: None,
+            metrics: None,
+            denial_count: Default::default(),
         }
     }
 
     /// Records a denial (log and audit) and returns the typed error for the guest.
     pub(crate) async fn deny(&self, capability: &str, message: String) -> CapabilityError {
         tracing::warn!(plugin = %self.plugin, tool = self.tool.as_deref(), capability, "denied: {message}");
+        self.denial_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(audit) = &self.audit {
             audit
                 .note(AuditEvent::CapabilityDenied {

@@ -419,15 +419,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let audit = Audit::open(config.audit_config()).context("cannot open the audit log")?;
     let runtime = start_runtime(&config)?;
     let catalog = load_plugins(&runtime, &config, &audit).await?;
+    let metrics = crate::metrics::Metrics::open(&config.data_dir)
+        .context("cannot open the metrics database")?;
     let shared = Arc::new(Shared {
         catalog: catalog.clone(),
         runtime: runtime.clone(),
         audit: audit.clone(),
         sessions: Arc::default(),
+        metrics: metrics.clone(),
     });
+    let last_reload = Arc::new(std::sync::atomic::AtomicU64::new(0));
     if config.watch {
-        watch_plugins(&args, &config, config_file, &runtime, &shared)?;
+        watch_plugins(&args, &config, config_file, &runtime, &shared, &last_reload)?;
     }
+    {
+        let (catalog, sessions) = (catalog.clone(), shared.sessions.clone());
+        metrics.set_host_view(move || crate::metrics::HostView {
+            open_sessions: sessions.open() as u32,
+            last_reload_ms: Some(last_reload.load(std::sync::atomic::Ordering::Relaxed))
+                .filter(|&t| t > 0),
+            plugins: crate::plugins::listing::states(&catalog.snapshot()),
+        });
+    }
+    metrics.spawn_flusher();
     let auth = Arc::new(
         AuthState::new(
             &config.auth,
@@ -505,6 +519,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::select! {
         served = server => served.context("server error")?,
         () = deadline => tracing::debug!("connections still open after the sessions closed; stopping"),
+    }
+    let flushed = {
+        let metrics = metrics.clone();
+        tokio::task::spawn_blocking(move || metrics.flush()).await
+    };
+    if let Ok(Err(e)) = flushed {
+        tracing::warn!("{e}; the last {} s of figures are lost", crate::metrics::FLUSH_EVERY.as_secs());
     }
     // The last line: a signed `shutdown` checkpoint (a log that ends otherwise was
     // cut, or its host died).
@@ -642,6 +663,7 @@ fn watch_plugins(
     config_file: Option<PathBuf>,
     runtime: &Arc<Runtime>,
     shared: &Arc<Shared>,
+    last_reload: &Arc<std::sync::atomic::AtomicU64>,
 ) -> anyhow::Result<()> {
     let (reloader, mut changed) = Reloader::new(
         runtime.clone(),
@@ -663,8 +685,13 @@ fn watch_plugins(
             )
         })?;
     let sessions = shared.sessions.clone();
+    let last_reload = last_reload.clone();
     tokio::spawn(async move {
         while changed.changed().await.is_ok() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            last_reload.store(now, std::sync::atomic::Ordering::Relaxed);
             sessions.announce_list_changed().await;
         }
     });

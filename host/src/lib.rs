@@ -27,6 +27,7 @@ pub mod config;
 pub mod fsutil;
 pub mod http;
 pub mod mcp;
+pub mod metrics;
 pub mod net;
 pub mod plugins;
 pub mod runtime;

@@ -61,7 +61,8 @@
 //!   [`Tool::structured`] (typed JSON results with an output schema).
 //! * Resources and prompts: [`Resource`], [`ResourceTemplate`], [`Prompt`].
 //! * Host capabilities, each typed and documented: [`log`], [`progress`],
-//!   [`exec`], [`sql`], [`client`] (sampling and elicitation) and [`http`].
+//!   [`exec`], [`sql`], [`metrics`], [`client`] (sampling and elicitation) and
+//!   [`http`].
 //!   Apart from logging and progress, each needs a grant from the operator;
 //!   without it the call returns [`CapabilityError::Denied`].
 //! * Raw WASI bindings in [`wasi`], for example streaming HTTP with `wasi::http`.
@@ -97,6 +98,7 @@ mod error;
 pub mod exec;
 pub mod http;
 pub mod log;
+pub mod metrics;
 mod output;
 pub mod progress;
 mod prompt;

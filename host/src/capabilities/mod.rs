@@ -12,6 +12,7 @@ pub mod client;
 pub mod exec;
 pub mod http;
 pub mod log;
+pub mod metrics;
 pub mod progress;
 pub mod sql;
 

@@ -21,6 +21,9 @@ pub struct Grants {
     pub sql: Vec<String>,
     /// Requests the plugin may send to the MCP client: `sampling`, `elicitation`.
     pub client: Vec<ClientGrant>,
+    /// Read the host's own usage, performance and health figures (the
+    /// `metrics` interface), subjects included.
+    pub metrics: bool,
 }
 
 /// A host directory mapped into the plugin.

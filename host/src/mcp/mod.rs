@@ -48,6 +48,8 @@ pub struct Shared {
     pub audit: Audit,
     /// Connected sessions, told when the plugin set changes.
     pub sessions: Arc<Sessions>,
+    /// Every operation is counted here (usage, latency, outcomes).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Cancelled when the client of an HTTP request went away before its response
@@ -107,6 +109,8 @@ impl StockadeMcp {
             sql: plugin.policy.sql.clone(),
             audit: Some(self.shared.audit.clone()),
             max_result_kib: plugin.policy.limits.max_result_kib,
+            metrics: Some(self.shared.metrics.clone()),
+            denial_count: Default::default(),
         };
         let gone = client_gone(rq);
         let stopped =
@@ -155,8 +159,19 @@ impl StockadeMcp {
     async fn record(
         &self,
         record: ToolCallRecord,
+        denials: u32,
         what: impl FnOnce() -> String,
     ) -> Result<(), ErrorData> {
+        self.shared.metrics.observe(&crate::metrics::Observation {
+            kind: record.kind,
+            plugin: &record.plugin,
+            target: &record.target,
+            subject: record.subject.as_deref(),
+            outcome: record.outcome,
+            limit: record.limit,
+            denials,
+            duration: std::time::Duration::from_micros(record.duration_us),
+        });
         if let Err(e) = self.shared.audit.record(AuditEvent::ToolCall(record)).await {
             tracing::error!("audit: {e}; the result of {} is withheld", what());
             return Err(ErrorData::internal_error(
@@ -369,7 +384,7 @@ impl ServerHandler for StockadeMcp {
             &report,
         );
         let outcome = report.outcome;
-        self.record(record, || format!("tool `{name}`")).await?;
+        self.record(record, report.denied, || format!("tool `{name}`")).await?;
         let mut json = match outcome {
             Ok(OpOutput::Tool(Ok(result))) => convert::call_result(&result),
             Ok(OpOutput::Tool(Err(e))) => convert::error_result(&match e {
@@ -485,7 +500,7 @@ impl ServerHandler for StockadeMcp {
             None,
             &report,
         );
-        self.record(record, || format!("resource `{uri}`")).await?;
+        self.record(record, report.denied, || format!("resource `{uri}`")).await?;
         match report.outcome {
             Ok(OpOutput::Resource(Ok(contents))) => {
                 let contents: Vec<Value> =
@@ -578,7 +593,7 @@ impl ServerHandler for StockadeMcp {
             request.arguments.as_ref().map(|a| redact_object(a, 2048)),
             &report,
         );
-        self.record(record, || format!("prompt `{name}`")).await?;
+        self.record(record, report.denied, || format!("prompt `{name}`")).await?;
         match report.outcome {
             Ok(OpOutput::Prompt(Ok(p))) => {
                 let result: GetPromptResult = convert::to_rmcp(convert::prompt_result(&p))?;

@@ -27,6 +27,16 @@ impl Sessions {
         self.peers.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// How many sessions are open now.
+    pub fn open(&self) -> usize {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|p| !p.is_transport_closed())
+            .count()
+    }
+
     /// Whether no session is known.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

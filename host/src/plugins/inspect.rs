@@ -121,6 +121,13 @@ pub fn suggested_config(name: &str, digest: &str, declared: Option<&Value>) -> S
             .join(", ")
     };
     let mut grants = String::new();
+    // `metrics: ["read"]` in the SDK's macro (it takes lists), or `true`.
+    let metrics = d.get("metrics").is_some_and(|v| {
+        v.as_bool() == Some(true) || v.as_array().is_some_and(|a| !a.is_empty())
+    });
+    if metrics {
+        grants.push_str("metrics = true\n");
+    }
     if !sql.is_empty() {
         grants.push_str(&format!("sql = [{}]\n", quoted(&sql)));
     }
@@ -166,6 +173,9 @@ pub fn reachable_capabilities<'a>(imports: impl IntoIterator<Item = &'a str>) ->
             "stockade:plugin/exec" => "exec: run programs (grants.exec)",
             "stockade:plugin/sql" => "sql: read-only queries (grants.sql)",
             "stockade:plugin/client" => "client: sampling and elicitation (grants.client)",
+            "stockade:plugin/metrics" => {
+                "metrics: the host's usage, performance and health figures (grants.metrics)"
+            }
             "wasi:filesystem/preopens" | "wasi:filesystem/types" => {
                 "dirs: files in granted directories (grants.dirs)"
             }

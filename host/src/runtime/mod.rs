@@ -558,6 +558,11 @@ impl Runtime {
             }
         }
         let data = store.data();
+        let denied = data
+            .cx
+            .denial_count
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_add(denials.len() as u32);
         CallReport {
             outcome,
             fuel_used,
@@ -565,6 +570,7 @@ impl Runtime {
             notify_dropped: data.cx.notify_dropped,
             stderr: String::from_utf8_lossy(&data.stderr.contents()).into_owned(),
             denials,
+            denied,
         }
     }
 }
@@ -684,6 +690,7 @@ fn link_capabilities(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     p::client::add_to_linker::<CallState, Cx>(linker, |s| &mut s.cx)?;
     p::exec::add_to_linker::<CallState, Cx>(linker, |s| &mut s.cx)?;
     p::sql::add_to_linker::<CallState, Cx>(linker, |s| &mut s.cx)?;
+    p::metrics::add_to_linker::<CallState, Cx>(linker, |s| &mut s.cx)?;
     Ok(())
 }
 
@@ -796,6 +803,8 @@ pub struct CallReport {
     /// now outbound HTTP, whose WASI error codes cannot carry them): what was
     /// refused and which grant would allow it. Also audited.
     pub denials: Vec<String>,
+    /// Capability requests refused during the call, of every kind.
+    pub denied: u32,
 }
 
 impl CallReport {
@@ -809,6 +818,7 @@ impl CallReport {
             notify_dropped: 0,
             stderr: String::new(),
             denials: Vec::new(),
+            denied: 0,
         }
     }
 }
