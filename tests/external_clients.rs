@@ -340,3 +340,67 @@ async fn a_person_logs_in_through_chromium() {
     }
     assert_audited(&host.data_dir(), "login_succeeded", &[("client_id", &client_id)]);
 }
+
+/// The official MCP conformance suite (`@modelcontextprotocol/conformance`,
+/// server mode, every active scenario) against the real binary through the
+/// bearer gate, with a token from the real OAuth flow and the fixture plugin
+/// `tests/plugins/conformance` (granted sampling and elicitation). The suite
+/// cannot send headers: `tests/clients/ts/bearer.mjs`, preloaded into its
+/// Node process, adds the token to each of its requests and changes nothing
+/// else.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_official_conformance_suite_passes_every_active_scenario() {
+    let node = node();
+    let ts = repo().join("tests/clients/ts");
+    let suite = ts.join("node_modules/@modelcontextprotocol/conformance/dist/index.js");
+    assert!(suite.exists(), "{} missing: run scripts/setup-clients", suite.display());
+    let host = HostBuilder::new()
+        .password(PASSWORD)
+        .plugin(&common::test_plugin("conformance"), "conformance")
+        .config("[plugins.conformance.grants]\nclient = [\"sampling\", \"elicitation\"]\n")
+        .start();
+    let o = oauth::Oauth::new(&host.base_url());
+    let (_, tokens) = o.full_login(PASSWORD).await;
+    let results = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(&node);
+    cmd.current_dir(&ts)
+        .arg("--import")
+        .arg(ts.join("bearer.mjs"))
+        .arg(&suite)
+        .args(["server", "--suite", "active", "--url", &host.mcp_url(), "-o"])
+        .arg(results.path())
+        .env("MCP_BEARER", &tokens.access);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+
+    // Every check of every scenario, from the suite's own JSON reports.
+    let (mut scenarios, mut passed, mut failed) = (0, 0, Vec::new());
+    for dir in std::fs::read_dir(results.path()).unwrap() {
+        let dir = dir.unwrap().path();
+        let checks: Vec<Value> =
+            serde_json::from_slice(&std::fs::read(dir.join("checks.json")).unwrap()).unwrap();
+        scenarios += 1;
+        for c in checks {
+            match c["status"].as_str() {
+                Some("SUCCESS") => passed += 1,
+                Some("FAILURE") => failed.push(format!(
+                    "{}: {} ({})",
+                    dir.file_name().unwrap().to_string_lossy(),
+                    c["name"],
+                    c["errorMessage"]
+                )),
+                _ => {}
+            }
+        }
+    }
+    assert!(failed.is_empty(), "failed checks:\n{}\n{stdout}", failed.join("\n"));
+    assert!(out.status.success(), "the suite failed:\n{stdout}\n{stderr}");
+    assert_eq!(scenarios, 30, "the 30 active scenarios of 0.1.16 ran:\n{stdout}");
+    assert!(passed >= 40, "only {passed} checks passed:\n{stdout}");
+    // They went through the gate, as the subject who logged in.
+    let calls = common::audit_events(&host, "tool_call");
+    assert!(calls.iter().any(|c| c["target"] == "test_sampling" && c["outcome"] == "ok"), "{calls:?}");
+}

@@ -20,17 +20,27 @@ use tokio::sync::Notify;
 
 // ---- Helpers ------------------------------------------------------------------
 
-/// A client that counts `notifications/tools/list_changed`.
+/// A client that counts `notifications/tools/list_changed` and keeps the URIs
+/// of `notifications/resources/updated`.
 #[derive(Clone, Default)]
 struct ListWatcher {
     changes: Arc<AtomicUsize>,
     notify: Arc<Notify>,
+    updated: Arc<Mutex<Vec<String>>>,
 }
 
 impl ClientHandler for ListWatcher {
     async fn on_tool_list_changed(&self, _: NotificationContext<RoleClient>) {
         self.changes.fetch_add(1, Ordering::SeqCst);
         self.notify.notify_waiters();
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: rmcp::model::ResourceUpdatedNotificationParam,
+        _: NotificationContext<RoleClient>,
+    ) {
+        self.updated.lock().unwrap().push(params.uri);
     }
 }
 
@@ -936,4 +946,63 @@ async fn requiring_signatures_on_reload_unloads_unsigned_plugins() {
         tool_names(&client).await.contains(&"greet".to_owned())
     })
     .await;
+}
+
+/// `resources/subscribe`: a session hears `notifications/resources/updated` for
+/// the URIs it subscribed to, when the plugin says one changed (only its own
+/// URIs count) and when the plugin serving it is reloaded; not after
+/// unsubscribing; unknown URIs cannot be subscribed to.
+#[tokio::test(flavor = "multi_thread")]
+#[allow(deprecated)] // resources/subscribe: legacy in rmcp, current in MCP 2025-11-25
+async fn subscribers_hear_of_changed_resources_from_the_plugin_and_from_reloads() {
+    use rmcp::model::{SubscribeRequestParams, UnsubscribeRequestParams};
+    let host = HostBuilder::new()
+        .plugin(&test_plugin("kitchen-sink"), "kitchen")
+        .start();
+    let (watching, watcher) = watching_client(&host).await;
+    let (other, other_watcher) = watching_client(&host).await;
+    watching
+        .subscribe(SubscribeRequestParams::new("kitchen://readme"))
+        .await
+        .unwrap();
+    watching
+        .subscribe(SubscribeRequestParams::new("kitchen://echo/hi"))
+        .await
+        .unwrap();
+    let e = watching
+        .subscribe(SubscribeRequestParams::new("kitchen://nothing"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no resource"), "{e}");
+    let touched = async |uri: &str| {
+        texts(&other.call_tool(call("touch", json!({"uri": uri}))).await.unwrap()).concat()
+    };
+    // The call comes from another session: notifications go to subscribers.
+    assert_eq!(touched("kitchen://readme").await, "true");
+    assert_eq!(touched("kitchen://echo/hi").await, "true");
+    assert_eq!(touched("other://thing").await, "false", "not the plugin's URI");
+    let updated = |w: &ListWatcher| w.updated.lock().unwrap().clone();
+    eventually(Duration::from_secs(5), "two updates", async || {
+        updated(&watcher).len() == 2
+    })
+    .await;
+    assert_eq!(updated(&watcher), ["kitchen://readme", "kitchen://echo/hi"]);
+    assert!(updated(&other_watcher).is_empty(), "it subscribed to nothing");
+
+    watching
+        .unsubscribe(UnsubscribeRequestParams::new("kitchen://echo/hi"))
+        .await
+        .unwrap();
+    // A new version of the plugin (the same code, one more custom section).
+    let mut bytes = std::fs::read(test_plugin("kitchen-sink")).unwrap();
+    bytes.extend_from_slice(&[0x00, 0x05, 0x04, b'n', b'e', b'x', b't']);
+    let dir = host.dir.path().join("plugins");
+    std::fs::write(dir.join("kitchen.wasm.tmp"), &bytes).unwrap();
+    std::fs::rename(dir.join("kitchen.wasm.tmp"), dir.join("kitchen.wasm")).unwrap();
+    eventually(Duration::from_secs(10), "an update on reload", async || {
+        updated(&watcher).len() == 3
+    })
+    .await;
+    assert_eq!(updated(&watcher)[2], "kitchen://readme", "not the unsubscribed one");
+    drop(other);
 }

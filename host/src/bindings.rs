@@ -20,7 +20,7 @@ wasmtime::component::bindgen!({
 pub use self::exports::stockade::plugin::prompts as guest_prompts;
 pub use self::exports::stockade::plugin::resources as guest_resources;
 pub use self::exports::stockade::plugin::tools as guest_tools;
-pub use self::stockade::plugin::{client, exec, log, metrics, progress, sql, types};
+pub use self::stockade::plugin::{client, events, exec, log, metrics, progress, sql, types};
 
 /// The fully qualified names of the interfaces a plugin exports, for messages.
 pub mod names {

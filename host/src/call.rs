@@ -51,6 +51,9 @@ pub trait ClientLink: Send + Sync {
     fn create_message(&self, params: serde_json::Value) -> LinkFuture;
     /// Sends `elicitation/create` with these params; returns the result.
     fn elicit(&self, params: serde_json::Value) -> LinkFuture;
+    /// Tells the sessions subscribed to `uri` that it changed, if it is one of
+    /// the calling plugin's resources; false (and nothing sent) otherwise.
+    fn resource_updated(&self, uri: String) -> bool;
 }
 
 /// What one call's capabilities know: who is calling what, and the budgets left.

@@ -686,8 +686,15 @@ fn watch_plugins(
         })?;
     let sessions = shared.sessions.clone();
     let last_reload = last_reload.clone();
+    let catalog = shared.catalog.clone();
     tokio::spawn(async move {
+        let mut before = catalog.snapshot();
         while changed.changed().await.is_ok() {
+            let now_serving = catalog.snapshot();
+            sessions
+                .announce_reloaded_resources(&before, &now_serving)
+                .await;
+            before = now_serving;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);

@@ -62,7 +62,7 @@
 //! * Resources and prompts: [`Resource`], [`ResourceTemplate`], [`Prompt`].
 //! * Host capabilities, each typed and documented: [`log`], [`progress`],
 //!   [`exec`], [`sql`], [`metrics`], [`client`] (sampling and elicitation) and
-//!   [`http`].
+//!   [`http`]; [`events`] tells subscribed clients a resource changed.
 //!   Apart from logging and progress, each needs a grant from the operator;
 //!   without it the call returns [`CapabilityError::Denied`].
 //! * Raw WASI bindings in [`wasi`], for example streaming HTTP with `wasi::http`.
@@ -95,6 +95,7 @@ pub mod bindings {
 
 pub mod client;
 mod error;
+pub mod events;
 pub mod exec;
 pub mod http;
 pub mod log;

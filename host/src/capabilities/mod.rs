@@ -9,6 +9,7 @@
 //! which the MCP layer implements: capabilities never import rmcp.
 
 pub mod client;
+pub mod events;
 pub mod exec;
 pub mod http;
 pub mod log;

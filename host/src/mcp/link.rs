@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use rmcp::model::{LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken};
 use rmcp::{Peer, RoleServer};
 
+use super::sessions::Sessions;
 use crate::call::{ClientLink, LinkError, LinkFuture, LogLevel};
+use crate::plugins::Plugin;
 use rmcp::model::{CreateMessageRequestParams, ElicitRequestParams};
 
 /// Index of an MCP level name (`"debug"` = 0 ... `"emergency"` = 7).
@@ -54,9 +56,15 @@ pub struct McpLink {
     tx: tokio::sync::mpsc::UnboundedSender<Note>,
     has_progress: Option<ProgressToken>,
     min_level: Arc<AtomicU8>,
-    plugin: String,
+    plugin: Arc<Plugin>,
+    sessions: Arc<Sessions>,
     last_progress: std::sync::Mutex<Option<f64>>,
+    /// `resource_updated` announcements this call may still make.
+    updates_left: std::sync::atomic::AtomicU32,
 }
+
+/// How many resources one call may say changed.
+const MAX_UPDATES_PER_CALL: u32 = 64;
 
 impl McpLink {
     /// A link for one call; starts its forwarding task.
@@ -64,7 +72,8 @@ impl McpLink {
         peer: Peer<RoleServer>,
         progress_token: Option<ProgressToken>,
         min_level: Arc<AtomicU8>,
-        plugin: String,
+        plugin: Arc<Plugin>,
+        sessions: Arc<Sessions>,
     ) -> Self {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Note>();
         let forward = peer.clone();
@@ -90,7 +99,9 @@ impl McpLink {
             has_progress: progress_token,
             min_level,
             plugin,
+            sessions,
             last_progress: std::sync::Mutex::new(None),
+            updates_left: MAX_UPDATES_PER_CALL.into(),
         }
     }
 
@@ -105,6 +116,25 @@ impl McpLink {
 }
 
 impl ClientLink for McpLink {
+    fn resource_updated(&self, uri: String) -> bool {
+        let code = &self.plugin.code;
+        let mine = code.resources.iter().any(|r| r.uri == uri)
+            || code
+                .resource_templates
+                .iter()
+                .any(|t| stockade_sdk::uri_template::matches(&t.uri_template, &uri));
+        let budget = self
+            .updates_left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if !mine || !budget {
+            return false;
+        }
+        let sessions = self.sessions.clone();
+        tokio::spawn(async move { sessions.announce_resource_updated(&uri).await });
+        true
+    }
+
     fn log(&self, level: LogLevel, logger: Option<String>, message: String) {
         let name = level_name(level);
         if level_index(name) < self.min_level.load(Ordering::Relaxed) {
@@ -114,7 +144,7 @@ impl ClientLink for McpLink {
             return;
         };
         let mut param = LoggingMessageNotificationParam::new(level, message.into());
-        param.logger = Some(logger.unwrap_or_else(|| self.plugin.clone()));
+        param.logger = Some(logger.unwrap_or_else(|| self.plugin.name.clone()));
         let _ = self.tx.send(Note::Log(param));
     }
 

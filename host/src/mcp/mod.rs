@@ -21,7 +21,8 @@ use rmcp::model::{
     GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult,
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
     ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ServerCapabilities,
-    ServerConfig, SetLevelRequestParams,
+    ServerConfig, SetLevelRequestParams, SubscribeRequestParams, UnsubscribeRequestParams,
+    CompleteRequestParams, CompleteResult, Reference,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -72,7 +73,12 @@ pub struct StockadeMcp {
     shared: Arc<Shared>,
     /// The session's minimum log level (`logging/setLevel`), as a `LogLevel` index.
     log_level: Arc<AtomicU8>,
+    /// The resource URIs this session subscribed to.
+    subscriptions: sessions::Subscriptions,
 }
+
+/// The most resources one session may subscribe to.
+const MAX_SUBSCRIPTIONS: usize = 1024;
 
 impl StockadeMcp {
     /// A handler for a new session.
@@ -80,6 +86,7 @@ impl StockadeMcp {
         Self {
             shared,
             log_level: Arc::new(AtomicU8::new(0)),
+            subscriptions: Arc::default(),
         }
     }
 
@@ -87,7 +94,7 @@ impl StockadeMcp {
     /// cancels the request, and flushing its notifications before returning.
     async fn run(
         &self,
-        plugin: &Plugin,
+        plugin: &Arc<Plugin>,
         tool: Option<&str>,
         op: Op<'_>,
         rq: &RequestContext<RoleServer>,
@@ -97,7 +104,8 @@ impl StockadeMcp {
             rq.peer.clone(),
             rq.meta.get_progress_token(),
             self.log_level.clone(),
-            plugin.name.clone(),
+            plugin.clone(),
+            self.shared.sessions.clone(),
         ));
         let cx = CallContext {
             plugin: plugin.name.clone(),
@@ -285,7 +293,9 @@ impl ServerHandler for StockadeMcp {
             .enable_tools()
             .enable_tool_list_changed()
             .enable_resources()
+            .enable_resources_subscribe()
             .enable_prompts()
+            .enable_completions()
             .enable_logging()
             .build();
         ServerConfig::new(capabilities)
@@ -296,7 +306,9 @@ impl ServerHandler for StockadeMcp {
     }
 
     async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
-        self.shared.sessions.add(context.peer);
+        self.shared
+            .sessions
+            .add(context.peer, self.subscriptions.clone());
     }
 
     async fn set_level(
@@ -411,6 +423,72 @@ impl ServerHandler for StockadeMcp {
         Ok(CallToolResponse::Complete(result))
     }
 
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let uri = request.uri.as_str();
+        let who = principal(&context);
+        let snapshot = self.shared.catalog.snapshot();
+        if uri.len() > stockade_sdk::uri_template::MAX_URI_LEN
+            || snapshot
+                .resource_owner_by(uri, |p| permitted(who.as_ref(), p))
+                .is_none()
+        {
+            return Err(ErrorData::resource_not_found(
+                format!("no resource `{}` to subscribe to", uri.chars().take(200).collect::<String>()),
+                None,
+            ));
+        }
+        let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+        if subs.len() >= MAX_SUBSCRIPTIONS && !subs.contains(uri) {
+            return Err(ErrorData::invalid_request(
+                format!("this session already has {MAX_SUBSCRIPTIONS} subscriptions; unsubscribe first"),
+                None,
+            ));
+        }
+        subs.insert(uri.to_owned());
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(request.uri.as_str());
+        Ok(())
+    }
+
+    /// Completions: the host knows every prompt and template but plugins
+    /// cannot offer values yet, so a known reference gets an empty list.
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        let snapshot = self.shared.catalog.snapshot();
+        let who = principal(&context);
+        let visible = || snapshot.plugins.values().filter(|p| permitted(who.as_ref(), p));
+        let known = match &request.r#ref {
+            Reference::Prompt(p) => visible().any(|pl| pl.code.prompts.iter().any(|q| q.name == p.name)),
+            Reference::Resource(r) => visible().any(|pl| {
+                pl.code.resource_templates.iter().any(|t| t.uri_template == r.uri)
+            }),
+            _ => false,
+        };
+        if !known {
+            return Err(invalid_params(
+                "completion/complete: no such prompt or resource template".into(),
+            ));
+        }
+        Ok(CompleteResult::default())
+    }
+
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
@@ -463,20 +541,8 @@ impl ServerHandler for StockadeMcp {
         }
         let snapshot = self.shared.catalog.snapshot();
         let who = principal(&context);
-        let visible = |p: &&Arc<Plugin>| permitted(who.as_ref(), p);
         let owner = snapshot
-            .plugins
-            .values()
-            .filter(visible)
-            .find(|p| p.code.resources.iter().any(|r| r.uri == uri))
-            .or_else(|| {
-                snapshot.plugins.values().filter(visible).find(|p| {
-                    p.code
-                        .resource_templates
-                        .iter()
-                        .any(|t| convert::uri_matches(&t.uri_template, uri))
-                })
-            })
+            .resource_owner_by(uri, |p| permitted(who.as_ref(), p))
             .cloned();
         let not_found = || {
             ErrorData::resource_not_found(

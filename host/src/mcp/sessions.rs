@@ -1,39 +1,64 @@
 //! The connected MCP sessions, so a change of the plugin set can be announced to
 //! every client (`notifications/tools/list_changed`, and the resources/prompts
-//! equivalents).
+//! equivalents), and a changed resource to the sessions subscribed to it
+//! (`notifications/resources/updated`).
 
-use std::sync::Mutex;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
+use rmcp::model::ResourceUpdatedNotificationParam;
 use rmcp::{Peer, RoleServer};
 
-/// Peers of initialized sessions. Closed sessions are dropped on the next
-/// broadcast.
+use crate::plugins::Snapshot;
+
+/// The resource URIs one session subscribed to.
+pub type Subscriptions = Arc<Mutex<BTreeSet<String>>>;
+
+struct Session {
+    peer: Peer<RoleServer>,
+    subscriptions: Subscriptions,
+}
+
+/// Initialized sessions. Closed sessions are dropped on the next broadcast.
 #[derive(Default)]
 pub struct Sessions {
-    peers: Mutex<Vec<Peer<RoleServer>>>,
+    sessions: Mutex<Vec<Session>>,
 }
 
 impl Sessions {
-    /// Remembers a session's peer.
-    pub fn add(&self, peer: Peer<RoleServer>) {
-        self.peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(peer);
+    /// Remembers a session's peer and its subscriptions.
+    pub fn add(&self, peer: Peer<RoleServer>, subscriptions: Subscriptions) {
+        self.lock().push(Session {
+            peer,
+            subscriptions,
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Session>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open sessions' peers (closed ones are forgotten), with what each
+    /// subscribed to.
+    fn open_sessions(&self) -> Vec<(Peer<RoleServer>, Subscriptions)> {
+        let mut sessions = self.lock();
+        sessions.retain(|s| !s.peer.is_transport_closed());
+        sessions
+            .iter()
+            .map(|s| (s.peer.clone(), s.subscriptions.clone()))
+            .collect()
     }
 
     /// How many sessions are known (some may have closed since).
     pub fn len(&self) -> usize {
-        self.peers.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.lock().len()
     }
 
     /// How many sessions are open now.
     pub fn open(&self) -> usize {
-        self.peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.lock()
             .iter()
-            .filter(|p| !p.is_transport_closed())
+            .filter(|s| !s.peer.is_transport_closed())
             .count()
     }
 
@@ -44,13 +69,8 @@ impl Sessions {
 
     /// Tells every session that the tool, resource and prompt lists changed.
     pub async fn announce_list_changed(&self) {
-        let peers: Vec<Peer<RoleServer>> = {
-            let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-            peers.retain(|p| !p.is_transport_closed());
-            peers.clone()
-        };
         let mut sent = 0;
-        for peer in peers {
+        for (peer, _) in self.open_sessions() {
             if peer.notify_tool_list_changed().await.is_ok() {
                 sent += 1;
             }
@@ -58,5 +78,39 @@ impl Sessions {
             let _ = peer.notify_prompt_list_changed().await;
         }
         tracing::info!(sessions = sent, "announced list_changed");
+    }
+
+    /// Tells the sessions subscribed to `uri` that it changed.
+    pub async fn announce_resource_updated(&self, uri: &str) {
+        for (peer, subs) in self.open_sessions() {
+            let subscribed = subs.lock().unwrap_or_else(|e| e.into_inner()).contains(uri);
+            if subscribed {
+                let _ = peer
+                    .notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
+                    .await;
+            }
+        }
+    }
+
+    /// After a reload from `old` to `new`: tells each session about every URI it
+    /// subscribed to whose serving plugin version changed (or went away).
+    pub async fn announce_reloaded_resources(&self, old: &Snapshot, new: &Snapshot) {
+        for (peer, subs) in self.open_sessions() {
+            let uris: Vec<String> = subs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned()
+                .collect();
+            for uri in uris {
+                let before = old.resource_owner(&uri).map(|p| p.digest.clone());
+                let after = new.resource_owner(&uri).map(|p| p.digest.clone());
+                if before != after {
+                    let _ = peer
+                        .notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
+                        .await;
+                }
+            }
+        }
     }
 }

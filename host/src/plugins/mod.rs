@@ -182,6 +182,33 @@ impl Snapshot {
         }
     }
 
+    /// The plugin serving the resource `uri` among those `visible` accepts: the
+    /// one listing it as a concrete resource, else the one with a matching
+    /// template.
+    pub fn resource_owner_by(
+        &self,
+        uri: &str,
+        visible: impl Fn(&Plugin) -> bool,
+    ) -> Option<&Arc<Plugin>> {
+        let mut candidates = self.plugins.values().filter(|p| visible(p));
+        candidates
+            .clone()
+            .find(|p| p.code.resources.iter().any(|r| r.uri == uri))
+            .or_else(|| {
+                candidates.find(|p| {
+                    p.code
+                        .resource_templates
+                        .iter()
+                        .any(|t| stockade_sdk::uri_template::matches(&t.uri_template, uri))
+                })
+            })
+    }
+
+    /// The plugin serving the resource `uri`, if any.
+    pub fn resource_owner(&self, uri: &str) -> Option<&Arc<Plugin>> {
+        self.resource_owner_by(uri, |_| true)
+    }
+
     /// Finds a tool by name.
     pub fn tool(&self, name: &str) -> Option<(&Arc<Plugin>, &crate::bindings::guest_tools::Tool)> {
         self.tools.get(name).map(|(p, i)| (p, &p.code.tools[*i]))

@@ -691,6 +691,7 @@ fn link_capabilities(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     p::exec::add_to_linker::<CallState, Cx>(linker, |s| &mut s.cx)?;
     p::sql::add_to_linker::<CallState, Cx>(linker, |s| &mut s.cx)?;
     p::metrics::add_to_linker::<CallState, Cx>(linker, |s| &mut s.cx)?;
+    p::events::add_to_linker::<CallState, Cx>(linker, |s| &mut s.cx)?;
     Ok(())
 }
 

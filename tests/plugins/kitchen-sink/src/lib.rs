@@ -204,6 +204,16 @@ fn try_elicit(args: ElicitArgs, _: &Call) -> Result<String, ToolError> {
     })
 }
 
+#[derive(Deserialize, JsonSchema)]
+struct TouchArgs {
+    /// The resource URI to announce as changed.
+    uri: String,
+}
+
+fn touch(args: TouchArgs, _call: &Call) -> Result<String, ToolError> {
+    Ok(stockade_sdk::events::resource_updated(&args.uri).to_string())
+}
+
 stockade_sdk::plugin! {
     description: "Test plugin: every content type and capability",
     capabilities: {
@@ -228,6 +238,7 @@ stockade_sdk::plugin! {
         Tool::new("try_sql", "Runs an SQL query", try_sql),
         Tool::new("try_sample", "Asks the client's model", try_sample),
         Tool::new("try_elicit", "Asks the user for a name", try_elicit),
+        Tool::new("touch", "Says a resource changed", touch),
     ],
     resources: [
         Resource::text("kitchen://readme", "readme", || Ok("The kitchen sink test plugin.".into()))
