@@ -303,6 +303,122 @@ async fn data_queries_the_granted_source_and_only_reads() {
     assert_eq!(d["rows"], 200, "nothing was dropped or written");
 }
 
+/// `data` on PostgreSQL (a real server, a fresh cluster): the same tools over
+/// a source the operator defines with a URL and a password file; names come
+/// from the live catalog, values are bound and cast to the column's type, and
+/// the host's `sql` capability keeps every statement read-only, one at a time,
+/// under its deadline and byte cap (checked with the hostile plugin's raw SQL).
+#[tokio::test(flavor = "multi_thread")]
+async fn data_queries_postgresql_read_only_through_the_host() {
+    let pg = common::postgres::Postgres::start();
+    pg.run("postgres", "CREATE ROLE reader LOGIN PASSWORD 'reader-pw-1'");
+    pg.run("postgres", "CREATE DATABASE shop");
+    pg.run(
+        "shop",
+        "CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, \
+           email varchar(100), joined date NOT NULL, vip boolean NOT NULL DEFAULT false);
+         CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int REFERENCES customers, \
+           total numeric(10,2) NOT NULL, placed timestamptz NOT NULL, note text);
+         INSERT INTO customers (name, email, joined, vip) \
+           SELECT 'Customer ' || i, 'c' || i || '@example.com', date '2024-01-01' + i, i % 5 = 0 \
+           FROM generate_series(1, 40) i;
+         INSERT INTO customers (name, joined) VALUES ('Ada', '2023-12-10');
+         INSERT INTO orders SELECT i, 1 + i % 40, (i * 7.25)::numeric(10,2), \
+           timestamptz '2025-01-01 00:00+00' + i * interval '1 hour', \
+           CASE WHEN i % 10 = 0 THEN 'gift' END FROM generate_series(1, 120) i;
+         CREATE VIEW big_orders AS SELECT * FROM orders WHERE total > 500;
+         CREATE TABLE big (id int PRIMARY KEY, blob text);
+         INSERT INTO big SELECT i, repeat('x', 1000) FROM generate_series(1, 3000) i;
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader;",
+    );
+    let secrets = tempfile::tempdir().unwrap();
+    let password_file = secrets.path().join("pg-password");
+    std::fs::write(&password_file, "reader-pw-1\n").unwrap();
+    let config = format!(
+        "[sql.shop]\npostgres = \"postgres://reader@127.0.0.1:{}/shop\"\npassword_file = \"{}\"\n\
+         timeout_ms = 1500\nmax_result_kib = 512\n\
+         [plugins.data.grants]\nsql = [\"shop\"]\n[plugins.hostile.grants]\nsql = [\"shop\"]\n",
+        pg.port,
+        password_file.display()
+    );
+    let host = HostBuilder::new()
+        .plugin(&bundled("data"), "data")
+        .plugin(&common::test_plugin("hostile"), "hostile")
+        .config(&config)
+        .start();
+    let client = host.client().await;
+    let json_of = |t: String| -> Value { serde_json::from_str(&t).unwrap_or_else(|e| panic!("{e}: {t}")) };
+
+    let listed = json_of(ok(&client, "list_collections", json!({})).await);
+    assert_eq!(
+        listed["sources"]["shop"],
+        json!([{"name": "big", "type": "table"}, {"name": "big_orders", "type": "view"},
+               {"name": "customers", "type": "table"}, {"name": "orders", "type": "table"}])
+    );
+    let d = json_of(ok(&client, "describe_collection", json!({"collection": "orders"})).await);
+    assert_eq!(d["primary_key"], json!(["id"]));
+    assert_eq!(d["rows"], 120);
+    assert_eq!(d["columns"][2], json!({"name": "total", "type": "numeric(10,2)", "nullable": false, "primary_key": false}));
+
+    // Filters of every kind on typed columns: numbers, dates, booleans, text.
+    let q = json_of(ok(&client, "query_data", json!({"collection": "orders",
+        "filters": [{"field": "total", "op": ">", "value": 700}, {"field": "note", "op": "is not null"}],
+        "order_by": "total", "order": "desc", "limit": 2})).await);
+    assert_eq!((q["count"].as_u64(), q["more"].as_bool()), (Some(2), Some(true)), "orders 100, 110, 120: {q}");
+    assert_eq!(q["rows"][0]["total"], "870.00", "numeric is read as text: {q}");
+    assert_eq!(q["rows"][0]["id"], 120);
+    let q = json_of(ok(&client, "query_data", json!({"collection": "customers",
+        "filters": [{"field": "joined", "op": "<", "value": "2024-01-05"},
+                    {"field": "vip", "op": "=", "value": false}], "order_by": "id"})).await);
+    let names: Vec<&str> = q["rows"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Customer 1", "Customer 2", "Customer 3", "Ada"], "{q}");
+    assert_eq!(q["rows"][3]["joined"], "2023-12-10");
+    let q = json_of(ok(&client, "query_data", json!({"collection": "customers",
+        "filters": [{"field": "id", "op": "in", "value": [5, "10", 15]}, {"field": "name", "op": "like", "value": "Customer 1%"}]})).await);
+    assert_eq!((q["count"].as_u64(), &q["rows"][0]["vip"]), (Some(2), &json!(true)), "{q}");
+    let q = json_of(ok(&client, "query_data", json!({"collection": "big_orders", "limit": 100, "offset": 40})).await);
+    assert_eq!((q["count"].as_u64(), q["more"].as_bool()), (Some(12), Some(false)), "{q}");
+    let r = json_of(ok(&client, "get_record", json!({"collection": "customers", "id": 41})).await);
+    assert_eq!((r["name"].as_str(), r["email"].is_null()), (Some("Ada"), true), "{r}");
+
+    // Bad input.
+    let e = fails(&client, "query_data", json!({"collection": "pg_authid"})).await;
+    assert!(e.contains("unknown collection `pg_authid`"), "{e}");
+    let q = json_of(ok(&client, "query_data", json!({"collection": "customers",
+        "filters": [{"field": "name", "op": "=", "value": "x'; DROP TABLE orders; --"}]})).await);
+    assert_eq!(q["count"], 0, "bound, not spliced: {q}");
+    let e = fails(&client, "query_data", json!({"collection": "customers",
+        "filters": [{"field": "id", "op": "=", "value": "1 OR 1=1"}]})).await;
+    assert!(e.contains("invalid input syntax for type integer"), "{e}");
+
+    // The capability itself, with raw SQL from a hostile plugin.
+    let raw = async |statement: &str| -> String {
+        let (_, t) = call(&client, "sql", json!({"source": "shop", "statement": statement})).await;
+        t
+    };
+    for (statement, why) in [
+        ("INSERT INTO customers (name, joined) VALUES ('x', now())", "`INSERT` statement"),
+        ("DELETE FROM orders", "`DELETE` statement"),
+        ("COPY (SELECT 1) TO PROGRAM 'id'", "`COPY` statement"),
+        ("WITH gone AS (DELETE FROM orders RETURNING *) SELECT count(*) FROM gone", "writes"),
+        ("SELECT set_config('default_transaction_read_only', 'off', false); DELETE FROM orders", "cannot insert multiple commands"),
+    ] {
+        let t = raw(statement).await;
+        assert!(t.starts_with("ERR:") && t.contains(why), "{statement}: {t}");
+    }
+    let t = raw("SELECT pg_sleep(5)").await;
+    assert!(t.contains("timed out after 1500 ms (sql.shop.timeout_ms)"), "{t}");
+    let t = raw("SELECT blob FROM big").await;
+    assert!(t.contains("exceeds 512 KiB"), "{t}");
+    let t = raw("SELECT total FROM orders LIMIT 1").await;
+    assert!(t.contains("cast it in the query (`total::text`)"), "{t}");
+    let t = raw("SELECT name, vip FROM customers WHERE id = 5").await;
+    assert_eq!(t, "OK:name\tvip\nCustomer 5\ttrue", "{t}");
+    let t = raw("SELECT id FROM customers WHERE false").await;
+    assert_eq!(t, "OK:id", "columns of an empty result");
+    assert_eq!(pg.run("shop", "SELECT count(*) FROM orders").trim(), "120", "nothing was written");
+}
+
 /// An rmcp client on `url` with a bearer token.
 async fn client_with(url: &str, token: &str) -> Client {
     use rmcp::ServiceExt;

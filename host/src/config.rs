@@ -388,12 +388,7 @@ impl Config {
             }
         }
         for (name, src) in &self.sql {
-            if !src.sqlite.is_absolute() {
-                problems.push(format!(
-                    "sql.{name}.sqlite: `{}` must be an absolute path",
-                    src.sqlite.display()
-                ));
-            }
+            src.check(name, &mut problems);
         }
         self.auth.check(self.listen, &mut problems);
         if self.auth.mode == AuthMode::Builtin {

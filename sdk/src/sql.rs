@@ -26,6 +26,12 @@ pub fn sources() -> Vec<String> {
     wit::sources()
 }
 
+/// The engine behind a granted source, `sqlite` or `postgres`; `None` when the
+/// source is not granted. Needs a host of 0.1.1 or later.
+pub fn engine(source: &str) -> Option<String> {
+    wit::engine(source)
+}
+
 /// Runs `statement` on `source` with positional `params` (`?1` / `$1` placeholders).
 pub fn query(source: &str, statement: &str, params: &[Value]) -> Result<Rows, CapabilityError> {
     Ok(wit::query(source, statement, params)?)

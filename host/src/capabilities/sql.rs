@@ -1,9 +1,11 @@
 //! `stockade:plugin/sql`: read-only queries on named data sources.
 //!
 //! A plugin may query only the sources listed in its `grants.sql`. What a query
-//! may do is the engine's business (today SQLite only, in `sql_sqlite.rs`: one
-//! reading statement, an authorizer allow-list, a read-only connection); this
-//! module holds what every engine shares:
+//! may do is the engine's business (SQLite in `sql_sqlite.rs`: one reading
+//! statement, an authorizer allow-list, a read-only connection; PostgreSQL in
+//! `sql_postgres.rs`: one reading statement in a read-only transaction under
+//! `statement_timeout`, a pool per source); this module holds what every
+//! engine shares:
 //!
 //! - **Bounded workers.** Queries run on blocking threads, at most
 //!   [`MAX_SQL_WORKERS`] at once for the whole host; a query waits for a worker
@@ -27,6 +29,8 @@ use crate::bindings::types::CapabilityError;
 use crate::call::CallContext;
 use crate::config::SqlSource;
 
+#[path = "sql_postgres.rs"]
+mod postgres;
 #[path = "sql_sqlite.rs"]
 mod sqlite;
 
@@ -41,12 +45,26 @@ static WORKERS: LazyLock<Arc<Semaphore>> =
 pub enum SqlEngine {
     /// A SQLite file, opened read-only.
     Sqlite,
+    /// A PostgreSQL database, in read-only transactions.
+    Postgres,
 }
 
 impl SqlEngine {
     /// The engine of `source`.
-    pub fn of(_source: &SqlSource) -> Self {
-        SqlEngine::Sqlite
+    pub fn of(source: &SqlSource) -> Self {
+        if source.postgres.is_some() {
+            SqlEngine::Postgres
+        } else {
+            SqlEngine::Sqlite
+        }
+    }
+
+    /// Its name, as plugins see it (`sql.engine`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SqlEngine::Sqlite => "sqlite",
+            SqlEngine::Postgres => "postgres",
+        }
     }
 }
 
@@ -103,21 +121,29 @@ pub(crate) async fn run_query(
     limits: QueryLimits,
 ) -> Result<Rows, QueryError> {
     let deadline = tokio::time::Instant::from_std(limits.deadline);
+    if SqlEngine::of(source) == SqlEngine::Postgres {
+        // The server enforces the deadline (statement_timeout); the grace
+        // covers a server that does not answer at all. Dropping the future
+        // drops the connection, which ends the query.
+        return tokio::time::timeout_at(
+            deadline + Duration::from_secs(1),
+            postgres::query(source, &statement, params, limits),
+        )
+        .await
+        .unwrap_or(Err(QueryError::Timeout));
+    }
     let permit = tokio::time::timeout_at(deadline, WORKERS.clone().acquire_owned())
         .await
         .map_err(|_| QueryError::Timeout)?
         .map_err(|_| QueryError::Failed("the SQL workers are shut down".into()))?;
     let stop = Arc::new(sqlite::Stop::default());
     let _guard = StopOnDrop(stop.clone());
-    let path = source.sqlite.clone();
-    let engine = SqlEngine::of(source);
+    let path = source.sqlite.clone().unwrap_or_default();
     let worker = tokio::task::spawn_blocking(move || {
         // The worker slot is released when the engine returns, not when the
         // call goes away: the number of SQL threads stays bounded.
         let _permit = permit;
-        match engine {
-            SqlEngine::Sqlite => sqlite::query(&path, &statement, params, limits, &stop),
-        }
+        sqlite::query(&path, &statement, params, limits, &stop)
     });
     // The engine enforces the deadline itself; the grace covers a query stuck
     // where SQLite does not check (the guard then interrupts it).
@@ -131,6 +157,10 @@ pub(crate) async fn run_query(
 impl Host for CallContext {
     async fn sources(&mut self) -> Vec<String> {
         self.sql.keys().cloned().collect()
+    }
+
+    async fn engine(&mut self, source: String) -> Option<String> {
+        self.sql.get(&source).map(|s| SqlEngine::of(s).name().to_owned())
     }
 
     async fn query(

@@ -10,7 +10,10 @@ fn make_db(path: &Path, sql: &str) {
 
 fn source(path: PathBuf) -> SqlSource {
     SqlSource {
-        sqlite: path,
+        sqlite: Some(path),
+        postgres: None,
+        password_file: None,
+        max_connections: 4,
         max_rows: 3,
         timeout_ms: 1000,
         max_result_kib: 64,

@@ -217,11 +217,25 @@ pub enum ClientGrant {
     Elicitation,
 }
 
-/// A read-only SQL data source (`[sql.NAME]`).
+/// A read-only SQL data source (`[sql.NAME]`): exactly one of `sqlite` and
+/// `postgres`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SqlSource {
     /// A SQLite database file, opened read-only.
-    pub sqlite: PathBuf,
+    #[serde(default)]
+    pub sqlite: Option<PathBuf>,
+    /// A PostgreSQL connection URL (`postgres://reader@db.internal/shop`),
+    /// without its password: that comes from `password_file`. Queries run in
+    /// read-only transactions; give a role that can only `SELECT`.
+    #[serde(default)]
+    pub postgres: Option<String>,
+    /// A file holding the PostgreSQL password (first line), readable by the
+    /// host only.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// PostgreSQL connections kept for this source at most (default 4).
+    #[serde(default = "default_sql_connections")]
+    pub max_connections: u32,
     /// Most rows returned by one query (default 1000).
     #[serde(default = "default_max_rows")]
     pub max_rows: u32,
@@ -235,6 +249,10 @@ pub struct SqlSource {
     pub max_result_kib: u32,
 }
 
+fn default_sql_connections() -> u32 {
+    4
+}
+
 fn default_max_rows() -> u32 {
     1000
 }
@@ -245,6 +263,66 @@ fn default_sql_timeout() -> u64 {
 
 fn default_sql_result() -> u32 {
     4096
+}
+
+impl SqlSource {
+    /// Adds what is wrong with `[sql.NAME]` to `problems`.
+    pub(crate) fn check(&self, name: &str, problems: &mut Vec<String>) {
+        match (&self.sqlite, &self.postgres) {
+            (Some(path), None) => {
+                if !path.is_absolute() {
+                    problems.push(format!(
+                        "sql.{name}.sqlite: `{}` must be an absolute path",
+                        path.display()
+                    ));
+                }
+                if self.password_file.is_some() {
+                    problems.push(format!(
+                        "sql.{name}.password_file: only for `postgres` sources"
+                    ));
+                }
+            }
+            (None, Some(url)) => match url::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") => {
+                    if u.password().is_some() {
+                        problems.push(format!(
+                            "sql.{name}.postgres: put the password in `password_file`, not in \
+                             the URL (the config is not a secret store)"
+                        ));
+                    }
+                    if u.path().trim_start_matches('/').is_empty() {
+                        problems.push(format!(
+                            "sql.{name}.postgres: name the database (`postgres://user@host/DB`)"
+                        ));
+                    }
+                }
+                _ => problems.push(format!(
+                    "sql.{name}.postgres: `{url}` is not a `postgres://user@host[:port]/database` URL"
+                )),
+            },
+            (Some(_), Some(_)) => problems.push(format!(
+                "sql.{name}: give either `sqlite` or `postgres`, not both"
+            )),
+            (None, None) => problems.push(format!(
+                "sql.{name}: give the database: `sqlite = \"/path/to.db\"` or \
+                 `postgres = \"postgres://user@host/db\"`"
+            )),
+        }
+        if let Some(p) = &self.password_file
+            && !p.is_absolute()
+        {
+            problems.push(format!(
+                "sql.{name}.password_file: `{}` must be an absolute path",
+                p.display()
+            ));
+        }
+        if self.max_connections == 0 || self.max_connections > 64 {
+            problems.push(format!(
+                "sql.{name}.max_connections: {} is not between 1 and 64",
+                self.max_connections
+            ));
+        }
+    }
 }
 
 /// The methods an HTTP grant may list (RFC 9110 and PATCH).

@@ -5,7 +5,10 @@
 //! against the live schema, and every value is a bound parameter. The host
 //! runs each statement read-only, under its deadline and byte cap.
 //!
-//! SQLite sources today (PostgreSQL once the host's `sql` capability serves it).
+//! SQLite and PostgreSQL sources: the host says which (`sql::engine`), and the
+//! plugin speaks that dialect (catalog queries, `?1` or `$1` placeholders; on
+//! PostgreSQL, values are cast to the column's type in SQL and columns of types
+//! the capability does not return typed are read as text).
 
 use std::collections::BTreeMap;
 
@@ -76,14 +79,54 @@ fn to_sql(field: &str, v: &Json) -> Result<Value, ToolError> {
     })
 }
 
+/// The SQL dialect of a source.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    fn of(source: &str) -> Dialect {
+        match sql::engine(source).as_deref() {
+            Some("postgres") => Dialect::Postgres,
+            _ => Dialect::Sqlite,
+        }
+    }
+
+    /// The placeholder of the `n`th parameter (1-based).
+    fn mark(self, n: usize) -> String {
+        match self {
+            Dialect::Sqlite => format!("?{n}"),
+            Dialect::Postgres => format!("${n}"),
+        }
+    }
+}
+
+/// Column types the host's PostgreSQL engine returns typed; others are read
+/// as text.
+fn pg_typed(ty: &str) -> bool {
+    let base = ty.split('(').next().unwrap_or(ty).trim();
+    matches!(
+        base,
+        "boolean" | "smallint" | "integer" | "bigint" | "real" | "double precision" | "text"
+            | "character varying" | "character" | "name" | "bytea" | "oid"
+    )
+}
+
 /// The tables and views of a source.
 fn collections(source: &str) -> Result<Vec<(String, String)>, ToolError> {
-    let rows = run(
-        source,
-        "SELECT name, type FROM sqlite_schema WHERE type IN ('table', 'view') \
-         AND name NOT LIKE 'sqlite_%' ORDER BY name",
-        &[],
-    )?;
+    let statement = match Dialect::of(source) {
+        Dialect::Sqlite => {
+            "SELECT name, type FROM sqlite_schema WHERE type IN ('table', 'view') \
+             AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        }
+        Dialect::Postgres => {
+            "SELECT table_name::text, CASE table_type WHEN 'VIEW' THEN 'view' ELSE 'table' END \
+             FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY 1"
+        }
+    };
+    let rows = run(source, statement, &[])?;
     Ok(rows
         .rows
         .iter()
@@ -111,18 +154,29 @@ fn columns(source: &str, collection: &str) -> Result<Vec<Column>, ToolError> {
             list_or_none(&known.into_iter().map(|(n, _)| n).collect::<Vec<_>>())
         )));
     }
-    let rows = run(
-        source,
-        "SELECT name, type, \"notnull\", pk FROM pragma_table_info(?1) ORDER BY cid",
-        &[Value::Text(collection.to_owned())],
-    )?;
+    let statement = match Dialect::of(source) {
+        Dialect::Sqlite => {
+            "SELECT name, type, \"notnull\", pk FROM pragma_table_info(?1) ORDER BY cid"
+        }
+        Dialect::Postgres => {
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
+             COALESCE((SELECT k.n FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) \
+             WHERE k.attnum = a.attnum), 0)::int8 \
+             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary \
+             WHERE n.nspname = current_schema() AND c.relname = $1 \
+             AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+        }
+    };
+    let rows = run(source, statement, &[Value::Text(collection.to_owned())])?;
     Ok(rows
         .rows
         .iter()
         .map(|r| Column {
             name: match &r[0] { Value::Text(s) => s.clone(), _ => String::new() },
             ty: match &r[1] { Value::Text(s) => s.clone(), _ => String::new() },
-            not_null: matches!(r[2], Value::Integer(1)),
+            not_null: matches!(r[2], Value::Integer(1) | Value::Boolean(true)),
             pk: match r[3] { Value::Integer(i) => i, _ => 0 },
         })
         .collect())
@@ -131,6 +185,51 @@ fn columns(source: &str, collection: &str) -> Result<Vec<Column>, ToolError> {
 /// An identifier quoted for SQL (only ever one the live schema named).
 fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `SELECT <columns> FROM <collection>`: every column, those PostgreSQL would
+/// not return typed read as text.
+fn select_all(dialect: Dialect, collection: &str, cols: &[Column]) -> String {
+    let list = match dialect {
+        Dialect::Sqlite => "*".to_owned(),
+        Dialect::Postgres => cols
+            .iter()
+            .map(|c| {
+                if pg_typed(&c.ty) {
+                    ident(&c.name)
+                } else {
+                    format!("{}::text AS {}", ident(&c.name), ident(&c.name))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    format!("SELECT {list} FROM {}", ident(collection))
+}
+
+/// A bound value compared with column `col`. On PostgreSQL the value travels
+/// as text and is cast to the column's type in SQL (`$1::date`), so any type
+/// compares; a value of the wrong shape fails with PostgreSQL's message.
+fn compared(dialect: Dialect, col: &Column, v: &Json, params: &mut Vec<Value>) -> Result<String, ToolError> {
+    let n = params.len() + 1;
+    match dialect {
+        Dialect::Sqlite => params.push(to_sql(&col.name, v)?),
+        Dialect::Postgres => params.push(match v {
+            Json::Null => Value::Null,
+            Json::String(s) => Value::Text(s.clone()),
+            Json::Bool(_) | Json::Number(_) => Value::Text(v.to_string()),
+            _ => {
+                return Err(ToolError::invalid_arguments(format!(
+                    "filter on `{}`: the value must be a string, number, boolean or null",
+                    col.name
+                )));
+            }
+        }),
+    }
+    Ok(match dialect {
+        Dialect::Sqlite => dialect.mark(n),
+        Dialect::Postgres => format!("{}::{}", dialect.mark(n), col.ty),
+    })
 }
 
 fn rows_json(rows: &Rows) -> Vec<Json> {
@@ -273,10 +372,11 @@ struct QueryArgs {
 
 fn query_data(args: QueryArgs, _: &Call) -> Result<Output, ToolError> {
     let src = source(args.source.as_deref())?;
+    let dialect = Dialect::of(&src);
     let cols = columns(&src, &args.collection)?;
-    let check = |field: &str| -> Result<String, ToolError> {
-        if cols.iter().any(|c| c.name == field) {
-            Ok(ident(field))
+    let column = |field: &str| -> Result<&Column, ToolError> {
+        if let Some(c) = cols.iter().find(|c| c.name == field) {
+            Ok(c)
         } else {
             Err(ToolError::invalid_arguments(format!(
                 "unknown field `{field}` of `{}`; fields: {}",
@@ -288,7 +388,8 @@ fn query_data(args: QueryArgs, _: &Call) -> Result<Output, ToolError> {
     let mut clauses = Vec::new();
     let mut params: Vec<Value> = Vec::new();
     for f in &args.filters {
-        let col = check(&f.field)?;
+        let column = column(&f.field)?;
+        let col = ident(&column.name);
         let needs_value = !matches!(f.op, Op::IsNull | Op::IsNotNull);
         let value = match (&f.value, needs_value) {
             (Some(v), true) => v.clone(),
@@ -300,10 +401,7 @@ fn query_data(args: QueryArgs, _: &Call) -> Result<Output, ToolError> {
             }
             (_, false) => Json::Null,
         };
-        let mut bind = |v: &Json| -> Result<String, ToolError> {
-            params.push(to_sql(&f.field, v)?);
-            Ok(format!("?{}", params.len()))
-        };
+        let mut bind = |v: &Json| compared(dialect, column, v, &mut params);
         let clause = match f.op {
             Op::Eq => format!("{col} = {}", bind(&value)?),
             Op::Ne => format!("{col} != {}", bind(&value)?),
@@ -311,7 +409,17 @@ fn query_data(args: QueryArgs, _: &Call) -> Result<Output, ToolError> {
             Op::Le => format!("{col} <= {}", bind(&value)?),
             Op::Gt => format!("{col} > {}", bind(&value)?),
             Op::Ge => format!("{col} >= {}", bind(&value)?),
-            Op::Like => format!("{col} LIKE {}", bind(&value)?),
+            Op::Like => {
+                let pattern = match &value {
+                    Json::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                params.push(Value::Text(pattern));
+                match dialect {
+                    Dialect::Sqlite => format!("{col} LIKE {}", dialect.mark(params.len())),
+                    Dialect::Postgres => format!("{col}::text LIKE {}", dialect.mark(params.len())),
+                }
+            }
             Op::In => {
                 let Json::Array(items) = &value else {
                     return Err(ToolError::invalid_arguments(format!(
@@ -339,7 +447,7 @@ fn query_data(args: QueryArgs, _: &Call) -> Result<Output, ToolError> {
         )));
     }
     let offset = args.offset.unwrap_or(0);
-    let mut statement = format!("SELECT * FROM {}", ident(&args.collection));
+    let mut statement = select_all(dialect, &args.collection, &cols);
     if !clauses.is_empty() {
         statement.push_str(&format!(" WHERE {}", clauses.join(" AND ")));
     }
@@ -348,7 +456,7 @@ fn query_data(args: QueryArgs, _: &Call) -> Result<Output, ToolError> {
             Direction::Asc => "ASC",
             Direction::Desc => "DESC",
         };
-        statement.push_str(&format!(" ORDER BY {} {dir}", check(o)?));
+        statement.push_str(&format!(" ORDER BY {} {dir}", ident(&column(o)?.name)));
     }
     // One row past the page tells whether there is more.
     statement.push_str(&format!(" LIMIT {} OFFSET {offset}", limit + 1));
@@ -377,11 +485,18 @@ struct GetArgs {
 
 fn get_record(args: GetArgs, _: &Call) -> Result<Output, ToolError> {
     let src = source(args.source.as_deref())?;
+    let dialect = Dialect::of(&src);
     let cols = columns(&src, &args.collection)?;
     let keys: Vec<&Column> = cols.iter().filter(|c| c.pk > 0).collect();
     let key = match keys.as_slice() {
         [one] => one.name.clone(),
-        [] => "rowid".to_owned(),
+        [] if dialect == Dialect::Sqlite => "rowid".to_owned(),
+        [] => {
+            return Err(ToolError::failed(format!(
+                "`{}` has no primary key; use query_data with a filter",
+                args.collection
+            )));
+        }
         _ => {
             return Err(ToolError::failed(format!(
                 "`{}` has a composite primary key ({}); use query_data with a filter per key column",
@@ -390,12 +505,20 @@ fn get_record(args: GetArgs, _: &Call) -> Result<Output, ToolError> {
             )));
         }
     };
+    let mut params = Vec::new();
+    let mark = match cols.iter().find(|c| c.name == key) {
+        Some(c) => compared(dialect, c, &args.id, &mut params)?,
+        None => {
+            params.push(to_sql(&key, &args.id)?);
+            dialect.mark(1)
+        }
+    };
     let statement = format!(
-        "SELECT * FROM {} WHERE {} = ?1 LIMIT 1",
-        ident(&args.collection),
+        "{} WHERE {} = {mark} LIMIT 1",
+        select_all(dialect, &args.collection, &cols),
         if key == "rowid" { key.clone() } else { ident(&key) }
     );
-    let rows = run(&src, &statement, &[to_sql(&key, &args.id)?])?;
+    let rows = run(&src, &statement, &params)?;
     match rows_json(&rows).into_iter().next() {
         Some(record) => Output::json(&record),
         None => Ok(Output::error(format!(
