@@ -296,8 +296,9 @@ impl SqlSource {
                         ));
                     }
                 }
+                // Not echoed: a malformed URL may still hold a password.
                 _ => problems.push(format!(
-                    "sql.{name}.postgres: `{url}` is not a `postgres://user@host[:port]/database` URL"
+                    "sql.{name}.postgres: not a `postgres://user@host[:port]/database` URL"
                 )),
             },
             (Some(_), Some(_)) => problems.push(format!(

@@ -128,3 +128,36 @@ fn the_sample_config_is_valid() {
     assert!(c.plugins.contains_key("template"));
     assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
 }
+
+#[test]
+fn sql_sources_name_one_database_and_keep_passwords_out_of_urls() {
+    let ok = Config::from_toml(
+        "[sql.a]\nsqlite = \"/srv/a.db\"\n[sql.b]\npostgres = \"postgres://reader@db/shop\"\n\
+         password_file = \"/etc/stockade/pg\"\n",
+    )
+    .unwrap();
+    assert_eq!(ok.sql["b"].max_connections, 4);
+    let err = Config::from_toml(
+        "[sql.both]\nsqlite = \"/srv/a.db\"\npostgres = \"postgres://r@db/x\"\n\
+         [sql.none]\nmax_rows = 5\n\
+         [sql.secret]\npostgres = \"postgres://reader:hunter2@db/shop\"\n\
+         [sql.nodb]\npostgres = \"postgres://reader@db\"\n\
+         [sql.web]\npostgres = \"https://db/shop\"\nmax_connections = 0\n\
+         [sql.rel]\nsqlite = \"a.db\"\npassword_file = \"pw\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    for needle in [
+        "sql.both: give either `sqlite` or `postgres`, not both",
+        "sql.none: give the database",
+        "sql.secret.postgres: put the password in `password_file`",
+        "sql.nodb.postgres: name the database",
+        "sql.web.postgres: not a `postgres://",
+        "sql.web.max_connections: 0 is not between 1 and 64",
+        "sql.rel.sqlite: `a.db` must be an absolute path",
+        "sql.rel.password_file: only for `postgres` sources",
+    ] {
+        assert!(err.contains(needle), "`{needle}` missing from: {err}");
+    }
+    assert!(!err.contains("hunter2"), "the password is not repeated: {err}");
+}
