@@ -10,6 +10,10 @@
 //! `stockade-bench token` gets an access token through the server's real OAuth
 //! flow (discovery, dynamic registration, PKCE, the login form, the code
 //! exchange), the way a client does.
+//!
+//! `stockade-bench native` does a bundled tool's work natively, in this
+//! process, with the same closed loop and output: the baseline that shows what
+//! the sandbox, MCP and HTTP cost on top (`bench/tools`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,6 +71,27 @@ enum Command {
         #[arg(long, default_value = "server")]
         label: String,
     },
+    /// Does a bundled tool's operation natively in a closed loop; one JSON line
+    /// per level, labelled `native`.
+    Native {
+        /// `read-file` (PATH), `exec` (PROGRAM), `sql` (DB: the three statements
+        /// of `query_data` on the example database) or `metrics` (DB: the read of
+        /// the host's metrics.db).
+        #[arg(long)]
+        op: String,
+        /// The file, program or database.
+        #[arg(long)]
+        target: String,
+        /// The tool it stands for, in the output.
+        #[arg(long)]
+        tool: String,
+        /// Concurrency levels (tasks).
+        #[arg(long, value_delimiter = ',', default_value = "16")]
+        concurrency: Vec<usize>,
+        /// Measured seconds per level (after a one-second warm-up).
+        #[arg(long, default_value_t = 8)]
+        seconds: u64,
+    },
 }
 
 #[tokio::main]
@@ -99,9 +124,25 @@ async fn main() -> anyhow::Result<()> {
                 println!("{line}");
             }
         }
+        Command::Native {
+            op,
+            target,
+            tool,
+            concurrency,
+            seconds,
+        } => {
+            let op = native::Op::parse(&op, &target)?;
+            for c in concurrency {
+                let (lat, errors) = native::run(&op, c, Duration::from_secs(1), Duration::from_secs(seconds)).await;
+                let line = summarize("native", &tool, c, Duration::from_secs(seconds), lat, errors, None);
+                println!("{line}");
+            }
+        }
     }
     Ok(())
 }
+
+mod native;
 
 /// What every worker calls.
 struct Target {
@@ -256,6 +297,19 @@ async fn run_level(
         lat.extend(l);
         errors.extend(e);
     }
+    Ok(summarize(label, &t.tool, c, measure, lat, errors, rss_mb))
+}
+
+/// The JSON line of one level: calls/s, latency percentiles (ms), errors.
+fn summarize(
+    label: &str,
+    tool: &str,
+    c: usize,
+    measure: Duration,
+    mut lat: Vec<u32>,
+    errors: Vec<String>,
+    rss_mb: Option<f64>,
+) -> Value {
     lat.sort_unstable();
     let pct = |p: f64| -> f64 {
         if lat.is_empty() {
@@ -267,9 +321,9 @@ async fn run_level(
     let secs = measure.as_secs_f64();
     let mut first_errors: Vec<&String> = errors.iter().take(3).collect();
     first_errors.dedup();
-    Ok(json!({
+    json!({
         "label": label,
-        "tool": t.tool,
+        "tool": tool,
         "c": c,
         "seconds": secs,
         "calls": lat.len(),
@@ -281,7 +335,7 @@ async fn run_level(
         "max_ms": pct(1.0),
         "server_rss_mb": rss_mb,
         "first_errors": first_errors,
-    }))
+    })
 }
 
 /// The resident set of `pid`, in MiB.
