@@ -891,3 +891,52 @@ async fn sigterm_lets_in_flight_calls_finish_and_logs_one_line() {
     let last: Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
     assert_eq!(last["reason"], "shutdown", "{last}");
 }
+
+/// Issue 10: an answer that is ready goes out in one piece. A quick tool call is
+/// one JSON body with a `Content-Length` (not a chunked SSE stream of several
+/// writes); a call that sent notifications stays SSE, notifications first, also
+/// in one piece. JSON is always acceptable: a POST must accept both (406).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ready_answer_goes_out_in_one_piece() {
+    let host = HostBuilder::new()
+        .plugin(&test_plugin("kitchen-sink"), "kitchen")
+        .start();
+    let s = common::RawSession::open(&host.mcp_url()).await;
+    let r = s
+        .post(json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": "hi"}}}))
+        .await;
+    let h = r.headers().clone();
+    assert_eq!(h["content-type"], "application/json", "{h:?}");
+    assert!(h.get("transfer-encoding").is_none(), "{h:?}");
+    let len: usize = h["content-length"].to_str().unwrap().parse().unwrap();
+    let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["id"], 5);
+    assert_eq!(body["result"]["content"][0]["text"], "hi");
+    assert_eq!(len, body.to_string().len(), "the whole answer, sized");
+
+    let r = s
+        .post(json!({"jsonrpc": "2.0", "id": 6, "method": "tools/call",
+            "params": {"name": "log_and_progress", "arguments": {}, "_meta": {"progressToken": "p"}}}))
+        .await;
+    let h = r.headers().clone();
+    assert_eq!(h["content-type"], "text/event-stream", "{h:?}");
+    assert!(h.get("content-length").is_some(), "collected in one piece: {h:?}");
+    let text = r.text().await.unwrap();
+    let progress = text.find("notifications/progress").expect(&text);
+    let result = text.find("\"id\":6").expect(&text);
+    assert!(progress < result, "notifications come first: {text}");
+    assert_eq!(text.matches("notifications/progress").count(), 3, "{text}");
+
+    let only_sse = reqwest::Client::new()
+        .post(host.mcp_url())
+        .header("content-type", "application/json")
+        .header("accept", "text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "sse-only", "version": "1"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(only_sse.status(), 406, "the transport requires both");
+}

@@ -31,11 +31,14 @@ pub async fn cancel_on_disconnect(
     let ticket = (req.method() == axum::http::Method::POST).then(|| in_flight.enter());
     let gone = ClientGone::default();
     req.extensions_mut().insert(gone.clone());
+    // Armed before the answer starts: a client that leaves while the answer is
+    // still being prepared (or collected, `super::coalesce`) drops this future.
+    let guard = gone.0.clone().drop_guard();
     let response = next.run(req).await;
     let (parts, body) = response.into_parts();
     let body = Body::new(Guarded {
         inner: body,
-        guard: Some(gone.0.drop_guard()),
+        guard: Some(guard),
         _ticket: ticket,
     });
     Response::from_parts(parts, body)

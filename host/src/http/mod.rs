@@ -19,6 +19,7 @@
 //! audit write failed is answered 503 instead of its handler's answer (the audit
 //! log fails closed; see [`crate::audit::track_failures`]).
 
+mod coalesce;
 mod disconnect;
 pub mod drain;
 mod home;
@@ -113,6 +114,7 @@ pub fn router(
     };
     let mcp_routes = Router::new()
         .nest_service("/mcp", mcp)
+        .route_layer(axum::middleware::from_fn(coalesce::one_piece))
         .route_layer(from_fn_with_state(gate_state, gate))
         .route_layer(from_fn_with_state(
             config.in_flight.clone(),
