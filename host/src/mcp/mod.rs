@@ -37,6 +37,9 @@ use crate::plugins::{Catalog, Plugin};
 use crate::runtime::{CallFailure, Op, OpOutput, Runtime};
 
 pub use link::McpLink;
+
+#[cfg(feature = "bench-native")]
+mod native;
 pub use sessions::Sessions;
 
 /// State shared by every MCP session.
@@ -344,6 +347,10 @@ impl ServerHandler for StockadeMcp {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        #[cfg(feature = "bench-native")]
+        if request.name == native::TOOL {
+            return native::greet(&self.shared, &request, &context).await;
+        }
         let snapshot = self.shared.catalog.snapshot();
         let name = request.name.as_ref();
         let Some((plugin, _)) = snapshot.tool(name) else {
