@@ -87,6 +87,9 @@ struct Guard {
     max_body: usize,
 }
 
+/// How long a session keeps a finished answer for a client resuming its stream.
+const COMPLETED_ANSWER_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Builds the router.
 pub fn router(
     shared: Arc<Shared>,
@@ -102,9 +105,17 @@ pub fn router(
         mcp_config = mcp_config.with_allowed_origins(auth.allowed_origins.clone());
     }
     let factory_shared = shared.clone();
+    let mut sessions = LocalSessionManager::default();
+    // rmcp keeps every finished answer of a session for a late resume
+    // (`Last-Event-ID`), 60 s by default: at thousands of calls per second that
+    // is hundreds of thousands of answers held in memory, and an idle session
+    // keeps its own until it expires. Answers that went out in one piece
+    // (`coalesce`) are never resumed; a client whose longer stream broke
+    // reconnects within seconds.
+    sessions.session_config.completed_cache_ttl = COMPLETED_ANSWER_TTL;
     let mcp = StreamableHttpService::new(
         move || Ok(StockadeMcp::new(factory_shared.clone())),
-        Arc::new(LocalSessionManager::default()),
+        Arc::new(sessions),
         mcp_config,
     );
     let gate_state = BearerGate {
