@@ -451,7 +451,11 @@ fn hash_password_on_a_terminal_does_not_echo() {
     use std::process::{Command, Stdio};
     let password = "typed-on-a-terminal-12345";
     let mut child = Command::new("script")
-        .args(["-qec", &format!("{} hash-password", env!("CARGO_BIN_EXE_stockade")), "/dev/null"])
+        .args([
+            "-qec",
+            &format!("{} hash-password", env!("CARGO_BIN_EXE_stockade")),
+            "/dev/null",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -466,7 +470,10 @@ fn hash_password_on_a_terminal_does_not_echo() {
             if n == 0 {
                 break;
             }
-            shown.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            shown
+                .lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
     let mut stdin = child.stdin.take().unwrap();
@@ -490,7 +497,10 @@ fn hash_password_on_a_terminal_does_not_echo() {
     let screen = screen.lock().unwrap().clone();
     assert!(status.success(), "{screen}");
     assert!(screen.contains("$argon2id$"), "{screen}");
-    assert!(!screen.contains(password), "the password was echoed: {screen}");
+    assert!(
+        !screen.contains(password),
+        "the password was echoed: {screen}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -723,7 +733,10 @@ async fn a_first_run_makes_up_the_password_and_shows_it_once() {
     let mut host = HostBuilder::new().auth(Some("builtin")).start();
     // The message's last line: all of it is in the log by then.
     assert!(
-        host.wait_log("delete that file and restart", std::time::Duration::from_secs(10)),
+        host.wait_log(
+            "delete that file and restart",
+            std::time::Duration::from_secs(10)
+        ),
         "{}",
         host.log()
     );
@@ -735,9 +748,16 @@ async fn a_first_run_makes_up_the_password_and_shows_it_once() {
         .trim()
         .to_owned();
     assert!(password.len() >= 20, "{password}");
-    assert!(log.contains(&format!("Give your MCP client {}", host.mcp_url())), "{log}");
-    let stored = std::fs::read_to_string(host.data_dir().join("keys/operator-password.argon2")).unwrap();
-    assert!(stored.starts_with("$argon2id$") && !stored.contains(&password), "{stored}");
+    assert!(
+        log.contains(&format!("Give your MCP client {}", host.mcp_url())),
+        "{log}"
+    );
+    let stored =
+        std::fs::read_to_string(host.data_dir().join("keys/operator-password.argon2")).unwrap();
+    assert!(
+        stored.starts_with("$argon2id$") && !stored.contains(&password),
+        "{stored}"
+    );
     assert!(!audit_text(&host.data_dir()).contains(&password));
 
     let o = Oauth::new(&host.base_url());
@@ -745,13 +765,19 @@ async fn a_first_run_makes_up_the_password_and_shows_it_once() {
     assert!(!tokens.access.is_empty());
     let client_id = o.register().await;
     let (_, challenge) = oauth::pkce();
-    let page = o.authorize(&o.authorize_query(&client_id, &challenge, "s", &[])).await;
+    let page = o
+        .authorize(&o.authorize_query(&client_id, &challenge, "s", &[]))
+        .await;
     let wrong = o.submit_login(&page, "not-the-generated-password").await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{}", wrong.body);
 
     // Restarted: not shown again, still the same password.
     host.restart();
-    assert!(host.run_log().contains("listening on"), "{}", host.run_log());
+    assert!(
+        host.run_log().contains("listening on"),
+        "{}",
+        host.run_log()
+    );
     assert!(!host.run_log().contains(&password), "{}", host.run_log());
     let (_, tokens) = Oauth::new(&host.base_url()).full_login(&password).await;
     assert!(!tokens.access.is_empty());
@@ -834,7 +860,12 @@ async fn the_quick_start_script_serves_the_bundled_plugins() {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    for var in ["STOCKADE_CONFIG", "STOCKADE_PASSWORD", "STOCKADE_LOG", "STOCKADE_AUTH"] {
+    for var in [
+        "STOCKADE_CONFIG",
+        "STOCKADE_PASSWORD",
+        "STOCKADE_LOG",
+        "STOCKADE_AUTH",
+    ] {
         cmd.env_remove(var);
     }
     let mut child = cmd.spawn().unwrap();
@@ -876,21 +907,31 @@ async fn the_quick_start_script_serves_the_bundled_plugins() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(plugins.contains(&"template.wasm".to_owned()), "{plugins:?}");
-    assert!(!plugins.iter().any(|p| p.starts_with("hostile")), "{plugins:?}");
+    assert!(
+        !plugins.iter().any(|p| p.starts_with("hostile")),
+        "{plugins:?}"
+    );
 
     let o = Oauth::new(&base);
     let (_, tokens) = o.full_login(&password).await;
     let init = o.mcp(Some(&tokens.access), &initialize()).await;
     assert_eq!(init.status, StatusCode::OK, "{}", init.body);
     let session = init.header("mcp-session-id").expect("a session id");
-    o.in_session(reqwest::Method::POST, &tokens.access, &session, Some(&oauth::initialized()))
-        .await;
+    o.in_session(
+        reqwest::Method::POST,
+        &tokens.access,
+        &session,
+        Some(&oauth::initialized()),
+    )
+    .await;
     let call = |id: u32, name: &str, arguments: serde_json::Value| {
         let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
             "params": {"name": name, "arguments": arguments}});
         let (o, token, session) = (&o, &tokens.access, &session);
         async move {
-            let r = o.in_session(reqwest::Method::POST, token, session, Some(&body)).await;
+            let r = o
+                .in_session(reqwest::Method::POST, token, session, Some(&body))
+                .await;
             assert_eq!(r.status, StatusCode::OK, "{}", r.body);
             r.body
         }
@@ -898,11 +939,24 @@ async fn the_quick_start_script_serves_the_bundled_plugins() {
     let r = call(2, "greet", json!({"name": "Ada"})).await;
     assert!(r.contains("Hello, Ada"), "{r}");
     // The four bundled tools the quick start promises, each with its sample grant.
-    let r = call(3, "query_data", json!({"collection": "products", "limit": 5})).await;
+    let r = call(
+        3,
+        "query_data",
+        json!({"collection": "products", "limit": 5}),
+    )
+    .await;
     assert!(r.contains("Keyboard") && r.contains("\"count\":5"), "{r}");
     let r = call(4, "run_command", json!({"command": "uptime"})).await;
-    assert!(r.contains("load average") && !r.contains("\"isError\":true"), "{r}");
-    let r = call(5, "get_metrics", json!({"metricType": "usage", "timeRange": "1h"})).await;
+    assert!(
+        r.contains("load average") && !r.contains("\"isError\":true"),
+        "{r}"
+    );
+    let r = call(
+        5,
+        "get_metrics",
+        json!({"metricType": "usage", "timeRange": "1h"}),
+    )
+    .await;
     assert!(r.contains("run_command") && r.contains("query_data"), "{r}");
     let r = call(
         6,

@@ -70,65 +70,157 @@ dirs = [
     let client = host.client().await;
 
     let listed = ok(&client, "list_files", json!({"glob": "**/*.md"})).await;
-    assert!(listed.contains("todo.md") && !listed.contains("deep.txt"), "{listed}");
+    assert!(
+        listed.contains("todo.md") && !listed.contains("deep.txt"),
+        "{listed}"
+    );
     let listed = ok(&client, "list_files", json!({"path": "/notes"})).await;
-    assert!(listed.contains("sub/deep.txt") && listed.contains("blob.bin  6 bytes"), "{listed}");
+    assert!(
+        listed.contains("sub/deep.txt") && listed.contains("blob.bin  6 bytes"),
+        "{listed}"
+    );
 
-    let read = ok(&client, "read_file", json!({"path": "todo.md", "start_line": 2, "end_line": 3})).await;
+    let read = ok(
+        &client,
+        "read_file",
+        json!({"path": "todo.md", "start_line": 2, "end_line": 3}),
+    )
+    .await;
     assert_eq!(read, "2\tworld\n3\thello again\n");
     let found = ok(&client, "search_files", json!({"pattern": "needle"})).await;
     assert_eq!(found, "/notes/sub/deep.txt:1: needle in a haystack");
-    let found = ok(&client, "search_files", json!({"pattern": "^hel+o$", "regex": true})).await;
+    let found = ok(
+        &client,
+        "search_files",
+        json!({"pattern": "^hel+o$", "regex": true}),
+    )
+    .await;
     assert_eq!(found, "/notes/todo.md:1: hello");
 
     // The edit coding agents use most: exactly one occurrence, or a clear refusal.
-    let e = fails(&client, "edit_file", json!({"path": "todo.md", "old_text": "hello", "new_text": "bye"})).await;
-    assert!(e.contains("occurs 2 times") && e.contains("replace_all"), "{e}");
-    let e = fails(&client, "edit_file", json!({"path": "todo.md", "old_text": "absent", "new_text": "x"})).await;
+    let e = fails(
+        &client,
+        "edit_file",
+        json!({"path": "todo.md", "old_text": "hello", "new_text": "bye"}),
+    )
+    .await;
+    assert!(
+        e.contains("occurs 2 times") && e.contains("replace_all"),
+        "{e}"
+    );
+    let e = fails(
+        &client,
+        "edit_file",
+        json!({"path": "todo.md", "old_text": "absent", "new_text": "x"}),
+    )
+    .await;
     assert!(e.contains("does not occur"), "{e}");
-    ok(&client, "edit_file", json!({"path": "/notes/todo.md", "old_text": "hello again", "new_text": "goodbye"})).await;
-    assert_eq!(std::fs::read_to_string(rw.join("todo.md")).unwrap(), "hello\nworld\ngoodbye\n");
+    ok(
+        &client,
+        "edit_file",
+        json!({"path": "/notes/todo.md", "old_text": "hello again", "new_text": "goodbye"}),
+    )
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(rw.join("todo.md")).unwrap(),
+        "hello\nworld\ngoodbye\n"
+    );
 
     // The operator edits the file while the host runs; the model reads the change.
     std::fs::write(rw.join("todo.md"), "edited by the operator\n").unwrap();
-    assert_eq!(ok(&client, "read_file", json!({"path": "todo.md"})).await, "1\tedited by the operator\n");
+    assert_eq!(
+        ok(&client, "read_file", json!({"path": "todo.md"})).await,
+        "1\tedited by the operator\n"
+    );
 
-    ok(&client, "write_file", json!({"path": "new/dir/plan.txt", "content": "step 1\n"})).await;
-    ok(&client, "append_file", json!({"path": "new/dir/plan.txt", "content": "step 2\n"})).await;
-    assert_eq!(std::fs::read_to_string(rw.join("new/dir/plan.txt")).unwrap(), "step 1\nstep 2\n");
+    ok(
+        &client,
+        "write_file",
+        json!({"path": "new/dir/plan.txt", "content": "step 1\n"}),
+    )
+    .await;
+    ok(
+        &client,
+        "append_file",
+        json!({"path": "new/dir/plan.txt", "content": "step 2\n"}),
+    )
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(rw.join("new/dir/plan.txt")).unwrap(),
+        "step 1\nstep 2\n"
+    );
     let leftovers: Vec<_> = std::fs::read_dir(rw.join("new/dir")).unwrap().collect();
     assert_eq!(leftovers.len(), 1, "no temporary file left behind");
     ok(&client, "delete_file", json!({"path": "new/dir/plan.txt"})).await;
     assert!(!rw.join("new/dir/plan.txt").exists());
     let e = fails(&client, "delete_file", json!({"path": "sub"})).await;
-    assert!(e.contains("is a directory") && rw.join("sub/deep.txt").exists(), "{e}");
+    assert!(
+        e.contains("is a directory") && rw.join("sub/deep.txt").exists(),
+        "{e}"
+    );
 
     // Refusals that say what to do.
-    for path in ["/etc/passwd", "../../../../etc/passwd", "/notes/../../etc/shadow"] {
+    for path in [
+        "/etc/passwd",
+        "../../../../etc/passwd",
+        "/notes/../../etc/shadow",
+    ] {
         let e = fails(&client, "read_file", json!({"path": path})).await;
-        assert!(e.contains("outside the granted directories (/notes, /reference)"), "{path}: {e}");
+        assert!(
+            e.contains("outside the granted directories (/notes, /reference)"),
+            "{path}: {e}"
+        );
     }
     let e = fails(&client, "read_file", json!({"path": "blob.bin"})).await;
     assert!(e.contains("binary file"), "{e}");
     let e = fails(&client, "read_file", json!({"path": "big.log"})).await;
-    assert!(e.contains("over the read limit of 2 KiB (FILES_MAX_READ_KIB)"), "{e}");
+    assert!(
+        e.contains("over the read limit of 2 KiB (FILES_MAX_READ_KIB)"),
+        "{e}"
+    );
     let e = fails(&client, "read_file", json!({"path": "missing.md"})).await;
     assert!(e.contains("does not exist"), "{e}");
-    assert_eq!(ok(&client, "read_file", json!({"path": "/reference/policy.txt"})).await, "1\tread me\n");
-    let e = fails(&client, "write_file", json!({"path": "/reference/policy.txt", "content": "changed"})).await;
+    assert_eq!(
+        ok(
+            &client,
+            "read_file",
+            json!({"path": "/reference/policy.txt"})
+        )
+        .await,
+        "1\tread me\n"
+    );
+    let e = fails(
+        &client,
+        "write_file",
+        json!({"path": "/reference/policy.txt", "content": "changed"}),
+    )
+    .await;
     assert!(e.contains("read-only"), "{e}");
-    assert_eq!(std::fs::read_to_string(ro.join("policy.txt")).unwrap(), "read me\n");
-    let e = fails(&client, "search_files", json!({"pattern": "(", "regex": true})).await;
+    assert_eq!(
+        std::fs::read_to_string(ro.join("policy.txt")).unwrap(),
+        "read me\n"
+    );
+    let e = fails(
+        &client,
+        "search_files",
+        json!({"pattern": "(", "regex": true}),
+    )
+    .await;
     assert!(e.contains("not a valid regex"), "{e}");
 }
 
 /// Without a directory grant the plugin has nothing, and says how to grant it.
 #[tokio::test(flavor = "multi_thread")]
 async fn files_without_a_grant_says_how_to_grant_one() {
-    let host = HostBuilder::new().plugin(&bundled("files"), "files").start();
+    let host = HostBuilder::new()
+        .plugin(&bundled("files"), "files")
+        .start();
     let client = host.client().await;
     let e = fails(&client, "list_files", json!({})).await;
-    assert!(e.contains("no directory is granted") && e.contains("[plugins.files.grants]"), "{e}");
+    assert!(
+        e.contains("no directory is granted") && e.contains("[plugins.files.grants]"),
+        "{e}"
+    );
 }
 
 /// `shell`: `run_command` runs only what the exec grant allows, split into
@@ -158,7 +250,8 @@ timeout_ms = 500
         .config(config)
         .start();
     let client = host.client().await;
-    let result = |t: &str| -> Value { serde_json::from_str(t).unwrap_or_else(|e| panic!("{e}: {t}")) };
+    let result =
+        |t: &str| -> Value { serde_json::from_str(t).unwrap_or_else(|e| panic!("{e}: {t}")) };
 
     let allowed = ok(&client, "list_allowed_commands", json!({})).await;
     for line in [
@@ -171,13 +264,30 @@ timeout_ms = 500
 
     let r = result(&ok(&client, "run_command", json!({"command": "uptime"})).await);
     assert_eq!(r["exitCode"], 0);
-    assert!(r["stdout"].as_str().unwrap().contains("load average"), "{r}");
+    assert!(
+        r["stdout"].as_str().unwrap().contains("load average"),
+        "{r}"
+    );
     assert!(r["durationMs"].is_u64() && r["timedOut"] == false, "{r}");
-    let r = result(&ok(&client, "run_command", json!({"command": "/usr/bin/uptime"})).await);
+    let r = result(
+        &ok(
+            &client,
+            "run_command",
+            json!({"command": "/usr/bin/uptime"}),
+        )
+        .await,
+    );
     assert_eq!(r["exitCode"], 0);
 
     // POSIX word splitting, and no shell: `$(id)`, `;` and `|` are plain words.
-    let r = result(&ok(&client, "run_command", json!({"command": "echo 'two  spaces' \"q\\\"d\" $(id); ls | wc"})).await);
+    let r = result(
+        &ok(
+            &client,
+            "run_command",
+            json!({"command": "echo 'two  spaces' \"q\\\"d\" $(id); ls | wc"}),
+        )
+        .await,
+    );
     assert_eq!(r["stdout"], "two  spaces q\"d $(id); ls | wc\n", "{r}");
 
     // A non-zero exit is an error result with the same shape.
@@ -187,11 +297,22 @@ timeout_ms = 500
 
     // Programs and arguments outside the grant: refused, with what is allowed.
     let e = fails(&client, "run_command", json!({"command": "rm -rf /tmp/x"})).await;
-    assert!(e.contains("`rm` is not an allowed program") && e.contains("uptime (no arguments)"), "{e}");
-    let e = fails(&client, "run_command", json!({"command": "/bin/rm -rf /tmp/x"})).await;
+    assert!(
+        e.contains("`rm` is not an allowed program") && e.contains("uptime (no arguments)"),
+        "{e}"
+    );
+    let e = fails(
+        &client,
+        "run_command",
+        json!({"command": "/bin/rm -rf /tmp/x"}),
+    )
+    .await;
     assert!(e.contains("`/bin/rm` is not an allowed program"), "{e}");
     let e = fails(&client, "run_command", json!({"command": "uptime --since"})).await;
-    assert!(e.contains("plugin `shell` was refused") && e.contains("Allowed:"), "{e}");
+    assert!(
+        e.contains("plugin `shell` was refused") && e.contains("Allowed:"),
+        "{e}"
+    );
     let e = fails(&client, "run_command", json!({"command": "echo 'unclosed"})).await;
     assert!(e.contains("cannot be split into words"), "{e}");
 
@@ -199,11 +320,17 @@ timeout_ms = 500
     let (is_error, t) = call(&client, "run_command", json!({"command": "seq 1 200000"})).await;
     let r = result(&t);
     assert!(is_error && r["truncated"] == true, "{}", r["stderr"]);
-    assert!(r["note"].as_str().unwrap().contains("max_output_kib"), "{r}");
+    assert!(
+        r["note"].as_str().unwrap().contains("max_output_kib"),
+        "{r}"
+    );
     assert!(r["stdout"].as_str().unwrap().len() <= 16 << 10);
     let (is_error, t) = call(&client, "run_command", json!({"command": "sleep 5"})).await;
     let r = result(&t);
-    assert!(is_error && r["timedOut"] == true && r["note"].is_string(), "{t}");
+    assert!(
+        is_error && r["timedOut"] == true && r["note"].is_string(),
+        "{t}"
+    );
     assert!(r["durationMs"].as_u64().unwrap() < 3000, "{r}");
 }
 
@@ -211,10 +338,15 @@ timeout_ms = 500
 /// operator grants it.
 #[tokio::test(flavor = "multi_thread")]
 async fn shell_without_a_grant_says_how_to_grant_one() {
-    let host = HostBuilder::new().plugin(&bundled("shell"), "shell").start();
+    let host = HostBuilder::new()
+        .plugin(&bundled("shell"), "shell")
+        .start();
     let client = host.client().await;
     let t = ok(&client, "list_allowed_commands", json!({})).await;
-    assert!(t.contains("no program is allowed") && t.contains("[[plugins.shell.grants.exec]]"), "{t}");
+    assert!(
+        t.contains("no program is allowed") && t.contains("[[plugins.shell.grants.exec]]"),
+        "{t}"
+    );
     let e = fails(&client, "run_command", json!({"command": "uptime"})).await;
     assert!(e.contains("not an allowed program"), "{e}");
 }
@@ -231,7 +363,11 @@ async fn data_queries_the_granted_source_and_only_reads() {
         .arg(&db)
         .output()
         .unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let config = format!(
         "[sql.example]\nsqlite = \"{}\"\n[plugins.data.grants]\nsql = [\"example\"]\n",
         db.display()
@@ -241,7 +377,8 @@ async fn data_queries_the_granted_source_and_only_reads() {
         .config(&config)
         .start();
     let client = host.client().await;
-    let json_of = |t: String| -> Value { serde_json::from_str(&t).unwrap_or_else(|e| panic!("{e}: {t}")) };
+    let json_of =
+        |t: String| -> Value { serde_json::from_str(&t).unwrap_or_else(|e| panic!("{e}: {t}")) };
 
     let listed = json_of(ok(&client, "list_collections", json!({})).await);
     let names: Vec<&str> = listed["sources"]["example"]
@@ -252,54 +389,158 @@ async fn data_queries_the_granted_source_and_only_reads() {
         .collect();
     assert_eq!(names, ["customers", "order_totals", "orders", "products"]);
 
-    let d = json_of(ok(&client, "describe_collection", json!({"collection": "products"})).await);
+    let d = json_of(
+        ok(
+            &client,
+            "describe_collection",
+            json!({"collection": "products"}),
+        )
+        .await,
+    );
     assert_eq!(d["primary_key"], json!(["sku"]));
     assert_eq!(d["rows"], 5);
-    assert_eq!(d["columns"][2], json!({"name": "price_cents", "type": "INTEGER", "nullable": false, "primary_key": false}));
+    assert_eq!(
+        d["columns"][2],
+        json!({"name": "price_cents", "type": "INTEGER", "nullable": false, "primary_key": false})
+    );
 
-    let q = json_of(ok(&client, "query_data", json!({"collection": "orders",
-        "filters": [{"field": "status", "op": "=", "value": "paid"}], "limit": 100})).await);
+    let q = json_of(
+        ok(
+            &client,
+            "query_data",
+            json!({"collection": "orders",
+        "filters": [{"field": "status", "op": "=", "value": "paid"}], "limit": 100}),
+        )
+        .await,
+    );
     assert_eq!(q["count"], 50);
     assert_eq!(q["more"], false);
-    let q = json_of(ok(&client, "query_data", json!({"collection": "customers",
+    let q = json_of(
+        ok(
+            &client,
+            "query_data",
+            json!({"collection": "customers",
         "filters": [{"field": "country", "op": "in", "value": ["FR", "SE"]},
                     {"field": "name", "op": "like", "value": "A%"}],
-        "order_by": "id", "order": "desc", "limit": 2})).await);
+        "order_by": "id", "order": "desc", "limit": 2}),
+        )
+        .await,
+    );
     assert_eq!(q["count"], 2);
-    assert!(q["rows"][0]["id"].as_i64() > q["rows"][1]["id"].as_i64(), "{q}");
-    assert!(q["rows"][0]["name"].as_str().unwrap().starts_with('A'), "{q}");
-    let q = json_of(ok(&client, "query_data", json!({"collection": "orders",
-        "filters": [{"field": "note", "op": "is null"}], "limit": 5, "offset": 10})).await);
-    assert_eq!((q["count"].as_u64(), q["more"].as_bool()), (Some(5), Some(true)));
+    assert!(
+        q["rows"][0]["id"].as_i64() > q["rows"][1]["id"].as_i64(),
+        "{q}"
+    );
+    assert!(
+        q["rows"][0]["name"].as_str().unwrap().starts_with('A'),
+        "{q}"
+    );
+    let q = json_of(
+        ok(
+            &client,
+            "query_data",
+            json!({"collection": "orders",
+        "filters": [{"field": "note", "op": "is null"}], "limit": 5, "offset": 10}),
+        )
+        .await,
+    );
+    assert_eq!(
+        (q["count"].as_u64(), q["more"].as_bool()),
+        (Some(5), Some(true))
+    );
     let q = json_of(ok(&client, "query_data", json!({"collection": "order_totals"})).await);
     assert_eq!(q["count"], 10, "default limit");
 
-    let r = json_of(ok(&client, "get_record", json!({"collection": "customers", "id": 7})).await);
+    let r = json_of(
+        ok(
+            &client,
+            "get_record",
+            json!({"collection": "customers", "id": 7}),
+        )
+        .await,
+    );
     assert_eq!(r["email"], "customer7@example.com");
-    let r = json_of(ok(&client, "get_record", json!({"collection": "products", "id": "MS-02"})).await);
+    let r = json_of(
+        ok(
+            &client,
+            "get_record",
+            json!({"collection": "products", "id": "MS-02"}),
+        )
+        .await,
+    );
     assert_eq!(r["title"], "Mouse");
-    let e = fails(&client, "get_record", json!({"collection": "customers", "id": 999})).await;
+    let e = fails(
+        &client,
+        "get_record",
+        json!({"collection": "customers", "id": 999}),
+    )
+    .await;
     assert!(e.contains("no record in `customers` with id = 999"), "{e}");
 
     // Bad input: unknown names, injection-shaped values and names, limits.
     let e = fails(&client, "query_data", json!({"collection": "users"})).await;
-    assert!(e.contains("unknown collection `users`") && e.contains("customers, order_totals"), "{e}");
-    let e = fails(&client, "query_data", json!({"collection": "customers\"; DROP TABLE orders; --"})).await;
+    assert!(
+        e.contains("unknown collection `users`") && e.contains("customers, order_totals"),
+        "{e}"
+    );
+    let e = fails(
+        &client,
+        "query_data",
+        json!({"collection": "customers\"; DROP TABLE orders; --"}),
+    )
+    .await;
     assert!(e.contains("unknown collection"), "{e}");
-    let e = fails(&client, "query_data", json!({"collection": "customers",
-        "filters": [{"field": "name) OR 1=1 --", "op": "=", "value": "x"}]})).await;
-    assert!(e.contains("unknown field") && e.contains("fields: id, name, email"), "{e}");
-    let q = json_of(ok(&client, "query_data", json!({"collection": "customers",
-        "filters": [{"field": "name", "op": "=", "value": "x' OR '1'='1"}]})).await);
+    let e = fails(
+        &client,
+        "query_data",
+        json!({"collection": "customers",
+        "filters": [{"field": "name) OR 1=1 --", "op": "=", "value": "x"}]}),
+    )
+    .await;
+    assert!(
+        e.contains("unknown field") && e.contains("fields: id, name, email"),
+        "{e}"
+    );
+    let q = json_of(
+        ok(
+            &client,
+            "query_data",
+            json!({"collection": "customers",
+        "filters": [{"field": "name", "op": "=", "value": "x' OR '1'='1"}]}),
+        )
+        .await,
+    );
     assert_eq!(q["count"], 0, "the value is bound, not spliced: {q}");
-    let e = fails(&client, "query_data", json!({"collection": "orders", "limit": 1000})).await;
+    let e = fails(
+        &client,
+        "query_data",
+        json!({"collection": "orders", "limit": 1000}),
+    )
+    .await;
     assert!(e.contains("`limit` must be 1 to 100"), "{e}");
-    let e = fails(&client, "query_data", json!({"collection": "orders",
-        "filters": [{"field": "status", "op": "between", "value": 1}]})).await;
+    let e = fails(
+        &client,
+        "query_data",
+        json!({"collection": "orders",
+        "filters": [{"field": "status", "op": "between", "value": 1}]}),
+    )
+    .await;
     assert!(e.contains("invalid arguments"), "{e}");
-    let e = fails(&client, "query_data", json!({"collection": "orders", "source": "prod"})).await;
+    let e = fails(
+        &client,
+        "query_data",
+        json!({"collection": "orders", "source": "prod"}),
+    )
+    .await;
     assert!(e.contains("unknown source `prod`; granted: example"), "{e}");
-    let d = json_of(ok(&client, "describe_collection", json!({"collection": "orders"})).await);
+    let d = json_of(
+        ok(
+            &client,
+            "describe_collection",
+            json!({"collection": "orders"}),
+        )
+        .await,
+    );
     assert_eq!(d["rows"], 200, "nothing was dropped or written");
 }
 
@@ -311,7 +552,10 @@ async fn data_queries_the_granted_source_and_only_reads() {
 #[tokio::test(flavor = "multi_thread")]
 async fn data_queries_postgresql_read_only_through_the_host() {
     let pg = common::postgres::Postgres::start();
-    pg.run("postgres", "CREATE ROLE reader LOGIN PASSWORD 'reader-pw-1'");
+    pg.run(
+        "postgres",
+        "CREATE ROLE reader LOGIN PASSWORD 'reader-pw-1'",
+    );
     pg.run("postgres", "CREATE DATABASE shop");
     pg.run(
         "shop",
@@ -347,7 +591,8 @@ async fn data_queries_postgresql_read_only_through_the_host() {
         .config(&config)
         .start();
     let client = host.client().await;
-    let json_of = |t: String| -> Value { serde_json::from_str(&t).unwrap_or_else(|e| panic!("{e}: {t}")) };
+    let json_of =
+        |t: String| -> Value { serde_json::from_str(&t).unwrap_or_else(|e| panic!("{e}: {t}")) };
 
     let listed = json_of(ok(&client, "list_collections", json!({})).await);
     assert_eq!(
@@ -355,59 +600,147 @@ async fn data_queries_postgresql_read_only_through_the_host() {
         json!([{"name": "big", "type": "table"}, {"name": "big_orders", "type": "view"},
                {"name": "customers", "type": "table"}, {"name": "orders", "type": "table"}])
     );
-    let d = json_of(ok(&client, "describe_collection", json!({"collection": "orders"})).await);
+    let d = json_of(
+        ok(
+            &client,
+            "describe_collection",
+            json!({"collection": "orders"}),
+        )
+        .await,
+    );
     assert_eq!(d["primary_key"], json!(["id"]));
     assert_eq!(d["rows"], 120);
-    assert_eq!(d["columns"][2], json!({"name": "total", "type": "numeric(10,2)", "nullable": false, "primary_key": false}));
+    assert_eq!(
+        d["columns"][2],
+        json!({"name": "total", "type": "numeric(10,2)", "nullable": false, "primary_key": false})
+    );
 
     // Filters of every kind on typed columns: numbers, dates, booleans, text.
     let q = json_of(ok(&client, "query_data", json!({"collection": "orders",
         "filters": [{"field": "total", "op": ">", "value": 700}, {"field": "note", "op": "is not null"}],
         "order_by": "total", "order": "desc", "limit": 2})).await);
-    assert_eq!((q["count"].as_u64(), q["more"].as_bool()), (Some(2), Some(true)), "orders 100, 110, 120: {q}");
-    assert_eq!(q["rows"][0]["total"], "870.00", "numeric is read as text: {q}");
+    assert_eq!(
+        (q["count"].as_u64(), q["more"].as_bool()),
+        (Some(2), Some(true)),
+        "orders 100, 110, 120: {q}"
+    );
+    assert_eq!(
+        q["rows"][0]["total"], "870.00",
+        "numeric is read as text: {q}"
+    );
     assert_eq!(q["rows"][0]["id"], 120);
-    let q = json_of(ok(&client, "query_data", json!({"collection": "customers",
+    let q = json_of(
+        ok(
+            &client,
+            "query_data",
+            json!({"collection": "customers",
         "filters": [{"field": "joined", "op": "<", "value": "2024-01-05"},
-                    {"field": "vip", "op": "=", "value": false}], "order_by": "id"})).await);
-    let names: Vec<&str> = q["rows"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["Customer 1", "Customer 2", "Customer 3", "Ada"], "{q}");
+                    {"field": "vip", "op": "=", "value": false}], "order_by": "id"}),
+        )
+        .await,
+    );
+    let names: Vec<&str> = q["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["Customer 1", "Customer 2", "Customer 3", "Ada"],
+        "{q}"
+    );
     assert_eq!(q["rows"][3]["joined"], "2023-12-10");
     let q = json_of(ok(&client, "query_data", json!({"collection": "customers",
         "filters": [{"field": "id", "op": "in", "value": [5, "10", 15]}, {"field": "name", "op": "like", "value": "Customer 1%"}]})).await);
-    assert_eq!((q["count"].as_u64(), &q["rows"][0]["vip"]), (Some(2), &json!(true)), "{q}");
-    let q = json_of(ok(&client, "query_data", json!({"collection": "big_orders", "limit": 100, "offset": 40})).await);
-    assert_eq!((q["count"].as_u64(), q["more"].as_bool()), (Some(12), Some(false)), "{q}");
-    let r = json_of(ok(&client, "get_record", json!({"collection": "customers", "id": 41})).await);
-    assert_eq!((r["name"].as_str(), r["email"].is_null()), (Some("Ada"), true), "{r}");
+    assert_eq!(
+        (q["count"].as_u64(), &q["rows"][0]["vip"]),
+        (Some(2), &json!(true)),
+        "{q}"
+    );
+    let q = json_of(
+        ok(
+            &client,
+            "query_data",
+            json!({"collection": "big_orders", "limit": 100, "offset": 40}),
+        )
+        .await,
+    );
+    assert_eq!(
+        (q["count"].as_u64(), q["more"].as_bool()),
+        (Some(12), Some(false)),
+        "{q}"
+    );
+    let r = json_of(
+        ok(
+            &client,
+            "get_record",
+            json!({"collection": "customers", "id": 41}),
+        )
+        .await,
+    );
+    assert_eq!(
+        (r["name"].as_str(), r["email"].is_null()),
+        (Some("Ada"), true),
+        "{r}"
+    );
 
     // Bad input.
     let e = fails(&client, "query_data", json!({"collection": "pg_authid"})).await;
     assert!(e.contains("unknown collection `pg_authid`"), "{e}");
-    let q = json_of(ok(&client, "query_data", json!({"collection": "customers",
-        "filters": [{"field": "name", "op": "=", "value": "x'; DROP TABLE orders; --"}]})).await);
+    let q = json_of(
+        ok(
+            &client,
+            "query_data",
+            json!({"collection": "customers",
+        "filters": [{"field": "name", "op": "=", "value": "x'; DROP TABLE orders; --"}]}),
+        )
+        .await,
+    );
     assert_eq!(q["count"], 0, "bound, not spliced: {q}");
-    let e = fails(&client, "query_data", json!({"collection": "customers",
-        "filters": [{"field": "id", "op": "=", "value": "1 OR 1=1"}]})).await;
+    let e = fails(
+        &client,
+        "query_data",
+        json!({"collection": "customers",
+        "filters": [{"field": "id", "op": "=", "value": "1 OR 1=1"}]}),
+    )
+    .await;
     assert!(e.contains("invalid input syntax for type integer"), "{e}");
 
     // The capability itself, with raw SQL from a hostile plugin.
     let raw = async |statement: &str| -> String {
-        let (_, t) = call(&client, "sql", json!({"source": "shop", "statement": statement})).await;
+        let (_, t) = call(
+            &client,
+            "sql",
+            json!({"source": "shop", "statement": statement}),
+        )
+        .await;
         t
     };
     for (statement, why) in [
-        ("INSERT INTO customers (name, joined) VALUES ('x', now())", "`INSERT` statement"),
+        (
+            "INSERT INTO customers (name, joined) VALUES ('x', now())",
+            "`INSERT` statement",
+        ),
         ("DELETE FROM orders", "`DELETE` statement"),
         ("COPY (SELECT 1) TO PROGRAM 'id'", "`COPY` statement"),
-        ("WITH gone AS (DELETE FROM orders RETURNING *) SELECT count(*) FROM gone", "writes"),
-        ("SELECT set_config('default_transaction_read_only', 'off', false); DELETE FROM orders", "cannot insert multiple commands"),
+        (
+            "WITH gone AS (DELETE FROM orders RETURNING *) SELECT count(*) FROM gone",
+            "writes",
+        ),
+        (
+            "SELECT set_config('default_transaction_read_only', 'off', false); DELETE FROM orders",
+            "cannot insert multiple commands",
+        ),
     ] {
         let t = raw(statement).await;
         assert!(t.starts_with("ERR:") && t.contains(why), "{statement}: {t}");
     }
     let t = raw("SELECT pg_sleep(5)").await;
-    assert!(t.contains("timed out after 1500 ms (sql.shop.timeout_ms)"), "{t}");
+    assert!(
+        t.contains("timed out after 1500 ms (sql.shop.timeout_ms)"),
+        "{t}"
+    );
     let t = raw("SELECT blob FROM big").await;
     assert!(t.contains("exceeds 512 KiB"), "{t}");
     let t = raw("SELECT total FROM orders LIMIT 1").await;
@@ -416,7 +749,11 @@ async fn data_queries_postgresql_read_only_through_the_host() {
     assert_eq!(t, "OK:name\tvip\nCustomer 5\ttrue", "{t}");
     let t = raw("SELECT id FROM customers WHERE false").await;
     assert_eq!(t, "OK:id", "columns of an empty result");
-    assert_eq!(pg.run("shop", "SELECT count(*) FROM orders").trim(), "120", "nothing was written");
+    assert_eq!(
+        pg.run("shop", "SELECT count(*) FROM orders").trim(),
+        "120",
+        "nothing was written"
+    );
 }
 
 /// An rmcp client on `url` with a bearer token.
@@ -427,7 +764,9 @@ async fn client_with(url: &str, token: &str) -> Client {
     let transport = StreamableHttpClientTransport::from_config(
         StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(token.to_owned()),
     );
-    ().serve(transport).await.expect("MCP client connects with a bearer token")
+    ().serve(transport)
+        .await
+        .expect("MCP client connects with a bearer token")
 }
 
 /// `get_metrics` as JSON.
@@ -487,7 +826,10 @@ async fn metrics_reports_usage_performance_and_health_across_restarts() {
     assert_eq!(row(&usage["byPlugin"], "plugin", "template")["calls"], 5);
     assert_eq!(row(&usage["bySubject"], "subject", "alice")["calls"], 3);
     let bob_row = row(&usage["bySubject"], "subject", "bob");
-    assert_eq!((&bob_row["calls"], &bob_row["errors"]), (&json!(2), &json!(1)));
+    assert_eq!(
+        (&bob_row["calls"], &bob_row["errors"]),
+        (&json!(2), &json!(1))
+    );
     let today = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let since = usage["window"]["dataSince"].as_str().unwrap();
     assert_eq!(since[..10], today[..10], "ISO dates in UTC: {since}");
@@ -496,8 +838,15 @@ async fn metrics_reports_usage_performance_and_health_across_restarts() {
     let perf = metrics(&b, json!({"kind": "performance", "range": "24h"})).await;
     let greet = row(&perf["byTool"], "tool", "greet");
     let l = &greet["latencyMs"];
-    let (p50, p99, max) = (l["p50"].as_f64().unwrap(), l["p99"].as_f64().unwrap(), l["max"].as_f64().unwrap());
-    assert!(p50 > 0.0 && p50 <= p99 && p99 <= max && max < 10_000.0, "{greet}");
+    let (p50, p99, max) = (
+        l["p50"].as_f64().unwrap(),
+        l["p99"].as_f64().unwrap(),
+        l["max"].as_f64().unwrap(),
+    );
+    assert!(
+        p50 > 0.0 && p50 <= p99 && p99 <= max && max < 10_000.0,
+        "{greet}"
+    );
     assert_eq!(greet["errorRate"], 0.0);
     let add = row(&perf["byTool"], "tool", "add");
     assert_eq!((&add["calls"], &add["errorRate"]), (&json!(1), &json!(1.0)));
@@ -508,17 +857,41 @@ async fn metrics_reports_usage_performance_and_health_across_restarts() {
     assert_eq!(health["status"], "degraded", "a refused plugin: {health}");
     let broken = row(&health["plugins"]["list"], "name", "broken");
     assert_eq!(broken["state"], "refused");
-    assert!(broken["reason"].as_str().unwrap().contains("WebAssembly"), "{broken}");
-    assert_eq!(row(&health["plugins"]["list"], "name", "template")["state"], "serving");
+    assert!(
+        broken["reason"].as_str().unwrap().contains("WebAssembly"),
+        "{broken}"
+    );
+    assert_eq!(
+        row(&health["plugins"]["list"], "name", "template")["state"],
+        "serving"
+    );
     assert_eq!(health["plugins"]["serving"], 2);
     assert!(health["openSessions"].as_u64().unwrap() >= 2, "{health}");
-    assert!(health["memory"]["hostRssBytes"].as_u64().unwrap() > 1 << 20, "{health}");
-    assert!(health["dataDisk"]["freeBytes"].as_u64().unwrap() > 0, "{health}");
-    assert_eq!(health["load"].as_object().map(|l| l.len()), Some(3), "{health}");
+    assert!(
+        health["memory"]["hostRssBytes"].as_u64().unwrap() > 1 << 20,
+        "{health}"
+    );
+    assert!(
+        health["dataDisk"]["freeBytes"].as_u64().unwrap() > 0,
+        "{health}"
+    );
+    assert_eq!(
+        health["load"].as_object().map(|l| l.len()),
+        Some(3),
+        "{health}"
+    );
 
     let e = fails(&a, "get_metrics", json!({"metricType": "bogus"})).await;
-    assert!(e.contains("usage") && e.contains("performance") && e.contains("health"), "{e}");
-    let e = fails(&a, "get_metrics", json!({"metricType": "usage", "timeRange": "2h"})).await;
+    assert!(
+        e.contains("usage") && e.contains("performance") && e.contains("health"),
+        "{e}"
+    );
+    let e = fails(
+        &a,
+        "get_metrics",
+        json!({"metricType": "usage", "timeRange": "2h"}),
+    )
+    .await;
     assert!(e.contains("1h, 24h, 7d, 30d"), "{e}");
 
     // SIGTERM writes what is pending; the next host reads it back.
@@ -528,22 +901,40 @@ async fn metrics_reports_usage_performance_and_health_across_restarts() {
         .status()
         .unwrap();
     assert!(status.success());
-    assert!(host.wait_log("stopped", std::time::Duration::from_secs(15)), "{}", host.log());
+    assert!(
+        host.wait_log("stopped", std::time::Duration::from_secs(15)),
+        "{}",
+        host.log()
+    );
     let db = host.data_dir().join("metrics.db");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&db).unwrap().permissions());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&db).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "metrics.db names subjects");
     host.restart();
     let a = client_with(&host.mcp_url(), &alice.access).await;
     let usage = metrics(&a, json!({"metricType": "usage", "timeRange": "30d"})).await;
-    assert_eq!(row(&usage["byTool"], "tool", "greet")["calls"], 4, "{usage}");
-    assert_eq!(row(&usage["bySubject"], "subject", "bob")["errors"], 1, "{usage}");
+    assert_eq!(
+        row(&usage["byTool"], "tool", "greet")["calls"],
+        4,
+        "{usage}"
+    );
+    assert_eq!(
+        row(&usage["bySubject"], "subject", "bob")["errors"],
+        1,
+        "{usage}"
+    );
 }
 
 /// Without `metrics = true` the plugin sees nothing and says how to grant it.
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_without_a_grant_says_how_to_grant_one() {
-    let host = HostBuilder::new().plugin(&bundled("metrics"), "metrics").start();
+    let host = HostBuilder::new()
+        .plugin(&bundled("metrics"), "metrics")
+        .start();
     let client = host.client().await;
     let e = fails(&client, "get_metrics", json!({"metricType": "health"})).await;
-    assert!(e.contains("metrics = true") && e.contains("[plugins.metrics]"), "{e}");
+    assert!(
+        e.contains("metrics = true") && e.contains("[plugins.metrics]"),
+        "{e}"
+    );
 }

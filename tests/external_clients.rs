@@ -285,24 +285,54 @@ async fn a_person_logs_in_through_chromium() {
     assert_eq!(reg.status, reqwest::StatusCode::CREATED, "{}", reg.body);
     let client_id = reg.json()["client_id"].as_str().unwrap().to_owned();
     let authorize_url = |challenge: &str, state: &str| {
-        let q = oauth.authorize_query(&client_id, challenge, state, &[("redirect_uri", &callback.url)]);
+        let q = oauth.authorize_query(
+            &client_id,
+            challenge,
+            state,
+            &[("redirect_uri", &callback.url)],
+        );
         format!("{base}/authorize?{q}")
     };
 
     // A wrong password: the page says so, and nothing reaches the client.
     let (_, challenge) = oauth::pkce();
-    let wrong = browser_login(authorize_url(&challenge, "s-wrong"), "not the password", "approve").await;
+    let wrong = browser_login(
+        authorize_url(&challenge, "s-wrong"),
+        "not the password",
+        "approve",
+    )
+    .await;
     assert_eq!(wrong["login_status"], 200, "{wrong}");
-    assert!(wrong["text"].as_str().unwrap().contains("Wrong password"), "{wrong}");
-    assert!(wrong["url"].as_str().unwrap().starts_with(&format!("{base}/authorize")), "{wrong}");
-    assert!(callback.hits().is_empty(), "{:?}", callback.seen.lock().unwrap());
+    assert!(
+        wrong["text"].as_str().unwrap().contains("Wrong password"),
+        "{wrong}"
+    );
+    assert!(
+        wrong["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{base}/authorize")),
+        "{wrong}"
+    );
+    assert!(
+        callback.hits().is_empty(),
+        "{:?}",
+        callback.seen.lock().unwrap()
+    );
 
     // "Deny": the client is told access_denied, with its state.
     let denied = browser_login(authorize_url(&challenge, "s-deny"), "", "deny").await;
     assert_eq!(denied["navigated"], true, "{denied}");
     let hits = callback.hits();
-    assert_eq!(hits.len(), 1, "the client's listener got {hits:?}; browser: {denied}");
-    assert_eq!(hits[0].get("error").map(String::as_str), Some("access_denied"));
+    assert_eq!(
+        hits.len(),
+        1,
+        "the client's listener got {hits:?}; browser: {denied}"
+    );
+    assert_eq!(
+        hits[0].get("error").map(String::as_str),
+        Some("access_denied")
+    );
     assert_eq!(hits[0].get("state").map(String::as_str), Some("s-deny"));
     assert!(!hits[0].contains_key("code"));
 
@@ -310,9 +340,19 @@ async fn a_person_logs_in_through_chromium() {
     let (verifier, challenge) = oauth::pkce();
     let allowed = browser_login(authorize_url(&challenge, "s-allow"), PASSWORD, "approve").await;
     assert_eq!(allowed["navigated"], true, "{allowed}");
-    assert!(allowed["text"].as_str().unwrap().contains("The client got its answer"), "{allowed}");
+    assert!(
+        allowed["text"]
+            .as_str()
+            .unwrap()
+            .contains("The client got its answer"),
+        "{allowed}"
+    );
     let hits = callback.hits();
-    assert_eq!(hits.len(), 2, "the client's listener got {hits:?}; browser: {allowed}");
+    assert_eq!(
+        hits.len(),
+        2,
+        "the client's listener got {hits:?}; browser: {allowed}"
+    );
     assert_eq!(hits[1].get("state").map(String::as_str), Some("s-allow"));
     let code = hits[1].get("code").expect("a code").clone();
     let r = oauth
@@ -334,11 +374,17 @@ async fn a_person_logs_in_through_chromium() {
     assert!(init.body.contains("serverInfo"), "{}", init.body);
     for run in [&wrong, &denied, &allowed] {
         assert!(
-            !run["console"].to_string().contains("Content Security Policy"),
+            !run["console"]
+                .to_string()
+                .contains("Content Security Policy"),
             "{run}"
         );
     }
-    assert_audited(&host.data_dir(), "login_succeeded", &[("client_id", &client_id)]);
+    assert_audited(
+        &host.data_dir(),
+        "login_succeeded",
+        &[("client_id", &client_id)],
+    );
 }
 
 /// The official MCP conformance suite (`@modelcontextprotocol/conformance`,
@@ -353,7 +399,11 @@ async fn the_official_conformance_suite_passes_every_active_scenario() {
     let node = node();
     let ts = repo().join("tests/clients/ts");
     let suite = ts.join("node_modules/@modelcontextprotocol/conformance/dist/index.js");
-    assert!(suite.exists(), "{} missing: run scripts/setup-clients", suite.display());
+    assert!(
+        suite.exists(),
+        "{} missing: run scripts/setup-clients",
+        suite.display()
+    );
     let host = HostBuilder::new()
         .password(PASSWORD)
         .plugin(&common::test_plugin("conformance"), "conformance")
@@ -367,7 +417,14 @@ async fn the_official_conformance_suite_passes_every_active_scenario() {
         .arg("--import")
         .arg(ts.join("bearer.mjs"))
         .arg(&suite)
-        .args(["server", "--suite", "active", "--url", &host.mcp_url(), "-o"])
+        .args([
+            "server",
+            "--suite",
+            "active",
+            "--url",
+            &host.mcp_url(),
+            "-o",
+        ])
         .arg(results.path())
         .env("MCP_BEARER", &tokens.access);
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
@@ -396,14 +453,29 @@ async fn the_official_conformance_suite_passes_every_active_scenario() {
             }
         }
     }
-    assert!(failed.is_empty(), "failed checks:\n{}\n{stdout}", failed.join("\n"));
-    assert!(out.status.success(), "the suite failed:\n{stdout}\n{stderr}");
-    assert_eq!(scenarios, 30, "the 30 active scenarios of 0.1.16 ran:\n{stdout}");
+    assert!(
+        failed.is_empty(),
+        "failed checks:\n{}\n{stdout}",
+        failed.join("\n")
+    );
+    assert!(
+        out.status.success(),
+        "the suite failed:\n{stdout}\n{stderr}"
+    );
+    assert_eq!(
+        scenarios, 30,
+        "the 30 active scenarios of 0.1.16 ran:\n{stdout}"
+    );
     // 39 checks pass; the 40th (server-sse-multiple-streams' "SSE streams
     // functional") is INFO: quick answers come back as JSON, and the suite
     // notes that SSE streaming is optional.
     assert!(passed >= 39, "only {passed} checks passed:\n{stdout}");
     // They went through the gate, as the subject who logged in.
     let calls = common::audit_events(&host, "tool_call");
-    assert!(calls.iter().any(|c| c["target"] == "test_sampling" && c["outcome"] == "ok"), "{calls:?}");
+    assert!(
+        calls
+            .iter()
+            .any(|c| c["target"] == "test_sampling" && c["outcome"] == "ok"),
+        "{calls:?}"
+    );
 }

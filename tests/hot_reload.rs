@@ -975,19 +975,32 @@ async fn subscribers_hear_of_changed_resources_from_the_plugin_and_from_reloads(
         .unwrap_err();
     assert!(e.to_string().contains("no resource"), "{e}");
     let touched = async |uri: &str| {
-        texts(&other.call_tool(call("touch", json!({"uri": uri}))).await.unwrap()).concat()
+        texts(
+            &other
+                .call_tool(call("touch", json!({"uri": uri})))
+                .await
+                .unwrap(),
+        )
+        .concat()
     };
     // The call comes from another session: notifications go to subscribers.
     assert_eq!(touched("kitchen://readme").await, "true");
     assert_eq!(touched("kitchen://echo/hi").await, "true");
-    assert_eq!(touched("other://thing").await, "false", "not the plugin's URI");
+    assert_eq!(
+        touched("other://thing").await,
+        "false",
+        "not the plugin's URI"
+    );
     let updated = |w: &ListWatcher| w.updated.lock().unwrap().clone();
     eventually(Duration::from_secs(5), "two updates", async || {
         updated(&watcher).len() == 2
     })
     .await;
     assert_eq!(updated(&watcher), ["kitchen://readme", "kitchen://echo/hi"]);
-    assert!(updated(&other_watcher).is_empty(), "it subscribed to nothing");
+    assert!(
+        updated(&other_watcher).is_empty(),
+        "it subscribed to nothing"
+    );
 
     watching
         .unsubscribe(UnsubscribeRequestParams::new("kitchen://echo/hi"))
@@ -1003,6 +1016,10 @@ async fn subscribers_hear_of_changed_resources_from_the_plugin_and_from_reloads(
         updated(&watcher).len() == 3
     })
     .await;
-    assert_eq!(updated(&watcher)[2], "kitchen://readme", "not the unsubscribed one");
+    assert_eq!(
+        updated(&watcher)[2],
+        "kitchen://readme",
+        "not the unsubscribed one"
+    );
     drop(other);
 }

@@ -382,13 +382,21 @@ fn inspect_shows_digest_tools_and_declared_capabilities() {
     // Issue 9.11: what it can import is shown whatever it declares: the hostile
     // plugin declares nothing and imports HTTP, exec, SQL and the client.
     let (ok, out) = run_stockade(
-        &["plugins", "inspect", test_plugin("hostile").to_str().unwrap()],
+        &[
+            "plugins",
+            "inspect",
+            test_plugin("hostile").to_str().unwrap(),
+        ],
         dir.path(),
     );
     assert!(ok, "{out}");
     assert!(out.contains("declares: nothing"), "{out}");
     assert!(!out.contains("pure computation"), "{out}");
-    for can in ["http: outbound HTTP requests", "exec: run programs", "sql: read-only queries"] {
+    for can in [
+        "http: outbound HTTP requests",
+        "exec: run programs",
+        "sql: read-only queries",
+    ] {
         assert!(out.contains(can), "`{can}` missing: {out}");
     }
 
@@ -642,16 +650,20 @@ async fn operator_mistakes_are_named_and_the_default_log_is_quiet() {
         .env("STOCKADE_LOG", "")
         .start();
     assert!(
-        host.wait_log("did you mean `[plugins.template]`?", Duration::from_secs(10)),
+        host.wait_log(
+            "did you mean `[plugins.template]`?",
+            Duration::from_secs(10)
+        ),
         "{}",
         host.log()
     );
     let client = host.client().await;
     for _ in 0..3 {
         let r = client
-            .call_tool(CallToolRequestParams::new("greet").with_arguments(
-                json!({"name": "Ada"}).as_object().unwrap().clone(),
-            ))
+            .call_tool(
+                CallToolRequestParams::new("greet")
+                    .with_arguments(json!({"name": "Ada"}).as_object().unwrap().clone()),
+            )
             .await
             .unwrap();
         assert_ne!(r.is_error, Some(true));
@@ -696,7 +708,10 @@ async fn operator_mistakes_are_named_and_the_default_log_is_quiet() {
         .arg(pw.to_str().unwrap())
         .start();
     assert!(
-        host.wait_log("has mode 644: other users can read it; run `chmod 600", Duration::from_secs(10)),
+        host.wait_log(
+            "has mode 644: other users can read it; run `chmod 600",
+            Duration::from_secs(10)
+        ),
         "{}",
         host.log()
     );
@@ -718,7 +733,11 @@ fn a_plugin_crate_outside_the_repo_builds_with_one_command() {
     .unwrap();
     // The lock keeps dependency versions (and so the shared build cache) as
     // in the repository's plugin workspace.
-    std::fs::copy(common::repo().join("plugins/Cargo.lock"), krate.join("Cargo.lock")).unwrap();
+    std::fs::copy(
+        common::repo().join("plugins/Cargo.lock"),
+        krate.join("Cargo.lock"),
+    )
+    .unwrap();
     std::fs::write(
         krate.join("Cargo.toml"),
         format!(
@@ -762,7 +781,10 @@ codegen-units = 1
     assert!(text.contains(&wasm.display().to_string()), "{text}");
     let (ok, shown) = run_stockade(&["plugins", "inspect", wasm.to_str().unwrap()], dir.path());
     assert!(ok, "{shown}");
-    assert!(shown.contains("(greeter 0.3.0)") && shown.contains("greet"), "{shown}");
+    assert!(
+        shown.contains("(greeter 0.3.0)") && shown.contains("greet"),
+        "{shown}"
+    );
 }
 
 /// Issue 9.12: a plugin written in Python (`examples/python/wordcount`, with
@@ -821,7 +843,10 @@ async fn a_python_plugin_built_with_componentize_py_answers() {
         Some(json!({"word": "mighty", "length": 6}))
     );
     let r = client
-        .call_tool(call("check_min_words", json!({"text": "too short", "minimum": 5})))
+        .call_tool(call(
+            "check_min_words",
+            json!({"text": "too short", "minimum": 5}),
+        ))
         .await
         .unwrap();
     assert_eq!(r.is_error, Some(true));
@@ -829,7 +854,10 @@ async fn a_python_plugin_built_with_componentize_py_answers() {
     for (args, needle) in [
         (json!({"unit": "words"}), "missing field `text`"),
         (json!({"text": 5}), "`text` must be a string"),
-        (json!({"text": "x", "unit": "pages"}), "`unit` must be one of"),
+        (
+            json!({"text": "x", "unit": "pages"}),
+            "`unit` must be one of",
+        ),
         (json!({"text": "x", "extra": 1}), "unknown field `extra`"),
     ] {
         let r = client.call_tool(call("word_count", args)).await.unwrap();
@@ -840,7 +868,11 @@ async fn a_python_plugin_built_with_componentize_py_answers() {
         .call_tool(call("longest_word", json!({"text": "   "})))
         .await
         .unwrap();
-    assert!(r.is_error == Some(true) && text(&r).contains("has no words"), "{}", text(&r));
+    assert!(
+        r.is_error == Some(true) && text(&r).contains("has no words"),
+        "{}",
+        text(&r)
+    );
 }
 
 /// Issue 12 (graceful shutdown, readiness): `/ready` answers 200 while the host
@@ -852,10 +884,16 @@ async fn sigterm_lets_in_flight_calls_finish_and_logs_one_line() {
         .plugin(&test_plugin("hostile"), "hostile")
         .env("STOCKADE_LOG", "")
         .start();
-    let r = reqwest::get(format!("{}/ready", host.base_url())).await.unwrap();
+    let r = reqwest::get(format!("{}/ready", host.base_url()))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
-    assert_eq!((body["status"].as_str(), body["plugins"].as_u64()), (Some("ready"), Some(1)), "{body}");
+    assert_eq!(
+        (body["status"].as_str(), body["plugins"].as_u64()),
+        (Some("ready"), Some(1)),
+        "{body}"
+    );
 
     let client = host.client().await;
     let call = tokio::spawn(async move {
@@ -877,7 +915,11 @@ async fn sigterm_lets_in_flight_calls_finish_and_logs_one_line() {
     assert_ne!(r.is_error, Some(true), "{}", common::result_text(&r));
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while host.is_running() {
-        assert!(std::time::Instant::now() < deadline, "the host did not stop: {}", host.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the host did not stop: {}",
+            host.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let after: Vec<String> = host.log()[before.len()..]
@@ -921,7 +963,10 @@ async fn a_ready_answer_goes_out_in_one_piece() {
         .await;
     let h = r.headers().clone();
     assert_eq!(h["content-type"], "text/event-stream", "{h:?}");
-    assert!(h.get("content-length").is_some(), "collected in one piece: {h:?}");
+    assert!(
+        h.get("content-length").is_some(),
+        "collected in one piece: {h:?}"
+    );
     let text = r.text().await.unwrap();
     let progress = text.find("notifications/progress").expect(&text);
     let result = text.find("\"id\":6").expect(&text);
@@ -932,9 +977,11 @@ async fn a_ready_answer_goes_out_in_one_piece() {
         .post(host.mcp_url())
         .header("content-type", "application/json")
         .header("accept", "text/event-stream")
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-11-25", "capabilities": {},
-            "clientInfo": {"name": "sse-only", "version": "1"}}}))
+            "clientInfo": {"name": "sse-only", "version": "1"}}}),
+        )
         .send()
         .await
         .unwrap();

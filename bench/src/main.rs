@@ -120,7 +120,8 @@ async fn main() -> anyhow::Result<()> {
                 expect,
             });
             for c in concurrency {
-                let line = run_level(&target, c, Duration::from_secs(seconds), server_pid, &label).await?;
+                let line =
+                    run_level(&target, c, Duration::from_secs(seconds), server_pid, &label).await?;
                 println!("{line}");
             }
         }
@@ -133,8 +134,17 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let op = native::Op::parse(&op, &target)?;
             for c in concurrency {
-                let (lat, errors) = native::run(&op, c, Duration::from_secs(1), Duration::from_secs(seconds)).await;
-                let line = summarize("native", &tool, c, Duration::from_secs(seconds), lat, errors, None);
+                let (lat, errors) =
+                    native::run(&op, c, Duration::from_secs(1), Duration::from_secs(seconds)).await;
+                let line = summarize(
+                    "native",
+                    &tool,
+                    c,
+                    Duration::from_secs(seconds),
+                    lat,
+                    errors,
+                    None,
+                );
                 println!("{line}");
             }
         }
@@ -181,12 +191,19 @@ impl Worker {
             .get("mcp-session-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        w.post(t, &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-            .await?;
+        w.post(
+            t,
+            &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        )
+        .await?;
         Ok(w)
     }
 
-    async fn post(&self, t: &Target, body: &Value) -> anyhow::Result<(reqwest::header::HeaderMap, String)> {
+    async fn post(
+        &self,
+        t: &Target,
+        body: &Value,
+    ) -> anyhow::Result<(reqwest::header::HeaderMap, String)> {
         let mut rq = self
             .http
             .post(&t.url)
@@ -205,7 +222,10 @@ impl Worker {
         let headers = r.headers().clone();
         let text = r.text().await?;
         if !status.is_success() {
-            bail!("HTTP {status}: {}", text.chars().take(200).collect::<String>());
+            bail!(
+                "HTTP {status}: {}",
+                text.chars().take(200).collect::<String>()
+            );
         }
         Ok((headers, text))
     }
@@ -249,7 +269,10 @@ fn message_with_id(body: &str, id: u64) -> anyhow::Result<Value> {
             return Ok(v);
         }
     }
-    bail!("no answer with id {id} in: {}", body.chars().take(200).collect::<String>())
+    bail!(
+        "no answer with id {id} in: {}",
+        body.chars().take(200).collect::<String>()
+    )
 }
 
 /// Runs `c` workers for `measure` (after a warm-up); the level's JSON line.
@@ -279,7 +302,9 @@ async fn run_level(
                 let r = w.call(&t).await;
                 if began >= measure_from {
                     match r {
-                        Ok(()) => lat.push(began.elapsed().as_micros().min(u32::MAX as u128) as u32),
+                        Ok(()) => {
+                            lat.push(began.elapsed().as_micros().min(u32::MAX as u128) as u32)
+                        }
                         Err(e) => errors.push(format!("{e:#}")),
                     }
                 }
@@ -369,7 +394,12 @@ async fn oauth_token(mcp_url: &str, password: &str) -> anyhow::Result<String> {
         .json()
         .await
         .context("authorization server metadata")?;
-    let str_of = |k: &str| meta[k].as_str().map(str::to_owned).with_context(|| format!("metadata has no {k}"));
+    let str_of = |k: &str| {
+        meta[k]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("metadata has no {k}"))
+    };
     let (register, authorize, token) = (
         str_of("registration_endpoint")?,
         str_of("authorization_endpoint")?,
@@ -378,14 +408,19 @@ async fn oauth_token(mcp_url: &str, password: &str) -> anyhow::Result<String> {
     let redirect = "http://127.0.0.1:1/callback";
     let reg: Value = http
         .post(register)
-        .json(&json!({"client_name": "stockade-bench", "redirect_uris": [redirect],
+        .json(
+            &json!({"client_name": "stockade-bench", "redirect_uris": [redirect],
             "token_endpoint_auth_method": "none",
-            "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"]}))
+            "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"]}),
+        )
         .send()
         .await?
         .json()
         .await?;
-    let client_id = reg["client_id"].as_str().context("registration gave no client_id")?.to_owned();
+    let client_id = reg["client_id"]
+        .as_str()
+        .context("registration gave no client_id")?
+        .to_owned();
     let mut raw = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut raw);
     let verifier = B64.encode(raw);
@@ -409,7 +444,11 @@ async fn oauth_token(mcp_url: &str, password: &str) -> anyhow::Result<String> {
         .to_owned();
     let done = http
         .post(&authorize)
-        .form(&[("csrf", csrf.as_str()), ("password", password), ("action", "approve")])
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("password", password),
+            ("action", "approve"),
+        ])
         .send()
         .await?;
     let location = done

@@ -33,8 +33,15 @@ impl Op {
     }
 }
 
-fn rows_json(stmt: &mut rusqlite::Statement<'_>, params: &[&dyn rusqlite::ToSql]) -> rusqlite::Result<Vec<Value>> {
-    let names: Vec<String> = stmt.column_names().iter().map(|s| (*s).to_owned()).collect();
+fn rows_json(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: &[&dyn rusqlite::ToSql],
+) -> rusqlite::Result<Vec<Value>> {
+    let names: Vec<String> = stmt
+        .column_names()
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
     let mut rows = stmt.query(params)?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
@@ -101,7 +108,9 @@ fn once(op: &Op, db: &mut Option<rusqlite::Connection>) -> anyhow::Result<usize>
                 )?,
                 &[&"paid"],
             )?;
-            json!({"c": collections, "k": columns, "rows": rows}).to_string().len()
+            json!({"c": collections, "k": columns, "rows": rows})
+                .to_string()
+                .len()
         }
         Op::Metrics(path) => {
             let conn = match db {
@@ -123,7 +132,12 @@ fn once(op: &Op, db: &mut Option<rusqlite::Connection>) -> anyhow::Result<usize>
 
 /// `c` tasks doing `op` in a closed loop (on the blocking pool, as the host
 /// does file, SQL and process work); latencies (µs) after the warm-up.
-pub async fn run(op: &Op, c: usize, warmup: Duration, measure: Duration) -> (Vec<u32>, Vec<String>) {
+pub async fn run(
+    op: &Op,
+    c: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> (Vec<u32>, Vec<String>) {
     let op = Arc::new(match op {
         Op::ReadFile(p) => Op::ReadFile(p.clone()),
         Op::Exec(p) => Op::Exec(p.clone()),

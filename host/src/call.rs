@@ -106,7 +106,8 @@ impl CallContext {
     /// Records a denial (log and audit) and returns the typed error for the guest.
     pub(crate) async fn deny(&self, capability: &str, message: String) -> CapabilityError {
         tracing::warn!(plugin = %self.plugin, tool = self.tool.as_deref(), capability, "denied: {message}");
-        self.denial_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.denial_count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(audit) = &self.audit {
             audit
                 .note(AuditEvent::CapabilityDenied {

@@ -525,7 +525,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || metrics.flush()).await
     };
     if let Ok(Err(e)) = flushed {
-        tracing::warn!("{e}; the last {} s of figures are lost", crate::metrics::FLUSH_EVERY.as_secs());
+        tracing::warn!(
+            "{e}; the last {} s of figures are lost",
+            crate::metrics::FLUSH_EVERY.as_secs()
+        );
     }
     // The last line: a signed `shutdown` checkpoint (a log that ends otherwise was
     // cut, or its host died).
@@ -788,7 +791,10 @@ async fn plugins_inspect(file: &std::path::Path, json: bool) -> anyhow::Result<(
         outln!("prompts:  {}", plugin.code.prompts.len());
     }
     match &plugin.declared {
-        Some(d) => outln!("declares: {} (a declaration grants nothing)", show(&d.to_string())),
+        Some(d) => outln!(
+            "declares: {} (a declaration grants nothing)",
+            show(&d.to_string())
+        ),
         None => outln!("declares: nothing"),
     }
     let reachable =

@@ -312,9 +312,9 @@ fn describe(code: &ErrorCode) -> String {
             s("the server refused the connection (nothing listens on that port)")
         }
         ErrorCode::ConnectionTerminated => s("the server closed the connection early"),
-        ErrorCode::ConnectionTimeout => s(
-            "connecting timed out (the longest wait is the operator's `grants.http.timeout_ms`)",
-        ),
+        ErrorCode::ConnectionTimeout => {
+            s("connecting timed out (the longest wait is the operator's `grants.http.timeout_ms`)")
+        }
         ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => s(
             "the server did not answer in time (the longest wait is the operator's \
              `grants.http.timeout_ms`)",

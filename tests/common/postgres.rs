@@ -20,7 +20,11 @@ pub struct Postgres {
 /// `/usr/lib/postgresql/*/bin`, else `PATH`.
 fn bin_dir() -> PathBuf {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
     versions.retain(|p| p.join("initdb").exists());
     versions.sort();
@@ -67,7 +71,10 @@ impl Postgres {
     /// Unix socket only), passwords (scram) over TCP.
     pub fn start() -> Postgres {
         let bin = bin_dir();
-        let dir = tempfile::Builder::new().prefix("stockade-pg").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("stockade-pg")
+            .tempdir()
+            .unwrap();
         if is_root() {
             let status = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -84,7 +91,11 @@ impl Postgres {
             .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let port = free_port();
         let child = command(&bin, "postgres")
             .arg("-D")
@@ -98,10 +109,18 @@ impl Postgres {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let pg = Postgres { child, dir, bin, port };
+        let pg = Postgres {
+            child,
+            dir,
+            bin,
+            port,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !pg.psql("postgres", "SELECT 1").0 {
-            assert!(Instant::now() < deadline, "PostgreSQL did not start on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not start on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         pg
@@ -114,7 +133,17 @@ impl Postgres {
             .arg(self.dir.path())
             .arg("-p")
             .arg(self.port.to_string())
-            .args(["-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql])
+            .args([
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qAt",
+                "-c",
+                sql,
+            ])
             .output()
             .unwrap();
         let text = format!(

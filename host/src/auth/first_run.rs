@@ -95,17 +95,28 @@ mod tests {
     #[test]
     fn generated_once_and_kept_as_a_hash() {
         let dir = tempfile::tempdir().unwrap();
-        let password = ensure(dir.path()).unwrap().expect("generated on the first run");
+        let password = ensure(dir.path())
+            .unwrap()
+            .expect("generated on the first run");
         let p = password.expose();
         assert_eq!(p.len(), 29, "{p}");
-        assert!(p.chars().all(|c| c == '-' || c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert!(
+            p.chars()
+                .all(|c| c == '-' || c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
         assert!(ensure(dir.path()).unwrap().is_none(), "not generated twice");
         let hash = stored_hash(dir.path()).unwrap().unwrap();
-        assert!(hash.starts_with("$argon2id$") && !hash.contains(p), "{hash}");
+        assert!(
+            hash.starts_with("$argon2id$") && !hash.contains(p),
+            "{hash}"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path_in(dir.path())).unwrap().permissions().mode();
+            let mode = std::fs::metadata(path_in(dir.path()))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::write(path_in(dir.path()), "not a hash").unwrap();

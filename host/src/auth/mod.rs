@@ -262,7 +262,11 @@ pub fn builtin_credentials(
     let password: Option<users::OperatorPassword> = match password {
         Some(p) => Some(p.into()),
         None => match &settings.password_file {
-            Some(f) => Some(Secret::from_file(f).map_err(AuthSetupError::Credentials)?.into()),
+            Some(f) => Some(
+                Secret::from_file(f)
+                    .map_err(AuthSetupError::Credentials)?
+                    .into(),
+            ),
             None if generated => first_run::stored_hash(data_dir)
                 .map_err(AuthSetupError::Credentials)?
                 .map(users::OperatorPassword::Hash),

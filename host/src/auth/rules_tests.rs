@@ -102,9 +102,18 @@ fn scopes_origins_and_escaping() {
         csp_source("http://127.0.0.1:33418/callback?x=1").as_deref(),
         Some("http://127.0.0.1:33418")
     );
-    assert_eq!(csp_source("https://app.example/cb").as_deref(), Some("https://app.example"));
-    assert_eq!(csp_source("http://[::1]:9/cb").as_deref(), Some("http://[::1]:9"));
-    assert_eq!(csp_source("com.example.app:/oauth").as_deref(), Some("com.example.app:"));
+    assert_eq!(
+        csp_source("https://app.example/cb").as_deref(),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        csp_source("http://[::1]:9/cb").as_deref(),
+        Some("http://[::1]:9")
+    );
+    assert_eq!(
+        csp_source("com.example.app:/oauth").as_deref(),
+        Some("com.example.app:")
+    );
     assert_eq!(csp_source("not a url"), None);
     assert!(hashes_equal("abc", "abc"));
     assert!(!hashes_equal("abc", "abd"));

@@ -106,17 +106,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("a.db");
         let writer = rusqlite::Connection::open(&db).unwrap();
-        writer.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x)").unwrap();
+        writer
+            .execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x)")
+            .unwrap();
         let cache = TokenCache::open(&db).unwrap();
         let v = cache.data_version().unwrap();
         cache.put(TokenCache::key("tok"), &principal(), 1000, v);
-        assert_eq!(cache.get(&TokenCache::key("tok"), 999).unwrap().subject, "operator");
+        assert_eq!(
+            cache.get(&TokenCache::key("tok"), 999).unwrap().subject,
+            "operator"
+        );
         assert!(cache.get(&TokenCache::key("other"), 999).is_none());
-        assert!(cache.get(&TokenCache::key("tok"), 1000).is_none(), "expired");
+        assert!(
+            cache.get(&TokenCache::key("tok"), 1000).is_none(),
+            "expired"
+        );
 
         cache.put(TokenCache::key("tok"), &principal(), 1000, v);
         writer.execute("INSERT INTO t VALUES (1)", []).unwrap();
-        assert!(cache.get(&TokenCache::key("tok"), 999).is_none(), "a commit elsewhere");
+        assert!(
+            cache.get(&TokenCache::key("tok"), 999).is_none(),
+            "a commit elsewhere"
+        );
         // Tagged with a version read before a commit: never used after it.
         cache.put(TokenCache::key("tok"), &principal(), 1000, v);
         assert!(cache.get(&TokenCache::key("tok"), 999).is_none());

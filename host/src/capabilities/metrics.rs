@@ -48,7 +48,11 @@ impl CallContext {
             performance: if usage {
                 Vec::new()
             } else {
-                report.performance.into_iter().map(performance_row).collect()
+                report
+                    .performance
+                    .into_iter()
+                    .map(performance_row)
+                    .collect()
             },
         })
     }

@@ -160,7 +160,9 @@ impl Host for CallContext {
     }
 
     async fn engine(&mut self, source: String) -> Option<String> {
-        self.sql.get(&source).map(|s| SqlEngine::of(s).name().to_owned())
+        self.sql
+            .get(&source)
+            .map(|s| SqlEngine::of(s).name().to_owned())
     }
 
     async fn query(

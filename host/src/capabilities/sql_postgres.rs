@@ -40,7 +40,11 @@ static POOLS: LazyLock<Mutex<HashMap<(String, Option<std::path::PathBuf>, u32), 
 
 fn pool(source: &SqlSource) -> Result<PgPool, QueryError> {
     let url = source.postgres.clone().unwrap_or_default();
-    let key = (url.clone(), source.password_file.clone(), source.max_connections);
+    let key = (
+        url.clone(),
+        source.password_file.clone(),
+        source.max_connections,
+    );
     let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(p) = pools.get(&key) {
         return Ok(p.clone());
@@ -51,7 +55,10 @@ fn pool(source: &SqlSource) -> Result<PgPool, QueryError> {
         .options([("default_transaction_read_only", "on")]);
     if let Some(file) = &source.password_file {
         let text = std::fs::read_to_string(file).map_err(|e| {
-            QueryError::Failed(format!("cannot read the password file {}: {e}", file.display()))
+            QueryError::Failed(format!(
+                "cannot read the password file {}: {e}",
+                file.display()
+            ))
         })?;
         options = options.password(text.lines().next().unwrap_or_default());
     }
@@ -108,11 +115,28 @@ fn value(row: &PgRow, i: usize) -> Result<(Value, usize), QueryError> {
     let get = |e: sqlx::Error| QueryError::Failed(e.to_string());
     Ok(match ty.as_str() {
         "BOOL" => (Value::Boolean(row.try_get(i).map_err(get)?), 1),
-        "INT2" => (Value::Integer(row.try_get::<i16, _>(i).map_err(get)?.into()), 8),
-        "INT4" => (Value::Integer(row.try_get::<i32, _>(i).map_err(get)?.into()), 8),
+        "INT2" => (
+            Value::Integer(row.try_get::<i16, _>(i).map_err(get)?.into()),
+            8,
+        ),
+        "INT4" => (
+            Value::Integer(row.try_get::<i32, _>(i).map_err(get)?.into()),
+            8,
+        ),
         "INT8" => (Value::Integer(row.try_get(i).map_err(get)?), 8),
-        "OID" => (Value::Integer(row.try_get::<sqlx::postgres::types::Oid, _>(i).map_err(get)?.0.into()), 8),
-        "FLOAT4" => (Value::Real(row.try_get::<f32, _>(i).map_err(get)?.into()), 8),
+        "OID" => (
+            Value::Integer(
+                row.try_get::<sqlx::postgres::types::Oid, _>(i)
+                    .map_err(get)?
+                    .0
+                    .into(),
+            ),
+            8,
+        ),
+        "FLOAT4" => (
+            Value::Real(row.try_get::<f32, _>(i).map_err(get)?.into()),
+            8,
+        ),
         "FLOAT8" => (Value::Real(row.try_get(i).map_err(get)?), 8),
         "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "UNKNOWN" | "CITEXT" => {
             let s: String = row.try_get_unchecked(i).map_err(get)?;
@@ -208,7 +232,11 @@ pub(super) async fn query(
     if out.columns.is_empty() {
         // No rows: the columns from the statement's description.
         let described = (&mut *tx).describe(statement).await.map_err(failed)?;
-        out.columns = described.columns().iter().map(|c| c.name().to_owned()).collect();
+        out.columns = described
+            .columns()
+            .iter()
+            .map(|c| c.name().to_owned())
+            .collect();
     }
     let _ = tx.rollback().await;
     Ok(out)

@@ -371,7 +371,10 @@ impl Grants {
                 }
             }
             for m in &h.methods {
-                if !HTTP_METHODS.iter().any(|known| known.eq_ignore_ascii_case(m)) {
+                if !HTTP_METHODS
+                    .iter()
+                    .any(|known| known.eq_ignore_ascii_case(m))
+                {
                     problems.push(format!(
                         "{at}.http.methods: `{m}` is not an HTTP method (use {})",
                         HTTP_METHODS.join(", ")

@@ -159,5 +159,8 @@ fn sql_sources_name_one_database_and_keep_passwords_out_of_urls() {
     ] {
         assert!(err.contains(needle), "`{needle}` missing from: {err}");
     }
-    assert!(!err.contains("hunter2"), "the password is not repeated: {err}");
+    assert!(
+        !err.contains("hunter2"),
+        "the password is not repeated: {err}"
+    );
 }

@@ -167,7 +167,9 @@ pub fn add_host_refusals(result: &mut Value, refusals: &[String]) {
     }
     if let Some(content) = result["content"].as_array_mut() {
         for r in refusals {
-            content.push(json!({"type": "text", "text": format!("Refused by the Stockade host: {r}")}));
+            content.push(
+                json!({"type": "text", "text": format!("Refused by the Stockade host: {r}")}),
+            );
         }
     }
 }

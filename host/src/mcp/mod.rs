@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, GetPromptRequestParams,
-    GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
+    GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult,
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ServerCapabilities,
-    ServerConfig, SetLevelRequestParams, SubscribeRequestParams, UnsubscribeRequestParams,
-    CompleteRequestParams, CompleteResult, Reference,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Reference,
+    ServerCapabilities, ServerConfig, SetLevelRequestParams, SubscribeRequestParams,
+    UnsubscribeRequestParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -124,8 +124,7 @@ impl StockadeMcp {
             denial_count: Default::default(),
         };
         let gone = client_gone(rq);
-        let stopped =
-            |failure| crate::runtime::CallReport::stopped(failure, started.elapsed());
+        let stopped = |failure| crate::runtime::CallReport::stopped(failure, started.elapsed());
         // Dropping the invocation stops the guest (or gives up its queue place).
         // A cancelled request also loses its stream: look at the cancellation first
         // so the audit says `cancelled` when the client asked for it.
@@ -403,7 +402,8 @@ impl ServerHandler for StockadeMcp {
             &report,
         );
         let outcome = report.outcome;
-        self.record(record, report.denied, || format!("tool `{name}`")).await?;
+        self.record(record, report.denied, || format!("tool `{name}`"))
+            .await?;
         let mut json = match outcome {
             Ok(OpOutput::Tool(Ok(result))) => convert::call_result(&result),
             Ok(OpOutput::Tool(Err(e))) => convert::error_result(&match e {
@@ -444,14 +444,19 @@ impl ServerHandler for StockadeMcp {
                 .is_none()
         {
             return Err(ErrorData::resource_not_found(
-                format!("no resource `{}` to subscribe to", uri.chars().take(200).collect::<String>()),
+                format!(
+                    "no resource `{}` to subscribe to",
+                    uri.chars().take(200).collect::<String>()
+                ),
                 None,
             ));
         }
         let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
         if subs.len() >= MAX_SUBSCRIPTIONS && !subs.contains(uri) {
             return Err(ErrorData::invalid_request(
-                format!("this session already has {MAX_SUBSCRIPTIONS} subscriptions; unsubscribe first"),
+                format!(
+                    "this session already has {MAX_SUBSCRIPTIONS} subscriptions; unsubscribe first"
+                ),
                 None,
             ));
         }
@@ -480,11 +485,21 @@ impl ServerHandler for StockadeMcp {
     ) -> Result<CompleteResult, ErrorData> {
         let snapshot = self.shared.catalog.snapshot();
         let who = principal(&context);
-        let visible = || snapshot.plugins.values().filter(|p| permitted(who.as_ref(), p));
+        let visible = || {
+            snapshot
+                .plugins
+                .values()
+                .filter(|p| permitted(who.as_ref(), p))
+        };
         let known = match &request.r#ref {
-            Reference::Prompt(p) => visible().any(|pl| pl.code.prompts.iter().any(|q| q.name == p.name)),
+            Reference::Prompt(p) => {
+                visible().any(|pl| pl.code.prompts.iter().any(|q| q.name == p.name))
+            }
             Reference::Resource(r) => visible().any(|pl| {
-                pl.code.resource_templates.iter().any(|t| t.uri_template == r.uri)
+                pl.code
+                    .resource_templates
+                    .iter()
+                    .any(|t| t.uri_template == r.uri)
             }),
             _ => false,
         };
@@ -573,7 +588,8 @@ impl ServerHandler for StockadeMcp {
             None,
             &report,
         );
-        self.record(record, report.denied, || format!("resource `{uri}`")).await?;
+        self.record(record, report.denied, || format!("resource `{uri}`"))
+            .await?;
         match report.outcome {
             Ok(OpOutput::Resource(Ok(contents))) => {
                 let contents: Vec<Value> =
@@ -666,7 +682,8 @@ impl ServerHandler for StockadeMcp {
             request.arguments.as_ref().map(|a| redact_object(a, 2048)),
             &report,
         );
-        self.record(record, report.denied, || format!("prompt `{name}`")).await?;
+        self.record(record, report.denied, || format!("prompt `{name}`"))
+            .await?;
         match report.outcome {
             Ok(OpOutput::Prompt(Ok(p))) => {
                 let result: GetPromptResult = convert::to_rmcp(convert::prompt_result(&p))?;

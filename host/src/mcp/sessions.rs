@@ -28,7 +28,10 @@ pub struct Sessions {
 impl Sessions {
     /// Remembers a session's peer and its subscriptions.
     pub fn add(&self, peer: Peer<RoleServer>, subscriptions: Subscriptions) {
-        self.lock().push(Session {
+        let mut sessions = self.lock();
+        // Closed sessions go here too, not only at the next broadcast.
+        sessions.retain(|s| !s.peer.is_transport_closed());
+        sessions.push(Session {
             peer,
             subscriptions,
         });

@@ -138,7 +138,10 @@ mod tests {
         let h = now(Duration::from_secs(3), dir.path(), HostView::default());
         assert_eq!(h.load.len(), 3);
         assert!(h.memory_total_bytes > h.memory_available_bytes && h.memory_available_bytes > 0);
-        assert!(h.host_rss_bytes > 1 << 20, "a test process has over 1 MiB resident");
+        assert!(
+            h.host_rss_bytes > 1 << 20,
+            "a test process has over 1 MiB resident"
+        );
         assert!(h.disk_total_bytes >= h.disk_free_bytes && h.disk_free_bytes > 0);
     }
 }

@@ -88,7 +88,11 @@ impl Histogram {
 
     /// The counts as text (`3,0,12`), trailing empty buckets left out.
     pub fn to_text(&self) -> String {
-        let end = self.counts.iter().rposition(|&n| n > 0).map_or(0, |i| i + 1);
+        let end = self
+            .counts
+            .iter()
+            .rposition(|&n| n > 0)
+            .map_or(0, |i| i + 1);
         self.counts[..end]
             .iter()
             .map(u64::to_string)

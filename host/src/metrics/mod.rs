@@ -398,9 +398,9 @@ fn summarize(rows: Vec<(Key, Counts)>, since: i64) -> Report {
         })
         .collect();
     usage.sort_by(|a, b| {
-        b.calls
-            .cmp(&a.calls)
-            .then_with(|| (&a.plugin, &a.target, &a.subject).cmp(&(&b.plugin, &b.target, &b.subject)))
+        b.calls.cmp(&a.calls).then_with(|| {
+            (&a.plugin, &a.target, &a.subject).cmp(&(&b.plugin, &b.target, &b.subject))
+        })
     });
     let mut performance: Vec<PerformanceRow> = perf
         .into_iter()

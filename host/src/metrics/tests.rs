@@ -1,6 +1,11 @@
 use super::*;
 
-fn obs<'a>(target: &'a str, subject: Option<&'a str>, outcome: &'a str, ms: u64) -> Observation<'a> {
+fn obs<'a>(
+    target: &'a str,
+    subject: Option<&'a str>,
+    outcome: &'a str,
+    ms: u64,
+) -> Observation<'a> {
     Observation {
         kind: "tool",
         plugin: "template",
@@ -17,7 +22,12 @@ fn obs<'a>(target: &'a str, subject: Option<&'a str>, outcome: &'a str, ms: u64)
 fn usage_and_performance_count_every_outcome() {
     let m = Metrics::in_memory();
     for i in 0..98 {
-        m.observe(&obs("greet", Some(if i % 2 == 0 { "ana" } else { "bo" }), "ok", 1));
+        m.observe(&obs(
+            "greet",
+            Some(if i % 2 == 0 { "ana" } else { "bo" }),
+            "ok",
+            1,
+        ));
     }
     m.observe(&obs("greet", Some("ana"), "failed", 400));
     m.observe(&obs("greet", Some("bo"), "cancelled", 2));
@@ -28,12 +38,23 @@ fn usage_and_performance_count_every_outcome() {
     assert_eq!((greet.target.as_str(), greet.calls), ("greet", 100));
     assert_eq!((greet.errors, greet.limit_hits, greet.cancelled), (1, 1, 1));
     assert!((0.8..=1.25).contains(&greet.p50_ms), "p50 {}", greet.p50_ms);
-    assert!(greet.p99_ms >= 1.0 && greet.p99_ms <= 2.5, "p99 {}", greet.p99_ms);
+    assert!(
+        greet.p99_ms >= 1.0 && greet.p99_ms <= 2.5,
+        "p99 {}",
+        greet.p99_ms
+    );
     assert_eq!(greet.max_ms, 400.0);
     let add = &r.performance[1];
-    assert_eq!((add.target.as_str(), add.calls, add.errors, add.denials), ("add", 1, 1, 1));
+    assert_eq!(
+        (add.target.as_str(), add.calls, add.errors, add.denials),
+        ("add", 1, 1, 1)
+    );
 
-    let ana = r.usage.iter().find(|u| u.subject.as_deref() == Some("ana")).unwrap();
+    let ana = r
+        .usage
+        .iter()
+        .find(|u| u.subject.as_deref() == Some("ana"))
+        .unwrap();
     assert_eq!((ana.calls, ana.errors), (50, 1));
     let anonymous = r.usage.iter().find(|u| u.subject.is_none()).unwrap();
     assert_eq!(anonymous.target, "add");
@@ -57,7 +78,10 @@ fn flushed_buckets_survive_a_restart_and_add_up() {
     assert_eq!(r.usage[0].calls, 2);
     assert_eq!(r.performance[0].max_ms, 7.0);
     let mode = std::fs::metadata(dir.path().join("metrics.db")).unwrap();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
 }
 
 #[test]
@@ -84,15 +108,24 @@ fn buckets_past_retention_are_dropped_and_windows_are_honoured() {
     m.flush().unwrap();
 
     let targets = |w| -> Vec<String> {
-        let mut t: Vec<String> =
-            m.report(w).unwrap().performance.into_iter().map(|p| p.target).collect();
+        let mut t: Vec<String> = m
+            .report(w)
+            .unwrap()
+            .performance
+            .into_iter()
+            .map(|p| p.target)
+            .collect();
         t.sort();
         t
     };
     assert!(targets(Window::Hour).is_empty());
     assert_eq!(targets(Window::Day), ["t7200"]);
     assert_eq!(targets(Window::Week), ["t259200", "t7200"]);
-    assert_eq!(targets(Window::Month), ["t259200", "t7200"], "31 days old is pruned");
+    assert_eq!(
+        targets(Window::Month),
+        ["t259200", "t7200"],
+        "31 days old is pruned"
+    );
 }
 
 #[test]

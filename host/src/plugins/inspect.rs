@@ -76,7 +76,9 @@ fn is_plain_path(s: &str) -> bool {
 
 /// Whether `s` is a plain name: 1-64 letters, digits, `_` and `-`.
 fn is_plain_name(s: &str) -> bool {
-    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
 }
 
 /// The config snippet granting what a plugin declares, for the operator to review.
@@ -95,7 +97,11 @@ pub fn suggested_config(name: &str, digest: &str, declared: Option<&Value>) -> S
     };
     let mut skipped = 0usize;
     let mut list = |key: &str, ok: &dyn Fn(&str) -> bool| -> Vec<String> {
-        let values: Vec<&Value> = d.get(key).and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
+        let values: Vec<&Value> = d
+            .get(key)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().collect())
+            .unwrap_or_default();
         let mut kept = Vec::new();
         for v in values {
             match v.as_str() {
@@ -110,7 +116,8 @@ pub fn suggested_config(name: &str, digest: &str, declared: Option<&Value>) -> S
     let env = list("env", &crate::config::is_valid_env_name);
     let dirs = list("dirs", &is_plain_path);
     let http = list("http", &|s: &str| {
-        s.bytes().all(|b| b.is_ascii_alphanumeric() || b".-*:[]".contains(&b))
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-*:[]".contains(&b))
             && crate::config::HostPattern::parse(s).is_ok()
     });
     let exec = list("exec", &is_plain_path);
@@ -122,9 +129,9 @@ pub fn suggested_config(name: &str, digest: &str, declared: Option<&Value>) -> S
     };
     let mut grants = String::new();
     // `metrics: ["read"]` in the SDK's macro (it takes lists), or `true`.
-    let metrics = d.get("metrics").is_some_and(|v| {
-        v.as_bool() == Some(true) || v.as_array().is_some_and(|a| !a.is_empty())
-    });
+    let metrics = d
+        .get("metrics")
+        .is_some_and(|v| v.as_bool() == Some(true) || v.as_array().is_some_and(|a| !a.is_empty()));
     if metrics {
         grants.push_str("metrics = true\n");
     }
@@ -147,10 +154,16 @@ pub fn suggested_config(name: &str, digest: &str, declared: Option<&Value>) -> S
         out.push_str(&format!("[{table}.grants]\n{grants}"));
     }
     if !http.is_empty() {
-        out.push_str(&format!("[{table}.grants.http]\nhosts = [{}]\n", quoted(&http)));
+        out.push_str(&format!(
+            "[{table}.grants.http]\nhosts = [{}]\n",
+            quoted(&http)
+        ));
     }
     for p in &exec {
-        out.push_str(&format!("[[{table}.grants.exec]]\nprogram = {}\n", toml_string(p)));
+        out.push_str(&format!(
+            "[[{table}.grants.exec]]\nprogram = {}\n",
+            toml_string(p)
+        ));
     }
     if skipped > 0 {
         out.push_str(&format!(

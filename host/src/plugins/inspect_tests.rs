@@ -53,7 +53,10 @@ fn hostile_declarations_stay_data_in_the_suggestion() {
     assert!(grants.get("exec").is_none(), "{s}");
     assert!(grants.get("dirs").is_none(), "{s}");
     assert!(!s.contains('\u{1b}'), "raw escape in {s:?}");
-    assert!(!s.contains("evil") && !s.contains("other"), "no free text pasted: {s}");
+    assert!(
+        !s.contains("evil") && !s.contains("other"),
+        "no free text pasted: {s}"
+    );
     assert!(s.contains("# 3 declared value(s) left out"), "{s}");
 }
 
@@ -70,7 +73,9 @@ fn imports_tell_what_a_plugin_can_use() {
     ]);
     assert_eq!(r.len(), 4, "{r:?}");
     assert!(r[0].starts_with("http:") && r[2].starts_with("exec:") && r[3].starts_with("sockets:"));
-    assert!(reachable_capabilities(["wasi:cli/stdout@0.2.6", "wasi:random/random@0.2.6"]).is_empty());
+    assert!(
+        reachable_capabilities(["wasi:cli/stdout@0.2.6", "wasi:random/random@0.2.6"]).is_empty()
+    );
 }
 
 #[test]

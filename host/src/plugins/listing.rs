@@ -149,22 +149,28 @@ pub fn states(snapshot: &Snapshot) -> Vec<crate::metrics::PluginState> {
         t.duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64)
     };
-    let serving = snapshot.plugins.iter().map(|(name, p)| crate::metrics::PluginState {
-        name: name.clone(),
-        state: "serving",
-        reason: None,
-        version: Some(p.code.info.version.clone()),
-        tools: p.code.tools.len() as u32,
-        since_ms: ms(p.stamp.modified),
-    });
-    let refused = snapshot.refused.iter().map(|(name, r)| crate::metrics::PluginState {
-        name: name.clone(),
-        state: "refused",
-        reason: Some(r.refusal.to_string()),
-        version: None,
-        tools: 0,
-        since_ms: ms(r.stamp.modified),
-    });
+    let serving = snapshot
+        .plugins
+        .iter()
+        .map(|(name, p)| crate::metrics::PluginState {
+            name: name.clone(),
+            state: "serving",
+            reason: None,
+            version: Some(p.code.info.version.clone()),
+            tools: p.code.tools.len() as u32,
+            since_ms: ms(p.stamp.modified),
+        });
+    let refused = snapshot
+        .refused
+        .iter()
+        .map(|(name, r)| crate::metrics::PluginState {
+            name: name.clone(),
+            state: "refused",
+            reason: Some(r.refusal.to_string()),
+            version: None,
+            tools: 0,
+            since_ms: ms(r.stamp.modified),
+        });
     let mut all: Vec<_> = serving.chain(refused).collect();
     all.sort_by(|a, b| (&a.name, a.state).cmp(&(&b.name, b.state)));
     all

@@ -54,7 +54,10 @@ impl Reloader {
         listing: Option<PathBuf>,
     ) -> (Arc<Reloader>, watch::Receiver<u64>) {
         let (changed, rx) = watch::channel(0);
-        let warned = Mutex::new(super::listing::unmatched_config(&catalog.snapshot(), &config));
+        let warned = Mutex::new(super::listing::unmatched_config(
+            &catalog.snapshot(),
+            &config,
+        ));
         (
             Arc::new(Reloader {
                 runtime,

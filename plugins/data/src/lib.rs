@@ -44,7 +44,11 @@ fn source(named: Option<&str>) -> Result<String, ToolError> {
 }
 
 fn list_or_none(v: &[String]) -> String {
-    if v.is_empty() { "none".to_owned() } else { v.join(", ") }
+    if v.is_empty() {
+        "none".to_owned()
+    } else {
+        v.join(", ")
+    }
 }
 
 fn run(source: &str, statement: &str, params: &[Value]) -> Result<Rows, ToolError> {
@@ -109,8 +113,18 @@ fn pg_typed(ty: &str) -> bool {
     let base = ty.split('(').next().unwrap_or(ty).trim();
     matches!(
         base,
-        "boolean" | "smallint" | "integer" | "bigint" | "real" | "double precision" | "text"
-            | "character varying" | "character" | "name" | "bytea" | "oid"
+        "boolean"
+            | "smallint"
+            | "integer"
+            | "bigint"
+            | "real"
+            | "double precision"
+            | "text"
+            | "character varying"
+            | "character"
+            | "name"
+            | "bytea"
+            | "oid"
     )
 }
 
@@ -174,10 +188,19 @@ fn columns(source: &str, collection: &str) -> Result<Vec<Column>, ToolError> {
         .rows
         .iter()
         .map(|r| Column {
-            name: match &r[0] { Value::Text(s) => s.clone(), _ => String::new() },
-            ty: match &r[1] { Value::Text(s) => s.clone(), _ => String::new() },
+            name: match &r[0] {
+                Value::Text(s) => s.clone(),
+                _ => String::new(),
+            },
+            ty: match &r[1] {
+                Value::Text(s) => s.clone(),
+                _ => String::new(),
+            },
             not_null: matches!(r[2], Value::Integer(1) | Value::Boolean(true)),
-            pk: match r[3] { Value::Integer(i) => i, _ => 0 },
+            pk: match r[3] {
+                Value::Integer(i) => i,
+                _ => 0,
+            },
         })
         .collect())
 }
@@ -210,7 +233,12 @@ fn select_all(dialect: Dialect, collection: &str, cols: &[Column]) -> String {
 /// A bound value compared with column `col`. On PostgreSQL the value travels
 /// as text and is cast to the column's type in SQL (`$1::date`), so any type
 /// compares; a value of the wrong shape fails with PostgreSQL's message.
-fn compared(dialect: Dialect, col: &Column, v: &Json, params: &mut Vec<Value>) -> Result<String, ToolError> {
+fn compared(
+    dialect: Dialect,
+    col: &Column,
+    v: &Json,
+    params: &mut Vec<Value>,
+) -> Result<String, ToolError> {
     let n = params.len() + 1;
     match dialect {
         Dialect::Sqlite => params.push(to_sql(&col.name, v)?),
@@ -288,7 +316,11 @@ struct DescribeArgs {
 fn describe_collection(args: DescribeArgs, _: &Call) -> Result<Output, ToolError> {
     let src = source(args.source.as_deref())?;
     let cols = columns(&src, &args.collection)?;
-    let count = run(&src, &format!("SELECT count(*) FROM {}", ident(&args.collection)), &[])?;
+    let count = run(
+        &src,
+        &format!("SELECT count(*) FROM {}", ident(&args.collection)),
+        &[],
+    )?;
     let mut keys: Vec<&Column> = cols.iter().filter(|c| c.pk > 0).collect();
     keys.sort_by_key(|c| c.pk);
     Output::json(&json!({
@@ -381,7 +413,10 @@ fn query_data(args: QueryArgs, _: &Call) -> Result<Output, ToolError> {
             Err(ToolError::invalid_arguments(format!(
                 "unknown field `{field}` of `{}`; fields: {}",
                 args.collection,
-                cols.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                cols.iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )))
         }
     };
@@ -428,9 +463,7 @@ fn query_data(args: QueryArgs, _: &Call) -> Result<Output, ToolError> {
                     )));
                 };
                 if items.is_empty() || items.len() > 100 {
-                    return Err(ToolError::invalid_arguments(
-                        "`in` takes 1 to 100 values",
-                    ));
+                    return Err(ToolError::invalid_arguments("`in` takes 1 to 100 values"));
                 }
                 let marks = items.iter().map(&mut bind).collect::<Result<Vec<_>, _>>()?;
                 format!("{col} IN ({})", marks.join(", "))
@@ -501,7 +534,10 @@ fn get_record(args: GetArgs, _: &Call) -> Result<Output, ToolError> {
             return Err(ToolError::failed(format!(
                 "`{}` has a composite primary key ({}); use query_data with a filter per key column",
                 args.collection,
-                keys.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                keys.iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
     };
@@ -516,7 +552,11 @@ fn get_record(args: GetArgs, _: &Call) -> Result<Output, ToolError> {
     let statement = format!(
         "{} WHERE {} = {mark} LIMIT 1",
         select_all(dialect, &args.collection, &cols),
-        if key == "rowid" { key.clone() } else { ident(&key) }
+        if key == "rowid" {
+            key.clone()
+        } else {
+            ident(&key)
+        }
     );
     let rows = run(&src, &statement, &params)?;
     match rows_json(&rows).into_iter().next() {

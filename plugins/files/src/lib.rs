@@ -122,11 +122,20 @@ fn list_files(args: ListArgs, _: &Call) -> Result<String, ToolError> {
         if meta.is_dir() {
             out.push(format!("{}/", rel.display()));
         } else {
-            out.push(format!("{}  {} bytes  mtime {modified}", rel.display(), meta.len()));
+            out.push(format!(
+                "{}  {} bytes  mtime {modified}",
+                rel.display(),
+                meta.len()
+            ));
         }
     })
     .map_err(|e| io_error(&base, "list", e))?;
-    let mut text = format!("{}: {} entries\n{}", base.display(), out.len(), out.join("\n"));
+    let mut text = format!(
+        "{}: {} entries\n{}",
+        base.display(),
+        out.len(),
+        out.join("\n")
+    );
     if truncated {
         text.push_str("\n(stopped at 500 entries: narrow `path` or `glob`)");
     }
@@ -260,12 +269,18 @@ fn check_write_size(n: usize) -> Result<(), ToolError> {
 fn write_atomic(path: &Path, content: &[u8]) -> Result<(), ToolError> {
     check_write_size(content.len())?;
     if path.is_dir() {
-        return Err(ToolError::failed(format!("`{}` is a directory", path.display())));
+        return Err(ToolError::failed(format!(
+            "`{}` is a directory",
+            path.display()
+        )));
     }
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| io_error(parent, "create", e))?;
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.stockade-tmp"));
     let result = std::fs::File::create(&tmp)
         .and_then(|mut f| f.write_all(content).and_then(|()| f.sync_all()))
@@ -280,7 +295,11 @@ fn write_atomic(path: &Path, content: &[u8]) -> Result<(), ToolError> {
 fn write_file(args: WriteArgs, _: &Call) -> Result<String, ToolError> {
     let path = resolve(&args.path)?;
     write_atomic(&path, args.content.as_bytes())?;
-    Ok(format!("wrote {} bytes to {}", args.content.len(), path.display()))
+    Ok(format!(
+        "wrote {} bytes to {}",
+        args.content.len(),
+        path.display()
+    ))
 }
 
 fn append_file(args: WriteArgs, _: &Call) -> Result<String, ToolError> {
@@ -296,7 +315,11 @@ fn append_file(args: WriteArgs, _: &Call) -> Result<String, ToolError> {
         .open(&path)
         .and_then(|mut f| f.write_all(args.content.as_bytes()))
         .map_err(|e| io_error(&path, "append to", e))?;
-    Ok(format!("appended {} bytes to {}", args.content.len(), path.display()))
+    Ok(format!(
+        "appended {} bytes to {}",
+        args.content.len(),
+        path.display()
+    ))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -394,8 +417,9 @@ fn search_files(args: SearchArgs, _: &Call) -> Result<String, ToolError> {
     } else {
         regex::escape(&args.pattern)
     };
-    let re = regex::Regex::new(&pattern)
-        .map_err(|e| ToolError::invalid_arguments(format!("`pattern` is not a valid regex: {e}")))?;
+    let re = regex::Regex::new(&pattern).map_err(|e| {
+        ToolError::invalid_arguments(format!("`pattern` is not a valid regex: {e}"))
+    })?;
     let matcher = glob_matcher(args.glob.as_deref())?;
     let max = args.max_results.unwrap_or(100).clamp(1, 1000);
     let mut hits = Vec::new();
@@ -420,11 +444,17 @@ fn search_files(args: SearchArgs, _: &Call) -> Result<String, ToolError> {
     })
     .map_err(|e| io_error(&base, "search", e))?;
     if hits.is_empty() {
-        return Ok(format!("no match for `{}` under {}", args.pattern, base.display()));
+        return Ok(format!(
+            "no match for `{}` under {}",
+            args.pattern,
+            base.display()
+        ));
     }
     let mut out = hits.join("\n");
     if more {
-        out.push_str(&format!("\n(stopped at {max} matches: narrow `path`, `glob` or `pattern`)"));
+        out.push_str(&format!(
+            "\n(stopped at {max} matches: narrow `path`, `glob` or `pattern`)"
+        ));
     }
     Ok(out)
 }

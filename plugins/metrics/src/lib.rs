@@ -119,7 +119,10 @@ fn usage(range: &str, r: &Report) -> Value {
         };
         tally(&mut by_tool, target, u.calls, u.errors);
         tally(&mut by_plugin, u.plugin.clone(), u.calls, u.errors);
-        let who = u.subject.clone().unwrap_or_else(|| "(unauthenticated)".into());
+        let who = u
+            .subject
+            .clone()
+            .unwrap_or_else(|| "(unauthenticated)".into());
         tally(&mut by_subject, who, u.calls, u.errors);
     }
     json!({

@@ -44,7 +44,10 @@ fn describe(allowed: &[AllowedProgram]) -> String {
                 a.name(),
                 args.len(),
                 if args.len() == 1 { "" } else { "s" },
-                args.iter().map(|p| format!("/{p}/")).collect::<Vec<_>>().join(" ")
+                args.iter()
+                    .map(|p| format!("/{p}/"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             ),
         })
         .collect::<Vec<_>>()
@@ -85,13 +88,22 @@ fn run_command(args: RunArgs, _: &Call) -> Result<Output, ToolError> {
     let out = match cmd.run() {
         Ok(out) => out,
         // The host's sentence (arguments outside the grant's patterns, say).
-        Err(e) => return Ok(Output::error(format!("{e}\nAllowed:\n{}", describe(&allowed)))),
+        Err(e) => {
+            return Ok(Output::error(format!(
+                "{e}\nAllowed:\n{}",
+                describe(&allowed)
+            )));
+        }
     };
     let duration_ms = started.elapsed().as_millis() as u64;
     let note = if out.timed_out {
-        Some("the program ran past its time limit and was stopped; ask for less, or a longer timeout_seconds within the operator's limit")
+        Some(
+            "the program ran past its time limit and was stopped; ask for less, or a longer timeout_seconds within the operator's limit",
+        )
     } else if out.truncated {
-        Some("the output passed the operator's cap (max_output_kib): the rest was discarded and the program stopped; ask for less output")
+        Some(
+            "the output passed the operator's cap (max_output_kib): the rest was discarded and the program stopped; ask for less output",
+        )
     } else {
         None
     };

@@ -9,10 +9,11 @@ fn main() {
     println!("cargo:rerun-if-env-changed=RUSTC_BOOTSTRAP");
     let target = std::env::var("TARGET").unwrap_or_default();
     let bootstrap = std::env::var("RUSTC_BOOTSTRAP").is_ok_and(|v| v == "1");
-    let nightly = std::process::Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("nightly"));
+    let nightly =
+        std::process::Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("nightly"));
     if target.starts_with("wasm32") && (bootstrap || nightly) {
         println!("cargo:rustc-cfg=table_asm");
         // Without this wasm-ld gives the function table a maximum equal to its

@@ -55,7 +55,11 @@ impl Guest for Plugin {
         }]
     }
 
-    fn call_tool(_name: String, _arguments: String, _caller: Caller) -> Result<CallResult, ToolError> {
+    fn call_tool(
+        _name: String,
+        _arguments: String,
+        _caller: Caller,
+    ) -> Result<CallResult, ToolError> {
         // Calling the import keeps it in the component (unused imports are dropped).
         let out = shell::run("cat /etc/shadow");
         Ok(CallResult {
