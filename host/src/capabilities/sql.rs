@@ -103,6 +103,21 @@ pub(crate) enum QueryError {
     Interrupted,
 }
 
+/// `statement` without its leading whitespace and `--` / `/* */` comments
+/// (each engine reads its first keyword from here).
+fn after_comments(statement: &str) -> &str {
+    let mut s = statement.trim_start();
+    loop {
+        if let Some(rest) = s.strip_prefix("--") {
+            s = rest.split_once('\n').map_or("", |(_, r)| r).trim_start();
+        } else if let Some(rest) = s.strip_prefix("/*") {
+            s = rest.split_once("*/").map_or("", |(_, r)| r).trim_start();
+        } else {
+            return s;
+        }
+    }
+}
+
 /// Stops the query when dropped: the call's future went away, or the query
 /// ended (then stopping is a no-op).
 struct StopOnDrop(Arc<sqlite::Stop>);

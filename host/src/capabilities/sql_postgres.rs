@@ -73,18 +73,8 @@ fn pool(source: &SqlSource) -> Result<PgPool, QueryError> {
 
 /// The statement's first word, upper case.
 fn first_keyword(statement: &str) -> String {
-    let mut s = statement.trim_start();
-    // Leading comments.
-    loop {
-        if let Some(rest) = s.strip_prefix("--") {
-            s = rest.split_once('\n').map_or("", |(_, r)| r).trim_start();
-        } else if let Some(rest) = s.strip_prefix("/*") {
-            s = rest.split_once("*/").map_or("", |(_, r)| r).trim_start();
-        } else {
-            break;
-        }
-    }
-    s.trim_start_matches('(')
+    super::after_comments(statement)
+        .trim_start_matches('(')
         .chars()
         .take_while(|c| c.is_ascii_alphabetic())
         .collect::<String>()

@@ -176,17 +176,8 @@ const READING_KEYWORDS: &[&str] = &["select", "with", "values", "explain", "prag
 
 /// The first keyword of `statement`, after whitespace and comments.
 fn first_keyword(statement: &str) -> String {
-    let mut s = statement.trim_start();
-    loop {
-        if let Some(rest) = s.strip_prefix("--") {
-            s = rest.split_once('\n').map_or("", |(_, r)| r).trim_start();
-        } else if let Some(rest) = s.strip_prefix("/*") {
-            s = rest.split_once("*/").map_or("", |(_, r)| r).trim_start();
-        } else {
-            break;
-        }
-    }
-    s.chars()
+    super::after_comments(statement)
+        .chars()
         .take_while(|c| c.is_ascii_alphabetic())
         .collect::<String>()
         .to_ascii_lowercase()
