@@ -70,6 +70,11 @@ enum Command {
         /// A label for the server in the output.
         #[arg(long, default_value = "server")]
         label: String,
+        /// Speak MCP 2026-07-28 without sessions: no `initialize`, every
+        /// request carries its protocol version and client capabilities in
+        /// `_meta` and the `Mcp-Method`/`Mcp-Name` headers.
+        #[arg(long)]
+        stateless: bool,
     },
     /// Does a bundled tool's operation natively in a closed loop; one JSON line
     /// per level, labelled `native`.
@@ -110,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             server_pid,
             label,
+            stateless,
         } => {
             let args: Value = serde_json::from_str(&args).context("--args is not JSON")?;
             let target = Arc::new(Target {
@@ -118,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
                 tool,
                 args,
                 expect,
+                stateless,
             });
             for c in concurrency {
                 let line =
@@ -161,7 +168,12 @@ struct Target {
     tool: String,
     args: Value,
     expect: String,
+    /// 2026-07-28 requests without a session.
+    stateless: bool,
 }
+
+/// The MCP revision without sessions (SEP-2567).
+const STATELESS_VERSION: &str = "2026-07-28";
 
 /// One client: its connection and its session.
 struct Worker {
@@ -182,6 +194,9 @@ impl Worker {
             session: None,
             next_id: 1,
         };
+        if t.stateless {
+            return Ok(w);
+        }
         let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": "2025-11-25", "capabilities": {},
             "clientInfo": {"name": "stockade-bench", "version": "0.1"}}});
@@ -204,13 +219,28 @@ impl Worker {
         t: &Target,
         body: &Value,
     ) -> anyhow::Result<(reqwest::header::HeaderMap, String)> {
+        let version = if t.stateless {
+            STATELESS_VERSION
+        } else {
+            "2025-11-25"
+        };
         let mut rq = self
             .http
             .post(&t.url)
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2025-11-25")
+            .header("mcp-protocol-version", version)
             .body(body.to_string());
+        if t.stateless {
+            // SEP-2243: the method (and tool) ride in headers too, so a load
+            // balancer can route without reading the body.
+            if let Some(m) = body["method"].as_str() {
+                rq = rq.header("mcp-method", m);
+            }
+            if let Some(n) = body["params"]["name"].as_str() {
+                rq = rq.header("mcp-name", n);
+            }
+        }
         if let Some(tok) = &t.token {
             rq = rq.bearer_auth(tok);
         }
@@ -234,8 +264,14 @@ impl Worker {
     async fn call(&mut self, t: &Target) -> anyhow::Result<()> {
         let id = self.next_id;
         self.next_id += 1;
-        let rq = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        let mut rq = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
             "params": {"name": t.tool, "arguments": t.args}});
+        if t.stateless {
+            rq["params"]["_meta"] = json!({
+                "io.modelcontextprotocol/protocolVersion": STATELESS_VERSION,
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": {"name": "stockade-bench", "version": "0.1"}});
+        }
         let (_, body) = self.post(t, &rq).await?;
         let msg = message_with_id(&body, id)?;
         if let Some(e) = msg.get("error") {
