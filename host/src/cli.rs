@@ -100,6 +100,24 @@ pub enum Command {
     /// Work with the tokens of the built-in OAuth server.
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Work with the token signing keys of the built-in OAuth server.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `stockade keys ...`
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Add a new signing key to the store (the data directory's, or
+    /// `store.url`'s): every host serving from it signs with the new key within
+    /// seconds, and keeps publishing and accepting the old ones until the
+    /// tokens they signed have expired (`auth.access_token_ttl_secs` + 60 s).
+    Rotate {
+        /// Where the host keeps its state (`--data`, or the config's
+        /// `data_dir` and `[store]`).
+        #[command(flatten)]
+        dirs: DirArgs,
+    },
 }
 
 /// `stockade tokens ...`
@@ -342,6 +360,7 @@ pub fn main() -> ExitCode {
             }
             Command::HashPassword => hash_password(),
             Command::Tokens(TokensCommand::Revoke(args)) => tokens_revoke(&args).await,
+            Command::Keys(KeysCommand::Rotate { dirs }) => keys_rotate(&dirs).await,
         }
     });
     match result {
@@ -445,6 +464,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let auth = Arc::new(
         AuthState::new(
             &config.auth,
+            &config.store,
+            &host_id(&config),
             local,
             &config.data_dir,
             password,
@@ -1063,15 +1084,42 @@ fn hash_password() -> anyhow::Result<()> {
 
 async fn tokens_revoke(args: &TokensRevokeArgs) -> anyhow::Result<()> {
     use crate::auth::store::FamilyFilter;
-    let data_dir = args.dirs.config()?.data_dir;
+    let config = args.dirs.config()?;
     let (by, whose) = match (&args.subject, &args.client) {
         (Some(s), _) => (FamilyFilter::Subject(s), format!("user `{s}`")),
         (None, Some(c)) => (FamilyFilter::Client(c), format!("client `{c}`")),
         (None, None) => bail!("name --subject or --client"),
     };
-    let n = crate::auth::revoke_tokens(&data_dir, by).await?;
+    let n = crate::auth::revoke_tokens(&config.store, &config.data_dir, by).await?;
     outln!("revoked {n} token families of {whose}");
     Ok(())
+}
+
+async fn keys_rotate(dirs: &DirArgs) -> anyhow::Result<()> {
+    let config = dirs.config()?;
+    let keep = std::time::Duration::from_secs(config.auth.access_token_ttl_secs + 60);
+    let kid = crate::auth::rotate_keys(&config.store, &config.data_dir, keep).await?;
+    outln!(
+        "new signing key {kid}; the previous keys are accepted for {} more seconds",
+        keep.as_secs()
+    );
+    Ok(())
+}
+
+/// This host's name in the shared store and the audit log: `store.host_id`,
+/// else the machine's host name.
+fn host_id(config: &Config) -> String {
+    config
+        .store
+        .host_id
+        .clone()
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| crate::config::is_valid_host_id(h))
+        })
+        .unwrap_or_else(|| "stockade".to_owned())
 }
 
 /// How long in-flight requests may run after SIGTERM or Ctrl-C.

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 mod auth;
 mod grants;
+mod store;
 pub use self::auth::{
     AuthMode, AuthSettings, is_https_or_loopback, is_loopback_host, is_valid_scope,
 };
@@ -20,6 +21,7 @@ pub use self::grants::{
     ClientGrant, DirGrant, DirMode, ExecGrant, Grants, HostPattern, HttpGrant, SqlSource,
     forbidden_env_name, is_valid_env_name,
 };
+pub use self::store::{StoreSettings, is_valid_host_id};
 
 /// Whether `name` is acceptable as a plugin name (a plugin's name is its file
 /// name without `.wasm`): 1-64 letters, digits, `-` or `_`, starting with a
@@ -119,6 +121,9 @@ pub struct Config {
     /// Authentication of `/mcp`: the built-in OAuth server, an external identity
     /// provider, or none (loopback only).
     pub auth: AuthSettings,
+    /// Where the authorization server's state lives: the embedded SQLite
+    /// database (default) or a PostgreSQL shared by several hosts.
+    pub store: StoreSettings,
     /// Plugin signature checking.
     pub signatures: SignatureSettings,
     /// Watch the plugin directory and the config file, applying changes live.
@@ -137,6 +142,7 @@ impl Default for Config {
             plugins: BTreeMap::new(),
             sql: BTreeMap::new(),
             auth: AuthSettings::default(),
+            store: StoreSettings::default(),
             signatures: Default::default(),
             watch: true,
         }
@@ -391,6 +397,7 @@ impl Config {
             src.check(name, &mut problems);
         }
         self.auth.check(self.listen, &mut problems);
+        self.store.check(&mut problems);
         if self.auth.mode == AuthMode::Builtin {
             for (name, plugin) in &self.plugins {
                 if let Some(scope) = &plugin.scope

@@ -34,8 +34,9 @@ pub use super::pending::FORM_TTL;
 pub const CODE_TTL_SECS: i64 = 60;
 const MAX_FORM_BYTES: usize = 16 << 10;
 
-/// A validated authorization request waiting for the login form.
-#[derive(Debug, Clone)]
+/// A validated authorization request waiting for the login form (kept in
+/// memory, or as JSON in the shared store).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Pending {
     client_id: String,
     client_name: Option<String>,
@@ -100,8 +101,23 @@ pub async fn show(State(s): State<Arc<AuthState>>, req: Request) -> Response {
         )
         .await;
     }
-    let csrf = b.pending.insert(&ip, pending.clone());
+    let csrf = match new_form(b, &ip, &pending).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     login_page(StatusCode::OK, b, &pending, &csrf, None)
+}
+
+/// Stores a login form for `pending`; its CSRF token, or a 503 page when the
+/// shared store failed.
+async fn new_form(b: &Builtin, ip: &str, pending: &Pending) -> Result<String, Response> {
+    b.pending.insert(ip, pending.clone()).await.map_err(|e| {
+        tracing::error!("login form not stored: {e}");
+        error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The login service is temporarily unavailable. Try again in a moment.",
+        )
+    })
 }
 
 /// Counts a login page against the address's quota; past it, an audited 429
@@ -152,7 +168,7 @@ pub async fn submit(State(s): State<Arc<AuthState>>, req: Request) -> Response {
         Err(e) => return refuse(&s, AuthorizeError::Page(StatusCode::BAD_REQUEST, e), &ip).await,
     };
     let csrf = form.get("csrf").map(String::as_str).unwrap_or("");
-    let Some(pending) = b.pending.take(csrf) else {
+    let Some(pending) = b.pending.take(csrf).await else {
         return refuse(
             &s,
             AuthorizeError::Page(
@@ -179,7 +195,7 @@ pub async fn submit(State(s): State<Arc<AuthState>>, req: Request) -> Response {
     }
     let user = form.get("username").map(String::as_str).unwrap_or("");
     let subject = (!user.is_empty()).then(|| user.chars().take(64).collect::<String>());
-    if let Some(wait) = b.logins.locked(&ip) {
+    if let Some(wait) = b.logins.locked(&ip).await {
         s.audit
             .note(AuditEvent::LoginFailed {
                 subject: subject.clone(),
@@ -192,7 +208,10 @@ pub async fn submit(State(s): State<Arc<AuthState>>, req: Request) -> Response {
             })
             .await;
         let secs = wait.as_secs().max(1);
-        let csrf = b.pending.insert(&ip, pending.clone());
+        let csrf = match new_form(b, &ip, &pending).await {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
         let mut r = login_page(
             StatusCode::TOO_MANY_REQUESTS,
             b,
@@ -209,11 +228,11 @@ pub async fn submit(State(s): State<Arc<AuthState>>, req: Request) -> Response {
     let password = form.get("password").map(String::as_str).unwrap_or("");
     match b.credentials.verify(user, password).await {
         Some(login) => {
-            b.logins.succeeded(&ip);
+            b.logins.succeeded(&ip).await;
             approve(&s, b, pending, login, &ip, StatusCode::SEE_OTHER).await
         }
         None => {
-            let lock = b.logins.failed(&ip);
+            let lock = b.logins.failed(&ip).await;
             s.audit
                 .note(AuditEvent::LoginFailed {
                     subject,
@@ -227,7 +246,10 @@ pub async fn submit(State(s): State<Arc<AuthState>>, req: Request) -> Response {
                     },
                 })
                 .await;
-            let csrf = b.pending.insert(&ip, pending.clone());
+            let csrf = match new_form(b, &ip, &pending).await {
+                Ok(c) => c,
+                Err(r) => return r,
+            };
             login_page(
                 StatusCode::UNAUTHORIZED,
                 b,

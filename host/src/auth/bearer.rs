@@ -74,7 +74,10 @@ pub async fn authenticate(auth: &AuthState, token: &str) -> Result<Principal, To
     // Read before the family check: a revocation committed after it makes
     // the entry stale (see `token_cache`).
     let version = b.tokens.as_ref().and_then(|c| c.data_version());
-    let claims = b.key.verify(token, &auth.public_url, &auth.resource)?;
+    let claims = b
+        .keys
+        .verify(token, &auth.public_url, &auth.resource)
+        .await?;
     match b.store.family_active(&claims.fam).await {
         Ok(true) => {}
         Ok(false) => return Err(TokenRejection::Revoked),
@@ -191,7 +194,21 @@ pub async fn gate(State(g): State<BearerGate>, req: Request, next: Next) -> Resp
     let method = parts.method.clone();
     parts.extensions.insert(principal.clone());
     let mut resp = next.run(Request::from_parts(parts, body)).await;
-    track_session(auth, &method, session.as_deref(), &resp, &principal);
+    // Owned values only across the await (a `Response` is not `Sync`).
+    let created = resp
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    track_session(
+        auth,
+        &method,
+        session.as_deref(),
+        resp.status(),
+        created,
+        &principal,
+    )
+    .await;
     if let Some(d) = rate {
         d.apply(resp.headers_mut());
     }
@@ -306,7 +323,7 @@ async fn check_session(
     principal: &Principal,
     ip: &str,
 ) -> Result<(), Response> {
-    let reason = match auth.sessions.check(id, principal) {
+    let reason = match auth.sessions.check(id, principal).await {
         SessionCheck::Owner => return Ok(()),
         SessionCheck::Foreign => "MCP session belongs to another user or client",
         SessionCheck::Unknown => "unknown MCP session",
@@ -324,30 +341,26 @@ async fn check_session(
 
 /// Binds a session `initialize` just created to its caller; forgets one that
 /// was deleted or that rmcp no longer knows.
-fn track_session(
+async fn track_session(
     auth: &AuthState,
     method: &Method,
     sent: Option<&str>,
-    resp: &Response,
+    status: StatusCode,
+    created: Option<String>,
     principal: &Principal,
 ) {
     match sent {
         None => {
-            let created = resp
-                .headers()
-                .get(SESSION_HEADER)
-                .and_then(|v| v.to_str().ok());
             if let Some(id) = created
-                && resp.status().is_success()
+                && status.is_success()
             {
-                auth.sessions.bind(id, principal);
+                auth.sessions.bind(&id, principal).await;
             }
         }
         Some(id) => {
-            let ended = resp.status() == StatusCode::NOT_FOUND
-                || (method == Method::DELETE && resp.status().is_success());
-            if ended {
-                auth.sessions.unbind(id);
+            let deleted = method == Method::DELETE && status.is_success();
+            if deleted || status == StatusCode::NOT_FOUND {
+                auth.sessions.unbind(id, deleted).await;
             }
         }
     }
@@ -366,7 +379,18 @@ async fn rate_limit(
     if req.method != Method::POST {
         return Ok(None);
     }
-    let d = limiter.check(&principal.subject);
+    let d = match limiter.check(&principal.subject).await {
+        Ok(d) => d,
+        Err(e) => {
+            // Fail closed: without the shared count the limit cannot hold.
+            tracing::error!("rate limit: the shared count failed: {e}");
+            return Err(jsonrpc_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                -32000,
+                "the rate limit cannot be checked right now; retry shortly",
+            ));
+        }
+    };
     if d.allowed {
         return Ok(Some(d));
     }

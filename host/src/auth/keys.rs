@@ -131,6 +131,13 @@ impl SigningKey {
     /// Loads `<dir>/es256.pem`, creating the directory (0700) and a new key (0600)
     /// when there is none.
     pub fn load_or_create(dir: &Path) -> Result<SigningKey, KeyError> {
+        let (pem, path) = Self::load_or_create_pem(dir)?;
+        Self::from_pem(&pem).map_err(|message| KeyError::Invalid { path, message })
+    }
+
+    /// The PEM of `<dir>/es256.pem` (created as in
+    /// [`load_or_create`](Self::load_or_create)), and that path.
+    pub fn load_or_create_pem(dir: &Path) -> Result<(String, PathBuf), KeyError> {
         install_crypto_provider();
         let path = dir.join("es256.pem");
         let io = |source| KeyError::Io {
@@ -140,27 +147,32 @@ impl SigningKey {
         match std::fs::read_to_string(&path) {
             Ok(pem) => {
                 crate::fsutil::warn_if_exposed(&path, "the token signing key");
-                let key = p256::SecretKey::from_pkcs8_pem(&pem).map_err(|e| KeyError::Invalid {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-                Ok(Self::from_secret(&key))
+                Ok((pem, path))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 create_private_dir(dir).map_err(io)?;
-                let key = Self::generate_secret();
-                let pem = key
-                    .to_pkcs8_pem(LineEnding::LF)
-                    .map_err(|e| KeyError::Invalid {
-                        path: path.clone(),
-                        message: e.to_string(),
-                    })?;
+                let pem = Self::generate_pem();
                 write_private(&path, pem.as_bytes()).map_err(io)?;
                 tracing::info!(path = %path.display(), "generated a new ES256 signing key");
-                Ok(Self::from_secret(&key))
+                Ok((pem, path))
             }
             Err(e) => Err(io(e)),
         }
+    }
+
+    /// A key from the PKCS#8 PEM of a P-256 private key.
+    pub fn from_pem(pem: &str) -> Result<SigningKey, String> {
+        install_crypto_provider();
+        let key = p256::SecretKey::from_pkcs8_pem(pem).map_err(|e| e.to_string())?;
+        Ok(Self::from_secret(&key))
+    }
+
+    /// The PKCS#8 PEM of a new random P-256 key.
+    pub fn generate_pem() -> String {
+        Self::generate_secret()
+            .to_pkcs8_pem(LineEnding::LF)
+            .expect("PKCS#8 encoding of a valid key")
+            .to_string()
     }
 
     /// A fresh in-memory key (tests).
@@ -205,9 +217,14 @@ impl SigningKey {
         &self.kid
     }
 
-    /// The JWKS document (`/jwks.json`).
+    /// The JWKS document (`/jwks.json`) of this key alone.
     pub fn jwks(&self) -> Value {
         json!({ "keys": [self.jwk.clone()] })
+    }
+
+    /// This key's public JWK.
+    pub fn jwk(&self) -> &Value {
+        &self.jwk
     }
 
     /// Signs `claims` as an access token (`typ: at+jwt`).

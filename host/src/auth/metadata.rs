@@ -66,7 +66,7 @@ pub async fn authorization_server(State(s): State<Arc<AuthState>>) -> Response {
 /// `GET /jwks.json`
 pub async fn jwks(State(s): State<Arc<AuthState>>) -> Response {
     match &s.builtin {
-        Some(b) => cacheable(b.key.jwks()),
+        Some(b) => cacheable(b.keys.jwks()),
         None => cacheable(json!({ "keys": [] })),
     }
 }

@@ -9,13 +9,17 @@
 //!   limit); [`pending`]: the login forms waiting, with a share per address.
 //! - [`token`]: `/token` (`authorization_code`, `refresh_token`); [`revoke`]:
 //!   RFC 7009 `/revoke`.
-//! - [`keys`]: the ES256 signing key, JWKS, access-token JWTs.
+//! - [`keys`]: an ES256 signing key, access-token JWTs; [`keyring`]: the keys
+//!   in force (from the store; rotation, JWKS).
 //! - [`bearer`]: the gate: bearer token → [`Principal`], scope challenges, Origin
 //!   checks, per-subject rate limits; [`sessions`]: each MCP session bound to the
 //!   caller that created it.
 //! - [`external`]: an external identity provider's JWTs (JWKS URL).
-//! - [`store`]: [`store::AuthStore`] and its SQLite implementation;
-//!   [`revoke_tokens`] for `stockade tokens revoke`.
+//! - [`store`]: [`store::AuthStore`] on SQLite (one host) or PostgreSQL
+//!   (several hosts); [`shared`]: login forms, login throttling, the subject
+//!   limit and session owners, in memory or in the shared store;
+//!   [`revoke_tokens`] for `stockade tokens revoke`, [`rotate_keys`] for
+//!   `stockade keys rotate`.
 //!
 //! Expired rows (codes, refresh tokens, dead families) and stale in-memory
 //! entries (login forms, throttles, limiters, cached metadata documents) are
@@ -37,6 +41,7 @@ pub mod bearer;
 pub mod cimd;
 pub mod external;
 pub mod first_run;
+pub mod keyring;
 pub mod keys;
 pub mod metadata;
 pub mod pending;
@@ -45,6 +50,7 @@ pub mod register;
 pub mod revoke;
 pub mod rules;
 pub mod sessions;
+pub mod shared;
 pub mod store;
 pub mod token;
 pub mod token_cache;
@@ -67,7 +73,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::audit::{Audit, AuditEvent};
-use crate::config::{AuthMode, AuthSettings};
+use crate::config::{AuthMode, AuthSettings, StoreSettings};
 
 pub use self::bearer::ScopeResolver;
 pub use self::keys::{SigningKey, TokenRejection};
@@ -106,6 +112,9 @@ pub enum AuthSetupError {
     /// The database could not be opened.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// The signing keys could not be set up.
+    #[error(transparent)]
+    Keys(#[from] keyring::KeyRingError),
     /// Another start-up problem.
     #[error("{0}")]
     Other(String),
@@ -115,8 +124,8 @@ pub enum AuthSetupError {
 pub struct Builtin {
     /// Persistent state.
     pub store: Arc<dyn store::AuthStore>,
-    /// The signing key.
-    pub key: SigningKey,
+    /// The signing keys in force.
+    pub keys: Arc<keyring::KeyRing>,
     /// Who may log in.
     pub credentials: Credentials,
     /// Access-token lifetime, seconds.
@@ -128,9 +137,9 @@ pub struct Builtin {
     /// Skip the login page for loopback redirect URIs.
     pub auto_approve: bool,
     /// Authorizations waiting for the login form, by CSRF token.
-    pub pending: Arc<pending::PendingForms<authorize::Pending>>,
+    pub pending: Arc<shared::Forms<authorize::Pending>>,
     /// Failed-login throttling per client address.
-    pub logins: Arc<ratelimit::LoginThrottle>,
+    pub logins: Arc<shared::Logins>,
     /// Registrations per client address.
     pub registrations: Arc<ratelimit::AddressLimiter>,
     /// `GET /authorize` (login pages, metadata-document fetches) per client address.
@@ -190,14 +199,16 @@ impl Builtin {
     }
 }
 
-/// Revokes every token family of a user or a client in the store under
-/// `data_dir` (`stockade tokens revoke`); returns how many. Works while a host
-/// serves from the same directory: its gate checks the family on every request,
-/// so the revocation takes effect at once.
-pub async fn revoke_tokens(
+/// Opens the store a host with these settings uses, for a command run beside
+/// it: PostgreSQL when `store.url` is set, else `<data>/stockade.db`, which
+/// must exist (a typo in `--data` is not a new empty store).
+pub async fn open_store(
+    settings: &StoreSettings,
     data_dir: &Path,
-    by: store::FamilyFilter<'_>,
-) -> Result<u64, AuthSetupError> {
+) -> Result<Arc<dyn store::AuthStore>, AuthSetupError> {
+    if settings.url.is_some() {
+        return Ok(Arc::new(store::PostgresStore::connect(settings).await?));
+    }
     let path = data_dir.join("stockade.db");
     if !path.is_file() {
         return Err(AuthSetupError::Other(format!(
@@ -205,13 +216,41 @@ pub async fn revoke_tokens(
             path.display()
         )));
     }
-    use store::AuthStore as _;
-    let store = store::SqliteStore::open(&path).await?;
+    Ok(Arc::new(store::SqliteStore::open(&path).await?))
+}
+
+/// Revokes every token family of a user or a client (`stockade tokens
+/// revoke`); returns how many. Works while hosts serve from the same store:
+/// their gates check the family on every request (a cached check goes stale
+/// with the commit), so the revocation takes effect at once.
+pub async fn revoke_tokens(
+    settings: &StoreSettings,
+    data_dir: &Path,
+    by: store::FamilyFilter<'_>,
+) -> Result<u64, AuthSetupError> {
+    let store = open_store(settings, data_dir).await?;
     let reason = match by {
         store::FamilyFilter::Subject(_) => "revoked by `stockade tokens revoke --subject`",
         store::FamilyFilter::Client(_) => "revoked by `stockade tokens revoke --client`",
     };
     Ok(store.revoke_families(by, reason, now_secs()).await?)
+}
+
+/// Adds a new token signing key (`stockade keys rotate`): every host signs
+/// with it within [`keyring::RELOAD_EVERY`]; the old keys stay published and
+/// accepted for `keep_old_for` (the longest access-token lifetime plus
+/// leeway), then retire. Returns the new key id. A store with no key yet gets
+/// its first one from `<data>/keys/es256.pem` before the rotation.
+pub async fn rotate_keys(
+    settings: &StoreSettings,
+    data_dir: &Path,
+    keep_old_for: Duration,
+) -> Result<String, AuthSetupError> {
+    let store = open_store(settings, data_dir).await?;
+    if store.signing_keys().await?.is_empty() {
+        keyring::KeyRing::open(store.clone(), &data_dir.join("keys")).await?;
+    }
+    Ok(keyring::rotate(store.as_ref(), keep_old_for).await?)
 }
 
 /// The authentication state shared by the gate and the OAuth endpoints.
@@ -231,9 +270,12 @@ pub struct AuthState {
     /// Take the client address from `X-Forwarded-For`.
     pub trust_forwarded_for: bool,
     /// Per-subject limit on `/mcp` POSTs.
-    pub mcp_limit: Option<ratelimit::SubjectLimiter>,
+    pub mcp_limit: Option<shared::SubjectLimit>,
     /// Which caller created each MCP session.
-    pub sessions: sessions::SessionBindings,
+    pub sessions: shared::Sessions,
+    /// The state shared with other hosts (PostgreSQL store), if any: MCP
+    /// session handshakes live there too.
+    pub shared: Option<Arc<dyn store::SharedState>>,
     /// The built-in server (mode `builtin`).
     pub builtin: Option<Builtin>,
     /// The external provider (mode `external`).
@@ -287,6 +329,8 @@ impl AuthState {
     /// `password_file`).
     pub async fn new(
         settings: &AuthSettings,
+        store_settings: &StoreSettings,
+        host_id: &str,
         listen: SocketAddr,
         data_dir: &Path,
         password: Option<Secret>,
@@ -302,8 +346,29 @@ impl AuthState {
         if let Some(o) = rules::normalize_origin(&public_url) {
             allowed_origins.push(o);
         }
-        let mcp_limit = std::num::NonZeroU32::new(settings.rate_limit_per_minute)
-            .map(ratelimit::SubjectLimiter::new);
+        // The PostgreSQL store is opened in every mode (sessions and limits
+        // are shared with an external provider too); SQLite only serves the
+        // built-in server.
+        let postgres = match &store_settings.url {
+            Some(_) => Some(store::PostgresStore::connect(store_settings).await?),
+            None => None,
+        };
+        let shared: Option<Arc<dyn store::SharedState>> = postgres
+            .clone()
+            .map(|p| Arc::new(p) as Arc<dyn store::SharedState>);
+        let mcp_limit = std::num::NonZeroU32::new(settings.rate_limit_per_minute).map(|n| {
+            match &shared {
+                Some(store) => shared::SubjectLimit::Shared {
+                    store: store.clone(),
+                    per_minute: n,
+                },
+                None => shared::SubjectLimit::Local(ratelimit::SubjectLimiter::new(n)),
+            }
+        });
+        let sessions = match &shared {
+            Some(store) => shared::Sessions::shared(store.clone(), host_id.to_owned()),
+            None => shared::Sessions::local(),
+        };
         let mut state = AuthState {
             mode: settings.mode,
             public_url: public_url.clone(),
@@ -313,7 +378,8 @@ impl AuthState {
             allowed_origins,
             trust_forwarded_for: settings.trust_forwarded_for,
             mcp_limit,
-            sessions: sessions::SessionBindings::default(),
+            sessions,
+            shared: shared.clone(),
             builtin: None,
             external: None,
         };
@@ -327,22 +393,43 @@ impl AuthState {
                 std::fs::create_dir_all(data_dir).map_err(|e| {
                     AuthSetupError::Other(format!("cannot create {}: {e}", data_dir.display()))
                 })?;
-                let key = SigningKey::load_or_create(&data_dir.join("keys"))?;
-                let db = data_dir.join("stockade.db");
-                let store = store::SqliteStore::open(&db).await?;
-                let tokens = token_cache::TokenCache::open(&db)
-                    .inspect_err(|e| tracing::warn!("verified tokens are not cached: {e}"))
-                    .ok();
+                let (store, tokens): (Arc<dyn store::AuthStore>, _) = match postgres {
+                    Some(pg) => {
+                        let changes = pg.changes();
+                        let cache = token_cache::TokenCache::watching(Box::new(move || {
+                            let g = changes.load(std::sync::atomic::Ordering::SeqCst);
+                            (g >= 0).then_some(g)
+                        }));
+                        (Arc::new(pg), Some(cache))
+                    }
+                    None => {
+                        let db = data_dir.join("stockade.db");
+                        let store = store::SqliteStore::open(&db).await?;
+                        let tokens = token_cache::TokenCache::open(&db)
+                            .inspect_err(|e| tracing::warn!("verified tokens are not cached: {e}"))
+                            .ok();
+                        (Arc::new(store), tokens)
+                    }
+                };
+                let keys = Arc::new(keyring::KeyRing::open(store.clone(), &data_dir.join("keys")).await?);
+                keys.spawn_reloader();
+                let (pending, logins) = match &shared {
+                    Some(s) => (shared::Forms::Shared(s.clone()), shared::Logins::Shared(s.clone())),
+                    None => (
+                        shared::Forms::Local(pending::PendingForms::default()),
+                        shared::Logins::Local(ratelimit::LoginThrottle::default()),
+                    ),
+                };
                 let builtin = Builtin {
-                    store: Arc::new(store),
-                    key,
+                    store,
+                    keys,
                     credentials,
                     access_ttl: settings.access_token_ttl_secs,
                     refresh_ttl: i64::from(settings.refresh_token_ttl_days) * 86_400,
                     family_max_lifetime: i64::from(settings.refresh_max_lifetime_days) * 86_400,
                     auto_approve: settings.auto_approve,
-                    pending: Arc::default(),
-                    logins: Arc::default(),
+                    pending: Arc::new(pending),
+                    logins: Arc::new(logins),
                     registrations: Arc::new(ratelimit::AddressLimiter::per_minute(30)),
                     authorize_pages: Arc::new(ratelimit::AddressLimiter::per_minute(
                         AUTHORIZE_PER_MINUTE,

@@ -13,6 +13,8 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
+pub use super::store::LoginFailures;
+
 type Keyed =
     RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
 
@@ -132,28 +134,68 @@ pub const WINDOW: Duration = Duration::from_secs(15 * 60);
 const FIRST_LOCKOUT: Duration = Duration::from_secs(30);
 const MAX_LOCKOUT: Duration = Duration::from_secs(3600);
 
-#[derive(Debug, Clone, Copy)]
-struct Failures {
-    count: u32,
-    first: Instant,
-    locked_until: Option<Instant>,
+/// Whether `f` still matters at `now_ms` (within the window, or locked out).
+pub fn still_matters(f: &LoginFailures, now_ms: i64) -> bool {
+    now_ms.saturating_sub(f.first_at) < WINDOW.as_millis() as i64
+        || f.locked_until.is_some_and(|u| u > now_ms)
 }
 
-/// Whether `f` still matters at `now` (within the window, or locked out).
-fn still_matters(f: &Failures, now: Instant) -> bool {
-    now.saturating_duration_since(f.first) < WINDOW || f.locked_until.is_some_and(|u| u > now)
+/// How long `f` still locks its address out at `now_ms`.
+pub fn lockout_left(f: &LoginFailures, now_ms: i64) -> Option<Duration> {
+    let until = f.locked_until?;
+    (until > now_ms).then(|| Duration::from_millis((until - now_ms) as u64))
+}
+
+/// The record after one more failure at `now_ms` (times in milliseconds), and
+/// the lockout that failure starts, if any. One rule for this host's memory
+/// and for the shared store.
+pub fn after_failure(old: Option<LoginFailures>, now_ms: i64) -> (LoginFailures, Option<Duration>) {
+    let fresh = LoginFailures {
+        count: 0,
+        first_at: now_ms,
+        locked_until: None,
+    };
+    let mut f = old.unwrap_or(fresh);
+    let lock_over = f.locked_until.is_none_or(|u| u <= now_ms);
+    if now_ms.saturating_sub(f.first_at) >= WINDOW.as_millis() as i64 && lock_over {
+        f = fresh;
+    }
+    f.count += 1;
+    if f.count >= FREE_FAILURES {
+        let exp = (f.count - FREE_FAILURES).min(16);
+        let lock = FIRST_LOCKOUT.saturating_mul(1 << exp).min(MAX_LOCKOUT);
+        f.locked_until = Some(now_ms.saturating_add(lock.as_millis() as i64));
+        f.first_at = now_ms;
+        (f, Some(lock))
+    } else {
+        (f, None)
+    }
 }
 
 /// Failed-login throttling per client address: the [`FREE_FAILURES`]th failure
 /// within [`WINDOW`] locks the address out for 30 s, and each further failure
 /// (after a lockout ends) for twice as long as the previous one, up to an hour.
 /// While locked out, no password is checked. A success clears the record.
-#[derive(Default)]
+/// Times are milliseconds since the throttle was made.
 pub struct LoginThrottle {
-    by_addr: Mutex<HashMap<String, Failures>>,
+    base: Instant,
+    by_addr: Mutex<HashMap<String, LoginFailures>>,
+}
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        LoginThrottle {
+            base: Instant::now(),
+            by_addr: Mutex::default(),
+        }
+    }
 }
 
 impl LoginThrottle {
+    fn ms(&self, at: Instant) -> i64 {
+        at.saturating_duration_since(self.base).as_millis() as i64
+    }
+
     /// `Some(wait)` when `addr` is locked out right now.
     pub fn locked(&self, addr: &str) -> Option<Duration> {
         self.locked_at(addr, Instant::now())
@@ -161,9 +203,7 @@ impl LoginThrottle {
 
     fn locked_at(&self, addr: &str, now: Instant) -> Option<Duration> {
         let map = self.by_addr.lock().expect("login throttle lock");
-        let f = map.get(addr)?;
-        let until = f.locked_until?;
-        (until > now).then(|| until - now)
+        lockout_left(map.get(addr)?, self.ms(now))
     }
 
     /// Forgets addresses whose failures are out of the window and not locked out.
@@ -172,6 +212,7 @@ impl LoginThrottle {
     }
 
     fn sweep_at(&self, now: Instant) {
+        let now = self.ms(now);
         self.by_addr
             .lock()
             .expect("login throttle lock")
@@ -184,33 +225,14 @@ impl LoginThrottle {
     }
 
     fn failed_at(&self, addr: &str, now: Instant) -> Option<Duration> {
+        let now = self.ms(now);
         let mut map = self.by_addr.lock().expect("login throttle lock");
         if map.len() > 100_000 {
             map.retain(|_, f| still_matters(f, now));
         }
-        let f = map.entry(addr.to_owned()).or_insert(Failures {
-            count: 0,
-            first: now,
-            locked_until: None,
-        });
-        let lock_over = f.locked_until.is_none_or(|u| u <= now);
-        if now.duration_since(f.first) >= WINDOW && lock_over {
-            *f = Failures {
-                count: 0,
-                first: now,
-                locked_until: None,
-            };
-        }
-        f.count += 1;
-        if f.count >= FREE_FAILURES {
-            let exp = (f.count - FREE_FAILURES).min(16);
-            let lock = FIRST_LOCKOUT.saturating_mul(1 << exp).min(MAX_LOCKOUT);
-            f.locked_until = Some(now + lock);
-            f.first = now;
-            Some(lock)
-        } else {
-            None
-        }
+        let (f, lock) = after_failure(map.get(addr).copied(), now);
+        map.insert(addr.to_owned(), f);
+        lock
     }
 
     /// Clears `addr` after a successful login.

@@ -608,7 +608,7 @@ fn token_response(
         scope: scope.to_owned(),
         fam: family.id.clone(),
     };
-    let access = b.key.sign(&claims);
+    let access = b.keys.sign(&claims);
     let mut r = axum::Json(json!({
         "access_token": access,
         "token_type": "Bearer",

@@ -20,11 +20,15 @@ use super::Principal;
 /// How many tokens are remembered (least recently used beyond).
 const CAPACITY: usize = 4096;
 
+/// Reads the store's change counter (`None`: unknown, cache nothing).
+type VersionSource = Box<dyn Fn() -> Option<i64> + Send + Sync>;
+
 /// The verified tokens of one host.
 pub struct TokenCache {
     entries: quick_cache::sync::Cache<[u8; 32], Arc<Entry>>,
-    /// A connection of its own to the auth database, read for `data_version`.
-    version: Mutex<rusqlite::Connection>,
+    /// The store's change counter: SQLite's `PRAGMA data_version` read on a
+    /// connection of its own, or the PostgreSQL store's notification counter.
+    version: VersionSource,
 }
 
 struct Entry {
@@ -44,10 +48,21 @@ impl TokenCache {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| format!("cannot open {} for the token cache: {e}", db.display()))?;
-        Ok(TokenCache {
+        let conn = Mutex::new(conn);
+        Ok(Self::watching(Box::new(move || {
+            let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+            let mut stmt = conn.prepare_cached("PRAGMA data_version").ok()?;
+            stmt.query_row([], |r| r.get(0)).ok()
+        })))
+    }
+
+    /// A cache whose entries are valid while `version` returns the value it
+    /// returned before they were checked (a shared store's change counter).
+    pub fn watching(version: VersionSource) -> TokenCache {
+        TokenCache {
             entries: quick_cache::sync::Cache::new(CAPACITY),
-            version: Mutex::new(conn),
-        })
+            version,
+        }
     }
 
     /// The key of `token`.
@@ -58,9 +73,7 @@ impl TokenCache {
     /// The database's change counter now, `None` if it cannot be read (then
     /// nothing is cached).
     pub fn data_version(&self) -> Option<i64> {
-        let conn = self.version.lock().unwrap_or_else(|e| e.into_inner());
-        let mut stmt = conn.prepare_cached("PRAGMA data_version").ok()?;
-        stmt.query_row([], |r| r.get(0)).ok()
+        (self.version)()
     }
 
     /// The caller of a token verified earlier, if it is still valid: not expired,

@@ -282,25 +282,9 @@ impl SqlSource {
                     ));
                 }
             }
-            (None, Some(url)) => match url::Url::parse(url) {
-                Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") => {
-                    if u.password().is_some() {
-                        problems.push(format!(
-                            "sql.{name}.postgres: put the password in `password_file`, not in \
-                             the URL (the config is not a secret store)"
-                        ));
-                    }
-                    if u.path().trim_start_matches('/').is_empty() {
-                        problems.push(format!(
-                            "sql.{name}.postgres: name the database (`postgres://user@host/DB`)"
-                        ));
-                    }
-                }
-                // Not echoed: a malformed URL may still hold a password.
-                _ => problems.push(format!(
-                    "sql.{name}.postgres: not a `postgres://user@host[:port]/database` URL"
-                )),
-            },
+            (None, Some(url)) => {
+                super::store::check_postgres_url(&format!("sql.{name}.postgres"), url, problems)
+            }
             (Some(_), Some(_)) => problems.push(format!(
                 "sql.{name}: give either `sqlite` or `postgres`, not both"
             )),

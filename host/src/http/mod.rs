@@ -24,6 +24,7 @@ mod disconnect;
 pub mod drain;
 mod home;
 pub mod listen;
+mod session_store;
 
 use std::sync::{Arc, OnceLock};
 
@@ -103,6 +104,9 @@ pub fn router(
         .with_cancellation_token(config.shutdown.clone());
     if !auth.allowed_origins.is_empty() {
         mcp_config = mcp_config.with_allowed_origins(auth.allowed_origins.clone());
+    }
+    if let Some(shared) = &auth.shared {
+        mcp_config.session_store = Some(Arc::new(session_store::SharedSessions(shared.clone())));
     }
     let factory_shared = shared.clone();
     let mut sessions = LocalSessionManager::default();

@@ -6,14 +6,18 @@
 //! changes state runs in one transaction, so two concurrent redemptions of a code
 //! or a refresh token cannot both succeed.
 //!
-//! [`SqliteStore`] is the embedded default; the trait is small so a PostgreSQL
-//! backend (several hosts behind a load balancer) can implement it too.
+//! [`SqliteStore`] is the embedded default (one host). [`PostgresStore`] serves
+//! several hosts behind a load balancer: it also implements [`SharedState`], the
+//! state that is otherwise kept in each host's memory (rate counters, login
+//! throttling, login forms, MCP session owners and handshakes).
 
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use self::postgres::{CHANGES_CHANNEL, PostgresStore};
 pub use self::sqlite::SqliteStore;
 
 /// A store failure (I/O, corruption). Answered as a 500 and logged.
@@ -203,8 +207,112 @@ pub trait AuthStore: Send + Sync {
     async fn family_active(&self, family_id: &str) -> Result<bool, StoreError>;
     /// Deletes codes a day past their expiry, refresh tokens a day past theirs,
     /// and families older than a day that have no refresh token left (none of
-    /// their access tokens can still be valid). Returns the rows deleted.
+    /// their access tokens can still be valid), signing keys a day past their
+    /// retirement, and expired shared state. Returns the rows deleted.
     async fn purge(&self, now: i64) -> Result<u64, StoreError>;
+    /// Every stored token signing key (retired ones until they are purged),
+    /// oldest first.
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
+    /// Stores `key` (nothing if its `kid` is already there) and, with
+    /// `retire_others_at`, schedules every other key's retirement no later than
+    /// that, in one transaction.
+    async fn add_signing_key(
+        &self,
+        key: &StoredKey,
+        retire_others_at: Option<i64>,
+    ) -> Result<(), StoreError>;
+    /// The state several hosts share, when this store is shared (`None`: keep
+    /// it in this host's memory).
+    fn shared(&self) -> Option<&dyn SharedState> {
+        None
+    }
+}
+
+/// A token signing key as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// Its RFC 7638 thumbprint.
+    pub kid: String,
+    /// The PKCS#8 PEM of the P-256 private key.
+    pub pem: String,
+    /// When it was made (seconds since the epoch); the newest key not
+    /// scheduled for retirement signs.
+    pub created_at: i64,
+    /// When it stops being published and accepted.
+    pub retire_at: Option<i64>,
+}
+
+/// Failed logins from one address (the login throttle's record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginFailures {
+    /// Failures counted since `first_at`.
+    pub count: u32,
+    /// When the counted window began (milliseconds; since the epoch in the
+    /// shared store).
+    pub first_at: i64,
+    /// Locked out until then (milliseconds, like `first_at`).
+    pub locked_until: Option<i64>,
+}
+
+/// Who opened an MCP session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionOwner {
+    /// The user.
+    pub subject: String,
+    /// The OAuth client, if the token named one.
+    pub client_id: Option<String>,
+}
+
+/// The state hosts sharing one store must agree on, beyond tokens: rate
+/// counters, login throttling, login forms, and MCP sessions (owners and the
+/// `initialize` parameters another host needs to carry a session on).
+#[async_trait]
+pub trait SharedState: Send + Sync {
+    /// Counts one hit of `key` in the fixed window starting at `window_start`;
+    /// returns the window's count including this hit.
+    async fn hit(&self, key: &str, window_start: i64) -> Result<u64, StoreError>;
+    /// Stores a login form's authorization request (`data`, JSON) under the
+    /// hash of its CSRF token for `ttl` seconds; `addr` keeps at most
+    /// `per_address` live forms (its oldest go).
+    async fn put_form(
+        &self,
+        csrf_hash: &str,
+        addr: &str,
+        data: &str,
+        now: i64,
+        ttl: i64,
+        per_address: i64,
+    ) -> Result<(), StoreError>;
+    /// Takes (deletes) a login form; `None` if unknown or expired.
+    async fn take_form(&self, csrf_hash: &str, now: i64) -> Result<Option<String>, StoreError>;
+    /// The failed-login record of `addr`.
+    async fn login_failures(&self, addr: &str) -> Result<Option<LoginFailures>, StoreError>;
+    /// Replaces the failed-login record of `addr` with `update(old)` (`None`
+    /// deletes it), serialized against every other host; returns the new one.
+    async fn update_login_failures(
+        &self,
+        addr: &str,
+        update: &(dyn Fn(Option<LoginFailures>) -> Option<LoginFailures> + Send + Sync),
+    ) -> Result<Option<LoginFailures>, StoreError>;
+    /// Records who opened session `id` (on host `host_id`).
+    async fn bind_session(
+        &self,
+        id: &str,
+        owner: &SessionOwner,
+        host_id: &str,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// Who opened session `id`, if any host knows it.
+    async fn session_owner(&self, id: &str) -> Result<Option<SessionOwner>, StoreError>;
+    /// Forgets session `id`.
+    async fn end_session(&self, id: &str) -> Result<(), StoreError>;
+    /// Saves a session's handshake (JSON) so another host can carry it on.
+    async fn save_session_state(&self, id: &str, state: &str, now: i64) -> Result<(), StoreError>;
+    /// A session's saved handshake.
+    async fn load_session_state(&self, id: &str) -> Result<Option<String>, StoreError>;
+    /// A counter that changes whenever any host revokes something; `None`
+    /// while changes cannot be heard (then nothing may be cached).
+    fn change_generation(&self) -> Option<i64>;
 }
 
 #[cfg(test)]

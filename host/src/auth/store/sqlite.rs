@@ -18,6 +18,7 @@ use sqlx::sqlite::{
 
 use super::{
     AuthStore, Client, CodeGrant, Family, FamilyFilter, Redeem, Rotate, Rotation, StoreError,
+    StoredKey,
 };
 
 /// Schema migrations, applied in order; index + 1 is the `user_version` after it.
@@ -67,6 +68,16 @@ CREATE INDEX refresh_tokens_family ON refresh_tokens(family_id);
 ALTER TABLE codes ADD COLUMN redirect_uri_given INTEGER NOT NULL DEFAULT 1;
 CREATE INDEX families_subject ON families(subject);
 CREATE INDEX families_client ON families(client_id);
+"#,
+    // Token signing keys (`stockade keys rotate`); the first one is imported
+    // from `keys/es256.pem`.
+    r#"
+CREATE TABLE signing_keys (
+    kid TEXT PRIMARY KEY,
+    pem TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    retire_at INTEGER
+);
 "#,
 ];
 
@@ -417,6 +428,7 @@ impl AuthStore for SqliteStore {
             "DELETE FROM refresh_tokens WHERE expires_at < ?",
             "DELETE FROM families WHERE created_at < ? AND NOT EXISTS \
              (SELECT 1 FROM refresh_tokens r WHERE r.family_id = families.id)",
+            "DELETE FROM signing_keys WHERE retire_at < ?",
         ] {
             deleted += sqlx::query(sql)
                 .bind(day_ago)
@@ -426,5 +438,50 @@ impl AuthStore for SqliteStore {
         }
         tx.commit().await?;
         Ok(deleted)
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY created_at, kid")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredKey {
+                    kid: r.try_get("kid")?,
+                    pem: r.try_get("pem")?,
+                    created_at: r.try_get("created_at")?,
+                    retire_at: r.try_get("retire_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    async fn add_signing_key(
+        &self,
+        key: &StoredKey,
+        retire_others_at: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(at) = retire_others_at {
+            sqlx::query(
+                "UPDATE signing_keys SET retire_at = MIN(COALESCE(retire_at, ?1), ?1) WHERE kid <> ?2",
+            )
+            .bind(at)
+            .bind(&key.kid)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT OR IGNORE INTO signing_keys (kid, pem, created_at, retire_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&key.kid)
+        .bind(&key.pem)
+        .bind(key.created_at)
+        .bind(key.retire_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

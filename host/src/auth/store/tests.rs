@@ -1,12 +1,13 @@
+//! Every behaviour test runs on both engines: on SQLite in its own
+//! `#[tokio::test]`, and on PostgreSQL in `postgres_passes_every_store_test`,
+//! which starts one throwaway cluster (Debian's packages, as
+//! `tests/common/postgres.rs` explains) and gives each test a fresh database.
+
 use super::*;
 
-async fn store() -> (tempfile::TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(&dir.path().join("stockade.db"))
-        .await
-        .unwrap();
-    (dir, s)
-}
+#[path = "../../../../tests/common/postgres.rs"]
+#[allow(dead_code)]
+mod pg;
 
 fn grant(expires_at: i64) -> CodeGrant {
     CodeGrant {
@@ -42,9 +43,17 @@ fn rot<'a>(old: &'a str, new: &'a str, client: &'a str, now: i64) -> Rotation<'a
     }
 }
 
+async fn sqlite() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("stockade.db"))
+        .await
+        .unwrap();
+    (dir, s)
+}
+
 #[tokio::test]
 async fn clients_round_trip_and_survive_reopen() {
-    let (dir, s) = store().await;
+    let (dir, s) = sqlite().await;
     let c = Client {
         client_id: "c1".into(),
         client_name: Some("Claude".into()),
@@ -73,9 +82,7 @@ async fn clients_round_trip_and_survive_reopen() {
     assert_eq!(sync, 2, "synchronous = FULL");
 }
 
-#[tokio::test]
-async fn codes_are_single_use_and_replay_revokes_the_family() {
-    let (_d, s) = store().await;
+async fn codes_are_single_use_and_replay_revokes_the_family(s: &dyn AuthStore) {
     s.insert_code("h1", &grant(1_000)).await.unwrap();
     assert_eq!(
         s.redeem_code("h1", "fam1", 900).await.unwrap(),
@@ -108,9 +115,7 @@ async fn codes_are_single_use_and_replay_revokes_the_family() {
     );
 }
 
-#[tokio::test]
-async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
-    let (_d, s) = store().await;
+async fn refresh_tokens_rotate_and_reuse_revokes_the_family(s: &dyn AuthStore) {
     s.insert_code("h1", &grant(1_000)).await.unwrap();
     s.redeem_code("h1", "fam", 900).await.unwrap();
     s.add_refresh("fam", "r1", 5_000).await.unwrap();
@@ -151,9 +156,7 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
     );
 }
 
-#[tokio::test]
-async fn expired_refresh_and_explicit_revocation() {
-    let (_d, s) = store().await;
+async fn expired_refresh_and_explicit_revocation(s: &dyn AuthStore) {
     s.insert_code("h1", &grant(1_000)).await.unwrap();
     s.redeem_code("h1", "fam", 900).await.unwrap();
     s.add_refresh("fam", "r1", 950).await.unwrap();
@@ -170,9 +173,7 @@ async fn expired_refresh_and_explicit_revocation() {
     assert_eq!(s.family_of_refresh("r1").await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn concurrent_redemptions_issue_one_family() {
-    let (_d, s) = store().await;
+async fn concurrent_redemptions_issue_one_family(s: &dyn AuthStore) {
     s.insert_code("h1", &grant(1_000)).await.unwrap();
     let (a, b) = tokio::join!(
         s.redeem_code("h1", "fa", 900),
@@ -185,9 +186,7 @@ async fn concurrent_redemptions_issue_one_family() {
     assert_eq!(fresh, 1);
 }
 
-#[tokio::test]
-async fn a_declined_rotation_leaves_the_token_unspent() {
-    let (_d, s) = store().await;
+async fn a_declined_rotation_leaves_the_token_unspent(s: &dyn AuthStore) {
     s.insert_code("h1", &grant(1_000)).await.unwrap();
     s.redeem_code("h1", "fam", 900).await.unwrap();
     s.add_refresh("fam", "r1", 5_000).await.unwrap();
@@ -207,9 +206,7 @@ async fn a_declined_rotation_leaves_the_token_unspent() {
     assert!(s.family_active("fam").await.unwrap());
 }
 
-#[tokio::test]
-async fn a_family_ends_at_its_absolute_lifetime() {
-    let (_d, s) = store().await;
+async fn a_family_ends_at_its_absolute_lifetime(s: &dyn AuthStore) {
     s.insert_code("h1", &grant(1_000)).await.unwrap();
     s.redeem_code("h1", "fam", 900).await.unwrap();
     s.add_refresh("fam", "r1", 5_000).await.unwrap();
@@ -241,9 +238,7 @@ async fn a_family_ends_at_its_absolute_lifetime() {
     ));
 }
 
-#[tokio::test]
-async fn families_are_revoked_by_subject_or_client() {
-    let (_d, s) = store().await;
+async fn families_are_revoked_by_subject_or_client(s: &dyn AuthStore) {
     for (code, fam, subject, client) in [
         ("h1", "f1", "alice", "c1"),
         ("h2", "f2", "alice", "c2"),
@@ -277,9 +272,7 @@ async fn families_are_revoked_by_subject_or_client() {
     assert!(s.family_active("f4").await.unwrap());
 }
 
-#[tokio::test]
-async fn purge_deletes_dead_rows_only() {
-    let (_d, s) = store().await;
+async fn purge_deletes_dead_rows_only(s: &dyn AuthStore) {
     s.insert_code("h1", &grant(1_000)).await.unwrap();
     s.redeem_code("h1", "old", 900).await.unwrap();
     s.add_refresh("old", "r-old", 2_000).await.unwrap();
@@ -299,4 +292,190 @@ async fn purge_deletes_dead_rows_only() {
             .unwrap(),
         Rotate::Rotated(_)
     ));
+}
+
+async fn clients_round_trip(s: &dyn AuthStore) {
+    let c = Client {
+        client_id: "c1".into(),
+        client_name: None,
+        redirect_uris: vec!["http://127.0.0.1:9/cb".into(), "https://b.example/cb".into()],
+        token_endpoint_auth_method: "client_secret_post".into(),
+        secret_hash: Some("ab".repeat(32)),
+        created_at: 9,
+    };
+    s.insert_client(&c).await.unwrap();
+    assert_eq!(s.client("c1").await.unwrap(), Some(c));
+    assert!(s.insert_client(&Client { client_name: Some("again".into()), ..s.client("c1").await.unwrap().unwrap() }).await.is_err(), "ids are unique");
+}
+
+async fn concurrent_rotations_spend_the_token_once(s: &dyn AuthStore) {
+    s.insert_code("h1", &grant(1_000)).await.unwrap();
+    s.redeem_code("h1", "fam", 900).await.unwrap();
+    s.add_refresh("fam", "r1", 5_000).await.unwrap();
+    let (ra, rb) = (rot("r1", "ra", "c1", 901), rot("r1", "rb", "c1", 901));
+    let (a, b) = tokio::join!(s.rotate_refresh(&ra), s.rotate_refresh(&rb));
+    let outcomes = [a.unwrap(), b.unwrap()];
+    let rotated = outcomes.iter().filter(|o| matches!(o, Rotate::Rotated(_))).count();
+    let reused = outcomes.iter().filter(|o| matches!(o, Rotate::Reused(_))).count();
+    assert_eq!((rotated, reused), (1, 1), "{outcomes:?}");
+    assert!(!s.family_active("fam").await.unwrap(), "reuse revokes the family");
+}
+
+async fn signing_keys_are_added_and_retired(s: &dyn AuthStore) {
+    assert!(s.signing_keys().await.unwrap().is_empty());
+    let k = |kid: &str, at: i64| StoredKey {
+        kid: kid.into(),
+        pem: format!("pem-{kid}"),
+        created_at: at,
+        retire_at: None,
+    };
+    s.add_signing_key(&k("a", 10), None).await.unwrap();
+    s.add_signing_key(&k("b", 20), Some(1_000)).await.unwrap();
+    // Adding the same key again changes nothing.
+    s.add_signing_key(&k("b", 30), None).await.unwrap();
+    let keys = s.signing_keys().await.unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!((keys[0].kid.as_str(), keys[0].retire_at), ("a", Some(1_000)));
+    assert_eq!((keys[1].kid.as_str(), keys[1].retire_at, keys[1].created_at), ("b", None, 20));
+    // A later rotation never postpones an earlier retirement.
+    s.add_signing_key(&k("c", 40), Some(5_000)).await.unwrap();
+    let keys = s.signing_keys().await.unwrap();
+    assert_eq!(keys[0].retire_at, Some(1_000));
+    assert_eq!(keys[1].retire_at, Some(5_000));
+    // Purged a day after retiring.
+    s.purge(1_000 + 86_401).await.unwrap();
+    let kids: Vec<String> = s.signing_keys().await.unwrap().into_iter().map(|k| k.kid).collect();
+    assert_eq!(kids, ["b", "c"]);
+}
+
+macro_rules! on_sqlite {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (_d, s) = super::sqlite().await;
+                    super::$name(&s).await;
+                }
+            )*
+        }
+    };
+}
+
+on_sqlite!(
+    codes_are_single_use_and_replay_revokes_the_family,
+    refresh_tokens_rotate_and_reuse_revokes_the_family,
+    expired_refresh_and_explicit_revocation,
+    concurrent_redemptions_issue_one_family,
+    a_declined_rotation_leaves_the_token_unspent,
+    a_family_ends_at_its_absolute_lifetime,
+    families_are_revoked_by_subject_or_client,
+    purge_deletes_dead_rows_only,
+    concurrent_rotations_spend_the_token_once,
+    signing_keys_are_added_and_retired,
+    clients_round_trip,
+);
+
+/// The PostgreSQL engine, through every test above and the shared state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_passes_every_store_test() {
+    let server = pg::Postgres::start();
+    server.run("postgres", "CREATE ROLE stockade LOGIN PASSWORD 'store-test-pw'");
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "store-test-pw\n").unwrap();
+    let mut n = 0;
+    let mut fresh = || {
+        n += 1;
+        let db = format!("t{n}");
+        server.run("postgres", &format!("CREATE DATABASE {db} OWNER stockade"));
+        crate::config::StoreSettings {
+            url: Some(format!("postgres://stockade@127.0.0.1:{}/{db}", server.port)),
+            password_file: Some(pw.clone()),
+            ..Default::default()
+        }
+    };
+    macro_rules! run {
+        ($($name:ident),* $(,)?) => {
+            $(
+                let s = PostgresStore::connect(&fresh()).await.unwrap();
+                $name(&s).await;
+            )*
+        };
+    }
+    run!(
+        codes_are_single_use_and_replay_revokes_the_family,
+        refresh_tokens_rotate_and_reuse_revokes_the_family,
+        expired_refresh_and_explicit_revocation,
+        concurrent_redemptions_issue_one_family,
+        a_declined_rotation_leaves_the_token_unspent,
+        a_family_ends_at_its_absolute_lifetime,
+        families_are_revoked_by_subject_or_client,
+        purge_deletes_dead_rows_only,
+        concurrent_rotations_spend_the_token_once,
+        signing_keys_are_added_and_retired,
+        clients_round_trip,
+    );
+
+    // Two hosts migrating one database at once: one applies, one waits.
+    let settings = fresh();
+    let (a, b) = tokio::join!(PostgresStore::connect(&settings), PostgresStore::connect(&settings));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let version = server.run(
+        &settings.url.as_ref().unwrap().rsplit('/').next().unwrap().to_owned(),
+        "SELECT count(*) FROM stockade_schema",
+    );
+    assert_eq!(version.trim(), "1");
+
+    // Shared state, seen by both.
+    assert_eq!(a.hit("mcp:alice", 60).await.unwrap(), 1);
+    assert_eq!(b.hit("mcp:alice", 60).await.unwrap(), 2);
+    assert_eq!(b.hit("mcp:alice", 120).await.unwrap(), 1, "a new window");
+    assert_eq!(a.hit("mcp:bob", 60).await.unwrap(), 1);
+
+    a.put_form("f1", "1.2.3.4", "{\"x\":1}", 100, 600, 2).await.unwrap();
+    assert_eq!(b.take_form("f1", 101).await.unwrap().as_deref(), Some("{\"x\":1}"));
+    assert_eq!(a.take_form("f1", 101).await.unwrap(), None, "single use");
+    a.put_form("old", "9.9.9.9", "{}", 100, 600, 2).await.unwrap();
+    assert_eq!(b.take_form("old", 700).await.unwrap(), None, "expired");
+    for (i, f) in ["p1", "p2", "p3"].iter().enumerate() {
+        a.put_form(f, "5.5.5.5", "{}", 200 + i as i64, 600, 2).await.unwrap();
+    }
+    assert_eq!(b.take_form("p1", 203).await.unwrap(), None, "an address keeps its newest two");
+    assert!(b.take_form("p3", 203).await.unwrap().is_some());
+
+    let lf = |count, first_at| LoginFailures { count, first_at, locked_until: None };
+    assert_eq!(a.login_failures("1.1.1.1").await.unwrap(), None);
+    let bump = |old: Option<LoginFailures>| Some(lf(old.map_or(0, |f| f.count) + 1, 5));
+    let (x, y) = tokio::join!(
+        a.update_login_failures("1.1.1.1", &bump),
+        b.update_login_failures("1.1.1.1", &bump)
+    );
+    x.unwrap();
+    y.unwrap();
+    assert_eq!(b.login_failures("1.1.1.1").await.unwrap(), Some(lf(2, 5)), "serialized, none lost");
+    a.update_login_failures("1.1.1.1", &|_| None).await.unwrap();
+    assert_eq!(b.login_failures("1.1.1.1").await.unwrap(), None);
+
+    // rmcp saves a handshake before the gate binds the owner: the owner is
+    // filled in once and never overwritten.
+    a.save_session_state("s1", "{\"init\":true}", 10).await.unwrap();
+    assert_eq!(b.session_owner("s1").await.unwrap().unwrap().subject, "", "nobody's yet");
+    let alice = SessionOwner { subject: "alice".into(), client_id: Some("c".into()) };
+    let mallory = SessionOwner { subject: "mallory".into(), client_id: None };
+    a.bind_session("s1", &alice, "host-a", 10).await.unwrap();
+    b.bind_session("s1", &mallory, "host-b", 11).await.unwrap();
+    assert_eq!(b.session_owner("s1").await.unwrap(), Some(alice.clone()));
+    assert_eq!(b.load_session_state("s1").await.unwrap().as_deref(), Some("{\"init\":true}"));
+    b.end_session("s1").await.unwrap();
+    assert_eq!(a.session_owner("s1").await.unwrap(), None);
+
+    // A revocation on one host is heard by the other's change counter.
+    let before = b.change_generation().expect("listening");
+    a.revoke_family("nope", "t", 1).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while b.change_generation() == Some(before) {
+        assert!(std::time::Instant::now() < deadline, "no notification arrived");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -1,0 +1,851 @@
+//! [`AuthStore`] and [`SharedState`] on PostgreSQL, for several hosts behind a
+//! load balancer (`[store] url = "postgres://..."`).
+//!
+//! Every host runs the same migrations at start, serialized by an advisory
+//! lock. Operations that read and then change state run in one transaction
+//! that locks the rows it read (`SELECT ... FOR UPDATE`), so two hosts
+//! redeeming one code or rotating one refresh token at the same moment see each
+//! other: the second waits for the first to commit, then finds the token spent
+//! (and revokes the family, as reuse). Revocations are announced with
+//! `NOTIFY stockade_changes` inside their transaction (delivered on commit):
+//! every host's verified-token cache listens and goes stale at once.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+
+use super::{
+    AuthStore, Client, CodeGrant, Family, FamilyFilter, Redeem, Rotate, Rotation, SharedState,
+    StoreError, StoredKey,
+};
+use crate::config::StoreSettings;
+
+/// The channel revocations are announced on.
+pub const CHANGES_CHANNEL: &str = "stockade_changes";
+
+/// Schema migrations, applied in order; index + 1 is the version after it.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE clients (
+    client_id TEXT PRIMARY KEY,
+    client_name TEXT,
+    redirect_uris TEXT NOT NULL,
+    token_endpoint_auth_method TEXT NOT NULL,
+    secret_hash TEXT,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE families (
+    id TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT,
+    revoked_reason TEXT
+);
+CREATE INDEX families_subject ON families(subject);
+CREATE INDEX families_client ON families(client_id);
+CREATE TABLE codes (
+    code_hash TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    redirect_uri TEXT NOT NULL,
+    redirect_uri_given BOOLEAN NOT NULL,
+    code_challenge TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT,
+    family_id TEXT
+);
+CREATE TABLE refresh_tokens (
+    token_hash TEXT PRIMARY KEY,
+    family_id TEXT NOT NULL REFERENCES families(id) ON DELETE CASCADE,
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT
+);
+CREATE INDEX refresh_tokens_family ON refresh_tokens(family_id);
+CREATE TABLE signing_keys (
+    kid TEXT PRIMARY KEY,
+    pem TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    retire_at BIGINT
+);
+CREATE TABLE rate_counters (
+    key TEXT NOT NULL,
+    window_start BIGINT NOT NULL,
+    count BIGINT NOT NULL,
+    PRIMARY KEY (key, window_start)
+);
+CREATE TABLE login_failures (
+    addr TEXT PRIMARY KEY,
+    count INTEGER NOT NULL,
+    first_at BIGINT NOT NULL,
+    locked_until BIGINT
+);
+CREATE TABLE login_forms (
+    csrf_hash TEXT PRIMARY KEY,
+    addr TEXT NOT NULL,
+    data TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX login_forms_addr ON login_forms(addr, created_at);
+CREATE TABLE mcp_sessions (
+    id TEXT PRIMARY KEY,
+    subject TEXT NOT NULL,
+    client_id TEXT,
+    state TEXT,
+    host_id TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    seen_at BIGINT NOT NULL
+);
+"#];
+
+/// A lock id for migrations (any constant shared by all hosts).
+const MIGRATION_LOCK: i64 = 0x5354_4f43_4b41_4445; // "STOCKADE"
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    /// Bumped on every announced change; negative while this host is not
+    /// listening (then nothing may be cached).
+    changes: Arc<AtomicI64>,
+}
+
+impl PostgresStore {
+    /// Connects (with the password from `settings.password_file`), migrates,
+    /// and starts listening for changes.
+    pub async fn connect(settings: &StoreSettings) -> Result<PostgresStore, StoreError> {
+        let url = settings.url.as_deref().unwrap_or_default();
+        let mut options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError(format!("store.url: {e}")))?
+            .application_name("stockade");
+        if let Some(file) = &settings.password_file {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                StoreError(format!(
+                    "cannot read store.password_file {}: {e}",
+                    file.display()
+                ))
+            })?;
+            options = options.password(text.lines().next().unwrap_or_default());
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections.max(1))
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .idle_timeout(Duration::from_secs(300))
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError(format!("cannot connect to the PostgreSQL store: {e}")))?;
+        let store = PostgresStore {
+            pool,
+            changes: Arc::new(AtomicI64::new(-1)),
+        };
+        store.migrate().await?;
+        store.spawn_listener();
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS stockade_schema (version INTEGER NOT NULL)")
+            .execute(&mut *tx)
+            .await?;
+        let version: Option<i32> = sqlx::query_scalar("SELECT max(version) FROM stockade_schema")
+            .fetch_one(&mut *tx)
+            .await?;
+        let version = i64::from(version.unwrap_or(0));
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError(format!(
+                "the PostgreSQL store's schema is version {version}, newer than this Stockade \
+                 knows ({known}); upgrade Stockade on this host"
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO stockade_schema (version) VALUES ($1)")
+                .bind(i as i32 + 1)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Listens on [`CHANGES_CHANNEL`], bumping `changes` for every
+    /// notification; while the connection is down `changes` is negative, and
+    /// it reconnects every second.
+    fn spawn_listener(&self) {
+        let pool = self.pool.clone();
+        let changes = Arc::downgrade(&self.changes);
+        tokio::spawn(async move {
+            loop {
+                let Some(c) = changes.upgrade() else { return };
+                c.store(-1, Ordering::SeqCst);
+                drop(c);
+                match PgListener::connect_with(&pool).await {
+                    Ok(mut listener) => {
+                        if let Err(e) = listener.listen(CHANGES_CHANNEL).await {
+                            tracing::warn!("store: cannot listen for changes: {e}");
+                        } else {
+                            // Listening from here on: a fresh generation.
+                            let Some(c) = changes.upgrade() else { return };
+                            c.store(fresh_generation(), Ordering::SeqCst);
+                            drop(c);
+                            loop {
+                                match listener.try_recv().await {
+                                    Ok(Some(_)) => {
+                                        let Some(c) = changes.upgrade() else { return };
+                                        c.fetch_add(1, Ordering::SeqCst);
+                                    }
+                                    // The connection was lost (notifications may
+                                    // have been missed): start over.
+                                    Ok(None) | Err(_) => break,
+                                }
+                            }
+                            tracing::warn!("store: lost the change notifications; reconnecting");
+                        }
+                    }
+                    Err(e) => tracing::warn!("store: cannot listen for changes: {e}"),
+                }
+                if changes.strong_count() == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    /// The change counter: cached verifications are valid while it is
+    /// unchanged; `None` while this host is not listening.
+    pub fn change_generation(&self) -> Option<i64> {
+        let g = self.changes.load(Ordering::SeqCst);
+        (g >= 0).then_some(g)
+    }
+
+    /// A shared handle to the change counter (for the token cache).
+    pub fn changes(&self) -> Arc<AtomicI64> {
+        self.changes.clone()
+    }
+}
+
+/// A generation that no earlier connection used (so entries cached before a
+/// reconnection never match again).
+fn fresh_generation() -> i64 {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0);
+    micros << 12
+}
+
+async fn notify(tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANGES_CHANNEL)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+fn family_from(row: &PgRow) -> Result<Family, sqlx::Error> {
+    Ok(Family {
+        id: row.try_get("id")?,
+        client_id: row.try_get("client_id")?,
+        subject: row.try_get("subject")?,
+        scope: row.try_get("scope")?,
+        resource: row.try_get("resource")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+#[async_trait]
+impl AuthStore for PostgresStore {
+    async fn insert_client(&self, c: &Client) -> Result<(), StoreError> {
+        let uris =
+            serde_json::to_string(&c.redirect_uris).map_err(|e| StoreError(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO clients (client_id, client_name, redirect_uris, token_endpoint_auth_method, \
+             secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&c.client_id)
+        .bind(&c.client_name)
+        .bind(uris)
+        .bind(&c.token_endpoint_auth_method)
+        .bind(&c.secret_hash)
+        .bind(c.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn client(&self, client_id: &str) -> Result<Option<Client>, StoreError> {
+        let row = sqlx::query("SELECT * FROM clients WHERE client_id = $1")
+            .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let uris: String = row.try_get("redirect_uris")?;
+        Ok(Some(Client {
+            client_id: row.try_get("client_id")?,
+            client_name: row.try_get("client_name")?,
+            redirect_uris: serde_json::from_str(&uris).map_err(|e| StoreError(e.to_string()))?,
+            token_endpoint_auth_method: row.try_get("token_endpoint_auth_method")?,
+            secret_hash: row.try_get("secret_hash")?,
+            created_at: row.try_get("created_at")?,
+        }))
+    }
+
+    async fn insert_code(&self, code_hash: &str, g: &CodeGrant) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO codes (code_hash, client_id, redirect_uri, redirect_uri_given, code_challenge, \
+             resource, scope, subject, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(code_hash)
+        .bind(&g.client_id)
+        .bind(&g.redirect_uri)
+        .bind(g.redirect_uri_given)
+        .bind(&g.code_challenge)
+        .bind(&g.resource)
+        .bind(&g.scope)
+        .bind(&g.subject)
+        .bind(g.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn redeem_code(
+        &self,
+        code_hash: &str,
+        family_id: &str,
+        now: i64,
+    ) -> Result<Redeem, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query("SELECT * FROM codes WHERE code_hash = $1 FOR UPDATE")
+            .bind(code_hash)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(Redeem::Unknown);
+        };
+        let grant = CodeGrant {
+            client_id: row.try_get("client_id")?,
+            redirect_uri: row.try_get("redirect_uri")?,
+            redirect_uri_given: row.try_get("redirect_uri_given")?,
+            code_challenge: row.try_get("code_challenge")?,
+            resource: row.try_get("resource")?,
+            scope: row.try_get("scope")?,
+            subject: row.try_get("subject")?,
+            expires_at: row.try_get("expires_at")?,
+        };
+        let used_at: Option<i64> = row.try_get("used_at")?;
+        if used_at.is_some() {
+            let family: Option<String> = row.try_get("family_id")?;
+            if let Some(f) = &family {
+                sqlx::query(
+                    "UPDATE families SET revoked_at = $1, revoked_reason = 'authorization code replayed' \
+                     WHERE id = $2 AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(f)
+                .execute(&mut *tx)
+                .await?;
+                notify(&mut tx).await?;
+            }
+            tx.commit().await?;
+            return Ok(Redeem::Replayed {
+                family,
+                client_id: grant.client_id,
+            });
+        }
+        if grant.expires_at <= now {
+            sqlx::query("UPDATE codes SET used_at = $1 WHERE code_hash = $2")
+                .bind(now)
+                .bind(code_hash)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(Redeem::Expired);
+        }
+        sqlx::query("UPDATE codes SET used_at = $1, family_id = $2 WHERE code_hash = $3")
+            .bind(now)
+            .bind(family_id)
+            .bind(code_hash)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO families (id, client_id, subject, scope, resource, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(family_id)
+        .bind(&grant.client_id)
+        .bind(&grant.subject)
+        .bind(&grant.scope)
+        .bind(&grant.resource)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Redeem::Fresh(grant))
+    }
+
+    async fn add_refresh(
+        &self,
+        family_id: &str,
+        token_hash: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, family_id, expires_at) VALUES ($1, $2, $3)",
+        )
+        .bind(token_hash)
+        .bind(family_id)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn rotate_refresh(&self, r: &Rotation<'_>) -> Result<Rotate, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Both rows locked: a concurrent rotation of the same token (from any
+        // host) waits here and then finds it spent.
+        let Some(row) = sqlx::query(
+            "SELECT f.*, r.used_at AS r_used_at, r.expires_at AS r_expires_at FROM refresh_tokens r \
+             JOIN families f ON f.id = r.family_id WHERE r.token_hash = $1 FOR UPDATE",
+        )
+        .bind(r.old_hash)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(Rotate::Unknown);
+        };
+        let family = family_from(&row)?;
+        let used_at: Option<i64> = row.try_get("r_used_at")?;
+        let expires_at: i64 = row.try_get("r_expires_at")?;
+        let revoked_at: Option<i64> = row.try_get("revoked_at")?;
+        let family_ends = family.created_at.saturating_add(r.max_lifetime);
+        if family.client_id != r.client_id {
+            return Ok(Rotate::WrongClient(family));
+        }
+        if used_at.is_some() {
+            sqlx::query(
+                "UPDATE families SET revoked_at = $1, revoked_reason = 'refresh token reused' \
+                 WHERE id = $2 AND revoked_at IS NULL",
+            )
+            .bind(r.now)
+            .bind(&family.id)
+            .execute(&mut *tx)
+            .await?;
+            notify(&mut tx).await?;
+            tx.commit().await?;
+            return Ok(Rotate::Reused(family));
+        }
+        if revoked_at.is_some() {
+            return Ok(Rotate::Revoked(family));
+        }
+        if expires_at <= r.now || family_ends <= r.now {
+            return Ok(Rotate::Expired(family));
+        }
+        if !(r.accept)(&family) {
+            return Ok(Rotate::Declined(family));
+        }
+        sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2")
+            .bind(r.now)
+            .bind(r.old_hash)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, family_id, expires_at) VALUES ($1, $2, $3)",
+        )
+        .bind(r.new_hash)
+        .bind(&family.id)
+        .bind(r.now.saturating_add(r.ttl).min(family_ends))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Rotate::Rotated(family))
+    }
+
+    async fn family_of_refresh(&self, token_hash: &str) -> Result<Option<Family>, StoreError> {
+        let row = sqlx::query(
+            "SELECT f.* FROM refresh_tokens r JOIN families f ON f.id = r.family_id \
+             WHERE r.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(family_from).transpose()?)
+    }
+
+    async fn revoke_family(
+        &self,
+        family_id: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE families SET revoked_at = $1, revoked_reason = $2 \
+             WHERE id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(family_id)
+        .execute(&mut *tx)
+        .await?;
+        notify(&mut tx).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn revoke_families(
+        &self,
+        by: FamilyFilter<'_>,
+        reason: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let (sql, key) = match by {
+            FamilyFilter::Subject(s) => (
+                "UPDATE families SET revoked_at = $1, revoked_reason = $2 \
+                 WHERE subject = $3 AND revoked_at IS NULL",
+                s,
+            ),
+            FamilyFilter::Client(c) => (
+                "UPDATE families SET revoked_at = $1, revoked_reason = $2 \
+                 WHERE client_id = $3 AND revoked_at IS NULL",
+                c,
+            ),
+        };
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(sql)
+            .bind(now)
+            .bind(reason)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        notify(&mut tx).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn family_active(&self, family_id: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM families WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(family_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+
+    async fn purge(&self, now: i64) -> Result<u64, StoreError> {
+        // The same day of grace as the SQLite store; plus the shared state
+        // only this engine keeps.
+        let day_ago = now - 86_400;
+        let mut tx = self.pool.begin().await?;
+        let mut deleted = 0;
+        for (sql, at) in [
+            ("DELETE FROM codes WHERE expires_at < $1", day_ago),
+            ("DELETE FROM refresh_tokens WHERE expires_at < $1", day_ago),
+            (
+                "DELETE FROM families WHERE created_at < $1 AND NOT EXISTS \
+                 (SELECT 1 FROM refresh_tokens r WHERE r.family_id = families.id)",
+                day_ago,
+            ),
+            ("DELETE FROM signing_keys WHERE retire_at < $1", day_ago),
+            ("DELETE FROM rate_counters WHERE window_start < $1", now - 3_600),
+            ("DELETE FROM login_forms WHERE expires_at < $1", now),
+            (
+                "DELETE FROM login_failures WHERE first_at < $1 \
+                 AND (locked_until IS NULL OR locked_until < $1)",
+                // Milliseconds; every record older than an hour is past its
+                // window and its longest lockout.
+                now.saturating_sub(3_600).saturating_mul(1000),
+            ),
+            ("DELETE FROM mcp_sessions WHERE seen_at < $1", day_ago),
+        ] {
+            deleted += sqlx::query(sql)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY created_at, kid")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredKey {
+                    kid: r.try_get("kid")?,
+                    pem: r.try_get("pem")?,
+                    created_at: r.try_get("created_at")?,
+                    retire_at: r.try_get("retire_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    async fn add_signing_key(
+        &self,
+        key: &StoredKey,
+        retire_others_at: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(at) = retire_others_at {
+            sqlx::query(
+                "UPDATE signing_keys SET retire_at = LEAST(COALESCE(retire_at, $1), $1) \
+                 WHERE kid <> $2",
+            )
+            .bind(at)
+            .bind(&key.kid)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, pem, created_at, retire_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (kid) DO NOTHING",
+        )
+        .bind(&key.kid)
+        .bind(&key.pem)
+        .bind(key.created_at)
+        .bind(key.retire_at)
+        .execute(&mut *tx)
+        .await?;
+        notify(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    fn shared(&self) -> Option<&dyn SharedState> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl SharedState for PostgresStore {
+    async fn hit(&self, key: &str, window_start: i64) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "INSERT INTO rate_counters (key, window_start, count) VALUES ($1, $2, 1) \
+             ON CONFLICT (key, window_start) DO UPDATE SET count = rate_counters.count + 1 \
+             RETURNING count",
+        )
+        .bind(key)
+        .bind(window_start)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn put_form(
+        &self,
+        csrf_hash: &str,
+        addr: &str,
+        data: &str,
+        now: i64,
+        ttl: i64,
+        per_address: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // One address holds at most `per_address` live forms: its oldest go.
+        sqlx::query(
+            "DELETE FROM login_forms WHERE addr = $1 AND (expires_at <= $2 OR csrf_hash IN \
+             (SELECT csrf_hash FROM login_forms WHERE addr = $1 AND expires_at > $2 \
+              ORDER BY created_at DESC OFFSET $3))",
+        )
+        .bind(addr)
+        .bind(now)
+        .bind((per_address - 1).max(0))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO login_forms (csrf_hash, addr, data, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(csrf_hash)
+        .bind(addr)
+        .bind(data)
+        .bind(now)
+        .bind(now + ttl)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn take_form(&self, csrf_hash: &str, now: i64) -> Result<Option<String>, StoreError> {
+        let data: Option<String> = sqlx::query_scalar(
+            "DELETE FROM login_forms WHERE csrf_hash = $1 RETURNING \
+             CASE WHEN expires_at > $2 THEN data END",
+        )
+        .bind(csrf_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?
+        .flatten();
+        Ok(data)
+    }
+
+    async fn login_failures(&self, addr: &str) -> Result<Option<LoginFailures>, StoreError> {
+        let row = sqlx::query("SELECT * FROM login_failures WHERE addr = $1")
+            .bind(addr)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(LoginFailures {
+                count: r.try_get::<i32, _>("count")?.max(0) as u32,
+                first_at: r.try_get("first_at")?,
+                locked_until: r.try_get("locked_until")?,
+            })
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| e.into())
+    }
+
+    async fn update_login_failures(
+        &self,
+        addr: &str,
+        update: &(dyn Fn(Option<LoginFailures>) -> Option<LoginFailures> + Send + Sync),
+    ) -> Result<Option<LoginFailures>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Serialize updates of one address across hosts.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(addr)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query("SELECT * FROM login_failures WHERE addr = $1")
+            .bind(addr)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let old = row
+            .map(|r| {
+                Ok::<_, sqlx::Error>(LoginFailures {
+                    count: r.try_get::<i32, _>("count")?.max(0) as u32,
+                    first_at: r.try_get("first_at")?,
+                    locked_until: r.try_get("locked_until")?,
+                })
+            })
+            .transpose()?;
+        let new = update(old);
+        match &new {
+            Some(f) => {
+                sqlx::query(
+                    "INSERT INTO login_failures (addr, count, first_at, locked_until) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (addr) DO UPDATE SET \
+                     count = EXCLUDED.count, first_at = EXCLUDED.first_at, \
+                     locked_until = EXCLUDED.locked_until",
+                )
+                .bind(addr)
+                .bind(f.count.min(i32::MAX as u32) as i32)
+                .bind(f.first_at)
+                .bind(f.locked_until)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM login_failures WHERE addr = $1")
+                    .bind(addr)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(new)
+    }
+
+    async fn bind_session(
+        &self,
+        id: &str,
+        owner: &SessionOwner,
+        host_id: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO mcp_sessions (id, subject, client_id, host_id, created_at, seen_at) \
+             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (id) DO UPDATE SET \
+             subject = EXCLUDED.subject, client_id = EXCLUDED.client_id, host_id = EXCLUDED.host_id \
+             WHERE mcp_sessions.subject = ''",
+        )
+        .bind(id)
+        .bind(&owner.subject)
+        .bind(&owner.client_id)
+        .bind(host_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session_owner(&self, id: &str) -> Result<Option<SessionOwner>, StoreError> {
+        let row = sqlx::query("SELECT subject, client_id FROM mcp_sessions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(SessionOwner {
+                subject: r.try_get("subject")?,
+                client_id: r.try_get("client_id")?,
+            })
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| e.into())
+    }
+
+    async fn end_session(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM mcp_sessions WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn save_session_state(&self, id: &str, state: &str, now: i64) -> Result<(), StoreError> {
+        // rmcp saves the state before the `initialize` answer reaches the gate
+        // that binds the owner: a row saved first has an empty owner (which
+        // nobody matches) until `bind_session` fills it in, once.
+        sqlx::query(
+            "INSERT INTO mcp_sessions (id, subject, client_id, state, host_id, created_at, seen_at) \
+             VALUES ($1, '', NULL, $2, '', $3, $3) ON CONFLICT (id) DO UPDATE SET state = $2, seen_at = $3",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn load_session_state(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT state FROM mcp_sessions WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
+        )
+    }
+
+    fn change_generation(&self) -> Option<i64> {
+        PostgresStore::change_generation(self)
+    }
+}
+
+use super::{LoginFailures, SessionOwner};
