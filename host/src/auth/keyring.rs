@@ -66,7 +66,7 @@ pub struct KeyRing {
 }
 
 fn now_secs() -> i64 {
-    super::now_secs() as i64
+    super::now_secs()
 }
 
 /// The ring of `rows` at `now`: `None` when no key may sign.
@@ -74,12 +74,13 @@ fn build(rows: &[StoredKey], now: i64) -> Result<Option<Ring>, KeyRingError> {
     let mut keys = Vec::new();
     let mut signer: Option<(i64, Arc<SigningKey>)> = None;
     for row in rows.iter().filter(|r| r.retire_at.is_none_or(|t| t > now)) {
-        let key = Arc::new(
-            SigningKey::from_pem(&row.pem).map_err(|message| KeyRingError::Invalid {
-                kid: row.kid.clone(),
-                message,
-            })?,
-        );
+        let key =
+            Arc::new(
+                SigningKey::from_pem(&row.pem).map_err(|message| KeyRingError::Invalid {
+                    kid: row.kid.clone(),
+                    message,
+                })?,
+            );
         if row.retire_at.is_none() && signer.as_ref().is_none_or(|(t, _)| row.created_at >= *t) {
             signer = Some((row.created_at, key.clone()));
         }
@@ -195,7 +196,10 @@ impl KeyRing {
             return Ok(k);
         }
         let due = {
-            let mut last = self.last_miss_reload.lock().unwrap_or_else(|e| e.into_inner());
+            let mut last = self
+                .last_miss_reload
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             let due = last.is_none_or(|t| t.elapsed() >= MISS_RELOAD_GAP);
             if due {
                 *last = Some(Instant::now());
@@ -284,13 +288,19 @@ mod tests {
         let store: Arc<dyn AuthStore> =
             Arc::new(SqliteStore::open(&dir.path().join("db")).await.unwrap());
         let file_key = SigningKey::load_or_create(&dir.path().join("keys")).unwrap();
-        let ring = KeyRing::open(store.clone(), &dir.path().join("keys")).await.unwrap();
+        let ring = KeyRing::open(store.clone(), &dir.path().join("keys"))
+            .await
+            .unwrap();
         assert_eq!(ring.signing_kid(), file_key.kid(), "imported, not replaced");
         let old_token = ring.sign(&claims());
 
         // Another ring on the same store (another host) rotates.
-        let other = KeyRing::open(store.clone(), &dir.path().join("nowhere")).await.unwrap();
-        let new_kid = rotate(store.as_ref(), Duration::from_secs(900)).await.unwrap();
+        let other = KeyRing::open(store.clone(), &dir.path().join("nowhere"))
+            .await
+            .unwrap();
+        let new_kid = rotate(store.as_ref(), Duration::from_secs(900))
+            .await
+            .unwrap();
         other.reload().await;
         let new_token = other.sign(&claims());
         assert_eq!(other.signing_kid(), new_kid);
@@ -331,7 +341,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn AuthStore> =
             Arc::new(SqliteStore::open(&dir.path().join("db")).await.unwrap());
-        let ring = KeyRing::open(store, &dir.path().join("keys")).await.unwrap();
+        let ring = KeyRing::open(store, &dir.path().join("keys"))
+            .await
+            .unwrap();
         let stranger = SigningKey::generate().sign(&claims());
         assert_eq!(
             ring.verify(&stranger, "i", "a").await.unwrap_err(),

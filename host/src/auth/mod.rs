@@ -356,15 +356,14 @@ impl AuthState {
         let shared: Option<Arc<dyn store::SharedState>> = postgres
             .clone()
             .map(|p| Arc::new(p) as Arc<dyn store::SharedState>);
-        let mcp_limit = std::num::NonZeroU32::new(settings.rate_limit_per_minute).map(|n| {
-            match &shared {
+        let mcp_limit =
+            std::num::NonZeroU32::new(settings.rate_limit_per_minute).map(|n| match &shared {
                 Some(store) => shared::SubjectLimit::Shared {
                     store: store.clone(),
                     per_minute: n,
                 },
                 None => shared::SubjectLimit::Local(ratelimit::SubjectLimiter::new(n)),
-            }
-        });
+            });
         let sessions = match &shared {
             Some(store) => shared::Sessions::shared(store.clone(), host_id.to_owned()),
             None => shared::Sessions::local(),
@@ -411,10 +410,14 @@ impl AuthState {
                         (Arc::new(store), tokens)
                     }
                 };
-                let keys = Arc::new(keyring::KeyRing::open(store.clone(), &data_dir.join("keys")).await?);
+                let keys =
+                    Arc::new(keyring::KeyRing::open(store.clone(), &data_dir.join("keys")).await?);
                 keys.spawn_reloader();
                 let (pending, logins) = match &shared {
-                    Some(s) => (shared::Forms::Shared(s.clone()), shared::Logins::Shared(s.clone())),
+                    Some(s) => (
+                        shared::Forms::Shared(s.clone()),
+                        shared::Logins::Shared(s.clone()),
+                    ),
                     None => (
                         shared::Forms::Local(pending::PendingForms::default()),
                         shared::Logins::Local(ratelimit::LoginThrottle::default()),

@@ -278,10 +278,11 @@ impl Sessions {
     /// the shared record goes only when the client deleted it.
     pub async fn unbind(&self, id: &str, deleted: bool) {
         self.local.unbind(id);
-        if deleted && let Some((store, _)) = &self.shared {
-            if let Err(e) = store.end_session(id).await {
-                tracing::warn!("session {id}: shared record not removed: {e}");
-            }
+        if deleted
+            && let Some((store, _)) = &self.shared
+            && let Err(e) = store.end_session(id).await
+        {
+            tracing::warn!("session {id}: shared record not removed: {e}");
         }
     }
 

@@ -35,8 +35,10 @@ use crate::config::SqlSource;
 const READING: &[&str] = &["SELECT", "WITH", "VALUES", "TABLE", "EXPLAIN", "SHOW"];
 
 /// Pools by source settings (URL, password file, size).
-static POOLS: LazyLock<Mutex<HashMap<(String, Option<std::path::PathBuf>, u32), PgPool>>> =
-    LazyLock::new(Default::default);
+/// A source's pool key: URL, password file, size.
+type PoolKey = (String, Option<std::path::PathBuf>, u32);
+
+static POOLS: LazyLock<Mutex<HashMap<PoolKey, PgPool>>> = LazyLock::new(Default::default);
 
 fn pool(source: &SqlSource) -> Result<PgPool, QueryError> {
     let url = source.postgres.clone().unwrap_or_default();

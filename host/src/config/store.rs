@@ -129,7 +129,10 @@ mod tests {
             host_id: Some("a b".into()),
         };
         let p = problems(&s).join("\n");
-        assert!(p.contains("store.url: put the password in `password_file`"), "{p}");
+        assert!(
+            p.contains("store.url: put the password in `password_file`"),
+            "{p}"
+        );
         assert!(!p.contains("secret"), "{p}");
         assert!(p.contains("store.password_file: `relative` must be an absolute path"));
         assert!(p.contains("store.max_connections: 0"));

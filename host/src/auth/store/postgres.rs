@@ -204,16 +204,11 @@ impl PostgresStore {
                             let Some(c) = changes.upgrade() else { return };
                             c.store(fresh_generation(), Ordering::SeqCst);
                             drop(c);
-                            loop {
-                                match listener.try_recv().await {
-                                    Ok(Some(_)) => {
-                                        let Some(c) = changes.upgrade() else { return };
-                                        c.fetch_add(1, Ordering::SeqCst);
-                                    }
-                                    // The connection was lost (notifications may
-                                    // have been missed): start over.
-                                    Ok(None) | Err(_) => break,
-                                }
+                            // Until the connection is lost (notifications
+                            // may have been missed then: start over).
+                            while let Ok(Some(_)) = listener.try_recv().await {
+                                let Some(c) = changes.upgrade() else { return };
+                                c.fetch_add(1, Ordering::SeqCst);
                             }
                             tracing::warn!("store: lost the change notifications; reconnecting");
                         }
@@ -566,7 +561,10 @@ impl AuthStore for PostgresStore {
                 day_ago,
             ),
             ("DELETE FROM signing_keys WHERE retire_at < $1", day_ago),
-            ("DELETE FROM rate_counters WHERE window_start < $1", now - 3_600),
+            (
+                "DELETE FROM rate_counters WHERE window_start < $1",
+                now - 3_600,
+            ),
             ("DELETE FROM login_forms WHERE expires_at < $1", now),
             (
                 "DELETE FROM login_failures WHERE first_at < $1 \

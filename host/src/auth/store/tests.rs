@@ -298,14 +298,25 @@ async fn clients_round_trip(s: &dyn AuthStore) {
     let c = Client {
         client_id: "c1".into(),
         client_name: None,
-        redirect_uris: vec!["http://127.0.0.1:9/cb".into(), "https://b.example/cb".into()],
+        redirect_uris: vec![
+            "http://127.0.0.1:9/cb".into(),
+            "https://b.example/cb".into(),
+        ],
         token_endpoint_auth_method: "client_secret_post".into(),
         secret_hash: Some("ab".repeat(32)),
         created_at: 9,
     };
     s.insert_client(&c).await.unwrap();
     assert_eq!(s.client("c1").await.unwrap(), Some(c));
-    assert!(s.insert_client(&Client { client_name: Some("again".into()), ..s.client("c1").await.unwrap().unwrap() }).await.is_err(), "ids are unique");
+    assert!(
+        s.insert_client(&Client {
+            client_name: Some("again".into()),
+            ..s.client("c1").await.unwrap().unwrap()
+        })
+        .await
+        .is_err(),
+        "ids are unique"
+    );
 }
 
 async fn concurrent_rotations_spend_the_token_once(s: &dyn AuthStore) {
@@ -315,10 +326,19 @@ async fn concurrent_rotations_spend_the_token_once(s: &dyn AuthStore) {
     let (ra, rb) = (rot("r1", "ra", "c1", 901), rot("r1", "rb", "c1", 901));
     let (a, b) = tokio::join!(s.rotate_refresh(&ra), s.rotate_refresh(&rb));
     let outcomes = [a.unwrap(), b.unwrap()];
-    let rotated = outcomes.iter().filter(|o| matches!(o, Rotate::Rotated(_))).count();
-    let reused = outcomes.iter().filter(|o| matches!(o, Rotate::Reused(_))).count();
+    let rotated = outcomes
+        .iter()
+        .filter(|o| matches!(o, Rotate::Rotated(_)))
+        .count();
+    let reused = outcomes
+        .iter()
+        .filter(|o| matches!(o, Rotate::Reused(_)))
+        .count();
     assert_eq!((rotated, reused), (1, 1), "{outcomes:?}");
-    assert!(!s.family_active("fam").await.unwrap(), "reuse revokes the family");
+    assert!(
+        !s.family_active("fam").await.unwrap(),
+        "reuse revokes the family"
+    );
 }
 
 async fn signing_keys_are_added_and_retired(s: &dyn AuthStore) {
@@ -335,8 +355,14 @@ async fn signing_keys_are_added_and_retired(s: &dyn AuthStore) {
     s.add_signing_key(&k("b", 30), None).await.unwrap();
     let keys = s.signing_keys().await.unwrap();
     assert_eq!(keys.len(), 2);
-    assert_eq!((keys[0].kid.as_str(), keys[0].retire_at), ("a", Some(1_000)));
-    assert_eq!((keys[1].kid.as_str(), keys[1].retire_at, keys[1].created_at), ("b", None, 20));
+    assert_eq!(
+        (keys[0].kid.as_str(), keys[0].retire_at),
+        ("a", Some(1_000))
+    );
+    assert_eq!(
+        (keys[1].kid.as_str(), keys[1].retire_at, keys[1].created_at),
+        ("b", None, 20)
+    );
     // A later rotation never postpones an earlier retirement.
     s.add_signing_key(&k("c", 40), Some(5_000)).await.unwrap();
     let keys = s.signing_keys().await.unwrap();
@@ -344,7 +370,13 @@ async fn signing_keys_are_added_and_retired(s: &dyn AuthStore) {
     assert_eq!(keys[1].retire_at, Some(5_000));
     // Purged a day after retiring.
     s.purge(1_000 + 86_401).await.unwrap();
-    let kids: Vec<String> = s.signing_keys().await.unwrap().into_iter().map(|k| k.kid).collect();
+    let kids: Vec<String> = s
+        .signing_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.kid)
+        .collect();
     assert_eq!(kids, ["b", "c"]);
 }
 
@@ -380,7 +412,10 @@ on_sqlite!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_passes_every_store_test() {
     let server = pg::Postgres::start();
-    server.run("postgres", "CREATE ROLE stockade LOGIN PASSWORD 'store-test-pw'");
+    server.run(
+        "postgres",
+        "CREATE ROLE stockade LOGIN PASSWORD 'store-test-pw'",
+    );
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("pw");
     std::fs::write(&pw, "store-test-pw\n").unwrap();
@@ -390,7 +425,10 @@ async fn postgres_passes_every_store_test() {
         let db = format!("t{n}");
         server.run("postgres", &format!("CREATE DATABASE {db} OWNER stockade"));
         crate::config::StoreSettings {
-            url: Some(format!("postgres://stockade@127.0.0.1:{}/{db}", server.port)),
+            url: Some(format!(
+                "postgres://stockade@127.0.0.1:{}/{db}",
+                server.port
+            )),
             password_file: Some(pw.clone()),
             ..Default::default()
         }
@@ -419,10 +457,13 @@ async fn postgres_passes_every_store_test() {
 
     // Two hosts migrating one database at once: one applies, one waits.
     let settings = fresh();
-    let (a, b) = tokio::join!(PostgresStore::connect(&settings), PostgresStore::connect(&settings));
+    let (a, b) = tokio::join!(
+        PostgresStore::connect(&settings),
+        PostgresStore::connect(&settings)
+    );
     let (a, b) = (a.unwrap(), b.unwrap());
     let version = server.run(
-        &settings.url.as_ref().unwrap().rsplit('/').next().unwrap().to_owned(),
+        &settings.url.as_ref().unwrap().rsplit('/').next().unwrap(),
         "SELECT count(*) FROM stockade_schema",
     );
     assert_eq!(version.trim(), "1");
@@ -433,18 +474,35 @@ async fn postgres_passes_every_store_test() {
     assert_eq!(b.hit("mcp:alice", 120).await.unwrap(), 1, "a new window");
     assert_eq!(a.hit("mcp:bob", 60).await.unwrap(), 1);
 
-    a.put_form("f1", "1.2.3.4", "{\"x\":1}", 100, 600, 2).await.unwrap();
-    assert_eq!(b.take_form("f1", 101).await.unwrap().as_deref(), Some("{\"x\":1}"));
+    a.put_form("f1", "1.2.3.4", "{\"x\":1}", 100, 600, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.take_form("f1", 101).await.unwrap().as_deref(),
+        Some("{\"x\":1}")
+    );
     assert_eq!(a.take_form("f1", 101).await.unwrap(), None, "single use");
-    a.put_form("old", "9.9.9.9", "{}", 100, 600, 2).await.unwrap();
+    a.put_form("old", "9.9.9.9", "{}", 100, 600, 2)
+        .await
+        .unwrap();
     assert_eq!(b.take_form("old", 700).await.unwrap(), None, "expired");
     for (i, f) in ["p1", "p2", "p3"].iter().enumerate() {
-        a.put_form(f, "5.5.5.5", "{}", 200 + i as i64, 600, 2).await.unwrap();
+        a.put_form(f, "5.5.5.5", "{}", 200 + i as i64, 600, 2)
+            .await
+            .unwrap();
     }
-    assert_eq!(b.take_form("p1", 203).await.unwrap(), None, "an address keeps its newest two");
+    assert_eq!(
+        b.take_form("p1", 203).await.unwrap(),
+        None,
+        "an address keeps its newest two"
+    );
     assert!(b.take_form("p3", 203).await.unwrap().is_some());
 
-    let lf = |count, first_at| LoginFailures { count, first_at, locked_until: None };
+    let lf = |count, first_at| LoginFailures {
+        count,
+        first_at,
+        locked_until: None,
+    };
     assert_eq!(a.login_failures("1.1.1.1").await.unwrap(), None);
     let bump = |old: Option<LoginFailures>| Some(lf(old.map_or(0, |f| f.count) + 1, 5));
     let (x, y) = tokio::join!(
@@ -453,20 +511,39 @@ async fn postgres_passes_every_store_test() {
     );
     x.unwrap();
     y.unwrap();
-    assert_eq!(b.login_failures("1.1.1.1").await.unwrap(), Some(lf(2, 5)), "serialized, none lost");
+    assert_eq!(
+        b.login_failures("1.1.1.1").await.unwrap(),
+        Some(lf(2, 5)),
+        "serialized, none lost"
+    );
     a.update_login_failures("1.1.1.1", &|_| None).await.unwrap();
     assert_eq!(b.login_failures("1.1.1.1").await.unwrap(), None);
 
     // rmcp saves a handshake before the gate binds the owner: the owner is
     // filled in once and never overwritten.
-    a.save_session_state("s1", "{\"init\":true}", 10).await.unwrap();
-    assert_eq!(b.session_owner("s1").await.unwrap().unwrap().subject, "", "nobody's yet");
-    let alice = SessionOwner { subject: "alice".into(), client_id: Some("c".into()) };
-    let mallory = SessionOwner { subject: "mallory".into(), client_id: None };
+    a.save_session_state("s1", "{\"init\":true}", 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.session_owner("s1").await.unwrap().unwrap().subject,
+        "",
+        "nobody's yet"
+    );
+    let alice = SessionOwner {
+        subject: "alice".into(),
+        client_id: Some("c".into()),
+    };
+    let mallory = SessionOwner {
+        subject: "mallory".into(),
+        client_id: None,
+    };
     a.bind_session("s1", &alice, "host-a", 10).await.unwrap();
     b.bind_session("s1", &mallory, "host-b", 11).await.unwrap();
     assert_eq!(b.session_owner("s1").await.unwrap(), Some(alice.clone()));
-    assert_eq!(b.load_session_state("s1").await.unwrap().as_deref(), Some("{\"init\":true}"));
+    assert_eq!(
+        b.load_session_state("s1").await.unwrap().as_deref(),
+        Some("{\"init\":true}")
+    );
     b.end_session("s1").await.unwrap();
     assert_eq!(a.session_owner("s1").await.unwrap(), None);
 
@@ -475,7 +552,10 @@ async fn postgres_passes_every_store_test() {
     a.revoke_family("nope", "t", 1).await.unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while b.change_generation() == Some(before) {
-        assert!(std::time::Instant::now() < deadline, "no notification arrived");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no notification arrived"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
