@@ -463,7 +463,7 @@ async fn postgres_passes_every_store_test() {
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     let version = server.run(
-        &settings.url.as_ref().unwrap().rsplit('/').next().unwrap(),
+        settings.url.as_ref().unwrap().rsplit('/').next().unwrap(),
         "SELECT count(*) FROM stockade_schema",
     );
     assert_eq!(version.trim(), "1");
