@@ -15,6 +15,7 @@ use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{RoleClient, ServiceExt};
 
+pub mod balancer;
 pub mod postgres;
 
 /// The repository root.
@@ -288,6 +289,12 @@ impl Host {
     /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// Kills the host (SIGKILL: no shutdown, no flush) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Stops the host (SIGKILL: nothing is flushed on the way out) and starts it

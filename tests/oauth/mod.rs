@@ -104,6 +104,12 @@ impl Oauth {
         Self::with_builder(base, reqwest::Client::builder().local_address(ip))
     }
 
+    /// A client for `base` that opens a new connection for every request (so
+    /// a load balancer in front of several hosts routes each one anew).
+    pub fn unpooled(base: &str) -> Self {
+        Self::with_builder(base, reqwest::Client::builder().pool_max_idle_per_host(0))
+    }
+
     fn with_builder(base: &str, builder: reqwest::ClientBuilder) -> Self {
         let http = builder
             .redirect(reqwest::redirect::Policy::none())
