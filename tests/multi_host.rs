@@ -393,4 +393,15 @@ async fn two_hosts_on_one_postgresql_serve_any_request() {
         call_greet(&stateless, "nobody").await.unwrap(),
         "Hello, nobody."
     );
+
+    // 9. Each host keeps its own audit chain, its id in every line, and the
+    //    chain verifies (A's too, though it was killed).
+    for (host, id) in [(&c.a, "host-a"), (&c.b, "host-b")] {
+        let lines = common::read_audit(host);
+        assert!(lines.len() > 10);
+        assert!(lines.iter().all(|l| l["host"] == id), "{id}: {lines:?}");
+        let dir = host.data_dir().parent().unwrap().to_owned();
+        let (ok, out) = common::run_stockade(&["audit", "verify", "data/audit"], &dir);
+        assert!(ok, "{id}: {out}");
+    }
 }

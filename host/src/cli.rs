@@ -465,7 +465,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         AuthState::new(
             &config.auth,
             &config.store,
-            &host_id(&config),
+            &config.host_id(),
             local,
             &config.data_dir,
             password,
@@ -1104,22 +1104,6 @@ async fn keys_rotate(dirs: &DirArgs) -> anyhow::Result<()> {
         keep.as_secs()
     );
     Ok(())
-}
-
-/// This host's name in the shared store and the audit log: `store.host_id`,
-/// else the machine's host name.
-fn host_id(config: &Config) -> String {
-    config
-        .store
-        .host_id
-        .clone()
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-                .filter(|h| crate::config::is_valid_host_id(h))
-        })
-        .unwrap_or_else(|| "stockade".to_owned())
 }
 
 /// How long in-flight requests may run after SIGTERM or Ctrl-C.

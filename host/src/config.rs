@@ -432,7 +432,23 @@ impl Config {
             checkpoint_interval: std::time::Duration::from_secs(u64::from(
                 self.audit.checkpoint_secs.max(1),
             )),
+            host: self.store.url.is_some().then(|| self.host_id()),
         }
+    }
+
+    /// This host's name in the shared store and the audit log: `store.host_id`,
+    /// else the machine's host name, else `stockade`.
+    pub fn host_id(&self) -> String {
+        self.store
+            .host_id
+            .clone()
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+                    .filter(|h| is_valid_host_id(h))
+            })
+            .unwrap_or_else(|| "stockade".to_owned())
     }
 
     /// The grants of plugin `name` for a file with `digest` (hex): none when the

@@ -215,6 +215,9 @@ pub struct AuditConfig {
     /// Write a checkpoint at the latest this long after the first line that no
     /// checkpoint covers yet.
     pub checkpoint_interval: Duration,
+    /// This host's id, written as `host` in every line when several hosts
+    /// share a store (each keeps its own log and chain).
+    pub host: Option<String>,
 }
 
 /// A handle to the audit writer. Cheap to clone.

@@ -15,6 +15,7 @@ fn config(dir: &Path, rotate_bytes: u64) -> AuditConfig {
         key_path: dir.join("keys/audit-ed25519.key"),
         checkpoint_lines: 1000,
         checkpoint_interval: Duration::from_secs(3600),
+        host: None,
     }
 }
 

@@ -297,6 +297,9 @@ impl Writer {
         line.insert("ts".into(), Value::from(ts));
         line.insert("seq".into(), Value::from(d.seq));
         line.insert("prev".into(), Value::from(d.prev.clone()));
+        if let Some(host) = &self.config.host {
+            line.insert("host".into(), Value::from(host.as_str()));
+        }
         line.append(fields);
         let text = Value::Object(line).to_string();
         d.prev = hex::encode(Sha256::digest(text.as_bytes()));
