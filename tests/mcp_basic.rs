@@ -987,3 +987,109 @@ async fn a_ready_answer_goes_out_in_one_piece() {
         .unwrap();
     assert_eq!(only_sse.status(), 406, "the transport requires both");
 }
+
+/// The value of the first exposition line that starts with `prefix`.
+fn sample(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_metrics_move_with_calls() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let secret = tempfile::tempdir().unwrap();
+    let token_file = secret.path().join("metrics-token");
+    std::fs::write(&token_file, "scrape-token-0123456789\n").unwrap();
+    let host = HostBuilder::new()
+        .plugin(&bundled("template"), "template")
+        .config(&format!(
+            "[prometheus]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n",
+            token_file.display()
+        ))
+        .start();
+    let http = reqwest::Client::new();
+    let scrape = || async {
+        let r = http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/openmetrics-text")
+        );
+        r.text().await.unwrap()
+    };
+    let ok_calls = "mcp_server_operation_duration_seconds_count{mcp_method_name=\"tools/call\",gen_ai_tool_name=\"greet\",error_type=\"\"}";
+    let failed_calls = "mcp_server_operation_duration_seconds_count{mcp_method_name=\"tools/call\",gen_ai_tool_name=\"greet\",error_type=\"tool_error\"}";
+    let plugin_ok = "stockade_plugin_operations_total{kind=\"tool\",plugin=\"template\",target=\"greet\",outcome=\"ok\"}";
+    let before = scrape().await;
+    assert!(before.ends_with("# EOF\n"), "{before}");
+    assert_eq!(sample(&before, "stockade_plugins{state=\"serving\"}"), 1.0);
+
+    let client = host.client().await;
+    for _ in 0..3 {
+        client
+            .call_tool(call("greet", json!({"name": "Ada"})))
+            .await
+            .unwrap();
+    }
+    let bad = client
+        .call_tool(call("greet", json!({"name": 7})))
+        .await
+        .unwrap();
+    assert_eq!(bad.is_error, Some(true));
+    let after = scrape().await;
+    assert_eq!(
+        sample(&after, ok_calls) - sample(&before, ok_calls),
+        3.0,
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, failed_calls) - sample(&before, failed_calls),
+        1.0
+    );
+    assert_eq!(sample(&after, plugin_ok) - sample(&before, plugin_ok), 3.0);
+    assert!(
+        sample(&after, "stockade_events_total{event=\"tool_call\"}") >= 4.0,
+        "{after}"
+    );
+    assert!(sample(&after, "stockade_audit_write_duration_seconds_count") >= 4.0);
+    assert!(sample(&after, "stockade_mcp_sessions") >= 1.0, "{after}");
+    // The sum moves too: these are real durations, not just counts.
+    assert!(
+        sample(
+            &after,
+            "mcp_server_operation_duration_seconds_sum{mcp_method_name=\"tools/call\",gen_ai_tool_name=\"greet\",error_type=\"\"}"
+        ) > 0.0
+    );
+
+    // On the main listener, only with the token.
+    let main = format!("{}/metrics", host.base_url());
+    assert_eq!(http.get(&main).send().await.unwrap().status(), 401);
+    let wrong = http
+        .get(&main)
+        .bearer_auth("scrape-token-wrong-000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let right = http
+        .get(&main)
+        .bearer_auth("scrape-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    assert!(right.text().await.unwrap().contains(ok_calls));
+}

@@ -418,6 +418,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
+    let metrics_listener = match config.prometheus.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (prometheus.listen)"))?,
+        ),
+        None => None,
+    };
+    let metrics_token = config.prometheus.token().map_err(|e| anyhow::anyhow!(e))?;
     // The password comes from the environment only (never argv, never the file).
     let password = std::env::var("STOCKADE_PASSWORD")
         .ok()
@@ -488,8 +497,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             shutdown: shutdown.clone(),
             draining: draining.clone(),
             in_flight: in_flight.clone(),
+            metrics_token,
         },
     );
+    if let Some(l) = metrics_listener {
+        let addr = l.local_addr()?;
+        let app = crate::http::metrics_router(metrics.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(l, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!("the Prometheus listener stopped: {e}");
+            }
+        });
+        tracing::info!(%addr, "Prometheus metrics on http://{addr}/metrics");
+    }
     audit
         .record(AuditEvent::HostStarted {
             version: env!("CARGO_PKG_VERSION").into(),

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 mod auth;
 mod grants;
+mod prometheus;
 mod store;
 pub use self::auth::{
     AuthMode, AuthSettings, is_https_or_loopback, is_loopback_host, is_valid_scope,
@@ -21,6 +22,7 @@ pub use self::grants::{
     ClientGrant, DirGrant, DirMode, ExecGrant, Grants, HostPattern, HttpGrant, SqlSource,
     forbidden_env_name, is_valid_env_name,
 };
+pub use self::prometheus::PrometheusSettings;
 pub use self::store::{StoreSettings, is_valid_host_id};
 
 /// Whether `name` is acceptable as a plugin name (a plugin's name is its file
@@ -124,6 +126,8 @@ pub struct Config {
     /// Where the authorization server's state lives: the embedded SQLite
     /// database (default) or a PostgreSQL shared by several hosts.
     pub store: StoreSettings,
+    /// Where `GET /metrics` (Prometheus) is served, if anywhere.
+    pub prometheus: PrometheusSettings,
     /// Plugin signature checking.
     pub signatures: SignatureSettings,
     /// Watch the plugin directory and the config file, applying changes live.
@@ -143,6 +147,7 @@ impl Default for Config {
             sql: BTreeMap::new(),
             auth: AuthSettings::default(),
             store: StoreSettings::default(),
+            prometheus: PrometheusSettings::default(),
             signatures: Default::default(),
             watch: true,
         }
@@ -398,6 +403,7 @@ impl Config {
         }
         self.auth.check(self.listen, &mut problems);
         self.store.check(&mut problems);
+        self.prometheus.check(self.listen, &mut problems);
         if self.auth.mode == AuthMode::Builtin {
             for (name, plugin) in &self.plugins {
                 if let Some(scope) = &plugin.scope

@@ -233,14 +233,26 @@ impl Writer {
                 self.push(&mut d, m);
             }
         }
+        let mut events: Vec<String> = Vec::new();
         for line in lines {
+            if let Some(event) = line.get("event").and_then(Value::as_str) {
+                events.push(event.to_owned());
+            }
             self.push(&mut d, line);
         }
         if self.uncovered + d.uncovered >= self.config.checkpoint_lines.max(1) {
             self.push_checkpoint(&mut d, "periodic", None);
         }
-        self.commit(d)
-            .map_err(|e| format!("cannot write {}: {e}", self.config.path.display()))
+        let started = std::time::Instant::now();
+        let done = self
+            .commit(d)
+            .map_err(|e| format!("cannot write {}: {e}", self.config.path.display()));
+        let prom = crate::metrics::prom::global();
+        prom.audit_write(started.elapsed());
+        if done.is_ok() {
+            events.iter().for_each(|e| prom.event(e));
+        }
+        done
     }
 
     /// Marks the log as failing (HTTP requests get 503 until a write succeeds).

@@ -61,6 +61,8 @@ pub struct HttpConfig {
     pub draining: CancellationToken,
     /// The `/mcp` POST requests being answered.
     pub in_flight: drain::InFlight,
+    /// Serve `/metrics` here to requests bearing this token (`None`: not here).
+    pub metrics_token: Option<String>,
 }
 
 impl HttpConfig {
@@ -143,12 +145,38 @@ pub fn router(
         max_body: config.max_body_bytes,
     };
     let public_url = auth.public_url.clone();
+    let scrape = config.metrics_token.map(|token| {
+        let metrics = shared.metrics.clone();
+        let token = Arc::new(token);
+        get(move |headers: axum::http::HeaderMap| async move {
+            let presented = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or_default();
+            use subtle::ConstantTimeEq as _;
+            if presented.as_bytes().ct_eq(token.as_bytes()).into() {
+                prometheus_text(&metrics)
+            } else {
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer realm=\"metrics\"")],
+                    "the metrics token (prometheus.token_file) is required\n",
+                )
+                    .into_response()
+            }
+        })
+    });
     let readiness = Readiness {
         shared: shared.clone(),
         auth: auth.clone(),
         draining: config.draining.clone(),
     };
-    Router::new()
+    let mut routes = Router::new();
+    if let Some(scrape) = scrape {
+        routes = routes.route("/metrics", scrape);
+    }
+    routes
         .route("/", get(move || async move { home::page(&public_url) }))
         .route("/ready", get(move || ready(readiness.clone())))
         .route("/health", get(health))
@@ -307,6 +335,29 @@ async fn health(State(shared): State<Arc<Shared>>) -> Json<Value> {
     }))
 }
 
+/// The router of the separate Prometheus listener (`prometheus.listen`):
+/// `GET /metrics`, no authentication.
+pub fn metrics_router(metrics: crate::metrics::Metrics) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move { prometheus_text(&metrics) }
+        }),
+    )
+}
+
+fn prometheus_text(metrics: &crate::metrics::Metrics) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.prometheus(),
+    )
+        .into_response()
+}
+
 /// What `/ready` looks at.
 #[derive(Clone)]
 struct Readiness {
@@ -330,6 +381,12 @@ async fn ready(r: Readiness) -> Response {
         && let Err(e) = b.store.family_active("readiness-probe").await
     {
         problems.push(format!("the auth store does not answer: {e}"));
+    }
+    if r.auth.builtin.is_none()
+        && let Some(s) = &r.auth.shared
+        && let Err(e) = s.session_owner("readiness-probe").await
+    {
+        problems.push(format!("the shared store does not answer: {e}"));
     }
     let snapshot = r.shared.catalog.snapshot();
     let body = json!({

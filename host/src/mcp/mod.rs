@@ -193,6 +193,25 @@ impl StockadeMcp {
     }
 }
 
+/// Runs an MCP operation's handler, timing it for Prometheus
+/// (`mcp_server_operation_duration`): `error_type` is the JSON-RPC error code,
+/// or `tool_error` for a result `is_error` says is one.
+async fn timed<T>(
+    method: &'static str,
+    tool: Option<&str>,
+    body: impl std::future::Future<Output = Result<T, ErrorData>>,
+    is_error: impl FnOnce(&T) -> bool,
+) -> Result<T, ErrorData> {
+    let op = crate::metrics::prom::global().operation(method, tool);
+    let result = body.await;
+    match &result {
+        Ok(v) if is_error(v) => op.finish(Some("tool_error")),
+        Ok(_) => op.finish(None),
+        Err(e) => op.finish(Some(&e.code.0.to_string())),
+    }
+    result
+}
+
 /// The authenticated caller of a request, put there by the bearer gate. `None`
 /// only when authentication is disabled (`auth.mode = "none"`).
 fn principal(cx: &RequestContext<RoleServer>) -> Option<Principal> {
@@ -331,14 +350,22 @@ impl ServerHandler for StockadeMcp {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let snapshot = self.shared.catalog.snapshot();
-        let who = principal(&context);
-        let tools: Vec<Value> = snapshot
-            .all_tools()
-            .filter(|(p, _)| permitted(who.as_ref(), p))
-            .map(|(_, t)| convert::tool(t))
-            .collect();
-        convert::to_rmcp(json!({ "tools": tools }))
+        timed(
+            "tools/list",
+            None,
+            async {
+                let snapshot = self.shared.catalog.snapshot();
+                let who = principal(&context);
+                let tools: Vec<Value> = snapshot
+                    .all_tools()
+                    .filter(|(p, _)| permitted(who.as_ref(), p))
+                    .map(|(_, t)| convert::tool(t))
+                    .collect();
+                convert::to_rmcp(json!({ "tools": tools }))
+            },
+            |_| false,
+        )
+        .await
     }
 
     async fn call_tool(
@@ -346,88 +373,97 @@ impl ServerHandler for StockadeMcp {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        #[cfg(feature = "bench-native")]
-        if request.name == native::TOOL {
-            return native::greet(&self.shared, &request, &context).await;
-        }
-        let snapshot = self.shared.catalog.snapshot();
-        let name = request.name.as_ref();
-        let Some((plugin, _)) = snapshot.tool(name) else {
-            return Err(invalid_params(format!(
-                "unknown tool `{name}`: call tools/list for the tools this server has"
-            )));
-        };
-        let plugin = plugin.clone();
-        let who = principal(&context);
-        if !permitted(who.as_ref(), &plugin) {
-            // The gate answers 403 before this for HTTP; this is defence in depth.
-            return Err(ErrorData::invalid_request(
-                format!(
-                    "insufficient_scope: tool `{name}` requires the scope `{}`",
-                    plugin.policy.scope.as_deref().unwrap_or_default()
-                ),
-                None,
-            ));
-        }
-        let span = tracing::info_span!(
-            "tool_call",
-            tool = %name,
-            plugin = %plugin.name,
-            version = %plugin.code.info.version,
-            request_id = ?context.id,
-        );
-        let arguments = match &request.arguments {
-            Some(a) => serde_json::to_string(a).unwrap_or_else(|_| "{}".into()),
-            None => "{}".into(),
-        };
-        let caller = guest_tools::Caller {
-            subject: who.as_ref().map(|p| p.subject.clone()),
-            client_id: who.as_ref().and_then(|p| p.client_id.clone()),
-        };
-        let op = Op::CallTool {
-            tool: name,
-            arguments: &arguments,
-            caller: &caller,
-        };
-        let report = self
-            .run(&plugin, Some(name), op, &context)
-            .instrument(span)
-            .await;
-        let record = call_record(
-            Target::Tool(name),
-            &plugin,
-            who.as_ref(),
-            &arguments,
-            request.arguments.as_ref().map(|a| redact_object(a, 2048)),
-            &report,
-        );
-        let outcome = report.outcome;
-        self.record(record, report.denied, || format!("tool `{name}`"))
-            .await?;
-        let mut json = match outcome {
-            Ok(OpOutput::Tool(Ok(result))) => convert::call_result(&result),
-            Ok(OpOutput::Tool(Err(e))) => convert::error_result(&match e {
-                guest_tools::ToolError::InvalidArguments(m) => {
-                    if m.contains("invalid arguments") {
-                        m
-                    } else {
-                        format!("invalid arguments for tool `{name}`: {m}")
-                    }
+        let tool = request.name.to_string();
+        timed(
+            "tools/call",
+            Some(tool.as_str()),
+            async {
+                #[cfg(feature = "bench-native")]
+                if request.name == native::TOOL {
+                    return native::greet(&self.shared, &request, &context).await;
                 }
-                guest_tools::ToolError::Failed(m) => m,
-                guest_tools::ToolError::UnknownTool(m) => {
-                    format!("plugin `{}` does not know tool `{name}`: {m}", plugin.name)
+                let snapshot = self.shared.catalog.snapshot();
+                let name = request.name.as_ref();
+                let Some((plugin, _)) = snapshot.tool(name) else {
+                    return Err(invalid_params(format!(
+                        "unknown tool `{name}`: call tools/list for the tools this server has"
+                    )));
+                };
+                let plugin = plugin.clone();
+                let who = principal(&context);
+                if !permitted(who.as_ref(), &plugin) {
+                    // The gate answers 403 before this for HTTP; this is defence in depth.
+                    return Err(ErrorData::invalid_request(
+                        format!(
+                            "insufficient_scope: tool `{name}` requires the scope `{}`",
+                            plugin.policy.scope.as_deref().unwrap_or_default()
+                        ),
+                        None,
+                    ));
                 }
-            }),
-            Ok(_) => convert::error_result("internal error: unexpected plugin answer"),
-            Err(f) => convert::error_result(&format!(
-                "tool `{name}` (plugin `{}`) failed: {f}",
-                plugin.name
-            )),
-        };
-        convert::add_host_refusals(&mut json, &report.denials);
-        let result: CallToolResult = convert::to_rmcp(json)?;
-        Ok(CallToolResponse::Complete(result))
+                let span = tracing::info_span!(
+                    "tool_call",
+                    tool = %name,
+                    plugin = %plugin.name,
+                    version = %plugin.code.info.version,
+                    request_id = ?context.id,
+                );
+                let arguments = match &request.arguments {
+                    Some(a) => serde_json::to_string(a).unwrap_or_else(|_| "{}".into()),
+                    None => "{}".into(),
+                };
+                let caller = guest_tools::Caller {
+                    subject: who.as_ref().map(|p| p.subject.clone()),
+                    client_id: who.as_ref().and_then(|p| p.client_id.clone()),
+                };
+                let op = Op::CallTool {
+                    tool: name,
+                    arguments: &arguments,
+                    caller: &caller,
+                };
+                let report = self
+                    .run(&plugin, Some(name), op, &context)
+                    .instrument(span)
+                    .await;
+                let record = call_record(
+                    Target::Tool(name),
+                    &plugin,
+                    who.as_ref(),
+                    &arguments,
+                    request.arguments.as_ref().map(|a| redact_object(a, 2048)),
+                    &report,
+                );
+                let outcome = report.outcome;
+                self.record(record, report.denied, || format!("tool `{name}`"))
+                    .await?;
+                let mut json = match outcome {
+                    Ok(OpOutput::Tool(Ok(result))) => convert::call_result(&result),
+                    Ok(OpOutput::Tool(Err(e))) => convert::error_result(&match e {
+                        guest_tools::ToolError::InvalidArguments(m) => {
+                            if m.contains("invalid arguments") {
+                                m
+                            } else {
+                                format!("invalid arguments for tool `{name}`: {m}")
+                            }
+                        }
+                        guest_tools::ToolError::Failed(m) => m,
+                        guest_tools::ToolError::UnknownTool(m) => {
+                            format!("plugin `{}` does not know tool `{name}`: {m}", plugin.name)
+                        }
+                    }),
+                    Ok(_) => convert::error_result("internal error: unexpected plugin answer"),
+                    Err(f) => convert::error_result(&format!(
+                        "tool `{name}` (plugin `{}`) failed: {f}",
+                        plugin.name
+                    )),
+                };
+                convert::add_host_refusals(&mut json, &report.denials);
+                let result: CallToolResult = convert::to_rmcp(json)?;
+                Ok(CallToolResponse::Complete(result))
+            },
+            |r| matches!(r, CallToolResponse::Complete(c) if c.is_error == Some(true)),
+        )
+        .await
     }
 
     async fn subscribe(
@@ -435,6 +471,7 @@ impl ServerHandler for StockadeMcp {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        timed("resources/subscribe", None, async {
         let uri = request.uri.as_str();
         let who = principal(&context);
         let snapshot = self.shared.catalog.snapshot();
@@ -462,6 +499,8 @@ impl ServerHandler for StockadeMcp {
         }
         subs.insert(uri.to_owned());
         Ok(())
+        }, |_| false)
+        .await
     }
 
     async fn unsubscribe(
@@ -469,11 +508,19 @@ impl ServerHandler for StockadeMcp {
         request: UnsubscribeRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.subscriptions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(request.uri.as_str());
-        Ok(())
+        timed(
+            "resources/unsubscribe",
+            None,
+            async {
+                self.subscriptions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(request.uri.as_str());
+                Ok(())
+            },
+            |_| false,
+        )
+        .await
     }
 
     /// Completions: the host knows every prompt and template but plugins
@@ -483,32 +530,40 @@ impl ServerHandler for StockadeMcp {
         request: CompleteRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
-        let snapshot = self.shared.catalog.snapshot();
-        let who = principal(&context);
-        let visible = || {
-            snapshot
-                .plugins
-                .values()
-                .filter(|p| permitted(who.as_ref(), p))
-        };
-        let known = match &request.r#ref {
-            Reference::Prompt(p) => {
-                visible().any(|pl| pl.code.prompts.iter().any(|q| q.name == p.name))
-            }
-            Reference::Resource(r) => visible().any(|pl| {
-                pl.code
-                    .resource_templates
-                    .iter()
-                    .any(|t| t.uri_template == r.uri)
-            }),
-            _ => false,
-        };
-        if !known {
-            return Err(invalid_params(
-                "completion/complete: no such prompt or resource template".into(),
-            ));
-        }
-        Ok(CompleteResult::default())
+        timed(
+            "completion/complete",
+            None,
+            async {
+                let snapshot = self.shared.catalog.snapshot();
+                let who = principal(&context);
+                let visible = || {
+                    snapshot
+                        .plugins
+                        .values()
+                        .filter(|p| permitted(who.as_ref(), p))
+                };
+                let known = match &request.r#ref {
+                    Reference::Prompt(p) => {
+                        visible().any(|pl| pl.code.prompts.iter().any(|q| q.name == p.name))
+                    }
+                    Reference::Resource(r) => visible().any(|pl| {
+                        pl.code
+                            .resource_templates
+                            .iter()
+                            .any(|t| t.uri_template == r.uri)
+                    }),
+                    _ => false,
+                };
+                if !known {
+                    return Err(invalid_params(
+                        "completion/complete: no such prompt or resource template".into(),
+                    ));
+                }
+                Ok(CompleteResult::default())
+            },
+            |_| false,
+        )
+        .await
     }
 
     async fn list_resources(
@@ -516,15 +571,23 @@ impl ServerHandler for StockadeMcp {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let snapshot = self.shared.catalog.snapshot();
-        let who = principal(&context);
-        let resources: Vec<Value> = snapshot
-            .plugins
-            .values()
-            .filter(|p| permitted(who.as_ref(), p))
-            .flat_map(|p| p.code.resources.iter().map(convert::resource))
-            .collect();
-        convert::to_rmcp(json!({ "resources": resources }))
+        timed(
+            "resources/list",
+            None,
+            async {
+                let snapshot = self.shared.catalog.snapshot();
+                let who = principal(&context);
+                let resources: Vec<Value> = snapshot
+                    .plugins
+                    .values()
+                    .filter(|p| permitted(who.as_ref(), p))
+                    .flat_map(|p| p.code.resources.iter().map(convert::resource))
+                    .collect();
+                convert::to_rmcp(json!({ "resources": resources }))
+            },
+            |_| false,
+        )
+        .await
     }
 
     async fn list_resource_templates(
@@ -532,20 +595,28 @@ impl ServerHandler for StockadeMcp {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        let snapshot = self.shared.catalog.snapshot();
-        let who = principal(&context);
-        let templates: Vec<Value> = snapshot
-            .plugins
-            .values()
-            .filter(|p| permitted(who.as_ref(), p))
-            .flat_map(|p| {
-                p.code
-                    .resource_templates
-                    .iter()
-                    .map(convert::resource_template)
-            })
-            .collect();
-        convert::to_rmcp(json!({ "resourceTemplates": templates }))
+        timed(
+            "resources/templates/list",
+            None,
+            async {
+                let snapshot = self.shared.catalog.snapshot();
+                let who = principal(&context);
+                let templates: Vec<Value> = snapshot
+                    .plugins
+                    .values()
+                    .filter(|p| permitted(who.as_ref(), p))
+                    .flat_map(|p| {
+                        p.code
+                            .resource_templates
+                            .iter()
+                            .map(convert::resource_template)
+                    })
+                    .collect();
+                convert::to_rmcp(json!({ "resourceTemplates": templates }))
+            },
+            |_| false,
+        )
+        .await
     }
 
     async fn read_resource(
@@ -553,62 +624,71 @@ impl ServerHandler for StockadeMcp {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        let uri = request.uri.as_str();
-        if uri.len() > stockade_sdk::uri_template::MAX_URI_LEN {
-            return Err(invalid_params(format!(
-                "resource URI of {} bytes is too long (at most {} bytes)",
-                uri.len(),
-                stockade_sdk::uri_template::MAX_URI_LEN
-            )));
-        }
-        let snapshot = self.shared.catalog.snapshot();
-        let who = principal(&context);
-        let owner = snapshot
-            .resource_owner_by(uri, |p| permitted(who.as_ref(), p))
-            .cloned();
-        let not_found = || {
-            ErrorData::resource_not_found(
-                format!("no resource `{uri}`"),
-                Some(json!({ "uri": uri })),
-            )
-        };
-        let Some(plugin) = owner else {
-            return Err(not_found());
-        };
-        let span = tracing::info_span!("resource_read", %uri, plugin = %plugin.name);
-        let report = self
-            .run(&plugin, None, Op::ReadResource { uri }, &context)
-            .instrument(span)
-            .await;
-        let record = call_record(
-            Target::Resource(uri),
-            &plugin,
-            who.as_ref(),
-            uri,
+        timed(
+            "resources/read",
             None,
-            &report,
-        );
-        self.record(record, report.denied, || format!("resource `{uri}`"))
-            .await?;
-        match report.outcome {
-            Ok(OpOutput::Resource(Ok(contents))) => {
-                let contents: Vec<Value> =
-                    contents.iter().map(convert::resource_contents).collect();
-                let result: ReadResourceResult = convert::to_rmcp(json!({ "contents": contents }))?;
-                Ok(ReadResourceResponse::Complete(result))
-            }
-            Ok(OpOutput::Resource(Err(guest_resources::ResourceError::NotFound(_)))) => {
-                Err(not_found())
-            }
-            Ok(OpOutput::Resource(Err(guest_resources::ResourceError::Failed(m)))) => Err(
-                ErrorData::internal_error(format!("reading `{uri}` failed: {m}"), None),
-            ),
-            Ok(_) => Err(ErrorData::internal_error("unexpected plugin answer", None)),
-            Err(f) => Err(ErrorData::internal_error(
-                format!("plugin `{}` failed reading `{uri}`: {f}", plugin.name),
-                None,
-            )),
-        }
+            async {
+                let uri = request.uri.as_str();
+                if uri.len() > stockade_sdk::uri_template::MAX_URI_LEN {
+                    return Err(invalid_params(format!(
+                        "resource URI of {} bytes is too long (at most {} bytes)",
+                        uri.len(),
+                        stockade_sdk::uri_template::MAX_URI_LEN
+                    )));
+                }
+                let snapshot = self.shared.catalog.snapshot();
+                let who = principal(&context);
+                let owner = snapshot
+                    .resource_owner_by(uri, |p| permitted(who.as_ref(), p))
+                    .cloned();
+                let not_found = || {
+                    ErrorData::resource_not_found(
+                        format!("no resource `{uri}`"),
+                        Some(json!({ "uri": uri })),
+                    )
+                };
+                let Some(plugin) = owner else {
+                    return Err(not_found());
+                };
+                let span = tracing::info_span!("resource_read", %uri, plugin = %plugin.name);
+                let report = self
+                    .run(&plugin, None, Op::ReadResource { uri }, &context)
+                    .instrument(span)
+                    .await;
+                let record = call_record(
+                    Target::Resource(uri),
+                    &plugin,
+                    who.as_ref(),
+                    uri,
+                    None,
+                    &report,
+                );
+                self.record(record, report.denied, || format!("resource `{uri}`"))
+                    .await?;
+                match report.outcome {
+                    Ok(OpOutput::Resource(Ok(contents))) => {
+                        let contents: Vec<Value> =
+                            contents.iter().map(convert::resource_contents).collect();
+                        let result: ReadResourceResult =
+                            convert::to_rmcp(json!({ "contents": contents }))?;
+                        Ok(ReadResourceResponse::Complete(result))
+                    }
+                    Ok(OpOutput::Resource(Err(guest_resources::ResourceError::NotFound(_)))) => {
+                        Err(not_found())
+                    }
+                    Ok(OpOutput::Resource(Err(guest_resources::ResourceError::Failed(m)))) => Err(
+                        ErrorData::internal_error(format!("reading `{uri}` failed: {m}"), None),
+                    ),
+                    Ok(_) => Err(ErrorData::internal_error("unexpected plugin answer", None)),
+                    Err(f) => Err(ErrorData::internal_error(
+                        format!("plugin `{}` failed reading `{uri}`: {f}", plugin.name),
+                        None,
+                    )),
+                }
+            },
+            |_| false,
+        )
+        .await
     }
 
     async fn list_prompts(
@@ -616,15 +696,23 @@ impl ServerHandler for StockadeMcp {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        let snapshot = self.shared.catalog.snapshot();
-        let who = principal(&context);
-        let prompts: Vec<Value> = snapshot
-            .plugins
-            .values()
-            .filter(|p| permitted(who.as_ref(), p))
-            .flat_map(|p| p.code.prompts.iter().map(convert::prompt))
-            .collect();
-        convert::to_rmcp(json!({ "prompts": prompts }))
+        timed(
+            "prompts/list",
+            None,
+            async {
+                let snapshot = self.shared.catalog.snapshot();
+                let who = principal(&context);
+                let prompts: Vec<Value> = snapshot
+                    .plugins
+                    .values()
+                    .filter(|p| permitted(who.as_ref(), p))
+                    .flat_map(|p| p.code.prompts.iter().map(convert::prompt))
+                    .collect();
+                convert::to_rmcp(json!({ "prompts": prompts }))
+            },
+            |_| false,
+        )
+        .await
     }
 
     async fn get_prompt(
@@ -632,78 +720,88 @@ impl ServerHandler for StockadeMcp {
         request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
-        let name = request.name.as_str();
-        let snapshot = self.shared.catalog.snapshot();
-        let who = principal(&context);
-        let Some(plugin) = snapshot
-            .plugins
-            .values()
-            .filter(|p| permitted(who.as_ref(), p))
-            .find(|p| p.code.prompts.iter().any(|pr| pr.name == name))
-            .cloned()
-        else {
-            return Err(invalid_params(format!("unknown prompt `{name}`")));
-        };
-        let arguments: Vec<(String, String)> = request
-            .arguments
-            .iter()
-            .flatten()
-            .map(|(k, v)| {
-                let v = match v {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
+        timed(
+            "prompts/get",
+            None,
+            async {
+                let name = request.name.as_str();
+                let snapshot = self.shared.catalog.snapshot();
+                let who = principal(&context);
+                let Some(plugin) = snapshot
+                    .plugins
+                    .values()
+                    .filter(|p| permitted(who.as_ref(), p))
+                    .find(|p| p.code.prompts.iter().any(|pr| pr.name == name))
+                    .cloned()
+                else {
+                    return Err(invalid_params(format!("unknown prompt `{name}`")));
                 };
-                (k.clone(), v)
-            })
-            .collect();
-        let span = tracing::info_span!("prompt_get", prompt = %name, plugin = %plugin.name);
-        let report = self
-            .run(
-                &plugin,
-                None,
-                Op::GetPrompt {
-                    name,
-                    arguments: &arguments,
-                },
-                &context,
-            )
-            .instrument(span)
-            .await;
-        let args_json = request
-            .arguments
-            .as_ref()
-            .map(|a| serde_json::to_string(a).unwrap_or_default())
-            .unwrap_or_else(|| "{}".into());
-        let record = call_record(
-            Target::Prompt(name),
-            &plugin,
-            who.as_ref(),
-            &args_json,
-            request.arguments.as_ref().map(|a| redact_object(a, 2048)),
-            &report,
-        );
-        self.record(record, report.denied, || format!("prompt `{name}`"))
-            .await?;
-        match report.outcome {
-            Ok(OpOutput::Prompt(Ok(p))) => {
-                let result: GetPromptResult = convert::to_rmcp(convert::prompt_result(&p))?;
-                Ok(GetPromptResponse::Complete(result))
-            }
-            Ok(OpOutput::Prompt(Err(guest_prompts::PromptError::InvalidArguments(m)))) => Err(
-                invalid_params(format!("invalid arguments for prompt `{name}`: {m}")),
-            ),
-            Ok(OpOutput::Prompt(Err(guest_prompts::PromptError::UnknownPrompt(m)))) => {
-                Err(invalid_params(format!("unknown prompt `{name}`: {m}")))
-            }
-            Ok(OpOutput::Prompt(Err(guest_prompts::PromptError::Failed(m)))) => Err(
-                ErrorData::internal_error(format!("prompt `{name}` failed: {m}"), None),
-            ),
-            Ok(_) => Err(ErrorData::internal_error("unexpected plugin answer", None)),
-            Err(f) => Err(ErrorData::internal_error(
-                format!("plugin `{}` failed rendering `{name}`: {f}", plugin.name),
-                None,
-            )),
-        }
+                let arguments: Vec<(String, String)> = request
+                    .arguments
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| {
+                        let v = match v {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        (k.clone(), v)
+                    })
+                    .collect();
+                let span = tracing::info_span!("prompt_get", prompt = %name, plugin = %plugin.name);
+                let report = self
+                    .run(
+                        &plugin,
+                        None,
+                        Op::GetPrompt {
+                            name,
+                            arguments: &arguments,
+                        },
+                        &context,
+                    )
+                    .instrument(span)
+                    .await;
+                let args_json = request
+                    .arguments
+                    .as_ref()
+                    .map(|a| serde_json::to_string(a).unwrap_or_default())
+                    .unwrap_or_else(|| "{}".into());
+                let record = call_record(
+                    Target::Prompt(name),
+                    &plugin,
+                    who.as_ref(),
+                    &args_json,
+                    request.arguments.as_ref().map(|a| redact_object(a, 2048)),
+                    &report,
+                );
+                self.record(record, report.denied, || format!("prompt `{name}`"))
+                    .await?;
+                match report.outcome {
+                    Ok(OpOutput::Prompt(Ok(p))) => {
+                        let result: GetPromptResult = convert::to_rmcp(convert::prompt_result(&p))?;
+                        Ok(GetPromptResponse::Complete(result))
+                    }
+                    Ok(OpOutput::Prompt(Err(guest_prompts::PromptError::InvalidArguments(m)))) => {
+                        Err(invalid_params(format!(
+                            "invalid arguments for prompt `{name}`: {m}"
+                        )))
+                    }
+                    Ok(OpOutput::Prompt(Err(guest_prompts::PromptError::UnknownPrompt(m)))) => {
+                        Err(invalid_params(format!("unknown prompt `{name}`: {m}")))
+                    }
+                    Ok(OpOutput::Prompt(Err(guest_prompts::PromptError::Failed(m)))) => Err(
+                        ErrorData::internal_error(format!("prompt `{name}` failed: {m}"), None),
+                    ),
+                    Ok(_) => Err(ErrorData::internal_error("unexpected plugin answer", None)),
+                    Err(f) => Err(ErrorData::internal_error(
+                        format!("plugin `{}` failed rendering `{name}`: {f}", plugin.name),
+                        None,
+                    )),
+                }
+            },
+            |_| false,
+        )
+        .await
     }
 }
 

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod health;
 mod histogram;
+pub mod prom;
 mod store;
 
 pub use health::{Health, HostView, PluginState};
@@ -272,6 +273,11 @@ impl Metrics {
 
     /// Counts one finished operation.
     pub fn observe(&self, o: &Observation<'_>) {
+        let outcome = match o.limit {
+            Some(limit) => std::borrow::Cow::Owned(format!("limit_{limit}")),
+            None => std::borrow::Cow::Borrowed(o.outcome),
+        };
+        prom::global().plugin_operation(o.kind, o.plugin, o.target, &outcome, o.denials);
         let key = Key {
             bucket: bucket_of(now_secs()),
             kind: o.kind.to_owned(),
@@ -358,6 +364,18 @@ impl Metrics {
         }
         drop(store);
         Ok(summarize(rows, since))
+    }
+
+    /// The Prometheus text exposition ([`prom`]), with plugin states and
+    /// sessions as they are now.
+    pub fn prometheus(&self) -> String {
+        let view = self.inner.view.get().map(|v| v()).unwrap_or_default();
+        let refused = view.plugins.iter().filter(|p| p.state != "serving").count() as u64;
+        prom::global().encode(prom::Snapshot {
+            serving: view.plugins.len() as u64 - refused,
+            refused,
+            sessions: u64::from(view.open_sessions),
+        })
     }
 
     /// The host's state now.
