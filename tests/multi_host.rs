@@ -64,7 +64,7 @@ impl Cluster {
                 "[auth]\npublic_url = \"http://127.0.0.1:{lb_port}\"\nusers_file = \"{}\"\n\
                  rate_limit_per_minute = {LIMIT}\n\n[store]\n\
                  url = \"postgres://stockade@127.0.0.1:{}/stockade\"\npassword_file = \"{}\"\n\
-                 host_id = \"{host}\"\n",
+                 host_id = \"{host}\"\n\n[plugins.metrics.grants]\nmetrics = true\n",
                 users.display(),
                 pg.port,
                 pw.display()
@@ -74,6 +74,7 @@ impl Cluster {
             HostBuilder::new()
                 .auth(Some("builtin"))
                 .plugin(&bundled("template"), "template")
+                .plugin(&bundled("metrics"), "metrics")
                 .config(&config(host))
                 .start()
         };
@@ -247,6 +248,47 @@ async fn two_hosts_on_one_postgresql_serve_any_request() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let t2 = tokens(&r);
     assert_eq!(greet(&c.a.mcp_url(), &t2.access).await, "Hello, Ada.");
+
+    // 3b. `get_metrics` on B counts the calls both hosts served (A's reach
+    //     the shared store with its next flush, within 10 s).
+    let greets_audited = [&c.a, &c.b]
+        .iter()
+        .map(|h| {
+            common::audit_events(h, "tool_call")
+                .iter()
+                .filter(|l| l["target"] == "greet")
+                .count()
+        })
+        .sum::<usize>();
+    assert!(greets_audited >= 4, "{greets_audited}");
+    let watcher = connect(&c.b.mcp_url(), &t2.access).await;
+    let mut counted = 0;
+    for _ in 0..40 {
+        let args = json!({"metricType": "usage", "timeRange": "1h"});
+        let r = watcher
+            .call_tool(
+                CallToolRequestParams::new("get_metrics".to_owned())
+                    .with_arguments(args.as_object().unwrap().clone()),
+            )
+            .await
+            .unwrap();
+        let usage: serde_json::Value = serde_json::from_str(&common::result_text(&r)).unwrap();
+        counted = usage["byTool"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["tool"] == "greet")
+            .map_or(0, |row| row["calls"].as_u64().unwrap()) as usize;
+        if counted == greets_audited {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        counted, greets_audited,
+        "every host's greet calls, once each"
+    );
+    let _ = watcher.cancel().await;
 
     // 4. The same refresh token at A and B at once: exactly one succeeds, and
     //    the reuse revokes the whole family, on both hosts.

@@ -484,6 +484,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot set up authentication")?,
     );
     tracing::info!(mode = ?auth.mode, issuer = %auth.issuer(), resource = %auth.resource, "authentication ready");
+    // After the store's migrations (which create the shared figures' table).
+    if config.store.url.is_some() {
+        let figures = crate::metrics::SharedFigures::connect(&config.store, config.host_id())
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        metrics.share(figures);
+    }
     let shutdown = CancellationToken::new();
     let draining = CancellationToken::new();
     let in_flight = crate::http::drain::InFlight::default();
@@ -565,11 +572,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         served = server => served.context("server error")?,
         () = deadline => tracing::debug!("connections still open after the sessions closed; stopping"),
     }
-    let flushed = {
-        let metrics = metrics.clone();
-        tokio::task::spawn_blocking(move || metrics.flush()).await
-    };
-    if let Ok(Err(e)) = flushed {
+    if let Err(e) = metrics.flush_everywhere().await {
         tracing::warn!(
             "{e}; the last {} s of figures are lost",
             crate::metrics::FLUSH_EVERY.as_secs()

@@ -30,13 +30,10 @@ impl CallContext {
             Window::LastWeek => m::Window::Week,
             Window::LastMonth => m::Window::Month,
         };
-        let report = tokio::task::spawn_blocking(move || metrics.report(window))
-            .await
-            .map_err(|e| CapabilityError::Failed(format!("metrics: {e}")))?
-            .map_err(|e| {
-                tracing::warn!("{e}");
-                CapabilityError::Failed("the host's metrics database cannot be read now".into())
-            })?;
+        let report = metrics.report_everywhere(window).await.map_err(|e| {
+            tracing::warn!("metrics: {e}");
+            CapabilityError::Failed("the host's metrics database cannot be read now".into())
+        })?;
         Ok(Report {
             since_ms: report.since_ms,
             data_since_ms: report.data_since_ms,

@@ -21,7 +21,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 mod health;
 mod histogram;
 pub mod prom;
+mod shared;
 mod store;
+
+pub use shared::SharedFigures;
 
 pub use health::{Health, HostView, PluginState};
 pub use histogram::Histogram;
@@ -212,6 +215,8 @@ struct Inner {
     /// reader never misses buckets in between.
     store: Mutex<store::Store>,
     view: OnceLock<Box<dyn Fn() -> HostView + Send + Sync>>,
+    /// The shared store's figures, when several hosts share one.
+    shared: OnceLock<SharedFigures>,
 }
 
 /// The handle to the host's figures (cheap to clone).
@@ -262,6 +267,7 @@ impl Metrics {
                 pending: Mutex::default(),
                 store: Mutex::new(store),
                 view: OnceLock::new(),
+                shared: OnceLock::new(),
             }),
         }
     }
@@ -289,9 +295,20 @@ impl Metrics {
         pending.entry(key).or_default().observe(o);
     }
 
+    /// From now on, also adds every flush to the shared store's figures, and
+    /// reports sum every host's (once; later calls change nothing).
+    pub fn share(&self, figures: SharedFigures) {
+        let _ = self.inner.shared.set(figures);
+    }
+
     /// Writes the pending buckets and drops those past [`RETENTION`].
     /// Blocking: call it from a blocking thread.
     pub fn flush(&self) -> Result<(), MetricsError> {
+        self.flush_delta().map(drop)
+    }
+
+    /// [`flush`](Self::flush), returning what it wrote.
+    fn flush_delta(&self) -> Result<HashMap<Key, Counts>, MetricsError> {
         let mut store = self.inner.store.lock().unwrap_or_else(|e| e.into_inner());
         let pending =
             std::mem::take(&mut *self.inner.pending.lock().unwrap_or_else(|e| e.into_inner()));
@@ -302,6 +319,7 @@ impl Metrics {
                 path: store.path().to_owned(),
                 source,
             })
+            .map(|()| pending.clone())
             .inspect_err(|_| {
                 // Keep what could not be written for the next attempt.
                 let mut p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -309,6 +327,72 @@ impl Metrics {
                     p.entry(k).or_default().add(&c);
                 }
             })
+    }
+
+    /// Flushes to `metrics.db` and, when shared, sends the same to the shared
+    /// store (what cannot be sent is kept for the next time).
+    pub async fn flush_everywhere(&self) -> Result<(), String> {
+        let Some(shared) = self.inner.shared.get() else {
+            let m = self.clone();
+            return match tokio::task::spawn_blocking(move || m.flush()).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(e) => Err(format!("flush task failed: {e}")),
+            };
+        };
+        // Held until the rows are in the database: a report waits, so it
+        // sees them exactly once.
+        let mut unsent = shared.unsent.lock().await;
+        let m = self.clone();
+        let delta = tokio::task::spawn_blocking(move || m.flush_delta())
+            .await
+            .map_err(|e| format!("flush task failed: {e}"))?
+            .map_err(|e| e.to_string())?;
+        for (k, c) in delta {
+            unsent.entry(k).or_default().add(&c);
+        }
+        let oldest = bucket_of(now_secs() - RETENTION.as_secs() as i64);
+        shared
+            .send(&unsent, oldest)
+            .await
+            .map_err(|e| format!("the shared store did not take the figures: {e}"))?;
+        unsent.clear();
+        Ok(())
+    }
+
+    /// [`report`](Self::report), of every host when the figures are shared.
+    pub async fn report_everywhere(&self, window: Window) -> Result<Report, String> {
+        let Some(shared) = self.inner.shared.get() else {
+            let m = self.clone();
+            return match tokio::task::spawn_blocking(move || m.report(window)).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(e) => Err(format!("report task failed: {e}")),
+            };
+        };
+        let since = now_secs() - window.length().as_secs() as i64;
+        let first = bucket_of(since);
+        let unsent = shared.unsent.lock().await;
+        let mut rows = shared
+            .read(first)
+            .await
+            .map_err(|e| format!("the shared figures cannot be read: {e}"))?;
+        rows.extend(
+            unsent
+                .iter()
+                .filter(|(k, _)| k.bucket >= first)
+                .map(|(k, c)| (k.clone(), c.clone())),
+        );
+        {
+            let pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+            rows.extend(
+                pending
+                    .iter()
+                    .filter(|(k, _)| k.bucket >= first)
+                    .map(|(k, c)| (k.clone(), c.clone())),
+            );
+        }
+        // Released only now: a flush moves pending into unsent under it.
+        drop(unsent);
+        Ok(summarize(rows, since))
     }
 
     /// Flushes every [`FLUSH_EVERY`] until the process ends (failures are logged
@@ -322,22 +406,18 @@ impl Metrics {
             let mut last_error: Option<String> = None;
             loop {
                 tick.tick().await;
-                let m = metrics.clone();
-                let result = tokio::task::spawn_blocking(move || m.flush()).await;
-                match result {
-                    Ok(Ok(())) => {
+                match metrics.flush_everywhere().await {
+                    Ok(()) => {
                         if last_error.take().is_some() {
                             tracing::info!("metrics: writing again");
                         }
                     }
-                    Ok(Err(e)) => {
-                        let msg = e.to_string();
+                    Err(msg) => {
                         if last_error.as_deref() != Some(&msg) {
                             tracing::warn!("metrics: {msg}; kept in memory and retried");
                             last_error = Some(msg);
                         }
                     }
-                    Err(e) => tracing::error!("metrics: flush task failed: {e}"),
                 }
             }
         })

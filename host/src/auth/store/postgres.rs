@@ -29,7 +29,8 @@ use crate::config::StoreSettings;
 pub const CHANGES_CHANNEL: &str = "stockade_changes";
 
 /// Schema migrations, applied in order; index + 1 is the version after it.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE clients (
     client_id TEXT PRIMARY KEY,
     client_name TEXT,
@@ -105,7 +106,30 @@ CREATE TABLE mcp_sessions (
     created_at BIGINT NOT NULL,
     seen_at BIGINT NOT NULL
 );
-"#];
+"#,
+    // The `metrics` figures of every host (written by `metrics::shared`):
+    // each host updates only its own rows, reports sum all of them.
+    r#"
+CREATE TABLE metrics_buckets (
+    host TEXT NOT NULL,
+    bucket BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    plugin TEXT NOT NULL,
+    target TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    calls BIGINT NOT NULL,
+    errors BIGINT NOT NULL,
+    limit_hits BIGINT NOT NULL,
+    denials BIGINT NOT NULL,
+    cancelled BIGINT NOT NULL,
+    duration_us_sum BIGINT NOT NULL,
+    duration_us_max BIGINT NOT NULL,
+    histogram TEXT NOT NULL,
+    PRIMARY KEY (host, bucket, kind, plugin, target, subject)
+);
+CREATE INDEX metrics_buckets_bucket ON metrics_buckets(bucket);
+"#,
+];
 
 /// A lock id for migrations (any constant shared by all hosts).
 const MIGRATION_LOCK: i64 = 0x5354_4f43_4b41_4445; // "STOCKADE"
