@@ -43,9 +43,10 @@ enum Command {
     },
     /// Runs the closed loop at each concurrency; prints one JSON line per level.
     Run {
-        /// The MCP endpoint.
-        #[arg(long)]
-        url: String,
+        /// The MCP endpoint; several (comma-separated): worker `i` uses the
+        /// `i % n`th, as a load balancer would spread clients over hosts.
+        #[arg(long, value_delimiter = ',', required = true)]
+        url: Vec<String>,
         /// Bearer token (none: no Authorization header).
         #[arg(long, env = "BENCH_TOKEN")]
         token: Option<String>,
@@ -64,9 +65,9 @@ enum Command {
         /// Measured seconds per level (after a one-second warm-up).
         #[arg(long, default_value_t = 8)]
         seconds: u64,
-        /// The server's PID, to report its RSS.
-        #[arg(long)]
-        server_pid: Option<u32>,
+        /// The server's PIDs (comma-separated), to report their summed RSS.
+        #[arg(long, value_delimiter = ',')]
+        server_pid: Vec<u32>,
         /// A label for the server in the output.
         #[arg(long, default_value = "server")]
         label: String,
@@ -119,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let args: Value = serde_json::from_str(&args).context("--args is not JSON")?;
             let target = Arc::new(Target {
-                url,
+                urls: url,
                 token,
                 tool,
                 args,
@@ -128,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
             });
             for c in concurrency {
                 let line =
-                    run_level(&target, c, Duration::from_secs(seconds), server_pid, &label).await?;
+                    run_level(&target, c, Duration::from_secs(seconds), &server_pid, &label).await?;
                 println!("{line}");
             }
         }
@@ -163,7 +164,7 @@ mod native;
 
 /// What every worker calls.
 struct Target {
-    url: String,
+    urls: Vec<String>,
     token: Option<String>,
     tool: String,
     args: Value,
@@ -178,12 +179,13 @@ const STATELESS_VERSION: &str = "2026-07-28";
 /// One client: its connection and its session.
 struct Worker {
     http: reqwest::Client,
+    url: String,
     session: Option<String>,
     next_id: u64,
 }
 
 impl Worker {
-    async fn open(t: &Target) -> anyhow::Result<Worker> {
+    async fn open(t: &Target, index: usize) -> anyhow::Result<Worker> {
         // One client per worker: its own pool, so its own keep-alive connection.
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(1)
@@ -191,6 +193,7 @@ impl Worker {
             .build()?;
         let mut w = Worker {
             http,
+            url: t.urls[index % t.urls.len()].clone(),
             session: None,
             next_id: 1,
         };
@@ -226,7 +229,7 @@ impl Worker {
         };
         let mut rq = self
             .http
-            .post(&t.url)
+            .post(&self.url)
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .header("mcp-protocol-version", version)
@@ -316,7 +319,7 @@ async fn run_level(
     t: &Arc<Target>,
     c: usize,
     measure: Duration,
-    server_pid: Option<u32>,
+    server_pids: &[u32],
     label: &str,
 ) -> anyhow::Result<Value> {
     let warmup = Duration::from_secs(1);
@@ -324,12 +327,12 @@ async fn run_level(
     let start = Instant::now();
     let measure_from = start + warmup;
     let mut tasks = Vec::new();
-    for _ in 0..c {
+    for index in 0..c {
         let (t, stop) = (t.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat: Vec<u32> = Vec::new();
             let mut errors: Vec<String> = Vec::new();
-            let mut w = match Worker::open(&t).await {
+            let mut w = match Worker::open(&t, index).await {
                 Ok(w) => w,
                 Err(e) => return (lat, vec![format!("session: {e:#}")]),
             };
@@ -350,7 +353,12 @@ async fn run_level(
     }
     tokio::time::sleep(warmup + measure).await;
     stop.store(true, Ordering::Relaxed);
-    let rss_mb = server_pid.and_then(rss_mb);
+    let rss_mb = server_pids
+        .iter()
+        .map(|&p| rss_mb(p))
+        .sum::<Option<f64>>()
+        .filter(|_| !server_pids.is_empty())
+        .map(|mb| (mb * 10.0).round() / 10.0);
     let mut lat = Vec::new();
     let mut errors = Vec::new();
     for task in tasks {

@@ -228,6 +228,116 @@ pub trait AuthStore: Send + Sync {
     }
 }
 
+/// Decodes a column type both engines share.
+pub(super) trait Col<R: sqlx::Row>:
+    for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>
+{
+}
+impl<R: sqlx::Row, T> Col<R> for T where
+    T: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>
+{
+}
+
+/// A `families` row (either engine).
+pub(super) fn family_from<R: sqlx::Row>(row: &R) -> Result<Family, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    String: Col<R>,
+    i64: Col<R>,
+{
+    Ok(Family {
+        id: row.try_get("id")?,
+        client_id: row.try_get("client_id")?,
+        subject: row.try_get("subject")?,
+        scope: row.try_get("scope")?,
+        resource: row.try_get("resource")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// A `clients` row (either engine).
+pub(super) fn client_from<R: sqlx::Row>(row: &R) -> Result<Client, StoreError>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    String: Col<R>,
+    Option<String>: Col<R>,
+    i64: Col<R>,
+{
+    let uris: String = row.try_get("redirect_uris")?;
+    Ok(Client {
+        client_id: row.try_get("client_id")?,
+        client_name: row.try_get("client_name")?,
+        redirect_uris: serde_json::from_str(&uris).map_err(|e| StoreError(e.to_string()))?,
+        token_endpoint_auth_method: row.try_get("token_endpoint_auth_method")?,
+        secret_hash: row.try_get("secret_hash")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// A `signing_keys` row (either engine).
+pub(super) fn stored_key_from<R: sqlx::Row>(row: &R) -> Result<StoredKey, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    String: Col<R>,
+    Option<i64>: Col<R>,
+    i64: Col<R>,
+{
+    Ok(StoredKey {
+        kid: row.try_get("kid")?,
+        pem: row.try_get("pem")?,
+        created_at: row.try_get("created_at")?,
+        retire_at: row.try_get("retire_at")?,
+    })
+}
+
+/// What presenting a refresh token does, decided from its row and its
+/// family's (the same rule for both engines; the engine applies it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RotationStep {
+    /// Another client's token: nothing changes.
+    WrongClient,
+    /// Spent before: revoke the family.
+    Reuse,
+    /// Its family was revoked: nothing changes.
+    Revoked,
+    /// Past its own or its family's end: nothing changes.
+    Expired,
+    /// `accept` said no: nothing changes.
+    Declined,
+    /// Spend it; the successor expires then.
+    Rotate {
+        /// The successor's expiry.
+        expires_at: i64,
+    },
+}
+
+/// The step for a token of `family` (spent at `used_at`, expiring at
+/// `expires_at`; the family revoked or not) presented as `r`.
+pub(super) fn rotation_step(
+    family: &Family,
+    used_at: Option<i64>,
+    expires_at: i64,
+    revoked: bool,
+    r: &Rotation<'_>,
+) -> RotationStep {
+    let family_ends = family.created_at.saturating_add(r.max_lifetime);
+    if family.client_id != r.client_id {
+        RotationStep::WrongClient
+    } else if used_at.is_some() {
+        RotationStep::Reuse
+    } else if revoked {
+        RotationStep::Revoked
+    } else if expires_at <= r.now || family_ends <= r.now {
+        RotationStep::Expired
+    } else if !(r.accept)(family) {
+        RotationStep::Declined
+    } else {
+        RotationStep::Rotate {
+            expires_at: r.now.saturating_add(r.ttl).min(family_ends),
+        }
+    }
+}
+
 /// A token signing key as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredKey {

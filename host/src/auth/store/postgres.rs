@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 
 use super::{
-    AuthStore, Client, CodeGrant, Family, FamilyFilter, Redeem, Rotate, Rotation, SharedState,
-    StoreError, StoredKey,
+    AuthStore, Client, CodeGrant, Family, FamilyFilter, Redeem, Rotate, Rotation, RotationStep,
+    SharedState, StoreError, StoredKey, client_from, family_from, rotation_step, stored_key_from,
 };
 use crate::config::StoreSettings;
 
@@ -278,17 +278,6 @@ async fn notify(tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-fn family_from(row: &PgRow) -> Result<Family, sqlx::Error> {
-    Ok(Family {
-        id: row.try_get("id")?,
-        client_id: row.try_get("client_id")?,
-        subject: row.try_get("subject")?,
-        scope: row.try_get("scope")?,
-        resource: row.try_get("resource")?,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
 #[async_trait]
 impl AuthStore for PostgresStore {
     async fn insert_client(&self, c: &Client) -> Result<(), StoreError> {
@@ -314,16 +303,7 @@ impl AuthStore for PostgresStore {
             .bind(client_id)
             .fetch_optional(&self.pool)
             .await?;
-        let Some(row) = row else { return Ok(None) };
-        let uris: String = row.try_get("redirect_uris")?;
-        Ok(Some(Client {
-            client_id: row.try_get("client_id")?,
-            client_name: row.try_get("client_name")?,
-            redirect_uris: serde_json::from_str(&uris).map_err(|e| StoreError(e.to_string()))?,
-            token_endpoint_auth_method: row.try_get("token_endpoint_auth_method")?,
-            secret_hash: row.try_get("secret_hash")?,
-            created_at: row.try_get("created_at")?,
-        }))
+        row.as_ref().map(client_from).transpose()
     }
 
     async fn insert_code(&self, code_hash: &str, g: &CodeGrant) -> Result<(), StoreError> {
@@ -455,32 +435,27 @@ impl AuthStore for PostgresStore {
         let used_at: Option<i64> = row.try_get("r_used_at")?;
         let expires_at: i64 = row.try_get("r_expires_at")?;
         let revoked_at: Option<i64> = row.try_get("revoked_at")?;
-        let family_ends = family.created_at.saturating_add(r.max_lifetime);
-        if family.client_id != r.client_id {
-            return Ok(Rotate::WrongClient(family));
-        }
-        if used_at.is_some() {
-            sqlx::query(
-                "UPDATE families SET revoked_at = $1, revoked_reason = 'refresh token reused' \
-                 WHERE id = $2 AND revoked_at IS NULL",
-            )
-            .bind(r.now)
-            .bind(&family.id)
-            .execute(&mut *tx)
-            .await?;
-            notify(&mut tx).await?;
-            tx.commit().await?;
-            return Ok(Rotate::Reused(family));
-        }
-        if revoked_at.is_some() {
-            return Ok(Rotate::Revoked(family));
-        }
-        if expires_at <= r.now || family_ends <= r.now {
-            return Ok(Rotate::Expired(family));
-        }
-        if !(r.accept)(&family) {
-            return Ok(Rotate::Declined(family));
-        }
+        let expires_at = match rotation_step(&family, used_at, expires_at, revoked_at.is_some(), r)
+        {
+            RotationStep::WrongClient => return Ok(Rotate::WrongClient(family)),
+            RotationStep::Revoked => return Ok(Rotate::Revoked(family)),
+            RotationStep::Expired => return Ok(Rotate::Expired(family)),
+            RotationStep::Declined => return Ok(Rotate::Declined(family)),
+            RotationStep::Reuse => {
+                sqlx::query(
+                    "UPDATE families SET revoked_at = $1, revoked_reason = 'refresh token reused' \
+                     WHERE id = $2 AND revoked_at IS NULL",
+                )
+                .bind(r.now)
+                .bind(&family.id)
+                .execute(&mut *tx)
+                .await?;
+                notify(&mut tx).await?;
+                tx.commit().await?;
+                return Ok(Rotate::Reused(family));
+            }
+            RotationStep::Rotate { expires_at } => expires_at,
+        };
         sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2")
             .bind(r.now)
             .bind(r.old_hash)
@@ -491,7 +466,7 @@ impl AuthStore for PostgresStore {
         )
         .bind(r.new_hash)
         .bind(&family.id)
-        .bind(r.now.saturating_add(r.ttl).min(family_ends))
+        .bind(expires_at)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -613,17 +588,10 @@ impl AuthStore for PostgresStore {
         let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY created_at, kid")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredKey {
-                    kid: r.try_get("kid")?,
-                    pem: r.try_get("pem")?,
-                    created_at: r.try_get("created_at")?,
-                    retire_at: r.try_get("retire_at")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        Ok(rows
+            .iter()
+            .map(stored_key_from)
+            .collect::<Result<_, sqlx::Error>>()?)
     }
 
     async fn add_signing_key(

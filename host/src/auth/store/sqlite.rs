@@ -17,8 +17,8 @@ use sqlx::sqlite::{
 };
 
 use super::{
-    AuthStore, Client, CodeGrant, Family, FamilyFilter, Redeem, Rotate, Rotation, StoreError,
-    StoredKey,
+    AuthStore, Client, CodeGrant, Family, FamilyFilter, Redeem, Rotate, Rotation, RotationStep,
+    StoreError, StoredKey, client_from, family_from, rotation_step, stored_key_from,
 };
 
 /// Schema migrations, applied in order; index + 1 is the `user_version` after it.
@@ -134,17 +134,6 @@ impl SqliteStore {
     }
 }
 
-fn family_from(row: &sqlx::sqlite::SqliteRow) -> Result<Family, sqlx::Error> {
-    Ok(Family {
-        id: row.try_get("id")?,
-        client_id: row.try_get("client_id")?,
-        subject: row.try_get("subject")?,
-        scope: row.try_get("scope")?,
-        resource: row.try_get("resource")?,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
 #[async_trait]
 impl AuthStore for SqliteStore {
     async fn insert_client(&self, c: &Client) -> Result<(), StoreError> {
@@ -170,16 +159,7 @@ impl AuthStore for SqliteStore {
             .bind(client_id)
             .fetch_optional(&self.pool)
             .await?;
-        let Some(row) = row else { return Ok(None) };
-        let uris: String = row.try_get("redirect_uris")?;
-        Ok(Some(Client {
-            client_id: row.try_get("client_id")?,
-            client_name: row.try_get("client_name")?,
-            redirect_uris: serde_json::from_str(&uris).map_err(|e| StoreError(e.to_string()))?,
-            token_endpoint_auth_method: row.try_get("token_endpoint_auth_method")?,
-            secret_hash: row.try_get("secret_hash")?,
-            created_at: row.try_get("created_at")?,
-        }))
+        row.as_ref().map(client_from).transpose()
     }
 
     async fn insert_code(&self, code_hash: &str, g: &CodeGrant) -> Result<(), StoreError> {
@@ -308,31 +288,26 @@ impl AuthStore for SqliteStore {
         let used_at: Option<i64> = row.try_get("r_used_at")?;
         let expires_at: i64 = row.try_get("r_expires_at")?;
         let revoked_at: Option<i64> = row.try_get("revoked_at")?;
-        let family_ends = family.created_at.saturating_add(r.max_lifetime);
-        if family.client_id != r.client_id {
-            return Ok(Rotate::WrongClient(family));
-        }
-        if used_at.is_some() {
-            sqlx::query(
-                "UPDATE families SET revoked_at = ?, revoked_reason = 'refresh token reused' \
-                 WHERE id = ? AND revoked_at IS NULL",
-            )
-            .bind(r.now)
-            .bind(&family.id)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            return Ok(Rotate::Reused(family));
-        }
-        if revoked_at.is_some() {
-            return Ok(Rotate::Revoked(family));
-        }
-        if expires_at <= r.now || family_ends <= r.now {
-            return Ok(Rotate::Expired(family));
-        }
-        if !(r.accept)(&family) {
-            return Ok(Rotate::Declined(family));
-        }
+        let expires_at = match rotation_step(&family, used_at, expires_at, revoked_at.is_some(), r)
+        {
+            RotationStep::WrongClient => return Ok(Rotate::WrongClient(family)),
+            RotationStep::Revoked => return Ok(Rotate::Revoked(family)),
+            RotationStep::Expired => return Ok(Rotate::Expired(family)),
+            RotationStep::Declined => return Ok(Rotate::Declined(family)),
+            RotationStep::Reuse => {
+                sqlx::query(
+                    "UPDATE families SET revoked_at = ?, revoked_reason = 'refresh token reused' \
+                     WHERE id = ? AND revoked_at IS NULL",
+                )
+                .bind(r.now)
+                .bind(&family.id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                return Ok(Rotate::Reused(family));
+            }
+            RotationStep::Rotate { expires_at } => expires_at,
+        };
         sqlx::query("UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ?")
             .bind(r.now)
             .bind(r.old_hash)
@@ -343,7 +318,7 @@ impl AuthStore for SqliteStore {
         )
         .bind(r.new_hash)
         .bind(&family.id)
-        .bind(r.now.saturating_add(r.ttl).min(family_ends))
+        .bind(expires_at)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -444,17 +419,10 @@ impl AuthStore for SqliteStore {
         let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY created_at, kid")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredKey {
-                    kid: r.try_get("kid")?,
-                    pem: r.try_get("pem")?,
-                    created_at: r.try_get("created_at")?,
-                    retire_at: r.try_get("retire_at")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        Ok(rows
+            .iter()
+            .map(stored_key_from)
+            .collect::<Result<_, sqlx::Error>>()?)
     }
 
     async fn add_signing_key(

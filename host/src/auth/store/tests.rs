@@ -394,19 +394,26 @@ macro_rules! on_sqlite {
     };
 }
 
-on_sqlite!(
-    codes_are_single_use_and_replay_revokes_the_family,
-    refresh_tokens_rotate_and_reuse_revokes_the_family,
-    expired_refresh_and_explicit_revocation,
-    concurrent_redemptions_issue_one_family,
-    a_declined_rotation_leaves_the_token_unspent,
-    a_family_ends_at_its_absolute_lifetime,
-    families_are_revoked_by_subject_or_client,
-    purge_deletes_dead_rows_only,
-    concurrent_rotations_spend_the_token_once,
-    signing_keys_are_added_and_retired,
-    clients_round_trip,
-);
+/// Calls `$m!` with every test that runs on both engines.
+macro_rules! every_store_test {
+    ($m:ident) => {
+        $m! {
+            codes_are_single_use_and_replay_revokes_the_family,
+            refresh_tokens_rotate_and_reuse_revokes_the_family,
+            expired_refresh_and_explicit_revocation,
+            concurrent_redemptions_issue_one_family,
+            a_declined_rotation_leaves_the_token_unspent,
+            a_family_ends_at_its_absolute_lifetime,
+            families_are_revoked_by_subject_or_client,
+            purge_deletes_dead_rows_only,
+            concurrent_rotations_spend_the_token_once,
+            signing_keys_are_added_and_retired,
+            clients_round_trip,
+        }
+    };
+}
+
+every_store_test!(on_sqlite);
 
 /// The PostgreSQL engine, through every test above and the shared state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -441,19 +448,7 @@ async fn postgres_passes_every_store_test() {
             )*
         };
     }
-    run!(
-        codes_are_single_use_and_replay_revokes_the_family,
-        refresh_tokens_rotate_and_reuse_revokes_the_family,
-        expired_refresh_and_explicit_revocation,
-        concurrent_redemptions_issue_one_family,
-        a_declined_rotation_leaves_the_token_unspent,
-        a_family_ends_at_its_absolute_lifetime,
-        families_are_revoked_by_subject_or_client,
-        purge_deletes_dead_rows_only,
-        concurrent_rotations_spend_the_token_once,
-        signing_keys_are_added_and_retired,
-        clients_round_trip,
-    );
+    every_store_test!(run);
 
     // Two hosts migrating one database at once: one applies, one waits.
     let settings = fresh();
