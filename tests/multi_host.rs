@@ -14,12 +14,22 @@ use common::postgres::Postgres;
 use common::{Host, HostBuilder, bundled};
 use oauth::{Oauth, Tokens, csrf_of, initialize, pkce, tokens};
 use reqwest::StatusCode;
-use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, ProtocolVersion};
 use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::json;
+
+/// A client that counts `notifications/tools/list_changed`.
+#[derive(Clone, Default)]
+struct ListWatcher(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl ClientHandler for ListWatcher {
+    async fn on_tool_list_changed(&self, _: rmcp::service::NotificationContext<RoleClient>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 
 const ALICE_PW: &str = "alice-long-password-1";
 const BOB_PW: &str = "bob-long-password-22";
@@ -366,6 +376,45 @@ async fn two_hosts_on_one_postgresql_serve_any_request() {
         "Hello, Ada.",
         "the old key is still accepted"
     );
+
+    // 6b. A plugin dropped into A's directory: a client whose session lives
+    //     on B hears `list_changed` too (relayed with NOTIFY).
+    let watcher = ListWatcher::default();
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(c.b.mcp_url())
+            .auth_header(rotated.access.clone()),
+    );
+    let watching = watcher.clone().serve(transport).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a_plugins = c.a.data_dir().parent().unwrap().join("plugins");
+    std::fs::copy(
+        common::test_plugin("kitchen-sink"),
+        a_plugins.join("extra.wasm"),
+    )
+    .unwrap();
+    let mut heard = 0;
+    for _ in 0..100 {
+        heard = watcher.0.load(std::sync::atomic::Ordering::SeqCst);
+        if heard > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        heard > 0,
+        "B's session heard of A's reload\nA:\n{}\nB:\n{}",
+        c.a.log()
+            .lines()
+            .filter(|l| l.contains("reload") || l.contains("extra") || l.contains("host"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        c.b.log()
+            .lines()
+            .filter(|l| l.contains("reload") || l.contains("host") || l.contains("list"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let _ = watching.cancel().await;
 
     // 7. A session opened through the balancer on A; A dies; the same client
     //    carries on through B without logging in or initializing again.

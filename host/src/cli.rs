@@ -457,8 +457,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
     });
     let last_reload = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut reloads = None;
     if config.watch {
-        watch_plugins(&args, &config, config_file, &runtime, &shared, &last_reload)?;
+        reloads = Some(watch_plugins(
+            &args,
+            &config,
+            config_file,
+            &runtime,
+            &shared,
+            &last_reload,
+        )?);
     }
     {
         let (catalog, sessions) = (catalog.clone(), shared.sessions.clone());
@@ -484,6 +492,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot set up authentication")?,
     );
     tracing::info!(mode = ?auth.mode, issuer = %auth.issuer(), resource = %auth.resource, "authentication ready");
+    if let Some(store) = &auth.shared {
+        relay_reloads(
+            store.clone(),
+            config.host_id(),
+            reloads.take(),
+            shared.sessions.clone(),
+        );
+    }
     // After the store's migrations (which create the shared figures' table).
     if config.store.url.is_some() {
         let figures = crate::metrics::SharedFigures::connect(&config.store, config.host_id())
@@ -715,7 +731,7 @@ fn watch_plugins(
     runtime: &Arc<Runtime>,
     shared: &Arc<Shared>,
     last_reload: &Arc<std::sync::atomic::AtomicU64>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<tokio::sync::watch::Receiver<u64>> {
     let (reloader, mut changed) = Reloader::new(
         runtime.clone(),
         shared.catalog.clone(),
@@ -735,6 +751,7 @@ fn watch_plugins(
                 config.plugins_dir.display()
             )
         })?;
+    let reloads = changed.clone();
     let sessions = shared.sessions.clone();
     let last_reload = last_reload.clone();
     let catalog = shared.catalog.clone();
@@ -754,7 +771,41 @@ fn watch_plugins(
         }
     });
     tracing::info!(dir = %config.plugins_dir.display(), "watching the plugin directory for changes");
-    Ok(())
+    Ok(reloads)
+}
+
+/// With a shared store: tells the other hosts when this one reloads its
+/// plugins, and tells this host's sessions `list_changed` when another host
+/// reloads (a client may list on one host and listen on another).
+fn relay_reloads(
+    store: Arc<dyn crate::auth::store::SharedState>,
+    host: String,
+    mut reloads: Option<tokio::sync::watch::Receiver<u64>>,
+    sessions: Arc<crate::mcp::Sessions>,
+) {
+    let mut events = store.events();
+    let me = host.clone();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok((from, what)) if from != me && what == "tools" => {
+                    tracing::debug!(%from, "another host reloaded its plugins");
+                    sessions.announce_list_changed().await;
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    if let Some(mut reloads) = reloads.take() {
+        tokio::spawn(async move {
+            while reloads.changed().await.is_ok() {
+                if let Err(e) = store.publish(&host, "tools").await {
+                    tracing::warn!("other hosts were not told of this reload: {e}");
+                }
+            }
+        });
+    }
 }
 
 /// The scope a tool needs, from the plugin that serves it *now*, so a reloaded

@@ -423,6 +423,12 @@ pub trait SharedState: Send + Sync {
     /// A counter that changes whenever any host revokes something; `None`
     /// while changes cannot be heard (then nothing may be cached).
     fn change_generation(&self) -> Option<i64>;
+    /// Tells every host that `what` changed on host `from` (e.g. `tools`
+    /// after a plugin reload).
+    async fn publish(&self, from: &str, what: &str) -> Result<(), StoreError>;
+    /// What other hosts publish: `(from, what)` pairs, this host's own
+    /// included (skip them by `from`).
+    fn events(&self) -> tokio::sync::broadcast::Receiver<(String, String)>;
 }
 
 #[cfg(test)]

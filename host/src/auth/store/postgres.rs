@@ -27,6 +27,8 @@ use crate::config::StoreSettings;
 
 /// The channel revocations are announced on.
 pub const CHANGES_CHANNEL: &str = "stockade_changes";
+/// The channel hosts tell each other of other changes on (`host what`: host ids have no spaces).
+pub const EVENTS_CHANNEL: &str = "stockade_events";
 
 /// Schema migrations, applied in order; index + 1 is the version after it.
 const MIGRATIONS: &[&str] = &[
@@ -141,6 +143,8 @@ pub struct PostgresStore {
     /// Bumped on every announced change; negative while this host is not
     /// listening (then nothing may be cached).
     changes: Arc<AtomicI64>,
+    /// Events from [`EVENTS_CHANNEL`].
+    events: tokio::sync::broadcast::Sender<(String, String)>,
 }
 
 impl PostgresStore {
@@ -171,6 +175,7 @@ impl PostgresStore {
         let store = PostgresStore {
             pool,
             changes: Arc::new(AtomicI64::new(-1)),
+            events: tokio::sync::broadcast::channel(64).0,
         };
         store.migrate().await?;
         store.spawn_listener();
@@ -214,6 +219,7 @@ impl PostgresStore {
     fn spawn_listener(&self) {
         let pool = self.pool.clone();
         let changes = Arc::downgrade(&self.changes);
+        let events = self.events.clone();
         tokio::spawn(async move {
             loop {
                 let Some(c) = changes.upgrade() else { return };
@@ -221,7 +227,8 @@ impl PostgresStore {
                 drop(c);
                 match PgListener::connect_with(&pool).await {
                     Ok(mut listener) => {
-                        if let Err(e) = listener.listen(CHANGES_CHANNEL).await {
+                        if let Err(e) = listener.listen_all([CHANGES_CHANNEL, EVENTS_CHANNEL]).await
+                        {
                             tracing::warn!("store: cannot listen for changes: {e}");
                         } else {
                             // Listening from here on: a fresh generation.
@@ -230,7 +237,13 @@ impl PostgresStore {
                             drop(c);
                             // Until the connection is lost (notifications
                             // may have been missed then: start over).
-                            while let Ok(Some(_)) = listener.try_recv().await {
+                            while let Ok(Some(n)) = listener.try_recv().await {
+                                if n.channel() == EVENTS_CHANNEL {
+                                    if let Some((from, what)) = n.payload().split_once(' ') {
+                                        let _ = events.send((from.to_owned(), what.to_owned()));
+                                    }
+                                    continue;
+                                }
                                 let Some(c) = changes.upgrade() else { return };
                                 c.fetch_add(1, Ordering::SeqCst);
                             }
@@ -835,6 +848,19 @@ impl SharedState for PostgresStore {
 
     fn change_generation(&self) -> Option<i64> {
         PostgresStore::change_generation(self)
+    }
+
+    async fn publish(&self, from: &str, what: &str) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(EVENTS_CHANNEL)
+            .bind(format!("{from} {what}"))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    fn events(&self) -> tokio::sync::broadcast::Receiver<(String, String)> {
+        self.events.subscribe()
     }
 }
 
