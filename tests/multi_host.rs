@@ -21,6 +21,48 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::json;
 
+/// A client whose model answers sampling requests, and which, once asked,
+/// points the balancer at host B: its reply goes to the other host than the
+/// one running the call.
+#[derive(Clone)]
+struct Sampler {
+    lb: Balancer,
+}
+
+// Sampling is deprecated from the 2026-07-28 revision (SEP-2577); 2025-11-25
+// clients still use it, and so do the plugins that ask for it.
+#[allow(deprecated)]
+impl ClientHandler for Sampler {
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        rmcp::model::ClientConfig::new(
+            rmcp::model::ClientCapabilities::builder()
+                .enable_sampling()
+                .build(),
+            rmcp::model::Implementation::new("sampler", "0"),
+        )
+    }
+
+    async fn create_message(
+        &self,
+        params: rmcp::model::CreateMessageRequestParams,
+        _: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
+        self.lb.send_to(1);
+        let asked = serde_json::to_value(&params.messages)
+            .ok()
+            .and_then(|v| {
+                v.pointer("/0/content/text")
+                    .and_then(|t| t.as_str())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        Ok(rmcp::model::CreateMessageResult::new(
+            rmcp::model::SamplingMessage::assistant_text(format!("echo of {asked}")),
+            "test-model".into(),
+        ))
+    }
+}
+
 /// A client that counts `notifications/tools/list_changed`.
 #[derive(Clone, Default)]
 struct ListWatcher(std::sync::Arc<std::sync::atomic::AtomicUsize>);
@@ -74,7 +116,8 @@ impl Cluster {
                 "[auth]\npublic_url = \"http://127.0.0.1:{lb_port}\"\nusers_file = \"{}\"\n\
                  rate_limit_per_minute = {LIMIT}\n\n[store]\n\
                  url = \"postgres://stockade@127.0.0.1:{}/stockade\"\npassword_file = \"{}\"\n\
-                 host_id = \"{host}\"\n\n[plugins.metrics.grants]\nmetrics = true\n",
+                 host_id = \"{host}\"\n\n[plugins.metrics.grants]\nmetrics = true\n\n\
+                 [plugins.conformance.grants]\nclient = [\"sampling\", \"elicitation\"]\n",
                 users.display(),
                 pg.port,
                 pw.display()
@@ -85,6 +128,7 @@ impl Cluster {
                 .auth(Some("builtin"))
                 .plugin(&bundled("template"), "template")
                 .plugin(&bundled("metrics"), "metrics")
+                .plugin(&common::test_plugin("conformance"), "conformance")
                 .config(&config(host))
                 .start()
         };
@@ -387,11 +431,7 @@ async fn two_hosts_on_one_postgresql_serve_any_request() {
     let watching = watcher.clone().serve(transport).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let a_plugins = c.a.data_dir().parent().unwrap().join("plugins");
-    std::fs::copy(
-        common::test_plugin("kitchen-sink"),
-        a_plugins.join("extra.wasm"),
-    )
-    .unwrap();
+    std::fs::copy(common::test_plugin("v1"), a_plugins.join("extra.wasm")).unwrap();
     let mut heard = 0;
     for _ in 0..100 {
         heard = watcher.0.load(std::sync::atomic::Ordering::SeqCst);
@@ -415,6 +455,45 @@ async fn two_hosts_on_one_postgresql_serve_any_request() {
             .join("\n")
     );
     let _ = watching.cancel().await;
+
+    // 6c. Sampling across hosts: the call runs on A; the client's reply goes
+    //     through the balancer to B, which relays it to A.
+    c.lb.send_to(0);
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(lb_mcp.clone())
+            .auth_header(rotated.access.clone()),
+    );
+    let sampler = Sampler { lb: c.lb.clone() }.serve(transport).await.unwrap();
+    let args = json!({"prompt": "what is 2+2?"});
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        sampler.call_tool(
+            CallToolRequestParams::new("test_sampling".to_owned())
+                .with_arguments(args.as_object().unwrap().clone()),
+        ),
+    )
+    .await
+    .expect("the sampled call finishes")
+    .unwrap();
+    assert_eq!(
+        common::result_text(&r),
+        "LLM response: echo of what is 2+2?"
+    );
+    let on = |h: &Host| {
+        common::audit_events(h, "tool_call")
+            .iter()
+            .filter(|l| l["target"] == "test_sampling")
+            .count()
+    };
+    assert_eq!((on(&c.a), on(&c.b)), (1, 0), "the call ran on A");
+    assert!(
+        c.a.log()
+            .contains("relayed a client reply from another host"),
+        "the reply crossed from B to A:\n{}",
+        c.a.log()
+    );
+    let _ = sampler.cancel().await;
+    c.lb.round_robin();
 
     // 7. A session opened through the balancer on A; A dies; the same client
     //    carries on through B without logging in or initializing again.

@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 const ROUND_ROBIN: usize = usize::MAX;
 
 /// A running balancer (stops with the test's runtime).
+#[derive(Clone)]
 pub struct Balancer {
     /// Its address.
     pub addr: SocketAddr,

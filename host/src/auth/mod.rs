@@ -276,6 +276,8 @@ pub struct AuthState {
     /// The state shared with other hosts (PostgreSQL store), if any: MCP
     /// session handshakes live there too.
     pub shared: Option<Arc<dyn store::SharedState>>,
+    /// This host's id (`store.host_id`, else the machine's host name).
+    pub host_id: String,
     /// The built-in server (mode `builtin`).
     pub builtin: Option<Builtin>,
     /// The external provider (mode `external`).
@@ -379,6 +381,7 @@ impl AuthState {
             mcp_limit,
             sessions,
             shared: shared.clone(),
+            host_id: host_id.to_owned(),
             builtin: None,
             external: None,
         };

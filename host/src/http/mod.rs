@@ -24,6 +24,7 @@ mod disconnect;
 pub mod drain;
 mod home;
 pub mod listen;
+mod relay;
 mod session_store;
 
 use std::sync::{Arc, OnceLock};
@@ -119,9 +120,13 @@ pub fn router(
     // (`coalesce`) are never resumed; a client whose longer stream broke
     // reconnects within seconds.
     sessions.session_config.completed_cache_ttl = COMPLETED_ANSWER_TTL;
+    let sessions = Arc::new(sessions);
+    if let Some(shared) = &auth.shared {
+        relay::deliver_relayed(shared.clone(), auth.host_id.clone(), sessions.clone());
+    }
     let mcp = StreamableHttpService::new(
         move || Ok(StockadeMcp::new(factory_shared.clone())),
-        Arc::new(sessions),
+        sessions,
         mcp_config,
     );
     let gate_state = BearerGate {
@@ -131,6 +136,7 @@ pub fn router(
     };
     let mcp_routes = Router::new()
         .nest_service("/mcp", mcp)
+        .route_layer(from_fn_with_state(auth.clone(), relay::relay_replies))
         .route_layer(axum::middleware::from_fn(coalesce::one_piece))
         .route_layer(from_fn_with_state(gate_state, gate))
         .route_layer(from_fn_with_state(

@@ -429,6 +429,11 @@ pub trait SharedState: Send + Sync {
     /// What other hosts publish: `(from, what)` pairs, this host's own
     /// included (skip them by `from`).
     fn events(&self) -> tokio::sync::broadcast::Receiver<(String, String)>;
+    /// Relays a client's reply to a server-to-client request in `session`
+    /// (JSON-RPC `body`) to every host: published as `reply <id>`.
+    async fn relay_reply(&self, from: &str, session: &str, body: &str) -> Result<(), StoreError>;
+    /// A relayed reply by id: (session, body); kept ten minutes.
+    async fn relayed_reply(&self, id: i64) -> Result<Option<(String, String)>, StoreError>;
 }
 
 #[cfg(test)]

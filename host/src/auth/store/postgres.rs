@@ -131,6 +131,16 @@ CREATE TABLE metrics_buckets (
 );
 CREATE INDEX metrics_buckets_bucket ON metrics_buckets(bucket);
 "#,
+    // Client replies to server-to-client requests (sampling, elicitation),
+    // relayed to the host whose call waits for them.
+    r#"
+CREATE TABLE mcp_replies (
+    id BIGSERIAL PRIMARY KEY,
+    session TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+"#,
 ];
 
 /// A lock id for migrations (any constant shared by all hosts).
@@ -586,6 +596,7 @@ impl AuthStore for PostgresStore {
                 now.saturating_sub(3_600).saturating_mul(1000),
             ),
             ("DELETE FROM mcp_sessions WHERE seen_at < $1", day_ago),
+            ("DELETE FROM mcp_replies WHERE created_at < $1", now - 600),
         ] {
             deleted += sqlx::query(sql)
                 .bind(at)
@@ -861,6 +872,39 @@ impl SharedState for PostgresStore {
 
     fn events(&self) -> tokio::sync::broadcast::Receiver<(String, String)> {
         self.events.subscribe()
+    }
+
+    async fn relay_reply(&self, from: &str, session: &str, body: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO mcp_replies (session, body, created_at) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(session)
+        .bind(body)
+        .bind(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(EVENTS_CHANNEL)
+            .bind(format!("{from} reply {id}"))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn relayed_reply(&self, id: i64) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query("SELECT session, body FROM mcp_replies WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .map(|r| Ok::<_, sqlx::Error>((r.try_get("session")?, r.try_get("body")?)))
+            .transpose()?)
     }
 }
 

@@ -461,7 +461,7 @@ async fn postgres_passes_every_store_test() {
         settings.url.as_ref().unwrap().rsplit('/').next().unwrap(),
         "SELECT count(*) FROM stockade_schema",
     );
-    assert_eq!(version.trim(), "2", "every migration applied once");
+    assert_eq!(version.trim(), "3", "every migration applied once");
 
     // Shared state, seen by both.
     assert_eq!(a.hit("mcp:alice", 60).await.unwrap(), 1);
