@@ -1049,7 +1049,22 @@ async fn prometheus_metrics_move_with_calls() {
         .await
         .unwrap();
     assert_eq!(bad.is_error, Some(true));
+    // A tool name the client made up is not a label (unbounded cardinality).
+    assert!(
+        client
+            .call_tool(call("no_such_tool_xyz", json!({})))
+            .await
+            .is_err()
+    );
     let after = scrape().await;
+    assert!(!after.contains("no_such_tool_xyz"), "{after}");
+    assert!(
+        sample(
+            &after,
+            "mcp_server_operation_duration_seconds_count{mcp_method_name=\"tools/call\",gen_ai_tool_name=\"\",error_type=\"-32602\"}"
+        ) >= 1.0,
+        "{after}"
+    );
     assert_eq!(
         sample(&after, ok_calls) - sample(&before, ok_calls),
         3.0,

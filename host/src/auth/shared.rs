@@ -259,7 +259,12 @@ impl Sessions {
         };
         match store.session_owner(id).await {
             Ok(Some(owner)) => {
-                if owner.subject == caller.subject && owner.client_id == caller.client_id {
+                // An empty owner is a handshake saved before its owner was
+                // bound: nobody's yet.
+                if !owner.subject.is_empty()
+                    && owner.subject == caller.subject
+                    && owner.client_id == caller.client_id
+                {
                     self.local.bind(id, caller);
                     SessionCheck::Owner
                 } else {

@@ -136,7 +136,10 @@ pub fn router(
     };
     let mcp_routes = Router::new()
         .nest_service("/mcp", mcp)
-        .route_layer(from_fn_with_state(auth.clone(), relay::relay_replies))
+        .route_layer(from_fn_with_state(
+            (auth.clone(), config.max_body_bytes),
+            relay::relay_replies,
+        ))
         .route_layer(axum::middleware::from_fn(coalesce::one_piece))
         .route_layer(from_fn_with_state(gate_state, gate))
         .route_layer(from_fn_with_state(

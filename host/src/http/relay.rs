@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use rmcp::model::ClientJsonRpcMessage;
 use rmcp::transport::streamable_http_server::session::SessionManager as _;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -36,7 +36,7 @@ fn is_reply(body: &[u8]) -> bool {
 /// The middleware on `/mcp` (after the bearer gate): relays replies, then lets
 /// rmcp take the request as usual.
 pub async fn relay_replies(
-    State(auth): State<Arc<AuthState>>,
+    State((auth, max_body)): State<(Arc<AuthState>, usize)>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -52,10 +52,16 @@ pub async fn relay_replies(
         return next.run(req).await;
     };
     let (parts, body) = req.into_parts();
-    // The gate has already read and bounded the body.
-    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+    // Bounded like every `/mcp` body (the gate has usually read it already).
+    let bytes = match axum::body::to_bytes(body, max_body).await {
         Ok(b) => b,
-        Err(_) => return next.run(Request::from_parts(parts, Body::empty())).await,
+        Err(_) => {
+            return (
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large (max_body_kib)\n",
+            )
+                .into_response();
+        }
     };
     if is_reply(&bytes)
         && let Ok(text) = std::str::from_utf8(&bytes)

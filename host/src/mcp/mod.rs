@@ -202,8 +202,14 @@ async fn timed<T>(
     body: impl std::future::Future<Output = Result<T, ErrorData>>,
     is_error: impl FnOnce(&T) -> bool,
 ) -> Result<T, ErrorData> {
-    let op = crate::metrics::prom::global().operation(method, tool);
+    let started = crate::metrics::prom::global().operation(method, tool);
     let result = body.await;
+    // A name that failed (an unknown tool) is the client's string: not a label.
+    let op = if result.is_err() && tool.is_some() {
+        started.without_tool()
+    } else {
+        started
+    };
     match &result {
         Ok(v) if is_error(v) => op.finish(Some("tool_error")),
         Ok(_) => op.finish(None),

@@ -283,7 +283,10 @@ impl Metrics {
             Some(limit) => std::borrow::Cow::Owned(format!("limit_{limit}")),
             None => std::borrow::Cow::Borrowed(o.outcome),
         };
-        prom::global().plugin_operation(o.kind, o.plugin, o.target, &outcome, o.denials);
+        // Resource URIs are unbounded (templates): Prometheus gets the plugin
+        // only; tool and prompt names are bounded by the plugins loaded.
+        let target = if o.kind == "resource" { "" } else { o.target };
+        prom::global().plugin_operation(o.kind, o.plugin, target, &outcome, o.denials);
         let key = Key {
             bucket: bucket_of(now_secs()),
             kind: o.kind.to_owned(),

@@ -5,7 +5,7 @@
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `mcp_server_operation_duration_seconds` | histogram | `mcp_method_name`, `gen_ai_tool_name`, `error_type` (OpenTelemetry MCP semantic conventions: `mcp.server.operation.duration`) |
-//! | `stockade_plugin_operations_total` | counter | `kind` (tool, resource, prompt), `plugin`, `target`, `outcome` (`ok`, `tool_error`, `failed`, `cancelled`, `limit_<name>`, ...) |
+//! | `stockade_plugin_operations_total` | counter | `kind` (tool, resource, prompt), `plugin`, `target` (tool or prompt name; empty for resources, whose URIs are unbounded), `outcome` (`ok`, `tool_error`, `failed`, `cancelled`, `limit_<name>`, ...) |
 //! | `stockade_capability_denials_total` | counter | `plugin` |
 //! | `stockade_events_total` | counter | `event`: every audited event (logins, token issues and refreshes, refusals, reuse detection, plugin loads, refusals and removals, config reloads) |
 //! | `stockade_audit_write_duration_seconds` | histogram | (a batch of lines written and fsynced) |
@@ -227,6 +227,12 @@ pub struct Operation {
 }
 
 impl Operation {
+    /// Drops the tool name (a name the client made up must not become a label).
+    pub fn without_tool(mut self) -> Operation {
+        self.tool.clear();
+        self
+    }
+
     /// Observes it with `error_type` (`None`: it succeeded).
     pub fn finish(mut self, error_type: Option<&str>) {
         self.observe(error_type.unwrap_or_default());
