@@ -198,9 +198,15 @@ impl PostgresStore {
             .bind(MIGRATION_LOCK)
             .execute(&mut *tx)
             .await?;
-        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS stockade_schema (version INTEGER NOT NULL)")
-            .execute(&mut *tx)
+        // Checked rather than `IF NOT EXISTS`, whose notice every start would log.
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('stockade_schema') IS NOT NULL")
+            .fetch_one(&mut *tx)
             .await?;
+        if !exists {
+            sqlx::raw_sql("CREATE TABLE stockade_schema (version INTEGER NOT NULL)")
+                .execute(&mut *tx)
+                .await?;
+        }
         let version: Option<i32> = sqlx::query_scalar("SELECT max(version) FROM stockade_schema")
             .fetch_one(&mut *tx)
             .await?;
