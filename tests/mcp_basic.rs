@@ -1009,6 +1009,7 @@ async fn prometheus_metrics_move_with_calls() {
     std::fs::write(&token_file, "scrape-token-0123456789\n").unwrap();
     let host = HostBuilder::new()
         .plugin(&bundled("template"), "template")
+        .plugin(&test_plugin("kitchen-sink"), "kitchen-sink")
         .config(&format!(
             "[prometheus]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n",
             token_file.display()
@@ -1035,7 +1036,7 @@ async fn prometheus_metrics_move_with_calls() {
     let plugin_ok = "stockade_plugin_operations_total{kind=\"tool\",plugin=\"template\",target=\"greet\",outcome=\"ok\"}";
     let before = scrape().await;
     assert!(before.ends_with("# EOF\n"), "{before}");
-    assert_eq!(sample(&before, "stockade_plugins{state=\"serving\"}"), 1.0);
+    assert_eq!(sample(&before, "stockade_plugins{state=\"serving\"}"), 2.0);
 
     let client = host.client().await;
     for _ in 0..3 {
@@ -1049,6 +1050,8 @@ async fn prometheus_metrics_move_with_calls() {
         .await
         .unwrap();
     assert_eq!(bad.is_error, Some(true));
+    // A capability the plugin was not granted: counted by plugin and capability.
+    client.call_tool(call("try_exec", json!({}))).await.unwrap();
     // A tool name the client made up is not a label (unbounded cardinality).
     assert!(
         client
@@ -1058,6 +1061,14 @@ async fn prometheus_metrics_move_with_calls() {
     );
     let after = scrape().await;
     assert!(!after.contains("no_such_tool_xyz"), "{after}");
+    assert_eq!(
+        sample(
+            &after,
+            "stockade_capability_denials_total{plugin=\"kitchen-sink\",capability=\"exec\"}"
+        ),
+        1.0,
+        "{after}"
+    );
     assert!(
         sample(
             &after,

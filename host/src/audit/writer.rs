@@ -234,9 +234,19 @@ impl Writer {
             }
         }
         let mut events: Vec<String> = Vec::new();
+        let mut denials: Vec<(String, String)> = Vec::new();
         for line in lines {
             if let Some(event) = line.get("event").and_then(Value::as_str) {
                 events.push(event.to_owned());
+                if event == "capability_denied" {
+                    let field = |k: &str| {
+                        line.get(k)
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned()
+                    };
+                    denials.push((field("plugin"), field("capability")));
+                }
             }
             self.push(&mut d, line);
         }
@@ -251,6 +261,9 @@ impl Writer {
         prom.audit_write(started.elapsed());
         if done.is_ok() {
             events.iter().for_each(|e| prom.event(e));
+            denials
+                .iter()
+                .for_each(|(p, c)| prom.capability_denied(p, c));
         }
         done
     }

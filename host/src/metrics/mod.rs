@@ -286,7 +286,7 @@ impl Metrics {
         // Resource URIs are unbounded (templates): Prometheus gets the plugin
         // only; tool and prompt names are bounded by the plugins loaded.
         let target = if o.kind == "resource" { "" } else { o.target };
-        prom::global().plugin_operation(o.kind, o.plugin, target, &outcome, o.denials);
+        prom::global().plugin_operation(o.kind, o.plugin, target, &outcome);
         let key = Key {
             bucket: bucket_of(now_secs()),
             kind: o.kind.to_owned(),

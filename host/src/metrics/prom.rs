@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `mcp_server_operation_duration_seconds` | histogram | `mcp_method_name`, `gen_ai_tool_name`, `error_type` (OpenTelemetry MCP semantic conventions: `mcp.server.operation.duration`) |
 //! | `stockade_plugin_operations_total` | counter | `kind` (tool, resource, prompt), `plugin`, `target` (tool or prompt name; empty for resources, whose URIs are unbounded), `outcome` (`ok`, `tool_error`, `failed`, `cancelled`, `limit_<name>`, ...) |
-//! | `stockade_capability_denials_total` | counter | `plugin` |
+//! | `stockade_capability_denials_total` | counter | `plugin`, `capability` |
 //! | `stockade_events_total` | counter | `event`: every audited event (logins, token issues and refreshes, refusals, reuse detection, plugin loads, refusals and removals, config reloads) |
 //! | `stockade_audit_write_duration_seconds` | histogram | (a batch of lines written and fsynced) |
 //! | `stockade_plugins` | gauge | `state` (`serving`, `refused`), set at scrape time |
@@ -42,8 +42,9 @@ struct PluginOpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PluginLabels {
+struct DenialLabels {
     plugin: String,
+    capability: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,7 +66,7 @@ pub struct Prometheus {
     registry: Registry,
     operations: Family<OperationLabels, Histogram, fn() -> Histogram>,
     plugin_ops: Family<PluginOpLabels, Counter>,
-    denials: Family<PluginLabels, Counter>,
+    denials: Family<DenialLabels, Counter>,
     events: Family<EventLabels, Counter>,
     audit_write: Histogram,
     plugins: Family<StateLabels, Gauge>,
@@ -109,7 +110,7 @@ impl Prometheus {
             "Plugin operations (tool calls, resource reads, prompts) by outcome",
             plugin_ops.clone(),
         );
-        let denials = Family::<PluginLabels, Counter>::default();
+        let denials = Family::<DenialLabels, Counter>::default();
         registry.register(
             "stockade_capability_denials",
             "Capability requests refused to plugins",
@@ -160,14 +161,7 @@ impl Prometheus {
     }
 
     /// Counts a finished plugin operation.
-    pub fn plugin_operation(
-        &self,
-        kind: &str,
-        plugin: &str,
-        target: &str,
-        outcome: &str,
-        denials: u32,
-    ) {
+    pub fn plugin_operation(&self, kind: &str, plugin: &str, target: &str, outcome: &str) {
         self.plugin_ops
             .get_or_create(&PluginOpLabels {
                 kind: kind.to_owned(),
@@ -176,13 +170,17 @@ impl Prometheus {
                 outcome: outcome.to_owned(),
             })
             .inc();
-        if denials > 0 {
-            self.denials
-                .get_or_create(&PluginLabels {
-                    plugin: plugin.to_owned(),
-                })
-                .inc_by(u64::from(denials));
-        }
+    }
+
+    /// Counts a capability request refused to `plugin` (from the audit log's
+    /// `capability_denied` lines).
+    pub fn capability_denied(&self, plugin: &str, capability: &str) {
+        self.denials
+            .get_or_create(&DenialLabels {
+                plugin: plugin.to_owned(),
+                capability: capability.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts an audited event by its name.
@@ -270,7 +268,9 @@ mod tests {
         p.operation("tools/call", Some("greet"))
             .finish(Some("tool_error"));
         drop(p.operation("resources/read", None));
-        p.plugin_operation("tool", "template", "greet", "ok", 2);
+        p.plugin_operation("tool", "template", "greet", "ok");
+        p.capability_denied("template", "exec");
+        p.capability_denied("template", "exec");
         p.event("login_failed");
         p.audit_write(Duration::from_micros(300));
         let text = p.encode(Snapshot {
@@ -285,7 +285,9 @@ mod tests {
         assert!(text.contains("mcp_method_name=\"resources/read\",gen_ai_tool_name=\"\",error_type=\"cancelled\"} 1"), "{text}");
         assert!(text.contains("stockade_plugin_operations_total{kind=\"tool\",plugin=\"template\",target=\"greet\",outcome=\"ok\"} 1"), "{text}");
         assert!(
-            text.contains("stockade_capability_denials_total{plugin=\"template\"} 2"),
+            text.contains(
+                "stockade_capability_denials_total{plugin=\"template\",capability=\"exec\"} 2"
+            ),
             "{text}"
         );
         assert!(
