@@ -299,6 +299,15 @@ fn fresh_generation() -> i64 {
     micros << 12
 }
 
+/// A `login_failures` row.
+fn failures_from(r: &sqlx::postgres::PgRow) -> Result<LoginFailures, sqlx::Error> {
+    Ok(LoginFailures {
+        count: r.try_get::<i32, _>("count")?.max(0) as u32,
+        first_at: r.try_get("first_at")?,
+        locked_until: r.try_get("locked_until")?,
+    })
+}
+
 async fn notify(tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_notify($1, '')")
         .bind(CHANGES_CHANNEL)
@@ -729,15 +738,7 @@ impl SharedState for PostgresStore {
             .bind(addr)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| {
-            Ok(LoginFailures {
-                count: r.try_get::<i32, _>("count")?.max(0) as u32,
-                first_at: r.try_get("first_at")?,
-                locked_until: r.try_get("locked_until")?,
-            })
-        })
-        .transpose()
-        .map_err(|e: sqlx::Error| e.into())
+        Ok(row.as_ref().map(failures_from).transpose()?)
     }
 
     async fn update_login_failures(
@@ -755,15 +756,7 @@ impl SharedState for PostgresStore {
             .bind(addr)
             .fetch_optional(&mut *tx)
             .await?;
-        let old = row
-            .map(|r| {
-                Ok::<_, sqlx::Error>(LoginFailures {
-                    count: r.try_get::<i32, _>("count")?.max(0) as u32,
-                    first_at: r.try_get("first_at")?,
-                    locked_until: r.try_get("locked_until")?,
-                })
-            })
-            .transpose()?;
+        let old = row.as_ref().map(failures_from).transpose()?;
         let new = update(old);
         match &new {
             Some(f) => {
