@@ -47,15 +47,19 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// `program` from `bin`, as the `postgres` user when we are root.
+/// `program` from `bin`, as the `postgres` user when we are root (from `/`:
+/// the test's own directory may be closed to that user, and psql would say
+/// so in its output).
 fn command(bin: &Path, program: &str) -> Command {
-    if is_root() {
+    let mut c = if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(bin.join(program));
         c
     } else {
         Command::new(bin.join(program))
-    }
+    };
+    c.current_dir("/");
+    c
 }
 
 fn free_port() -> u16 {
