@@ -335,6 +335,9 @@ pub async fn reconcile(
         changes.refused.push((name, r));
     }
     next.index_tools();
+    if !changes.loaded.is_empty() || !changes.refused.is_empty() {
+        crate::runtime::release_freed_memory();
+    }
     Ok((next, changes))
 }
 
