@@ -29,5 +29,6 @@ pub mod http;
 pub mod mcp;
 pub mod metrics;
 pub mod net;
+pub mod pgconn;
 pub mod plugins;
 pub mod runtime;

@@ -35,15 +35,6 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn now_secs() -> i64 {
-    now_ms() / 1000
-}
-
-fn hash(token: &str) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(token.as_bytes()))
-}
-
 /// Login forms waiting for their password.
 pub enum Forms<T> {
     /// In this host's memory.
@@ -61,10 +52,10 @@ impl<T: Clone + Serialize + DeserializeOwned> Forms<T> {
                 let csrf = super::random_token();
                 let data = serde_json::to_string(&value).map_err(|e| StoreError(e.to_string()))?;
                 s.put_form(
-                    &hash(&csrf),
+                    &super::sha256_hex(&csrf),
                     addr,
                     &data,
-                    now_secs(),
+                    super::now_secs(),
                     FORM_TTL.as_secs() as i64,
                     MAX_PENDING_PER_ADDRESS as i64,
                 )
@@ -78,7 +69,10 @@ impl<T: Clone + Serialize + DeserializeOwned> Forms<T> {
     pub async fn take(&self, csrf: &str) -> Option<T> {
         match self {
             Forms::Local(p) => p.take(csrf),
-            Forms::Shared(s) => match s.take_form(&hash(csrf), now_secs()).await {
+            Forms::Shared(s) => match s
+                .take_form(&super::sha256_hex(csrf), super::now_secs())
+                .await
+            {
                 Ok(Some(data)) => serde_json::from_str(&data)
                     .inspect_err(|e| tracing::error!("a stored login form is unreadable: {e}"))
                     .ok(),
@@ -185,7 +179,7 @@ impl SubjectLimit {
         match self {
             SubjectLimit::Local(l) => Ok(l.check(subject)),
             SubjectLimit::Shared { store, per_minute } => {
-                let now = now_secs();
+                let now = super::now_secs();
                 let window = now - now.rem_euclid(60);
                 let count = store.hit(&format!("mcp:{subject}"), window).await?;
                 let limit = per_minute.get();
@@ -240,7 +234,10 @@ impl Sessions {
                 subject: caller.subject.clone(),
                 client_id: caller.client_id.clone(),
             };
-            if let Err(e) = store.bind_session(id, &owner, host, now_secs()).await {
+            if let Err(e) = store
+                .bind_session(id, &owner, host, super::now_secs())
+                .await
+            {
                 tracing::warn!("session {id} is not shared with other hosts: {e}");
             }
         }

@@ -19,12 +19,11 @@
 //!   column differs (`$1::date`).
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Column, Connection, Executor, Row, TypeInfo, ValueRef};
 
 use super::{QueryError, QueryLimits};
@@ -34,7 +33,6 @@ use crate::config::SqlSource;
 /// The statements a query may start with.
 const READING: &[&str] = &["SELECT", "WITH", "VALUES", "TABLE", "EXPLAIN", "SHOW"];
 
-/// Pools by source settings (URL, password file, size).
 /// A source's pool key: URL, password file, size.
 type PoolKey = (String, Option<std::path::PathBuf>, u32);
 
@@ -51,19 +49,15 @@ fn pool(source: &SqlSource) -> Result<PgPool, QueryError> {
     if let Some(p) = pools.get(&key) {
         return Ok(p.clone());
     }
-    let mut options = PgConnectOptions::from_str(&url)
-        .map_err(|e| QueryError::Failed(format!("the source's URL: {e}")))?
-        .application_name("stockade")
-        .options([("default_transaction_read_only", "on")]);
-    if let Some(file) = &source.password_file {
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            QueryError::Failed(format!(
-                "cannot read the password file {}: {e}",
-                file.display()
-            ))
-        })?;
-        options = options.password(text.lines().next().unwrap_or_default());
-    }
+    let options = crate::pgconn::options(
+        &url,
+        source.password_file.as_deref(),
+        "stockade",
+        "the source's URL",
+        "the password file",
+    )
+    .map_err(QueryError::Failed)?
+    .options([("default_transaction_read_only", "on")]);
     let pool = PgPoolOptions::new()
         .max_connections(source.max_connections.max(1))
         .min_connections(0)

@@ -15,13 +15,6 @@ use crate::auth::store::SharedState;
 /// The handshakes of MCP sessions, in the shared store.
 pub struct SharedSessions(pub Arc<dyn SharedState>);
 
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 #[async_trait::async_trait]
 impl SessionStore for SharedSessions {
     async fn load(&self, session_id: &str) -> Result<Option<SessionState>, SessionStoreError> {
@@ -34,7 +27,7 @@ impl SessionStore for SharedSessions {
     async fn store(&self, session_id: &str, state: &SessionState) -> Result<(), SessionStoreError> {
         let json = serde_json::to_string(state)?;
         self.0
-            .save_session_state(session_id, &json, now_secs())
+            .save_session_state(session_id, &json, crate::auth::now_secs())
             .await?;
         Ok(())
     }

@@ -9,11 +9,10 @@
 //! are never missed or counted twice.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::Row;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use super::{Counts, Histogram, Key};
 use crate::config::StoreSettings;
@@ -50,15 +49,13 @@ fn counts_from(r: &sqlx::postgres::PgRow) -> Result<Counts, sqlx::Error> {
 impl SharedFigures {
     /// Connects (two connections at most) as host `host`.
     pub async fn connect(settings: &StoreSettings, host: String) -> Result<SharedFigures, String> {
-        let url = settings.url.as_deref().unwrap_or_default();
-        let mut options = PgConnectOptions::from_str(url)
-            .map_err(|e| format!("store.url: {e}"))?
-            .application_name("stockade-metrics");
-        if let Some(file) = &settings.password_file {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| format!("cannot read store.password_file {}: {e}", file.display()))?;
-            options = options.password(text.lines().next().unwrap_or_default());
-        }
+        let options = crate::pgconn::options(
+            settings.url.as_deref().unwrap_or_default(),
+            settings.password_file.as_deref(),
+            "stockade-metrics",
+            "store.url",
+            "store.password_file",
+        )?;
         let pool = PgPoolOptions::new()
             .max_connections(2)
             .min_connections(0)

@@ -10,14 +10,13 @@
 //! `NOTIFY stockade_changes` inside their transaction (delivered on commit):
 //! every host's verified-token cache listens and goes stale at once.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 
 use super::{
     AuthStore, Client, CodeGrant, Family, FamilyFilter, Redeem, Rotate, Rotation, RotationStep,
@@ -161,19 +160,14 @@ impl PostgresStore {
     /// Connects (with the password from `settings.password_file`), migrates,
     /// and starts listening for changes.
     pub async fn connect(settings: &StoreSettings) -> Result<PostgresStore, StoreError> {
-        let url = settings.url.as_deref().unwrap_or_default();
-        let mut options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError(format!("store.url: {e}")))?
-            .application_name("stockade");
-        if let Some(file) = &settings.password_file {
-            let text = std::fs::read_to_string(file).map_err(|e| {
-                StoreError(format!(
-                    "cannot read store.password_file {}: {e}",
-                    file.display()
-                ))
-            })?;
-            options = options.password(text.lines().next().unwrap_or_default());
-        }
+        let options = crate::pgconn::options(
+            settings.url.as_deref().unwrap_or_default(),
+            settings.password_file.as_deref(),
+            "stockade",
+            "store.url",
+            "store.password_file",
+        )
+        .map_err(StoreError)?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections.max(1))
             .min_connections(1)
@@ -880,11 +874,7 @@ impl SharedState for PostgresStore {
         )
         .bind(session)
         .bind(body)
-        .bind(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64),
-        )
+        .bind(crate::auth::now_secs())
         .fetch_one(&mut *tx)
         .await?;
         sqlx::query("SELECT pg_notify($1, $2)")
