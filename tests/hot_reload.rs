@@ -562,6 +562,16 @@ async fn a_restart_reuses_the_compiled_code_and_rebuilds_a_corrupt_entry() {
     drop(client);
     let log = host.run_log();
     assert!(!loaded_from_cache(&log, "template"), "cold start: {log}");
+    // Compiled by a child process (Cranelift's memory never stays in the host);
+    // the cache entries below are its output.
+    for plugin in ["template", "versioned"] {
+        assert!(
+            log.lines().any(|l| l.contains("component compiled")
+                && l.contains(&format!("plugin={plugin}"))
+                && l.contains("compiler=\"child\"")),
+            "{plugin}: {log}"
+        );
+    }
     let entries = cache_entries(&host);
     assert_eq!(entries.len(), 2, "{entries:?}");
     let key = host.data_dir().join("cache/key");

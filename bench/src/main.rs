@@ -76,6 +76,12 @@ enum Command {
         /// `_meta` and the `Mcp-Method`/`Mcp-Name` headers.
         #[arg(long)]
         stateless: bool,
+        /// Measure in rounds of `--seconds` with the same clients (sessions,
+        /// connections) until this many calls were measured at a level, one
+        /// JSON line per round (`round`, `calls_so_far`): the memory
+        /// benchmark's long run. Without it: one round per level.
+        #[arg(long)]
+        total_calls: Option<u64>,
     },
     /// Does a bundled tool's operation natively in a closed loop; one JSON line
     /// per level, labelled `native`.
@@ -117,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
             server_pid,
             label,
             stateless,
+            total_calls,
         } => {
             let args: Value = serde_json::from_str(&args).context("--args is not JSON")?;
             let target = Arc::new(Target {
@@ -127,10 +134,14 @@ async fn main() -> anyhow::Result<()> {
                 expect,
                 stateless,
             });
+            let level = Level {
+                measure: Duration::from_secs(seconds),
+                server_pids: server_pid,
+                label,
+                total_calls,
+            };
             for c in concurrency {
-                let line =
-                    run_level(&target, c, Duration::from_secs(seconds), &server_pid, &label).await?;
-                println!("{line}");
+                run_level(&target, c, &level).await?;
             }
         }
         Command::Native {
@@ -314,59 +325,99 @@ fn message_with_id(body: &str, id: u64) -> anyhow::Result<Value> {
     )
 }
 
-/// Runs `c` workers for `measure` (after a warm-up); the level's JSON line.
-async fn run_level(
-    t: &Arc<Target>,
-    c: usize,
+/// How each concurrency level is measured and reported.
+struct Level {
+    /// One round's measured time.
     measure: Duration,
-    server_pids: &[u32],
-    label: &str,
-) -> anyhow::Result<Value> {
+    /// Whose RSS to report.
+    server_pids: Vec<u32>,
+    /// The server's label.
+    label: String,
+    /// Keep measuring rounds until this many calls (else one round).
+    total_calls: Option<u64>,
+}
+
+/// What one worker measured since the last round ended.
+type Tally = std::sync::Mutex<(Vec<u32>, Vec<String>)>;
+
+/// Runs `c` workers, after a one-second warm-up, for one round of
+/// `level.measure` (or rounds until `level.total_calls`), printing one JSON
+/// line per round. The workers keep their sessions across rounds.
+async fn run_level(t: &Arc<Target>, c: usize, level: &Level) -> anyhow::Result<()> {
     let warmup = Duration::from_secs(1);
     let stop = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
-    let measure_from = start + warmup;
     let mut tasks = Vec::new();
+    let mut tallies: Vec<Arc<Tally>> = Vec::new();
     for index in 0..c {
         let (t, stop) = (t.clone(), stop.clone());
+        let tally = Arc::new(Tally::default());
+        tallies.push(tally.clone());
         tasks.push(tokio::spawn(async move {
-            let mut lat: Vec<u32> = Vec::new();
-            let mut errors: Vec<String> = Vec::new();
             let mut w = match Worker::open(&t, index).await {
                 Ok(w) => w,
-                Err(e) => return (lat, vec![format!("session: {e:#}")]),
+                Err(e) => {
+                    tally.lock().unwrap().1.push(format!("session: {e:#}"));
+                    return;
+                }
             };
             while !stop.load(Ordering::Relaxed) {
                 let began = Instant::now();
                 let r = w.call(&t).await;
-                if began >= measure_from {
-                    match r {
-                        Ok(()) => {
-                            lat.push(began.elapsed().as_micros().min(u32::MAX as u128) as u32)
-                        }
-                        Err(e) => errors.push(format!("{e:#}")),
-                    }
+                let mut tally = tally.lock().unwrap();
+                match r {
+                    Ok(()) => tally
+                        .0
+                        .push(began.elapsed().as_micros().min(u32::MAX as u128) as u32),
+                    Err(e) => tally.1.push(format!("{e:#}")),
                 }
             }
-            (lat, errors)
         }));
     }
-    tokio::time::sleep(warmup + measure).await;
-    stop.store(true, Ordering::Relaxed);
-    let rss_mb = server_pids
-        .iter()
-        .map(|&p| rss_mb(p))
-        .sum::<Option<f64>>()
-        .filter(|_| !server_pids.is_empty())
-        .map(|mb| (mb * 10.0).round() / 10.0);
-    let mut lat = Vec::new();
-    let mut errors = Vec::new();
-    for task in tasks {
-        let (l, e) = task.await?;
-        lat.extend(l);
-        errors.extend(e);
+    let take = |tallies: &[Arc<Tally>]| {
+        let mut lat = Vec::new();
+        let mut errors = Vec::new();
+        for tally in tallies {
+            let (l, e) = std::mem::take(&mut *tally.lock().unwrap());
+            lat.extend(l);
+            errors.extend(e);
+        }
+        (lat, errors)
+    };
+    tokio::time::sleep(warmup).await;
+    // Sessions that failed to open stay counted as errors of the first round.
+    let (_, mut carried) = take(&tallies);
+    carried.retain(|e| e.starts_with("session:"));
+    let mut so_far = 0u64;
+    for round in 1.. {
+        tokio::time::sleep(level.measure).await;
+        let rss_mb = level
+            .server_pids
+            .iter()
+            .map(|&p| rss_mb(p))
+            .sum::<Option<f64>>()
+            .filter(|_| !level.server_pids.is_empty())
+            .map(|mb| (mb * 10.0).round() / 10.0);
+        let (lat, mut errors) = take(&tallies);
+        so_far += lat.len() as u64;
+        let done = level.total_calls.is_none_or(|n| so_far >= n);
+        if done {
+            stop.store(true, Ordering::Relaxed);
+        }
+        errors.append(&mut carried);
+        let mut line = summarize(&level.label, &t.tool, c, level.measure, lat, errors, rss_mb);
+        if level.total_calls.is_some() {
+            line["round"] = json!(round);
+            line["calls_so_far"] = json!(so_far);
+        }
+        println!("{line}");
+        if done {
+            break;
+        }
     }
-    Ok(summarize(label, &t.tool, c, measure, lat, errors, rss_mb))
+    for task in tasks {
+        task.await?;
+    }
+    Ok(())
 }
 
 /// The JSON line of one level: calls/s, latency percentiles (ms), errors.

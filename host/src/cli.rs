@@ -103,6 +103,17 @@ pub enum Command {
     /// Work with the token signing keys of the built-in OAuth server.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Internal: compiles the component on stdin for a serving host and
+    /// writes the compiled code on stdout (see `runtime::compiler`).
+    #[command(name = "internal-compile", hide = true)]
+    InternalCompile {
+        /// The host's fuel switch.
+        #[arg(long, action = clap::ArgAction::Set, default_value_t = true)]
+        fuel: bool,
+        /// The host's epoch switch.
+        #[arg(long, action = clap::ArgAction::Set, default_value_t = true)]
+        epoch: bool,
+    },
 }
 
 /// `stockade keys ...`
@@ -327,6 +338,10 @@ impl ServeArgs {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::InternalCompile { fuel, epoch } = cli.command {
+        let options = crate::runtime::RuntimeOptions { fuel, epoch };
+        return ExitCode::from(crate::runtime::compiler::child_main(options) as u8);
+    }
     init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -361,6 +376,7 @@ pub fn main() -> ExitCode {
             Command::HashPassword => hash_password(),
             Command::Tokens(TokensCommand::Revoke(args)) => tokens_revoke(&args).await,
             Command::Keys(KeysCommand::Rotate { dirs }) => keys_rotate(&dirs).await,
+            Command::InternalCompile { .. } => unreachable!("handled before the async runtime"),
         }
     });
     match result {
@@ -684,6 +700,8 @@ fn start_runtime(config: &Config) -> anyhow::Result<Arc<Runtime>> {
     if let Err(e) = runtime.enable_cache(&cache_dir) {
         tracing::warn!(dir = %cache_dir.display(), "compiled-code cache unavailable, compiling every plugin: {e}");
     }
+    // Cranelift runs in a child process, so its memory never stays here.
+    runtime.compile_in_child();
     Ok(Arc::new(runtime))
 }
 

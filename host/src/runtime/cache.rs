@@ -26,6 +26,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use super::compiler::{CompileError, Compiler};
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// First bytes of every entry (format version).
@@ -97,15 +99,18 @@ impl CodeCache {
     }
 
     /// The component whose bytes are `wasm` with sha256 `digest` (hex): from the
-    /// cache when a verified entry exists, else compiled (and stored).
+    /// cache when a verified entry exists, else compiled by `compiler` (and
+    /// stored).
     pub fn component(
         &self,
         engine: &Engine,
+        compiler: &Compiler,
         digest: &str,
         wasm: &[u8],
-    ) -> wasmtime::Result<(Component, Source)> {
+    ) -> Result<(Component, Source), CompileError> {
         if !is_hex_digest(digest) {
-            return Ok((Component::new(engine, wasm)?, Source::Compiled));
+            let (component, _) = compiler.component(engine, wasm)?;
+            return Ok((component, Source::Compiled));
         }
         let path = self.entry_path(digest);
         match std::fs::read(&path) {
@@ -125,14 +130,9 @@ impl CodeCache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!(file = %path.display(), "cannot read cache entry: {e}"),
         }
-        let component = Component::new(engine, wasm)?;
-        match component.serialize() {
-            Ok(artifact) => {
-                if let Err(e) = self.store(digest, &artifact) {
-                    tracing::warn!(file = %path.display(), "cannot write compiled-code cache entry: {e}");
-                }
-            }
-            Err(e) => tracing::warn!("cannot serialize compiled code: {e}"),
+        let (component, artifact) = compiler.component(engine, wasm)?;
+        if let Err(e) = self.store(digest, &artifact) {
+            tracing::warn!(file = %path.display(), "cannot write compiled-code cache entry: {e}");
         }
         Ok((component, Source::Compiled))
     }

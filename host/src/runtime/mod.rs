@@ -8,6 +8,7 @@
 //! [`CallFailure`].
 
 pub mod cache;
+pub mod compiler;
 pub mod gate;
 mod state;
 
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::component::{InstancePre, Linker};
 use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
 };
@@ -188,12 +189,47 @@ fn fmt_duration(d: Duration) -> String {
     }
 }
 
+/// The engine configuration of `options`: fuel, epochs, stack, the pooling
+/// allocator. The host and its compiler child ([`compiler`]) both use it.
+fn engine_config(options: RuntimeOptions) -> wasmtime::Config {
+    let mut config = wasmtime::Config::new();
+    config.consume_fuel(options.fuel);
+    config.epoch_interruption(options.epoch);
+    config.max_wasm_stack(WASM_STACK);
+    let mut pool = PoolingAllocationConfig::default();
+    // One component may not take more than a small share of the pool, so a
+    // plugin cannot starve the others by instantiating many core instances.
+    // Every instance holds one of MAX_LIVE_INSTANCES permits while it lives,
+    // so the pool below can never run out.
+    let live = MAX_LIVE_INSTANCES;
+    pool.total_component_instances(live)
+        .total_core_instances(live * MAX_CORE_INSTANCES_PER_COMPONENT)
+        .total_memories(live * MAX_MEMORIES_PER_COMPONENT)
+        .total_tables(live * MAX_TABLES_PER_COMPONENT)
+        .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
+        .max_memory_size((MAX_MEMORY_MIB as usize) << 20)
+        .table_elements(1 << 20)
+        // Reset a freed slot's dirty pages (found with Linux's PAGEMAP_SCAN,
+        // up to this many bytes) with memset rather than madvise: no system
+        // call and no TLB shootdown on every call (the profile's top kernel
+        // cost), and no page faults to bring the pages back.
+        .pagemap_scan(wasmtime::Enabled::Auto)
+        .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+        .table_keep_resident(KEEP_RESIDENT_BYTES);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
 /// The shared engine and linker.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
     ticker_stop: Arc<AtomicBool>,
     cache: Option<Arc<cache::CodeCache>>,
+    compiler: compiler::Compiler,
+    options: RuntimeOptions,
     gates: Gates,
     live: tokio::sync::Semaphore,
 }
@@ -206,7 +242,7 @@ impl Drop for Runtime {
 
 /// Engine switches. Both limits are on in production; turning them off exists only
 /// to measure their cost (`cargo bench --bench call_overhead`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RuntimeOptions {
     /// Count fuel (per-call instruction budget).
     pub fuel: bool,
@@ -232,33 +268,7 @@ impl Runtime {
 
     /// [`Runtime::new`] with explicit engine switches.
     pub fn with_options(options: RuntimeOptions) -> wasmtime::Result<Self> {
-        let mut config = wasmtime::Config::new();
-        config.consume_fuel(options.fuel);
-        config.epoch_interruption(options.epoch);
-        config.max_wasm_stack(WASM_STACK);
-        let mut pool = PoolingAllocationConfig::default();
-        // One component may not take more than a small share of the pool, so a
-        // plugin cannot starve the others by instantiating many core instances.
-        // Every instance holds one of MAX_LIVE_INSTANCES permits while it lives,
-        // so the pool below can never run out.
-        let live = MAX_LIVE_INSTANCES;
-        pool.total_component_instances(live)
-            .total_core_instances(live * MAX_CORE_INSTANCES_PER_COMPONENT)
-            .total_memories(live * MAX_MEMORIES_PER_COMPONENT)
-            .total_tables(live * MAX_TABLES_PER_COMPONENT)
-            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
-            .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
-            .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
-            .max_memory_size((MAX_MEMORY_MIB as usize) << 20)
-            .table_elements(1 << 20)
-            // Reset a freed slot's dirty pages (found with Linux's PAGEMAP_SCAN,
-            // up to this many bytes) with memset rather than madvise: no system
-            // call and no TLB shootdown on every call (the profile's top kernel
-            // cost), and no page faults to bring the pages back.
-            .pagemap_scan(wasmtime::Enabled::Auto)
-            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-            .table_keep_resident(KEEP_RESIDENT_BYTES);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let config = engine_config(options);
         let engine = Engine::new(&config)?;
 
         let mut linker = Linker::<CallState>::new(&engine);
@@ -284,6 +294,8 @@ impl Runtime {
             linker,
             ticker_stop,
             cache: None,
+            compiler: compiler::Compiler::InProcess,
+            options,
             gates: Gates::default(),
             live: tokio::sync::Semaphore::new(MAX_LIVE_INSTANCES as usize),
         })
@@ -294,6 +306,14 @@ impl Runtime {
     pub fn enable_cache(&mut self, dir: &std::path::Path) -> std::io::Result<()> {
         self.cache = Some(Arc::new(cache::CodeCache::open(dir, &self.engine)?));
         Ok(())
+    }
+
+    /// Compiles components this host has no cached code for in a child
+    /// process running this executable (see [`compiler`]), so Cranelift's
+    /// memory never stays in the host. Needs the cache (without one, code is
+    /// compiled in this process).
+    pub fn compile_in_child(&mut self) {
+        self.compiler = compiler::Compiler::child(self.options);
     }
 
     /// The compiled-code cache, if any.
@@ -345,14 +365,17 @@ impl Runtime {
         // reads and writes files: keep both off the async workers.
         let (component, source) = {
             let (engine, cache) = (self.engine.clone(), self.cache.clone());
+            let compiler = self.compiler.clone();
             let (digest, bytes) = (digest.to_owned(), bytes.to_vec());
             tokio::task::spawn_blocking(move || match &cache {
-                Some(cache) => cache.component(&engine, &digest, &bytes),
-                None => Component::new(&engine, &bytes).map(|c| (c, cache::Source::Compiled)),
+                Some(cache) => cache.component(&engine, &compiler, &digest, &bytes),
+                None => compiler
+                    .component(&engine, &bytes)
+                    .map(|(c, _)| (c, cache::Source::Compiled)),
             })
             .await
             .map_err(|e| LoadError::NotComponent(format!("the compiler task failed: {e}")))?
-            .map_err(|e| LoadError::NotComponent(first_line(&e)))?
+            .map_err(|e| LoadError::NotComponent(e.to_string()))?
         };
         match source {
             cache::Source::Cache => tracing::debug!(
@@ -362,6 +385,7 @@ impl Runtime {
             cache::Source::Compiled => tracing::debug!(
                 plugin = %name, digest, ms = started.elapsed().as_millis() as u64,
                 cached = self.cache.is_some(),
+                compiler = self.compiler.kind(),
                 "component compiled"
             ),
         }

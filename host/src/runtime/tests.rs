@@ -1,4 +1,5 @@
 use super::*;
+use wasmtime::component::Component;
 
 #[test]
 fn failures_read_well() {
