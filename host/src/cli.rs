@@ -712,15 +712,14 @@ async fn load_plugins(
     audit: &Audit,
 ) -> anyhow::Result<Arc<Catalog>> {
     let started = std::time::Instant::now();
-    let (snapshot, changes) =
-        crate::plugins::reconcile(runtime, config, &Default::default(), false)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot read plugin directory {}",
-                    config.plugins_dir.display()
-                )
-            })?;
+    let (snapshot, changes) = crate::plugins::reconcile(runtime, config, &Default::default(), None)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot read plugin directory {}",
+                config.plugins_dir.display()
+            )
+        })?;
     tracing::info!(
         plugins = snapshot.plugins.len(),
         tools = snapshot.tools.len(),

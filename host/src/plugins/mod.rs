@@ -275,7 +275,7 @@ const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Loads every `*.wasm` in `config.plugins_dir` into a fresh snapshot (start-up).
 pub async fn load_dir(runtime: &Runtime, config: &Config) -> std::io::Result<Snapshot> {
-    let (snapshot, _) = reconcile(runtime, config, &Snapshot::default(), false).await?;
+    let (snapshot, _) = reconcile(runtime, config, &Snapshot::default(), None).await?;
     Ok(snapshot)
 }
 
@@ -283,8 +283,9 @@ pub async fn load_dir(runtime: &Runtime, config: &Config) -> std::io::Result<Sna
 /// changed files are loaded as new versions (the old version keeps serving if the
 /// new one is refused), deleted files stop serving. Unchanged files (same size
 /// and modification time) are not read again. With `settle`, files modified in
-/// the last moments, or recent files that do not parse yet, are deferred rather
-/// than refused: an operator copying a file is not an error.
+/// the last moments (unless named in the set: known complete), or recent files that
+/// do not parse yet, are deferred rather than refused: an operator copying a
+/// file is not an error.
 ///
 /// Tool names are unique across plugins: a plugin whose tool is already served
 /// by another plugin is refused, naming both; at start-up, older files win.
@@ -292,7 +293,7 @@ pub async fn reconcile(
     runtime: &Runtime,
     config: &Config,
     current: &Snapshot,
-    settle: bool,
+    settle: Option<&std::collections::HashSet<PathBuf>>,
 ) -> std::io::Result<(Snapshot, Changes)> {
     let mut files = blocking(list_plugin_files(config.plugins_dir.clone())).await?;
     // Oldest first: at start-up the older file keeps a contested name.
@@ -300,7 +301,11 @@ pub async fn reconcile(
     let mut changes = Changes::default();
     let (mut next, candidates) = carry_over(current, files, &mut changes);
     for (name, path, stamp) in candidates {
-        if settle && stamp.is_younger_than(SETTLE) {
+        let known_complete = settle.is_some_and(|complete| {
+            path.file_name()
+                .is_some_and(|n| complete.contains(Path::new(n)))
+        });
+        if settle.is_some() && !known_complete && stamp.is_younger_than(SETTLE) {
             changes.deferred.push(name);
             continue;
         }
@@ -317,7 +322,7 @@ pub async fn reconcile(
             }
             // A recent file that does not parse (or whose signature has not
             // arrived yet) is given until GRACE to become whole.
-            Err(refusal) if settle && is_unfinished(&refusal, &path, stamp) => {
+            Err(refusal) if settle.is_some() && is_unfinished(&refusal, &path, stamp) => {
                 changes.deferred.push(name);
                 continue;
             }

@@ -6,6 +6,7 @@
 //! again shortly; a periodic rescan catches events a file system did not report.
 //! A config file that does not parse is refused and the old config stays.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +21,9 @@ use crate::runtime::Runtime;
 
 /// Quiet time that ends a burst of events.
 const DEBOUNCE: Duration = Duration::from_millis(100);
+/// Quiet time that ends a burst whose every plugin file is known complete
+/// (closed after writing, or renamed into the directory).
+const COMPLETE_QUIET: Duration = Duration::from_millis(5);
 /// The longest a burst is held back, however busy the directory is.
 const MAX_WAIT: Duration = Duration::from_millis(500);
 /// When to look again at files still being written.
@@ -103,12 +107,16 @@ impl Reloader {
         }
     }
 
-    /// Rescans the plugin directory once; returns what changed.
-    pub async fn rescan(&self) -> Changes {
+    /// Rescans the plugin directory once; returns what changed. Files named in
+    /// `complete` (closed after writing or renamed into place since) are not
+    /// waited for even if they were modified moments ago.
+    pub async fn rescan(&self, complete: &HashSet<PathBuf>) -> Changes {
         let config = self.config();
         tracing::debug!(dir = %config.plugins_dir.display(), "rescanning the plugin directory");
         let current = self.catalog.snapshot();
-        let (next, changes) = match reconcile(&self.runtime, &config, &current, true).await {
+        let (next, changes) = match reconcile(&self.runtime, &config, &current, Some(complete))
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(dir = %config.plugins_dir.display(), "cannot read the plugin directory: {e}");
@@ -251,7 +259,12 @@ impl Reloader {
                     burst.add(ev);
                     let give_up = tokio::time::Instant::now() + MAX_WAIT;
                     loop {
-                        let quiet = (tokio::time::Instant::now() + DEBOUNCE).min(give_up);
+                        let wait = if burst.all_complete() {
+                            COMPLETE_QUIET
+                        } else {
+                            DEBOUNCE
+                        };
+                        let quiet = (tokio::time::Instant::now() + wait).min(give_up);
                         match tokio::time::timeout_at(quiet, rx.recv()).await {
                             Ok(Some(ev)) => burst.add(ev),
                             Ok(None) => return,
@@ -271,7 +284,7 @@ impl Reloader {
                 // A wake-up without events is the periodic rescan or a re-check;
                 // a new config may let refused files in.
                 if burst.plugins || burst.config || !burst.any {
-                    let changes = this.rescan().await;
+                    let changes = this.rescan(&burst.complete).await;
                     recheck = (!changes.deferred.is_empty())
                         .then(|| tokio::time::Instant::now() + RECHECK);
                 } else {
@@ -317,10 +330,14 @@ pub async fn audit_changes(audit: &Audit, changes: &Changes) {
 }
 
 /// What a relevant file-system event touched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Relevant {
-    /// A plugin file or its signature.
-    Plugin,
+    /// A plugin file or its signature was changed (or something in the
+    /// directory, when the path is unknown).
+    Plugin(Option<PathBuf>),
+    /// A plugin file is complete: its writer closed it, or it was renamed into
+    /// the directory.
+    Complete(PathBuf),
     /// The config file.
     Config,
 }
@@ -331,15 +348,42 @@ struct Burst {
     plugins: bool,
     config: bool,
     any: bool,
+    /// Plugin files (names in the directory) complete as of their last event.
+    complete: HashSet<PathBuf>,
+    /// Whether an event may concern a file not (yet) complete.
+    unsettled: bool,
+    /// Files changed since their last completion.
+    pending: HashSet<PathBuf>,
 }
 
 impl Burst {
     fn add(&mut self, r: Relevant) {
         self.any = true;
         match r {
-            Relevant::Plugin => self.plugins = true,
+            Relevant::Plugin(Some(path)) => {
+                self.plugins = true;
+                let name = file_name(&path);
+                self.complete.remove(&name);
+                self.pending.insert(name);
+            }
+            Relevant::Plugin(None) => {
+                self.plugins = true;
+                self.unsettled = true;
+            }
+            Relevant::Complete(path) => {
+                self.plugins = true;
+                let name = file_name(&path);
+                self.pending.remove(&name);
+                self.complete.insert(name);
+            }
             Relevant::Config => self.config = true,
         }
+    }
+
+    /// Whether every plugin file this burst touched is complete (and nothing
+    /// else happened): no reason to wait for more events.
+    fn all_complete(&self) -> bool {
+        !self.complete.is_empty() && self.pending.is_empty() && !self.unsettled && !self.config
     }
 }
 
@@ -352,25 +396,49 @@ struct EventFilter {
 impl EventFilter {
     fn classify(&self, ev: &notify::Event) -> Option<Relevant> {
         use notify::EventKind;
-        // Opening, reading and closing a file change nothing.
-        if matches!(ev.kind, EventKind::Access(_)) {
-            return None;
+        use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+        let in_dir = |p: &std::path::Path| p.parent() == Some(self.plugins_dir.as_path());
+        let is_wasm = |p: &std::path::Path| p.extension().is_some_and(|e| e == "wasm");
+        match ev.kind {
+            // A plugin file closed after writing is complete.
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
+                return ev
+                    .paths
+                    .iter()
+                    .find(|p| in_dir(p) && is_wasm(p))
+                    .map(|p| Relevant::Complete(p.clone()));
+            }
+            // Opening, reading and closing a file change nothing.
+            EventKind::Access(_) => return None,
+            // So is a plugin file renamed into the directory (the last path
+            // of a rename is its new name).
+            EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => {
+                if let Some(to) = ev.paths.last().filter(|p| in_dir(p) && is_wasm(p)) {
+                    return Some(Relevant::Complete(to.clone()));
+                }
+            }
+            _ => {}
         }
         let mut hit = None;
         for p in &ev.paths {
             if self.config_file.as_deref() == Some(p.as_path()) {
                 return Some(Relevant::Config);
             }
-            if p.parent() == Some(self.plugins_dir.as_path()) && is_plugin_file(p) {
-                hit = Some(Relevant::Plugin);
+            if in_dir(p) && is_plugin_file(p) {
+                hit = Some(Relevant::Plugin(Some(p.clone())));
             }
         }
         // An overflowed queue or an event without paths: look at everything.
         if ev.paths.is_empty() || ev.need_rescan() {
-            return Some(Relevant::Plugin);
+            return Some(Relevant::Plugin(None));
         }
         hit
     }
+}
+
+/// The last component of `path`.
+fn file_name(path: &std::path::Path) -> PathBuf {
+    PathBuf::from(path.file_name().unwrap_or_default())
 }
 
 /// `NAME.wasm` or `NAME.wasm.sig`.
@@ -384,3 +452,7 @@ fn file_hash(path: &std::path::Path) -> Option<[u8; 32]> {
     use sha2::{Digest, Sha256};
     std::fs::read(path).ok().map(|b| Sha256::digest(&b).into())
 }
+
+#[cfg(test)]
+#[path = "watch_tests.rs"]
+mod tests;

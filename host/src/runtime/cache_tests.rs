@@ -16,15 +16,21 @@ fn second_load_is_a_verified_hit() {
     let engine = engine();
     let cache = CodeCache::open(dir.path(), &engine).unwrap();
     let d = digest(WAT.as_bytes());
-    let (_, src) = cache.component(&engine, &Compiler::InProcess, &d, WAT.as_bytes()).unwrap();
+    let (_, src) = cache
+        .component(&engine, &Compiler::InProcess, &d, WAT.as_bytes())
+        .unwrap();
     assert_eq!(src, Source::Compiled);
     assert!(cache.entry_path(&d).is_file());
-    let (_, src) = cache.component(&engine, &Compiler::InProcess, &d, WAT.as_bytes()).unwrap();
+    let (_, src) = cache
+        .component(&engine, &Compiler::InProcess, &d, WAT.as_bytes())
+        .unwrap();
     assert_eq!(src, Source::Cache);
     // A new cache on the same directory (a restart) finds it too.
     let again = CodeCache::open(dir.path(), &engine).unwrap();
     assert_eq!(again.engine_hash(), cache.engine_hash());
-    let (_, src) = again.component(&engine, &Compiler::InProcess, &d, WAT.as_bytes()).unwrap();
+    let (_, src) = again
+        .component(&engine, &Compiler::InProcess, &d, WAT.as_bytes())
+        .unwrap();
     assert_eq!(src, Source::Cache);
 }
 
@@ -48,7 +54,9 @@ fn corrupt_or_truncated_entries_are_rebuilt() {
     let engine = engine();
     let cache = CodeCache::open(dir.path(), &engine).unwrap();
     let d = digest(WAT.as_bytes());
-    cache.component(&engine, &Compiler::InProcess, &d, WAT.as_bytes()).unwrap();
+    cache
+        .component(&engine, &Compiler::InProcess, &d, WAT.as_bytes())
+        .unwrap();
     let path = cache.entry_path(&d);
     let good = std::fs::read(&path).unwrap();
 
@@ -57,24 +65,32 @@ fn corrupt_or_truncated_entries_are_rebuilt() {
     let last = bad.len() - 1;
     bad[last] ^= 1;
     std::fs::write(&path, &bad).unwrap();
-    let (_, src) = cache.component(&engine, &Compiler::InProcess, &d, WAT.as_bytes()).unwrap();
+    let (_, src) = cache
+        .component(&engine, &Compiler::InProcess, &d, WAT.as_bytes())
+        .unwrap();
     assert_eq!(src, Source::Compiled, "a corrupt entry is not used");
     let rebuilt = std::fs::read(&path).unwrap();
     assert_ne!(rebuilt, bad, "the entry was rewritten");
-    let (_, src) = cache.component(&engine, &Compiler::InProcess, &d, WAT.as_bytes()).unwrap();
+    let (_, src) = cache
+        .component(&engine, &Compiler::InProcess, &d, WAT.as_bytes())
+        .unwrap();
     assert_eq!(src, Source::Cache, "the rebuilt entry is used");
 
     // Truncated at every interesting length.
     for len in [0, 5, MAGIC.len(), MAGIC.len() + 10, good.len() / 2] {
         std::fs::write(&path, &good[..len]).unwrap();
-        let (_, src) = cache.component(&engine, &Compiler::InProcess, &d, WAT.as_bytes()).unwrap();
+        let (_, src) = cache
+            .component(&engine, &Compiler::InProcess, &d, WAT.as_bytes())
+            .unwrap();
         assert_eq!(src, Source::Compiled, "truncated to {len} bytes");
     }
     // Garbage with a valid-looking header.
     let mut junk = MAGIC.to_vec();
     junk.extend([7u8; 200]);
     std::fs::write(&path, &junk).unwrap();
-    let (_, src) = cache.component(&engine, &Compiler::InProcess, &d, WAT.as_bytes()).unwrap();
+    let (_, src) = cache
+        .component(&engine, &Compiler::InProcess, &d, WAT.as_bytes())
+        .unwrap();
     assert_eq!(src, Source::Compiled);
 }
 
@@ -84,17 +100,23 @@ fn entries_under_another_key_are_rejected() {
     let engine = engine();
     let cache = CodeCache::open(dir.path(), &engine).unwrap();
     let d = digest(WAT.as_bytes());
-    cache.component(&engine, &Compiler::InProcess, &d, WAT.as_bytes()).unwrap();
+    cache
+        .component(&engine, &Compiler::InProcess, &d, WAT.as_bytes())
+        .unwrap();
     // A different key (someone else's host, or a replaced key file).
     std::fs::write(dir.path().join("key"), [9u8; 32]).unwrap();
     let other = CodeCache::open(dir.path(), &engine).unwrap();
-    let (_, src) = other.component(&engine, &Compiler::InProcess, &d, WAT.as_bytes()).unwrap();
+    let (_, src) = other
+        .component(&engine, &Compiler::InProcess, &d, WAT.as_bytes())
+        .unwrap();
     assert_eq!(
         src,
         Source::Compiled,
         "an entry MACed under another key is refused"
     );
-    let (_, src) = other.component(&engine, &Compiler::InProcess, &d, WAT.as_bytes()).unwrap();
+    let (_, src) = other
+        .component(&engine, &Compiler::InProcess, &d, WAT.as_bytes())
+        .unwrap();
     assert_eq!(src, Source::Cache);
 }
 
@@ -106,9 +128,13 @@ fn an_entry_moved_to_another_digest_is_rejected() {
     let a = r#"(component (core module (func (export "a"))))"#;
     let b = r#"(component (core module (func (export "b"))))"#;
     let (da, db) = (digest(a.as_bytes()), digest(b.as_bytes()));
-    cache.component(&engine, &Compiler::InProcess, &da, a.as_bytes()).unwrap();
+    cache
+        .component(&engine, &Compiler::InProcess, &da, a.as_bytes())
+        .unwrap();
     std::fs::copy(cache.entry_path(&da), cache.entry_path(&db)).unwrap();
-    let (_, src) = cache.component(&engine, &Compiler::InProcess, &db, b.as_bytes()).unwrap();
+    let (_, src) = cache
+        .component(&engine, &Compiler::InProcess, &db, b.as_bytes())
+        .unwrap();
     assert_eq!(src, Source::Compiled, "a's code is never served for b");
 }
 
@@ -123,7 +149,10 @@ fn another_engine_configuration_uses_other_entries() {
     let c2 = CodeCache::open(dir.path(), &fuel).unwrap();
     assert_ne!(c1.engine_hash(), c2.engine_hash());
     let d = digest(WAT.as_bytes());
-    c1.component(&plain, &Compiler::InProcess, &d, WAT.as_bytes()).unwrap();
-    let (_, src) = c2.component(&fuel, &Compiler::InProcess, &d, WAT.as_bytes()).unwrap();
+    c1.component(&plain, &Compiler::InProcess, &d, WAT.as_bytes())
+        .unwrap();
+    let (_, src) = c2
+        .component(&fuel, &Compiler::InProcess, &d, WAT.as_bytes())
+        .unwrap();
     assert_eq!(src, Source::Compiled);
 }

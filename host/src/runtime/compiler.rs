@@ -225,7 +225,11 @@ fn in_child(
             Ok(artifact)
         }
         Some(EXIT_INVALID) => Err(CompileError::Invalid(
-            message.lines().next().unwrap_or("invalid component").to_owned(),
+            message
+                .lines()
+                .next()
+                .unwrap_or("invalid component")
+                .to_owned(),
         )),
         _ => Err(process(format!(
             "failed ({status}){}",

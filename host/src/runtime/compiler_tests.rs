@@ -50,11 +50,21 @@ fn the_childs_compile_error_is_the_plugins_error() {
 #[test]
 fn a_crashing_child_refuses_the_plugin_with_its_status() {
     let dir = tempfile::tempdir().unwrap();
-    let c = scripted(&dir, "echo 'out of memory' >&2; kill -9 $$", Duration::from_secs(30));
-    let e = c.component(&engine(), WAT.as_bytes()).map(|_| ()).unwrap_err();
+    let c = scripted(
+        &dir,
+        "echo 'out of memory' >&2; kill -9 $$",
+        Duration::from_secs(30),
+    );
+    let e = c
+        .component(&engine(), WAT.as_bytes())
+        .map(|_| ())
+        .unwrap_err();
     let text = e.to_string();
     assert!(matches!(e, CompileError::Process(_)), "{text}");
-    assert!(text.contains("signal: 9") && text.contains("out of memory"), "{text}");
+    assert!(
+        text.contains("signal: 9") && text.contains("out of memory"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -62,8 +72,14 @@ fn a_child_past_its_deadline_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     let c = scripted(&dir, "exec sleep 30", Duration::from_millis(300));
     let started = std::time::Instant::now();
-    let e = c.component(&engine(), WAT.as_bytes()).map(|_| ()).unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(20), "the child was not killed");
+    let e = c
+        .component(&engine(), WAT.as_bytes())
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the child was not killed"
+    );
     assert!(e.to_string().contains("was stopped after 300 ms"), "{e}");
 }
 
@@ -75,7 +91,13 @@ fn garbage_from_the_child_is_refused_not_run() {
         "cat >/dev/null; printf 'definitely not compiled code'",
         Duration::from_secs(30),
     );
-    let e = c.component(&engine(), WAT.as_bytes()).map(|_| ()).unwrap_err();
+    let e = c
+        .component(&engine(), WAT.as_bytes())
+        .map(|_| ())
+        .unwrap_err();
     assert!(matches!(e, CompileError::Process(_)), "{e}");
-    assert!(e.to_string().contains("produced code this engine refuses"), "{e}");
+    assert!(
+        e.to_string().contains("produced code this engine refuses"),
+        "{e}"
+    );
 }
