@@ -80,6 +80,10 @@ pub struct StockadeMcp {
     subscriptions: sessions::Subscriptions,
 }
 
+/// How long a call stopped because its client went away waits for the
+/// client's cancellation of it, to audit which of the two it was.
+const CANCEL_AFTER_DISCONNECT: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// The most resources one session may subscribe to.
 const MAX_SUBSCRIPTIONS: usize = 1024;
 
@@ -133,6 +137,14 @@ impl StockadeMcp {
             () = rq.ct.cancelled() => return stopped(CallFailure::Cancelled),
             r = self.shared.runtime.invoke(&plugin.code, &plugin.policy, op, cx) => r,
             () = gone.cancelled() => {
+                // The guest is stopped (its invocation dropped). A client that
+                // cancels also drops the request's stream, and the two may
+                // arrive in either order: a cancellation that follows within
+                // moments is what the client asked for.
+                let asked = tokio::time::timeout(CANCEL_AFTER_DISCONNECT, rq.ct.cancelled()).await;
+                if asked.is_ok() {
+                    return stopped(CallFailure::Cancelled);
+                }
                 tracing::info!("client went away; call stopped");
                 return stopped(CallFailure::Disconnected);
             }
