@@ -8,6 +8,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt as _;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -300,16 +302,32 @@ pub async fn reconcile(
     files.sort_by(|a, b| (a.2.modified, &a.0).cmp(&(b.2.modified, &b.0)));
     let mut changes = Changes::default();
     let (mut next, candidates) = carry_over(current, files, &mut changes);
-    for (name, path, stamp) in candidates {
-        let known_complete = settle.is_some_and(|complete| {
-            path.file_name()
-                .is_some_and(|n| complete.contains(Path::new(n)))
-        });
-        if settle.is_some() && !known_complete && stamp.is_younger_than(SETTLE) {
+    // Files are loaded (read, verified, compiled or read from the cache,
+    // described) a few at a time, one per core, and admitted one by one in
+    // order, so the older file still wins a contested name.
+    let parallel = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let mut loads =
+        futures_util::stream::iter(candidates.into_iter().map(|(name, path, stamp)| {
+            let known_complete = settle.is_some_and(|complete| {
+                path.file_name()
+                    .is_some_and(|n| complete.contains(Path::new(n)))
+            });
+            let defer = settle.is_some() && !known_complete && stamp.is_younger_than(SETTLE);
+            async move {
+                let loaded = if defer {
+                    None
+                } else {
+                    Some(load_candidate(runtime, config, current, &name, &path, stamp).await)
+                };
+                (name, path, stamp, loaded)
+            }
+        }))
+        .buffered(parallel);
+    while let Some((name, path, stamp, loaded)) = loads.next().await {
+        let Some((loaded, digest)) = loaded else {
             changes.deferred.push(name);
             continue;
-        }
-        let (loaded, digest) = load_candidate(runtime, config, current, &name, &path, stamp).await;
+        };
         let refusal = match loaded {
             Ok(plugin) => {
                 match first_clash(&plugin, next.plugins.values().filter(|p| p.name != name)) {
