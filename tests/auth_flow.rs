@@ -477,7 +477,7 @@ fn hash_password_on_a_terminal_does_not_echo() {
         }
     });
     let mut stdin = child.stdin.take().unwrap();
-    // Type each answer only once its prompt is on the screen (echo is off by then).
+    // Type each answer only once its prompt is on the screen.
     for prompt in ["Password (not shown):", "Again, to confirm:"] {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while !screen.lock().unwrap().contains(prompt) {
@@ -488,6 +488,10 @@ fn hash_password_on_a_terminal_does_not_echo() {
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+        // rpassword turns echo off just after printing its prompt: type as a
+        // person would, a moment after the prompt shows (a clean-clone run
+        // typed into that gap and saw its own echo).
+        std::thread::sleep(std::time::Duration::from_millis(300));
         stdin.write_all(format!("{password}\n").as_bytes()).unwrap();
         stdin.flush().unwrap();
     }
