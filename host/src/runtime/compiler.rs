@@ -15,7 +15,7 @@
 //! artifact ([`Engine::precompile_component`]) on stdout, both over pipes only
 //! the two processes hold; on a compile error it writes the error on stderr
 //! and exits with [`EXIT_INVALID`]. The executable is the host's own image
-//! (`/proc/self/exe` on Linux, so an upgrade of the file on disk while the
+//! (`/proc/<pid>/exe` on Linux, so an upgrade of the file on disk while the
 //! host runs does not change the compiler), with the same engine settings
 //! ([`super::RuntimeOptions`] passed as arguments); wasmtime checks both
 //! again when the artifact is loaded.
@@ -71,20 +71,25 @@ pub enum CompileError {
 }
 
 impl Compiler {
-    /// The child-process compiler running this process's own executable.
+    /// The child-process compiler running this process's own executable, or
+    /// the in-process one (with a warning) when the executable cannot be
+    /// found (no `/proc`, and `current_exe` fails).
     pub fn child(options: RuntimeOptions) -> Compiler {
-        let exe = if cfg!(target_os = "linux") {
-            PathBuf::from("/proc/self/exe")
+        // `/proc/<pid>/exe` is this process's image, reachable even if the file
+        // on disk is replaced or deleted (an upgrade while the host runs).
+        let own_image = PathBuf::from(format!("/proc/{}/exe", std::process::id()));
+        let exe = if own_image.exists() {
+            own_image
         } else {
-            std::env::current_exe().unwrap_or_else(|_| PathBuf::from("stockade"))
-        };
-        // `/proc/self/exe` names whichever process opens it: resolve it here to
-        // this process's image, which stays reachable through this link even if
-        // the file on disk is replaced or deleted.
-        let exe = if exe == std::path::Path::new("/proc/self/exe") {
-            PathBuf::from(format!("/proc/{}/exe", std::process::id()))
-        } else {
-            exe
+            match std::env::current_exe() {
+                Ok(exe) => exe,
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot find this program's executable ({e}); plugins are compiled in-process"
+                    );
+                    return Compiler::InProcess;
+                }
+            }
         };
         Compiler::Child {
             exe,
