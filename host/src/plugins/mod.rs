@@ -6,14 +6,13 @@
 //! The [`Catalog`] holds the current snapshot and swaps it atomically, so a request
 //! always sees one consistent set of plugins.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-
-use futures_util::StreamExt as _;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use futures_util::StreamExt as _;
 use sha2::{Digest, Sha256};
 
 pub mod inspect;
@@ -295,7 +294,7 @@ pub async fn reconcile(
     runtime: &Runtime,
     config: &Config,
     current: &Snapshot,
-    settle: Option<&std::collections::HashSet<PathBuf>>,
+    settle: Option<&HashSet<PathBuf>>,
 ) -> std::io::Result<(Snapshot, Changes)> {
     let mut files = blocking(list_plugin_files(config.plugins_dir.clone())).await?;
     // Oldest first: at start-up the older file keeps a contested name.

@@ -20,6 +20,13 @@ fn scripted(dir: &tempfile::TempDir, script: &str, timeout: Duration) -> Compile
     }
 }
 
+/// What `c` says about a trivial component it cannot compile.
+fn refusal(c: &Compiler) -> CompileError {
+    c.component(&engine(), WAT.as_bytes())
+        .map(|_| ())
+        .unwrap_err()
+}
+
 fn engine() -> Engine {
     Engine::new(&super::super::engine_config(RuntimeOptions::default())).unwrap()
 }
@@ -41,9 +48,9 @@ fn the_childs_compile_error_is_the_plugins_error() {
         "cat >/dev/null; echo 'failed to parse WebAssembly module' >&2; echo more >&2; exit 3",
         Duration::from_secs(30),
     );
-    match c.component(&engine(), WAT.as_bytes()) {
-        Err(CompileError::Invalid(m)) => assert_eq!(m, "failed to parse WebAssembly module"),
-        other => panic!("{:?}", other.map(|_| ())),
+    match refusal(&c) {
+        CompileError::Invalid(m) => assert_eq!(m, "failed to parse WebAssembly module"),
+        other => panic!("{other:?}"),
     }
 }
 
@@ -55,10 +62,7 @@ fn a_crashing_child_refuses_the_plugin_with_its_status() {
         "echo 'out of memory' >&2; kill -9 $$",
         Duration::from_secs(30),
     );
-    let e = c
-        .component(&engine(), WAT.as_bytes())
-        .map(|_| ())
-        .unwrap_err();
+    let e = refusal(&c);
     let text = e.to_string();
     assert!(matches!(e, CompileError::Process(_)), "{text}");
     assert!(
@@ -72,10 +76,7 @@ fn a_child_past_its_deadline_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     let c = scripted(&dir, "exec sleep 30", Duration::from_millis(300));
     let started = std::time::Instant::now();
-    let e = c
-        .component(&engine(), WAT.as_bytes())
-        .map(|_| ())
-        .unwrap_err();
+    let e = refusal(&c);
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "the child was not killed"
@@ -91,10 +92,7 @@ fn garbage_from_the_child_is_refused_not_run() {
         "cat >/dev/null; printf 'definitely not compiled code'",
         Duration::from_secs(30),
     );
-    let e = c
-        .component(&engine(), WAT.as_bytes())
-        .map(|_| ())
-        .unwrap_err();
+    let e = refusal(&c);
     assert!(matches!(e, CompileError::Process(_)), "{e}");
     assert!(
         e.to_string().contains("produced code this engine refuses"),
