@@ -164,6 +164,19 @@ async fn python_sdk_client_logs_in_calls_and_refreshes() {
         .await
         .unwrap();
     check(&result, "Python SDK");
+    // The SDK's `Client` in its default mode negotiates 2026-07-28 and its
+    // results validate (every result carries `resultType`).
+    assert_eq!(
+        result["modern"]["protocol_version"], "2026-07-28",
+        "{result}"
+    );
+    assert!(
+        result["modern"]["greet"]
+            .as_str()
+            .unwrap()
+            .contains("Hello, modern"),
+        "{result}"
+    );
     let client = result["registered_client"].as_str().unwrap();
     let data = host.data_dir();
     assert_audited(

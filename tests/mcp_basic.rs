@@ -1119,3 +1119,80 @@ async fn prometheus_metrics_move_with_calls() {
     assert_eq!(right.status(), 200);
     assert!(right.text().await.unwrap().contains(ok_calls));
 }
+
+/// The JSON-RPC response in a Streamable HTTP answer (plain JSON or one SSE
+/// event carrying it).
+async fn rpc_answer(r: reqwest::Response) -> Value {
+    let body = r.text().await.unwrap();
+    let json = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .find(|d| d.contains("\"id\""))
+        .unwrap_or(body.trim());
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON-RPC ({e}): {body}"))
+}
+
+/// Issue 19: MCP 2026-07-28 requires `resultType` on every result (the official
+/// Python SDK rejects a `tools/list` without it); 2025-11-25 results keep the
+/// shape they had, without it.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_era_gets_its_result_shape() {
+    let host = HostBuilder::new()
+        .plugin(&test_plugin("kitchen-sink"), "kitchen")
+        .start();
+    let requests = [
+        ("tools/list", json!({})),
+        ("tools/call", json!({"name": "touch", "arguments": {"uri": "kitchen://readme"}})),
+        ("resources/list", json!({})),
+        ("resources/templates/list", json!({})),
+        ("resources/read", json!({"uri": "kitchen://readme"})),
+        ("prompts/list", json!({})),
+        ("prompts/get", json!({"name": "kitchen_greeting", "arguments": {"name": "Ann"}})),
+    ];
+    let http = reqwest::Client::new();
+    for (i, (method, params)) in requests.iter().enumerate() {
+        let mut params = params.clone();
+        params["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+        });
+        let mut rq = http
+            .post(host.mcp_url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", *method);
+        if let Some(name) = params.get("name").and_then(Value::as_str) {
+            rq = rq.header("mcp-name", name);
+        }
+        if let Some(uri) = params.get("uri").and_then(Value::as_str) {
+            rq = rq.header("mcp-name", uri);
+        }
+        let r = rq
+            .json(&json!({"jsonrpc": "2.0", "id": i + 1, "method": method, "params": params}))
+            .send()
+            .await
+            .unwrap();
+        let answer = rpc_answer(r).await;
+        assert_eq!(
+            answer["result"]["resultType"], "complete",
+            "{method} (2026-07-28): {answer}"
+        );
+    }
+    let legacy = common::RawSession::open(&host.mcp_url()).await;
+    for (i, (method, params)) in requests.iter().enumerate() {
+        let answer = rpc_answer(
+            legacy
+                .post(json!({"jsonrpc": "2.0", "id": i + 10, "method": method, "params": params}))
+                .await,
+        )
+        .await;
+        assert!(answer["result"].is_object(), "{method} (2025-11-25): {answer}");
+        assert!(
+            answer["result"].get("resultType").is_none(),
+            "{method} (2025-11-25): {answer}"
+        );
+    }
+}

@@ -239,9 +239,16 @@ pub fn uri_matches(template: &str, uri: &str) -> bool {
     stockade_sdk::uri_template::matches(template, uri)
 }
 
-/// Deserializes MCP JSON into an rmcp type. The JSON is built by this module, so
-/// a failure is a bug; it is reported as an internal error.
-pub fn to_rmcp<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, rmcp::ErrorData> {
+/// Deserializes MCP JSON (a result object) into an rmcp type. The JSON is built
+/// by this module, so a failure is a bug; it is reported as an internal error.
+///
+/// Every result is stamped `resultType: "complete"`, which MCP 2026-07-28
+/// requires on every result; rmcp strips it again for peers that negotiated an
+/// older revision, so legacy clients see the shape they know.
+pub fn to_rmcp<T: serde::de::DeserializeOwned>(mut v: Value) -> Result<T, rmcp::ErrorData> {
+    if let Value::Object(m) = &mut v {
+        m.entry("resultType").or_insert_with(|| "complete".into());
+    }
     serde_json::from_value(v).map_err(|e| {
         tracing::error!("internal conversion to MCP failed: {e}");
         rmcp::ErrorData::internal_error(format!("internal conversion error: {e}"), None)

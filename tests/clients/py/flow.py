@@ -1,7 +1,10 @@
 """Drives Stockade's whole OAuth + MCP flow with the official Python SDK (`mcp`):
 discovery, dynamic registration, PKCE, the login form (posted by this script
 instead of a browser), the code exchange, a tool call, a refresh through the
-SDK's own refresh path, and a second tool call.
+SDK's own refresh path, and a second tool call; then the SDK's high-level
+`Client` in its default mode (it probes `server/discover` and speaks MCP
+2026-07-28 when the server does) lists the tools and calls one with the
+same tokens.
 
 Usage: python flow.py MCP_URL PASSWORD
 Prints one JSON object on stdout; exits non-zero on any failure.
@@ -15,6 +18,7 @@ import time
 from urllib.parse import parse_qs, urlparse
 
 import httpx2
+from mcp import Client
 from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider, TokenStorage
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -96,6 +100,19 @@ async def call_greet(url: str, provider: OAuthClientProvider, name: str) -> tupl
                 return sorted(t.name for t in tools.tools), text(result)
 
 
+async def modern_greet(url: str, provider: OAuthClientProvider, name: str) -> dict:
+    """`Client` as the SDK's README shows it, in its default mode ("auto")."""
+    async with create_mcp_http_client(auth=provider) as http:
+        async with Client(streamable_http_client(url, http_client=http)) as client:
+            tools = await client.list_tools()
+            result = await client.call_tool("greet", {"name": name})
+            return {
+                "protocol_version": client.session.protocol_version,
+                "tools": sorted(t.name for t in tools.tools),
+                "greet": text(result),
+            }
+
+
 async def main(url: str, password: str) -> dict:
     storage = MemoryStorage()
     browser = Browser(password)
@@ -127,11 +144,17 @@ async def main(url: str, password: str) -> dict:
         second and second.refresh_token != first.refresh_token and second.access_token != first.access_token
     )
     out["token_saves"] = len(storage.saved)
+
+    # 3. The high-level Client in its default mode: MCP 2026-07-28, no session.
+    out["modern"] = await modern_greet(url, provider, "modern")
     out["ok"] = (
         out["refreshed"]
         and "Hello, Python" in out["greet"]
         and "Hello, again" in out["greet_after_refresh"]
         and out["token_saves"] == 2
+        and out["modern"]["protocol_version"] == "2026-07-28"
+        and "Hello, modern" in out["modern"]["greet"]
+        and out["modern"]["tools"] == out["tools"]
     )
     return out
 
