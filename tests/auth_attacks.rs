@@ -917,3 +917,56 @@ async fn one_address_flooding_the_login_page_does_not_lock_out_another() {
     );
     assert!(host.is_running());
 }
+
+/// The claims of a JWT, unverified (its middle part).
+fn jwt_claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&B64.decode(payload).unwrap()).unwrap()
+}
+
+/// Issue 18.1: someone who holds a signing key and saw a family id (say, on a
+/// plaintext database link) cannot mint a token for another user or client
+/// around that family: the gate checks the token's `sub` and `client_id`
+/// against the family's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stolen_key_and_family_id_do_not_impersonate() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = oauth::users_file(
+        dir.path(),
+        &[("alice", ALICE_PW, &["mcp"]), ("bob", BOB_PW, &["mcp"])],
+    );
+    let mut host = HostBuilder::new()
+        .plugin(&bundled("template"), "template")
+        .auth(Some("builtin"))
+        .arg("--users-file")
+        .arg(users.to_str().unwrap())
+        .start();
+    let o = Oauth::new(&host.base_url());
+    let base = o.base.clone();
+    let (_, bob) = o.full_login_as("bob", BOB_PW, "").await;
+    let real = jwt_claims(&bob.access);
+    let fam = real["fam"].as_str().unwrap().to_owned();
+    let client = real["client_id"].as_str().unwrap().to_owned();
+    // Positive control: a token minted with bob's own claims is served.
+    let mut same = real.clone();
+    same["jti"] = json!("minted-1");
+    let minted = sign_with_host_key(&host.data_dir(), &same);
+    assert_eq!(
+        o.mcp(Some(&minted), &initialize()).await.status,
+        StatusCode::OK
+    );
+    // Another user around bob's family: refused.
+    let mut as_alice = real.clone();
+    as_alice["sub"] = json!("alice");
+    as_alice["jti"] = json!("minted-2");
+    let forged = sign_with_host_key(&host.data_dir(), &as_alice);
+    assert_invalid_token(&o.mcp(Some(&forged), &initialize()).await, &base);
+    // Bob through another client's id around his family: refused.
+    let mut other_client = real.clone();
+    other_client["client_id"] = json!(format!("{client}-other"));
+    other_client["jti"] = json!("minted-3");
+    let forged = sign_with_host_key(&host.data_dir(), &other_client);
+    assert_invalid_token(&o.mcp(Some(&forged), &initialize()).await, &base);
+    assert!(!fam.is_empty());
+    assert!(host.is_running());
+}

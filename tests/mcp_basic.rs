@@ -1143,12 +1143,18 @@ async fn each_era_gets_its_result_shape() {
         .start();
     let requests = [
         ("tools/list", json!({})),
-        ("tools/call", json!({"name": "touch", "arguments": {"uri": "kitchen://readme"}})),
+        (
+            "tools/call",
+            json!({"name": "touch", "arguments": {"uri": "kitchen://readme"}}),
+        ),
         ("resources/list", json!({})),
         ("resources/templates/list", json!({})),
         ("resources/read", json!({"uri": "kitchen://readme"})),
         ("prompts/list", json!({})),
-        ("prompts/get", json!({"name": "kitchen_greeting", "arguments": {"name": "Ann"}})),
+        (
+            "prompts/get",
+            json!({"name": "kitchen_greeting", "arguments": {"name": "Ann"}}),
+        ),
     ];
     let http = reqwest::Client::new();
     for (i, (method, params)) in requests.iter().enumerate() {
@@ -1189,7 +1195,10 @@ async fn each_era_gets_its_result_shape() {
                 .await,
         )
         .await;
-        assert!(answer["result"].is_object(), "{method} (2025-11-25): {answer}");
+        assert!(
+            answer["result"].is_object(),
+            "{method} (2025-11-25): {answer}"
+        );
         assert!(
             answer["result"].get("resultType").is_none(),
             "{method} (2025-11-25): {answer}"

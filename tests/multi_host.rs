@@ -103,6 +103,8 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let pw = dir.path().join("store-password");
         std::fs::write(&pw, "shared-store-pw\n").unwrap();
+        let secret = dir.path().join("store-secret");
+        std::fs::write(&secret, "every-host-holds-this-same-store-secret-0123\n").unwrap();
         let users = oauth::users_file(
             dir.path(),
             &[("alice", ALICE_PW, &["mcp"]), ("bob", BOB_PW, &["mcp"])],
@@ -118,11 +120,13 @@ impl Cluster {
                 "[auth]\npublic_url = \"http://127.0.0.1:{lb_port}\"\nusers_file = \"{}\"\n\
                  rate_limit_per_minute = {LIMIT}\n\n[store]\n\
                  url = \"postgres://stockade@127.0.0.1:{}/stockade\"\npassword_file = \"{}\"\n\
+                 secret_file = \"{}\"\n\
                  host_id = \"{host}\"\n\n[plugins.metrics.grants]\nmetrics = true\n\n\
                  [plugins.conformance.grants]\nclient = [\"sampling\", \"elicitation\"]\n",
                 users.display(),
                 pg.port,
-                pw.display()
+                pw.display(),
+                secret.display()
             )
         };
         let start = |host: &str| {
@@ -489,13 +493,45 @@ async fn two_hosts_on_one_postgresql_serve_any_request() {
     };
     assert_eq!((on(&c.a), on(&c.b)), (1, 0), "the call ran on A");
     assert!(
-        c.a.log()
-            .contains("relayed a client reply from another host"),
+        c.a.log().contains("relayed a client reply from host-b"),
         "the reply crossed from B to A:\n{}",
         c.a.log()
     );
     let _ = sampler.cancel().await;
     c.lb.round_robin();
+
+    // 6d. Issue 18.3: the relay is no write channel: a "reply" to a request
+    //     nobody sent, however large, is not stored or announced; it is
+    //     audited as a refusal. (25 bodies of 4 MB were stored before.)
+    let r = on_b.mcp(Some(&rotated.access), &initialize()).await;
+    let sid = r.header("mcp-session-id").expect("a session id");
+    on_b.in_session(
+        reqwest::Method::POST,
+        &rotated.access,
+        &sid,
+        Some(&oauth::initialized()),
+    )
+    .await;
+    let filler = "x".repeat(900 * 1024);
+    for id in 0..5 {
+        let reply = json!({"jsonrpc": "2.0", "id": 7000 + id, "result": {"filler": filler}});
+        let r = on_b
+            .in_session(reqwest::Method::POST, &rotated.access, &sid, Some(&reply))
+            .await;
+        assert!(r.status.is_success(), "{}: {}", r.status, r.body);
+    }
+    assert_eq!(
+        c._pg
+            .run("stockade", "SELECT count(*) FROM mcp_replies")
+            .trim(),
+        "0",
+        "nothing stored"
+    );
+    let refused = common::audit_events(&c.b, "request_denied")
+        .iter()
+        .filter(|l| l["reason"] == "client reply to no pending server request")
+        .count();
+    assert_eq!(refused, 5, "each unsolicited reply is audited");
 
     // 7. A session opened through the balancer on A; A dies; the same client
     //    carries on through B without logging in or initializing again.

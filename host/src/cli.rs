@@ -471,6 +471,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         audit: audit.clone(),
         sessions: Arc::default(),
         metrics: metrics.clone(),
+        shared_store: Default::default(),
     });
     let last_reload = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut reloads = None;
@@ -509,6 +510,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     tracing::info!(mode = ?auth.mode, issuer = %auth.issuer(), resource = %auth.resource, "authentication ready");
     if let Some(store) = &auth.shared {
+        let _ = shared.shared_store.set((store.clone(), config.host_id()));
         relay_reloads(
             store.clone(),
             config.host_id(),

@@ -17,6 +17,7 @@ use rmcp::{RoleClient, ServiceExt};
 
 pub mod balancer;
 pub mod postgres;
+pub mod tap;
 
 /// The repository root.
 pub fn repo() -> PathBuf {

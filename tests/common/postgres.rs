@@ -74,6 +74,17 @@ impl Postgres {
     /// Creates and starts a cluster: the superuser `postgres` (trusted on its
     /// Unix socket only), passwords (scram) over TCP.
     pub fn start() -> Postgres {
+        Self::start_with(None)
+    }
+
+    /// Like [`Postgres::start`], but TCP clients must use TLS: a certificate
+    /// for `127.0.0.1`/`localhost` signed by a CA made for this cluster
+    /// (`tls.ca`); plaintext TCP connections are rejected.
+    pub fn start_tls(tls: &Tls) -> Postgres {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&Tls>) -> Postgres {
         let bin = bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("stockade-pg")
@@ -100,6 +111,37 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if let Some(tls) = tls {
+            // The server's key and certificate, readable by the server alone.
+            for (from, to) in [
+                (&tls.server_cert, "server.crt"),
+                (&tls.server_key, "server.key"),
+            ] {
+                std::fs::copy(from, data.join(to)).unwrap();
+            }
+            let conf = "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n";
+            let mut c = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+            c.push_str(conf);
+            std::fs::write(data.join("postgresql.conf"), c).unwrap();
+            // TLS or nothing over TCP.
+            let hba = "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n\
+                       hostnossl all all 0.0.0.0/0 reject\n";
+            std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
+            if is_root() {
+                let status = Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&data)
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            }
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(
+                data.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .unwrap();
+        }
         let port = free_port();
         let child = command(&bin, "postgres")
             .arg("-D")
@@ -181,5 +223,112 @@ impl Drop for Postgres {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A certificate authority and a server certificate for `127.0.0.1` and
+/// `localhost` it signed, made with the `openssl` command in a temporary
+/// directory.
+pub struct Tls {
+    _dir: tempfile::TempDir,
+    /// The CA's certificate (PEM).
+    pub ca: PathBuf,
+    /// The server's certificate (PEM).
+    pub server_cert: PathBuf,
+    /// The server's private key (PEM).
+    pub server_key: PathBuf,
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed (Debian package openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Tls {
+    /// A fresh CA (`name` in its subject) and a server certificate it signed.
+    pub fn new(name: &str) -> Tls {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        openssl(
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={name} test CA"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+            d,
+        );
+        openssl(
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+            d,
+        );
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+            ],
+            d,
+        );
+        Tls {
+            ca: d.join("ca.pem"),
+            server_cert: d.join("server.crt"),
+            server_key: d.join("server.key"),
+            _dir: dir,
+        }
     }
 }

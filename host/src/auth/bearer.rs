@@ -78,7 +78,14 @@ pub async fn authenticate(auth: &AuthState, token: &str) -> Result<Principal, To
         .keys
         .verify(token, &auth.public_url, &auth.resource)
         .await?;
-    match b.store.family_active(&claims.fam).await {
+    // The family must be the token's own: same user, same client. A token
+    // minted with a stolen key for another `sub` around a family id seen on
+    // the wire is refused here.
+    match b
+        .store
+        .family_active(&claims.fam, &claims.sub, &claims.client_id)
+        .await
+    {
         Ok(true) => {}
         Ok(false) => return Err(TokenRejection::Revoked),
         Err(e) => {

@@ -199,6 +199,26 @@ impl Builtin {
     }
 }
 
+/// Purges expired rows of `store` every [`SWEEP_EVERY`] (the first at once),
+/// for hosts whose store no built-in server sweeps (an external provider, or
+/// none); ends when the runtime does.
+fn spawn_purger(store: Arc<dyn store::AuthStore>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut every = tokio::time::interval(SWEEP_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            match store.purge(now_secs()).await {
+                Ok(n) => tracing::debug!(rows = n, "shared store: expired rows purged"),
+                Err(e) => tracing::warn!("shared store: purging expired rows failed: {e}"),
+            }
+        }
+    });
+}
+
 /// Opens the store a host with these settings uses, for a command run beside
 /// it: PostgreSQL when `store.url` is set, else `<data>/stockade.db`, which
 /// must exist (a typo in `--data` is not a new empty store).
@@ -385,6 +405,13 @@ impl AuthState {
             builtin: None,
             external: None,
         };
+        if settings.mode != AuthMode::Builtin
+            && let Some(pg) = &postgres
+        {
+            // The built-in server's sweeper purges the store; without it the
+            // shared state (sessions, rate counters, replies) still expires.
+            spawn_purger(Arc::new(pg.clone()));
+        }
         match settings.mode {
             AuthMode::None => {}
             AuthMode::External => {

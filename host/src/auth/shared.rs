@@ -207,7 +207,14 @@ impl SubjectLimit {
 pub struct Sessions {
     local: SessionBindings,
     shared: Option<(Arc<dyn SharedState>, String)>,
+    /// When this host last refreshed each session's `seen_at` in the shared
+    /// store (seconds since the epoch).
+    touched: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
+
+/// How often a session in use refreshes its `seen_at` in the shared store
+/// (the purge removes sessions unseen for a day).
+pub const TOUCH_EVERY: i64 = 600;
 
 impl Sessions {
     /// Bindings in memory only.
@@ -215,6 +222,7 @@ impl Sessions {
         Sessions {
             local: SessionBindings::default(),
             shared: None,
+            touched: Default::default(),
         }
     }
 
@@ -223,6 +231,7 @@ impl Sessions {
         Sessions {
             local: SessionBindings::default(),
             shared: Some((store, host_id)),
+            touched: Default::default(),
         }
     }
 
@@ -230,6 +239,7 @@ impl Sessions {
     pub async fn bind(&self, id: &str, caller: &Principal) {
         self.local.bind(id, caller);
         if let Some((store, host)) = &self.shared {
+            self.touch_due(id, super::now_secs());
             let owner = SessionOwner {
                 subject: caller.subject.clone(),
                 client_id: caller.client_id.clone(),
@@ -247,6 +257,40 @@ impl Sessions {
     /// shared store (a session another host created, or this host before a
     /// restart).
     pub async fn check(&self, id: &str, caller: &Principal) -> SessionCheck {
+        let check = self.check_owner(id, caller).await;
+        if check == SessionCheck::Owner
+            && let Some((store, _)) = &self.shared
+        {
+            let now = super::now_secs();
+            if self.touch_due(id, now) {
+                let (store, id) = (store.clone(), id.to_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = store.touch_session(&id, now).await {
+                        tracing::debug!("session {id}: seen_at not refreshed: {e}");
+                    }
+                });
+            }
+        }
+        check
+    }
+
+    /// Whether this host should refresh session `id`'s `seen_at` now (and
+    /// notes that it does).
+    fn touch_due(&self, id: &str, now: i64) -> bool {
+        let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+        match touched.get(id) {
+            Some(&at) if now - at < TOUCH_EVERY => false,
+            _ => {
+                if touched.len() >= super::sessions::MAX_SESSIONS {
+                    touched.clear();
+                }
+                touched.insert(id.to_owned(), now);
+                true
+            }
+        }
+    }
+
+    async fn check_owner(&self, id: &str, caller: &Principal) -> SessionCheck {
         match self.local.check(id, caller) {
             SessionCheck::Unknown => {}
             known => return known,
@@ -280,6 +324,10 @@ impl Sessions {
     /// the shared record goes only when the client deleted it.
     pub async fn unbind(&self, id: &str, deleted: bool) {
         self.local.unbind(id);
+        self.touched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
         if deleted
             && let Some((store, _)) = &self.shared
             && let Err(e) = store.end_session(id).await

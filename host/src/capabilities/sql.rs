@@ -7,9 +7,9 @@
 //! `statement_timeout`, a pool per source); this module holds what every
 //! engine shares:
 //!
-//! - **Bounded workers.** Queries run on blocking threads, at most
-//!   [`MAX_SQL_WORKERS`] at once for the whole host; a query waits for a worker
-//!   no longer than its deadline.
+//! - **Bounded workers.** At most [`MAX_SQL_WORKERS`] queries run at once for
+//!   the whole host, on either engine (SQLite's on blocking threads); a query
+//!   waits for a worker no longer than its deadline.
 //! - **Deadline and cancellation.** The source's `timeout_ms` is the query's
 //!   deadline, enforced inside the engine (SQLite's progress handler), so a
 //!   runaway query stops and frees its worker. If the call is dropped (the
@@ -136,10 +136,16 @@ pub(crate) async fn run_query(
     limits: QueryLimits,
 ) -> Result<Rows, QueryError> {
     let deadline = tokio::time::Instant::from_std(limits.deadline);
+    let permit = tokio::time::timeout_at(deadline, WORKERS.clone().acquire_owned())
+        .await
+        .map_err(|_| QueryError::Timeout)?
+        .map_err(|_| QueryError::Failed("the SQL workers are shut down".into()))?;
     if SqlEngine::of(source) == SqlEngine::Postgres {
         // The server enforces the deadline (statement_timeout); the grace
         // covers a server that does not answer at all. Dropping the future
-        // drops the connection, which ends the query.
+        // closes the connection, which ends the query. The worker slot is
+        // held until then.
+        let _permit = permit;
         return tokio::time::timeout_at(
             deadline + Duration::from_secs(1),
             postgres::query(source, &statement, params, limits),
@@ -147,10 +153,6 @@ pub(crate) async fn run_query(
         .await
         .unwrap_or(Err(QueryError::Timeout));
     }
-    let permit = tokio::time::timeout_at(deadline, WORKERS.clone().acquire_owned())
-        .await
-        .map_err(|_| QueryError::Timeout)?
-        .map_err(|_| QueryError::Failed("the SQL workers are shut down".into()))?;
     let stop = Arc::new(sqlite::Stop::default());
     let _guard = StopOnDrop(stop.clone());
     let path = source.sqlite.clone().unwrap_or_default();

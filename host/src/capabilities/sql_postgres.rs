@@ -12,6 +12,19 @@
 //! - **One pool per source**, made on first use and kept while the source's
 //!   settings stay the same (`max_connections` connections at most; a
 //!   connection idle for a minute is closed).
+//! - **Bounded before it arrives.** A query's result is bounded by the
+//!   server, not after the host has received it: the statement is described
+//!   first, then run wrapped (`SELECT ... FROM (statement) AS q(c1, ...) LIMIT
+//!   max_rows + 1`) so that every value of a variable-size type is withheld by
+//!   PostgreSQL when it alone passes the byte cap, and each row carries its
+//!   size; the host stops at the first row past the cap. A 60 MB value never
+//!   crosses the link for a 64 KiB cap. (`EXPLAIN` and `SHOW` cannot be
+//!   wrapped; their output is the server's, not the data's.)
+//! - **Nothing outlives the call.** After the transaction is rolled back,
+//!   session-level advisory locks the statement took are released
+//!   (`pg_advisory_unlock_all()`); a connection that cannot be reset is closed.
+//! - **Bounded workers.** A query holds one of the host-wide SQL worker slots
+//!   (shared with SQLite) while it runs.
 //! - **Values.** `boolean`, integer, floating-point, text-like and `bytea`
 //!   columns come back typed; any other type is refused with a message telling
 //!   the plugin to cast it (`price::text`). Parameters are typed by their WIT
@@ -92,7 +105,8 @@ fn failed(e: sqlx::Error) -> QueryError {
     QueryError::Failed(e.to_string())
 }
 
-fn value(row: &PgRow, i: usize) -> Result<(Value, usize), QueryError> {
+/// Value `i` of `row`, and its size; `column` names it in errors.
+fn value(row: &PgRow, i: usize, column: &str) -> Result<(Value, usize), QueryError> {
     let raw = row.try_get_raw(i).map_err(failed)?;
     if raw.is_null() {
         return Ok((Value::Null, 0));
@@ -135,7 +149,6 @@ fn value(row: &PgRow, i: usize) -> Result<(Value, usize), QueryError> {
             (Value::Blob(b), n)
         }
         other => {
-            let column = row.columns()[i].name().to_owned();
             return Err(QueryError::Failed(format!(
                 "column `{column}` has the PostgreSQL type {other}, which the sql capability \
                  returns only as text: cast it in the query (`{column}::text`)"
@@ -161,10 +174,63 @@ pub(super) async fn query(
     }
     let deadline = tokio::time::Instant::from_std(limits.deadline);
     let pool = pool(source)?;
-    let mut conn = tokio::time::timeout_at(deadline, pool.acquire())
+    let conn = tokio::time::timeout_at(deadline, pool.acquire())
         .await
         .map_err(|_| QueryError::Timeout)?
         .map_err(failed)?;
+    let mut conn = ResetOnDrop(Some(conn));
+    let result = run(conn.get(), statement, &keyword, params, limits).await;
+    // Session-level advisory locks survive a rollback: release them before
+    // the connection serves anyone else, or close it.
+    let reset = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query("SELECT pg_advisory_unlock_all()").execute(conn.get()),
+    )
+    .await;
+    if matches!(reset, Ok(Ok(_))) {
+        // Reset: back to the pool.
+        drop(conn.0.take());
+    } else {
+        tracing::warn!("sql: a PostgreSQL connection could not be reset; closing it");
+    }
+    result
+}
+
+/// A pooled connection that is closed, not returned to the pool, unless it
+/// was reset (taken out of the guard): a call dropped mid-query (cancelled,
+/// past its deadline) must not hand its session's locks to the next query.
+struct ResetOnDrop(Option<sqlx::pool::PoolConnection<sqlx::Postgres>>);
+
+impl ResetOnDrop {
+    fn get(&mut self) -> &mut sqlx::PgConnection {
+        self.0
+            .as_mut()
+            .expect("the connection is held until dropped")
+    }
+}
+
+impl Drop for ResetOnDrop {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            tracing::debug!("sql: closing a PostgreSQL connection that was not reset");
+            let conn = conn.detach();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = conn.close().await;
+                });
+            }
+        }
+    }
+}
+
+/// The query itself, in a read-only transaction on `conn` that is rolled back.
+async fn run(
+    conn: &mut sqlx::PgConnection,
+    statement: &str,
+    keyword: &str,
+    params: Vec<Value>,
+    limits: QueryLimits,
+) -> Result<Rows, QueryError> {
     let mut tx = conn
         .begin_with("BEGIN TRANSACTION READ ONLY")
         .await
@@ -176,7 +242,16 @@ pub(super) async fn query(
     tx.execute(format!("SET LOCAL statement_timeout = {}", left.as_millis().max(1)).as_str())
         .await
         .map_err(failed)?;
-    let mut q = sqlx::query(statement);
+    // The columns first (name and type), then the statement wrapped so the
+    // server withholds what would pass the cap.
+    let described = (&mut *tx).describe(statement).await.map_err(failed)?;
+    let columns: Vec<(String, String)> = described
+        .columns()
+        .iter()
+        .map(|c| (c.name().to_owned(), c.type_info().name().to_owned()))
+        .collect();
+    let wrapped = wrap(statement, &columns, keyword, limits);
+    let mut q = sqlx::query(wrapped.as_deref().unwrap_or(statement));
     for p in params {
         q = match p {
             Value::Null => q.bind(None::<String>),
@@ -192,20 +267,27 @@ pub(super) async fn query(
         rows: Vec::new(),
         truncated: false,
     };
+    out.columns = columns.iter().map(|(name, _)| name.clone()).collect();
+    let data_columns = columns.len();
     let mut bytes = 0usize;
     {
         let mut stream = q.fetch(&mut *tx);
         while let Some(row) = stream.try_next().await.map_err(failed)? {
-            if out.columns.is_empty() {
-                out.columns = row.columns().iter().map(|c| c.name().to_owned()).collect();
-            }
             if out.rows.len() == limits.max_rows {
                 out.truncated = true;
                 break;
             }
-            let mut values = Vec::with_capacity(row.len());
-            for i in 0..row.len() {
-                let (v, n) = value(&row, i)?;
+            if wrapped.is_some() {
+                // The row's size as the server measured it, before any value
+                // of it is read.
+                let size: i64 = row.try_get(data_columns).map_err(failed)?;
+                if bytes.saturating_add(size.max(0) as usize) > limits.max_result_bytes {
+                    return Err(QueryError::TooLarge);
+                }
+            }
+            let mut values = Vec::with_capacity(data_columns);
+            for i in 0..data_columns.min(row.len()) {
+                let (v, n) = value(&row, i, &out.columns[i])?;
                 bytes += n + 8;
                 values.push(v);
             }
@@ -215,22 +297,169 @@ pub(super) async fn query(
             out.rows.push(values);
         }
     }
-    if out.columns.is_empty() {
-        // No rows: the columns from the statement's description.
-        let described = (&mut *tx).describe(statement).await.map_err(failed)?;
-        out.columns = described
-            .columns()
-            .iter()
-            .map(|c| c.name().to_owned())
-            .collect();
-    }
     let _ = tx.rollback().await;
     Ok(out)
 }
 
+/// `statement` up to its first `;` outside literals, quoted identifiers and
+/// comments (a statement is one statement, so what follows is only space or
+/// comments), so it can be put in parentheses. A statement this misreads
+/// fails as a syntax error: never unbounded.
+fn up_to_semicolon(statement: &str) -> &str {
+    let b = statement.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b';' => return &statement[..i],
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                // Block comments nest in PostgreSQL.
+                let mut depth = 0usize;
+                while i < b.len() {
+                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+                        depth += 1;
+                        i += 2;
+                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+                continue;
+            }
+            b'\'' => {
+                // E'...' strings take backslash escapes; '' is a quote in both.
+                let escapes = i > 0
+                    && matches!(b[i - 1], b'e' | b'E')
+                    && (i < 2 || !(b[i - 2].is_ascii_alphanumeric() || b[i - 2] == b'_'));
+                i += 1;
+                while i < b.len() {
+                    if escapes && b[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if b[i] == b'\'' {
+                        if b.get(i + 1) == Some(&b'\'') {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += 1;
+                }
+            }
+            b'$' if !b.get(i + 1).is_some_and(u8::is_ascii_digit)
+                && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_')) =>
+            {
+                // A dollar quote: $tag$ ... $tag$ (tag may be empty).
+                let tag_end = b[i + 1..]
+                    .iter()
+                    .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_'))
+                    .map(|p| i + 1 + p);
+                if let Some(end) = tag_end.filter(|&e| b[e] == b'$') {
+                    let tag = &statement[i..=end];
+                    match statement[end + 1..].find(tag) {
+                        Some(close) => i = end + 1 + close + tag.len() - 1,
+                        None => return statement,
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    statement
+}
+
+/// Types whose values have a small fixed size: returned as they are.
+const FIXED_SIZE: &[&str] = &["BOOL", "INT2", "INT4", "INT8", "OID", "FLOAT4", "FLOAT8"];
+
+/// `statement` wrapped so the server bounds its result: every value of a
+/// variable-size type that alone passes the byte cap is withheld (NULL), one
+/// more column holds the row's size in bytes, and at most `max_rows + 1` rows
+/// come back. `None` for statements that cannot be a subquery (`EXPLAIN`,
+/// `SHOW`) or that have no columns.
+fn wrap(
+    statement: &str,
+    columns: &[(String, String)],
+    keyword: &str,
+    limits: QueryLimits,
+) -> Option<String> {
+    if columns.is_empty() || matches!(keyword, "EXPLAIN" | "SHOW") {
+        return None;
+    }
+    let inner = up_to_semicolon(statement);
+    let cap = limits.max_result_bytes;
+    let mut select = Vec::with_capacity(columns.len() + 1);
+    let mut sizes = Vec::new();
+    for (i, (_, ty)) in columns.iter().enumerate() {
+        let c = format!("stockade_q.c{i}");
+        if FIXED_SIZE.contains(&ty.as_str()) {
+            select.push(c);
+            sizes.push("8".to_owned());
+            continue;
+        }
+        // bytea is measured as bytes; anything else as its text form.
+        let len = if ty == "BYTEA" {
+            format!("octet_length({c})")
+        } else {
+            format!("octet_length({c}::text)")
+        };
+        select.push(format!("CASE WHEN {len} <= {cap} THEN {c} END"));
+        sizes.push(format!("COALESCE({len}, 0)::int8 + 8"));
+    }
+    select.push(format!("({})::int8", sizes.join(" + ")));
+    let aliases: Vec<String> = (0..columns.len()).map(|i| format!("c{i}")).collect();
+    // The newline ends a trailing `--` comment of the statement.
+    Some(format!(
+        "SELECT {} FROM (\n{inner}\n) AS stockade_q({}) LIMIT {}",
+        select.join(", "),
+        aliases.join(", "),
+        limits.max_rows.saturating_add(1)
+    ))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::first_keyword;
+    use super::{first_keyword, up_to_semicolon};
+
+    #[test]
+    fn the_statement_ends_at_its_first_semicolon_outside_quotes_and_comments() {
+        for (statement, body) in [
+            ("SELECT 1", "SELECT 1"),
+            ("SELECT 1;", "SELECT 1"),
+            ("SELECT 1 ; -- done", "SELECT 1 "),
+            ("SELECT ';' AS s; ", "SELECT ';' AS s"),
+            ("SELECT 'it''s;' ;", "SELECT 'it''s;' "),
+            ("SELECT E'a\\';b' ;", "SELECT E'a\\';b' "),
+            ("SELECT \"a;b\" FROM t;", "SELECT \"a;b\" FROM t"),
+            ("SELECT 1 -- a ; comment\n;", "SELECT 1 -- a ; comment\n"),
+            (
+                "SELECT /* a /* nested ; */ ; */ 1;",
+                "SELECT /* a /* nested ; */ ; */ 1",
+            ),
+            ("SELECT $$a;b$$;", "SELECT $$a;b$$"),
+            ("SELECT $x$a;$$;b$x$ ;", "SELECT $x$a;$$;b$x$ "),
+            ("SELECT $1::int;", "SELECT $1::int"),
+            ("SELECT 'unterminated;", "SELECT 'unterminated;"),
+        ] {
+            assert_eq!(up_to_semicolon(statement), body, "{statement}");
+        }
+    }
 
     #[test]
     fn the_first_keyword_skips_comments_and_parentheses() {

@@ -132,7 +132,7 @@ fn the_sample_config_is_valid() {
 #[test]
 fn sql_sources_name_one_database_and_keep_passwords_out_of_urls() {
     let ok = Config::from_toml(
-        "[sql.a]\nsqlite = \"/srv/a.db\"\n[sql.b]\npostgres = \"postgres://reader@db/shop\"\n\
+        "[sql.a]\nsqlite = \"/srv/a.db\"\n[sql.b]\npostgres = \"postgres://reader@db/shop?sslmode=verify-full\"\n\
          password_file = \"/etc/stockade/pg\"\n",
     )
     .unwrap();
@@ -142,6 +142,7 @@ fn sql_sources_name_one_database_and_keep_passwords_out_of_urls() {
          [sql.none]\nmax_rows = 5\n\
          [sql.secret]\npostgres = \"postgres://reader:hunter2@db/shop\"\n\
          [sql.nodb]\npostgres = \"postgres://reader@db\"\n\
+         [sql.plain]\npostgres = \"postgres://reader@db.internal/shop?sslmode=disable\"\n\
          [sql.web]\npostgres = \"https://db/shop\"\nmax_connections = 0\n\
          [sql.rel]\nsqlite = \"a.db\"\npassword_file = \"pw\"\n",
     )
@@ -152,6 +153,7 @@ fn sql_sources_name_one_database_and_keep_passwords_out_of_urls() {
         "sql.none: give the database",
         "sql.secret.postgres: put the password in `password_file`",
         "sql.nodb.postgres: name the database",
+        "sql.plain.postgres: the database on `db.internal` is reached over the network, which needs TLS",
         "sql.web.postgres: not a `postgres://",
         "sql.web.max_connections: 0 is not between 1 and 64",
         "sql.rel.sqlite: `a.db` must be an absolute path",

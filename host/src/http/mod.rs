@@ -387,7 +387,7 @@ async fn ready(r: Readiness) -> Response {
         problems.push("the audit log cannot be written".into());
     }
     if let Some(b) = &r.auth.builtin
-        && let Err(e) = b.store.family_active("readiness-probe").await
+        && let Err(e) = b.store.family_active("readiness-probe", "", "").await
     {
         problems.push(format!("the auth store does not answer: {e}"));
     }

@@ -13,7 +13,73 @@ use rmcp::{Peer, RoleServer};
 use super::sessions::Sessions;
 use crate::call::{ClientLink, LinkError, LinkFuture, LogLevel};
 use crate::plugins::Plugin;
-use rmcp::model::{CreateMessageRequestParams, ElicitRequestParams};
+use rmcp::model::{
+    ClientResult, CreateMessageRequest, CreateMessageRequestParams, ElicitRequest,
+    ElicitRequestParams, ServerRequest,
+};
+use rmcp::service::{PeerRequestOptions, ServiceError};
+
+use crate::auth::store::SharedState;
+
+/// Where a call records the requests it sends its client, so that a reply a
+/// balancer sends to another host is relayed to this one (`http::relay`).
+#[derive(Clone)]
+pub struct ReplyRoute {
+    /// The shared store.
+    pub store: Arc<dyn SharedState>,
+    /// This host's id.
+    pub host: String,
+    /// The MCP session of the call.
+    pub session: String,
+}
+
+/// Forgets a pending request when the call stops waiting for it (answered,
+/// failed, or dropped).
+struct Settle(Option<(ReplyRoute, String)>);
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        if let Some((route, id)) = self.0.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                if let Err(e) = route.store.reply_settled(&route.session, &id).await {
+                    tracing::debug!("a pending client request was not forgotten: {e}");
+                }
+            });
+        }
+    }
+}
+
+/// Sends `request` to the client of `peer` and waits for its answer, recorded
+/// as pending on `route` (if the store is shared) while it waits.
+async fn ask(
+    peer: &Peer<RoleServer>,
+    route: Option<&ReplyRoute>,
+    request: ServerRequest,
+) -> Result<ClientResult, ServiceError> {
+    let handle = peer
+        .send_request_with_option(request, PeerRequestOptions::no_options())
+        .await?;
+    let mut settle = Settle(None);
+    if let Some(route) = route {
+        let id = serde_json::to_string(&handle.id).unwrap_or_default();
+        match route
+            .store
+            .expect_reply(&route.session, &id, &route.host, crate::auth::now_secs())
+            .await
+        {
+            Ok(()) => settle.0 = Some((route.clone(), id)),
+            Err(e) => tracing::warn!(
+                "a client request is not recorded in the shared store (a reply through \
+                 another host will not reach this one): {e}"
+            ),
+        }
+    }
+    let result = handle.await_response().await;
+    drop(settle);
+    result
+}
 
 /// Index of an MCP level name (`"debug"` = 0 ... `"emergency"` = 7).
 pub(crate) fn level_index(name: &str) -> u8 {
@@ -61,6 +127,8 @@ pub struct McpLink {
     last_progress: std::sync::Mutex<Option<f64>>,
     /// `resource_updated` announcements this call may still make.
     updates_left: std::sync::atomic::AtomicU32,
+    /// Where requests to the client are recorded (several hosts only).
+    route: Option<ReplyRoute>,
 }
 
 /// How many resources one call may say changed.
@@ -102,7 +170,14 @@ impl McpLink {
             sessions,
             last_progress: std::sync::Mutex::new(None),
             updates_left: MAX_UPDATES_PER_CALL.into(),
+            route: None,
         }
+    }
+
+    /// Records the requests this call sends its client on `route`.
+    pub fn with_route(mut self, route: Option<ReplyRoute>) -> Self {
+        self.route = route;
+        self
     }
 
     /// Waits until every message sent so far has been handed to the transport, so
@@ -167,6 +242,7 @@ impl ClientLink for McpLink {
 
     fn create_message(&self, params: serde_json::Value) -> LinkFuture {
         let peer = self.peer.clone();
+        let route = self.route.clone();
         Box::pin(async move {
             let supported = peer
                 .peer_info()
@@ -176,16 +252,26 @@ impl ClientLink for McpLink {
             }
             let params: CreateMessageRequestParams = serde_json::from_value(params)
                 .map_err(|e| LinkError::Failed(format!("invalid sampling request: {e}")))?;
-            let result = peer
-                .create_message(params)
-                .await
-                .map_err(|e| LinkError::Failed(format!("the client did not sample: {e}")))?;
-            serde_json::to_value(result).map_err(|e| LinkError::Failed(e.to_string()))
+            params
+                .validate()
+                .map_err(|e| LinkError::Failed(format!("invalid sampling request: {e}")))?;
+            let request = ServerRequest::CreateMessageRequest(CreateMessageRequest::new(params));
+            let result = match ask(&peer, route.as_ref(), request).await {
+                Ok(ClientResult::CreateMessageResult(r)) => serde_json::to_value(r),
+                Ok(_) => {
+                    return Err(LinkError::Failed(
+                        "the client answered something else".into(),
+                    ));
+                }
+                Err(e) => return Err(LinkError::Failed(format!("the client did not sample: {e}"))),
+            };
+            result.map_err(|e| LinkError::Failed(e.to_string()))
         })
     }
 
     fn elicit(&self, mut params: serde_json::Value) -> LinkFuture {
         let peer = self.peer.clone();
+        let route = self.route.clone();
         Box::pin(async move {
             let supported = peer
                 .peer_info()
@@ -196,11 +282,17 @@ impl ClientLink for McpLink {
             params["mode"] = "form".into();
             let params: ElicitRequestParams = serde_json::from_value(params)
                 .map_err(|e| LinkError::Failed(format!("invalid elicitation request: {e}")))?;
-            let result = peer
-                .create_elicitation(params)
-                .await
-                .map_err(|e| LinkError::Failed(format!("the client did not answer: {e}")))?;
-            serde_json::to_value(result).map_err(|e| LinkError::Failed(e.to_string()))
+            let request = ServerRequest::ElicitRequest(ElicitRequest::new(params));
+            let result = match ask(&peer, route.as_ref(), request).await {
+                Ok(ClientResult::ElicitResult(r)) => serde_json::to_value(r),
+                Ok(_) => {
+                    return Err(LinkError::Failed(
+                        "the client answered something else".into(),
+                    ));
+                }
+                Err(e) => return Err(LinkError::Failed(format!("the client did not answer: {e}"))),
+            };
+            result.map_err(|e| LinkError::Failed(e.to_string()))
         })
     }
 }

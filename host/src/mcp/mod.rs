@@ -36,7 +36,7 @@ use crate::call::CallContext;
 use crate::plugins::{Catalog, Plugin};
 use crate::runtime::{CallFailure, Op, OpOutput, Runtime};
 
-pub use link::McpLink;
+pub use link::{McpLink, ReplyRoute};
 
 #[cfg(feature = "bench-native")]
 mod native;
@@ -54,6 +54,10 @@ pub struct Shared {
     pub sessions: Arc<Sessions>,
     /// Every operation is counted here (usage, latency, outcomes).
     pub metrics: crate::metrics::Metrics,
+    /// The store shared with other hosts and this host's id, if several
+    /// hosts serve (set once the store is open): requests to clients are
+    /// recorded there.
+    pub shared_store: std::sync::OnceLock<(Arc<dyn crate::auth::store::SharedState>, String)>,
 }
 
 /// Cancelled when the client of an HTTP request went away before its response
@@ -107,13 +111,30 @@ impl StockadeMcp {
         rq: &RequestContext<RoleServer>,
     ) -> crate::runtime::CallReport {
         let started = std::time::Instant::now();
-        let link = Arc::new(McpLink::new(
-            rq.peer.clone(),
-            rq.meta.get_progress_token(),
-            self.log_level.clone(),
-            plugin.clone(),
-            self.shared.sessions.clone(),
-        ));
+        let route = self.shared.shared_store.get().and_then(|(store, host)| {
+            let session = rq
+                .extensions
+                .get::<axum::http::request::Parts>()?
+                .headers
+                .get("mcp-session-id")?
+                .to_str()
+                .ok()?;
+            Some(ReplyRoute {
+                store: store.clone(),
+                host: host.clone(),
+                session: session.to_owned(),
+            })
+        });
+        let link = Arc::new(
+            McpLink::new(
+                rq.peer.clone(),
+                rq.meta.get_progress_token(),
+                self.log_level.clone(),
+                plugin.clone(),
+                self.shared.sessions.clone(),
+            )
+            .with_route(route),
+        );
         let cx = CallContext {
             plugin: plugin.name.clone(),
             tool: tool.map(str::to_owned),

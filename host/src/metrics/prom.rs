@@ -11,6 +11,7 @@
 //! | `stockade_audit_write_duration_seconds` | histogram | (a batch of lines written and fsynced) |
 //! | `stockade_plugins` | gauge | `state` (`serving`, `refused`), set at scrape time |
 //! | `stockade_mcp_sessions` | gauge | set at scrape time |
+//! | `stockade_shared_store_refusals_total` | counter | `reason`: what the shared store's relays refused (`unauthenticated_event`, `unsolicited_reply`, `oversized_reply`) |
 //!
 //! Durations use fixed buckets from 100 µs doubling to ~52 s (20 buckets).
 
@@ -53,6 +54,11 @@ struct EventLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: String,
 }
@@ -71,6 +77,7 @@ pub struct Prometheus {
     audit_write: Histogram,
     plugins: Family<StateLabels, Gauge>,
     sessions: Gauge,
+    shared_refusals: Family<ReasonLabels, Counter>,
 }
 
 static GLOBAL: LazyLock<Prometheus> = LazyLock::new(Prometheus::new);
@@ -137,6 +144,12 @@ impl Prometheus {
             "Open MCP sessions on this host",
             sessions.clone(),
         );
+        let shared_refusals = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "stockade_shared_store_refusals",
+            "Events and relayed replies the shared store refused",
+            shared_refusals.clone(),
+        );
         Prometheus {
             registry,
             operations,
@@ -146,6 +159,7 @@ impl Prometheus {
             audit_write,
             plugins,
             sessions,
+            shared_refusals,
         }
     }
 
@@ -188,6 +202,16 @@ impl Prometheus {
         self.events
             .get_or_create(&EventLabels {
                 event: event.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts something the shared store's relays refused (`reason` is one of
+    /// a fixed few, never a client's string).
+    pub fn shared_refusal(&self, reason: &'static str) {
+        self.shared_refusals
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
             })
             .inc();
     }

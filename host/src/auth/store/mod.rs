@@ -12,6 +12,7 @@
 //! throttling, login forms, MCP session owners and handshakes).
 
 mod postgres;
+pub mod secret;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -203,8 +204,15 @@ pub trait AuthStore: Send + Sync {
         reason: &str,
         now: i64,
     ) -> Result<u64, StoreError>;
-    /// Whether a family exists and is not revoked.
-    async fn family_active(&self, family_id: &str) -> Result<bool, StoreError>;
+    /// Whether a family exists, is not revoked, and belongs to `subject` and
+    /// `client_id` (the claims of the token that names it: a token minted for
+    /// another user with a family id seen elsewhere matches nothing).
+    async fn family_active(
+        &self,
+        family_id: &str,
+        subject: &str,
+        client_id: &str,
+    ) -> Result<bool, StoreError>;
     /// Deletes codes a day past their expiry, refresh tokens a day past theirs,
     /// and families older than a day that have no refresh token left (none of
     /// their access tokens can still be valid), signing keys a day past their
@@ -373,6 +381,17 @@ pub struct SessionOwner {
     pub client_id: Option<String>,
 }
 
+/// What became of a client reply offered to [`SharedState::relay_reply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relay {
+    /// Stored and announced to the host that waits for it.
+    Relayed,
+    /// The host that took it is the one waiting: nothing to relay.
+    Local,
+    /// No host waits for a reply with that id in that session: not stored.
+    NotPending,
+}
+
 /// The state hosts sharing one store must agree on, beyond tokens: rate
 /// counters, login throttling, login forms, and MCP sessions (owners and the
 /// `initialize` parameters another host needs to carry a session on).
@@ -416,6 +435,9 @@ pub trait SharedState: Send + Sync {
     async fn session_owner(&self, id: &str) -> Result<Option<SessionOwner>, StoreError>;
     /// Forgets session `id`.
     async fn end_session(&self, id: &str) -> Result<(), StoreError>;
+    /// Notes that session `id` is in use at `now` (sessions unseen for a day
+    /// are purged).
+    async fn touch_session(&self, id: &str, now: i64) -> Result<(), StoreError>;
     /// Saves a session's handshake (JSON) so another host can carry it on.
     async fn save_session_state(&self, id: &str, state: &str, now: i64) -> Result<(), StoreError>;
     /// A session's saved handshake.
@@ -429,11 +451,40 @@ pub trait SharedState: Send + Sync {
     /// What other hosts publish: `(from, what)` pairs, this host's own
     /// included (skip them by `from`).
     fn events(&self) -> tokio::sync::broadcast::Receiver<(String, String)>;
-    /// Relays a client's reply to a server-to-client request in `session`
-    /// (JSON-RPC `body`) to every host: published as `reply <id>`.
-    async fn relay_reply(&self, from: &str, session: &str, body: &str) -> Result<(), StoreError>;
-    /// A relayed reply by id: (session, body); kept ten minutes.
-    async fn relayed_reply(&self, id: i64) -> Result<Option<(String, String)>, StoreError>;
+    /// Records that host `host` sent request `request_id` (its JSON text) to
+    /// the client of `session` and waits for the reply.
+    async fn expect_reply(
+        &self,
+        session: &str,
+        request_id: &str,
+        host: &str,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// Forgets a request [`SharedState::expect_reply`] recorded (answered or
+    /// given up).
+    async fn reply_settled(&self, session: &str, request_id: &str) -> Result<(), StoreError>;
+    /// Relays a client's reply (JSON-RPC `body`) to request `request_id` of
+    /// `session`, taken by host `from`, to the host that waits for it
+    /// (published as `reply <row id>`). Only a reply to a request some other
+    /// host is waiting for is stored.
+    async fn relay_reply(
+        &self,
+        from: &str,
+        session: &str,
+        request_id: &str,
+        body: &str,
+    ) -> Result<Relay, StoreError>;
+    /// Takes (deletes) relayed reply `id` if it is addressed to host `me`:
+    /// (session, body). A reply is delivered once.
+    async fn take_relayed_reply(
+        &self,
+        id: i64,
+        me: &str,
+    ) -> Result<Option<(String, String)>, StoreError>;
+    /// Every relayed reply addressed to `me` not yet taken (after missed
+    /// notifications): (row id, session, body), oldest first.
+    async fn relayed_replies_for(&self, me: &str)
+    -> Result<Vec<(i64, String, String)>, StoreError>;
 }
 
 #[cfg(test)]

@@ -9,6 +9,17 @@
 //! (and revokes the family, as reuse). Revocations are announced with
 //! `NOTIFY stockade_changes` inside their transaction (delivered on commit):
 //! every host's verified-token cache listens and goes stale at once.
+//!
+//! The listening connection is proven alive: every host sends a heartbeat
+//! (`NOTIFY stockade_heartbeat`) every [`HEARTBEAT_EVERY`], and a listener
+//! that hears nothing at all for [`HEARTBEAT_DEADLINE`] (a connection cut
+//! silently by a NAT, a balancer or a partition) is dropped and replaced;
+//! until the new one listens nothing is cached, so a revocation is never
+//! missed for longer than that.
+//!
+//! Signing keys are stored sealed with the store secret
+//! ([`super::secret::StoreSecret`]) and events between hosts are
+//! authenticated with it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -18,16 +29,27 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 
+use super::secret::StoreSecret;
 use super::{
-    AuthStore, Client, CodeGrant, Family, FamilyFilter, Redeem, Rotate, Rotation, RotationStep,
-    SharedState, StoreError, StoredKey, client_from, family_from, rotation_step, stored_key_from,
+    AuthStore, Client, CodeGrant, Family, FamilyFilter, Redeem, Relay, Rotate, Rotation,
+    RotationStep, SharedState, StoreError, StoredKey, client_from, family_from, rotation_step,
+    stored_key_from,
 };
 use crate::config::StoreSettings;
 
 /// The channel revocations are announced on.
 pub const CHANGES_CHANNEL: &str = "stockade_changes";
-/// The channel hosts tell each other of other changes on (`host what`: host ids have no spaces).
+/// The channel hosts tell each other of other changes on (payloads made by
+/// [`StoreSecret::sign_event`]).
 pub const EVENTS_CHANNEL: &str = "stockade_events";
+/// The channel of the listeners' heartbeats.
+pub const HEARTBEAT_CHANNEL: &str = "stockade_heartbeat";
+/// How often each host sends a heartbeat.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// A listener that heard nothing for this long is replaced.
+pub const HEARTBEAT_DEADLINE: Duration = Duration::from_secs(12);
+/// The schema version from which signing keys are stored sealed.
+const SEALED_KEYS_FROM: i64 = 4;
 
 /// Schema migrations, applied in order; index + 1 is the version after it.
 const MIGRATIONS: &[&str] = &[
@@ -140,6 +162,19 @@ CREATE TABLE mcp_replies (
     created_at BIGINT NOT NULL
 );
 "#,
+    // Signing keys are sealed from here on (done in code, `seal_stored_keys`);
+    // server-to-client requests waiting for a reply, so only replies to them
+    // are relayed, and to the host that waits.
+    r#"
+CREATE TABLE mcp_pending (
+    session TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    host_id TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (session, request_id)
+);
+ALTER TABLE mcp_replies ADD COLUMN to_host TEXT NOT NULL DEFAULT '';
+"#,
 ];
 
 /// A lock id for migrations (any constant shared by all hosts).
@@ -152,14 +187,25 @@ pub struct PostgresStore {
     /// Bumped on every announced change; negative while this host is not
     /// listening (then nothing may be cached).
     changes: Arc<AtomicI64>,
-    /// Events from [`EVENTS_CHANNEL`].
+    /// Events from [`EVENTS_CHANNEL`] (authenticated).
     events: tokio::sync::broadcast::Sender<(String, String)>,
+    /// Seals signing keys and authenticates events.
+    secret: Arc<StoreSecret>,
 }
 
 impl PostgresStore {
     /// Connects (with the password from `settings.password_file`), migrates,
     /// and starts listening for changes.
     pub async fn connect(settings: &StoreSettings) -> Result<PostgresStore, StoreError> {
+        let secret = match &settings.secret_file {
+            Some(path) => StoreSecret::read(path)?,
+            None => {
+                return Err(StoreError(
+                    "store.secret_file is required with store.url (see README \"Several hosts\")"
+                        .into(),
+                ));
+            }
+        };
         let options = crate::pgconn::options(
             settings.url.as_deref().unwrap_or_default(),
             settings.password_file.as_deref(),
@@ -179,10 +225,12 @@ impl PostgresStore {
         let store = PostgresStore {
             pool,
             changes: Arc::new(AtomicI64::new(-1)),
-            events: tokio::sync::broadcast::channel(64).0,
+            events: tokio::sync::broadcast::channel(1024).0,
+            secret: Arc::new(secret),
         };
         store.migrate().await?;
         store.spawn_listener();
+        store.spawn_heartbeat();
         Ok(store)
     }
 
@@ -219,8 +267,60 @@ impl PostgresStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        if version < SEALED_KEYS_FROM {
+            self.seal_stored_keys(&mut tx).await?;
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Seals the signing keys stored in plaintext before sealing existed
+    /// (once, in the migration to [`SEALED_KEYS_FROM`]; a plaintext key found
+    /// later is refused, not sealed).
+    async fn seal_stored_keys(&self, tx: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+        let rows = sqlx::query("SELECT kid, pem FROM signing_keys")
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in rows {
+            let kid: String = row.try_get("kid")?;
+            let pem: String = row.try_get("pem")?;
+            if StoreSecret::is_sealed(&pem) {
+                continue;
+            }
+            sqlx::query("UPDATE signing_keys SET pem = $2 WHERE kid = $1")
+                .bind(&kid)
+                .bind(self.secret.seal(&kid, &pem))
+                .execute(&mut *tx)
+                .await?;
+            tracing::info!(kid, "store: sealed a signing key stored in plaintext");
+        }
+        Ok(())
+    }
+
+    /// Sends a heartbeat on [`HEARTBEAT_CHANNEL`] every [`HEARTBEAT_EVERY`]
+    /// (ends with the store), so every listener hears something that often.
+    fn spawn_heartbeat(&self) {
+        let pool = self.pool.clone();
+        let alive = Arc::downgrade(&self.changes);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+            loop {
+                tick.tick().await;
+                if alive.strong_count() == 0 || pool.is_closed() {
+                    return;
+                }
+                let sent = tokio::time::timeout(
+                    HEARTBEAT_EVERY,
+                    sqlx::query("SELECT pg_notify($1, '')")
+                        .bind(HEARTBEAT_CHANNEL)
+                        .execute(&pool),
+                )
+                .await;
+                if !matches!(sent, Ok(Ok(_))) {
+                    tracing::debug!("store: a heartbeat was not sent");
+                }
+            }
+        });
     }
 
     /// Listens on [`CHANGES_CHANNEL`], bumping `changes` for every
@@ -230,37 +330,93 @@ impl PostgresStore {
         let pool = self.pool.clone();
         let changes = Arc::downgrade(&self.changes);
         let events = self.events.clone();
+        let secret = self.secret.clone();
         tokio::spawn(async move {
             loop {
                 let Some(c) = changes.upgrade() else { return };
                 c.store(-1, Ordering::SeqCst);
                 drop(c);
-                match PgListener::connect_with(&pool).await {
-                    Ok(mut listener) => {
-                        if let Err(e) = listener.listen_all([CHANGES_CHANNEL, EVENTS_CHANNEL]).await
-                        {
-                            tracing::warn!("store: cannot listen for changes: {e}");
+                let connected =
+                    tokio::time::timeout(HEARTBEAT_DEADLINE, PgListener::connect_with(&pool)).await;
+                match connected {
+                    Ok(Ok(mut listener)) => {
+                        let listening = tokio::time::timeout(
+                            HEARTBEAT_DEADLINE,
+                            listener.listen_all([
+                                CHANGES_CHANNEL,
+                                EVENTS_CHANNEL,
+                                HEARTBEAT_CHANNEL,
+                            ]),
+                        )
+                        .await;
+                        if !matches!(listening, Ok(Ok(()))) {
+                            tracing::warn!("store: cannot listen for changes; retrying");
                         } else {
                             // Listening from here on: a fresh generation.
                             let Some(c) = changes.upgrade() else { return };
                             c.store(fresh_generation(), Ordering::SeqCst);
                             drop(c);
-                            // Until the connection is lost (notifications
-                            // may have been missed then: start over).
-                            while let Ok(Some(n)) = listener.try_recv().await {
-                                if n.channel() == EVENTS_CHANNEL {
-                                    if let Some((from, what)) = n.payload().split_once(' ') {
-                                        let _ = events.send((from.to_owned(), what.to_owned()));
+                            // Until the connection is lost or falls silent
+                            // (notifications may have been missed then: start
+                            // over). The listener is dropped either way, so an
+                            // interrupted receive does no harm.
+                            loop {
+                                let n = match tokio::time::timeout(
+                                    HEARTBEAT_DEADLINE,
+                                    listener.try_recv(),
+                                )
+                                .await
+                                {
+                                    Ok(Ok(Some(n))) => n,
+                                    Ok(_) => {
+                                        tracing::warn!(
+                                            "store: lost the change notifications; reconnecting"
+                                        );
+                                        break;
                                     }
-                                    continue;
+                                    Err(_) => {
+                                        tracing::warn!(
+                                            "store: the change listener heard nothing for {} s \
+                                             (not even a heartbeat): its connection is presumed \
+                                             dead; nothing is cached until a new one listens",
+                                            HEARTBEAT_DEADLINE.as_secs()
+                                        );
+                                        break;
+                                    }
+                                };
+                                match n.channel() {
+                                    HEARTBEAT_CHANNEL => {}
+                                    EVENTS_CHANNEL => {
+                                        match secret
+                                            .verify_event(n.payload(), crate::auth::now_secs())
+                                        {
+                                            Some(event) => {
+                                                let _ = events.send(event);
+                                            }
+                                            None => {
+                                                crate::metrics::prom::global()
+                                                    .shared_refusal("unauthenticated_event");
+                                                tracing::warn!(
+                                                    "store: ignored an unauthenticated or stale \
+                                                     event on {EVENTS_CHANNEL} (a database role \
+                                                     other than the hosts' may be notifying; \
+                                                     see README \"Security for several hosts\")"
+                                                );
+                                            }
+                                        }
+                                    }
+                                    _ => {
+                                        let Some(c) = changes.upgrade() else { return };
+                                        c.fetch_add(1, Ordering::SeqCst);
+                                    }
                                 }
-                                let Some(c) = changes.upgrade() else { return };
-                                c.fetch_add(1, Ordering::SeqCst);
                             }
-                            tracing::warn!("store: lost the change notifications; reconnecting");
                         }
                     }
-                    Err(e) => tracing::warn!("store: cannot listen for changes: {e}"),
+                    Ok(Err(e)) => tracing::warn!("store: cannot listen for changes: {e}"),
+                    Err(_) => {
+                        tracing::warn!("store: cannot listen for changes: connecting timed out")
+                    }
                 }
                 if changes.strong_count() == 0 {
                     return;
@@ -567,11 +723,19 @@ impl AuthStore for PostgresStore {
         Ok(done.rows_affected())
     }
 
-    async fn family_active(&self, family_id: &str) -> Result<bool, StoreError> {
+    async fn family_active(
+        &self,
+        family_id: &str,
+        subject: &str,
+        client_id: &str,
+    ) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM families WHERE id = $1 AND revoked_at IS NULL",
+            "SELECT COUNT(*) FROM families WHERE id = $1 AND subject = $2 AND client_id = $3 \
+             AND revoked_at IS NULL",
         )
         .bind(family_id)
+        .bind(subject)
+        .bind(client_id)
         .fetch_one(&self.pool)
         .await?;
         Ok(n > 0)
@@ -606,6 +770,7 @@ impl AuthStore for PostgresStore {
             ),
             ("DELETE FROM mcp_sessions WHERE seen_at < $1", day_ago),
             ("DELETE FROM mcp_replies WHERE created_at < $1", now - 600),
+            ("DELETE FROM mcp_pending WHERE created_at < $1", now - 3_600),
         ] {
             deleted += sqlx::query(sql)
                 .bind(at)
@@ -621,10 +786,21 @@ impl AuthStore for PostgresStore {
         let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY created_at, kid")
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .iter()
-            .map(stored_key_from)
-            .collect::<Result<_, sqlx::Error>>()?)
+        let mut keys = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut key = stored_key_from(row)?;
+            if !StoreSecret::is_sealed(&key.pem) {
+                // Only a writer of the database could have put it there.
+                tracing::error!(
+                    kid = key.kid,
+                    "store: a signing key is stored unsealed; it is ignored"
+                );
+                continue;
+            }
+            key.pem = self.secret.open(&key.kid, &key.pem)?;
+            keys.push(key);
+        }
+        Ok(keys)
     }
 
     async fn add_signing_key(
@@ -648,7 +824,7 @@ impl AuthStore for PostgresStore {
              ON CONFLICT (kid) DO NOTHING",
         )
         .bind(&key.kid)
-        .bind(&key.pem)
+        .bind(self.secret.seal(&key.kid, &key.pem))
         .bind(key.created_at)
         .bind(key.retire_at)
         .execute(&mut *tx)
@@ -816,6 +992,15 @@ impl SharedState for PostgresStore {
         .map_err(|e: sqlx::Error| e.into())
     }
 
+    async fn touch_session(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE mcp_sessions SET seen_at = $2 WHERE id = $1 AND seen_at < $2")
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn end_session(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM mcp_sessions WHERE id = $1")
             .bind(id)
@@ -857,7 +1042,7 @@ impl SharedState for PostgresStore {
     async fn publish(&self, from: &str, what: &str) -> Result<(), StoreError> {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(EVENTS_CHANNEL)
-            .bind(format!("{from} {what}"))
+            .bind(self.secret.sign_event(from, what, crate::auth::now_secs()))
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -867,33 +1052,124 @@ impl SharedState for PostgresStore {
         self.events.subscribe()
     }
 
-    async fn relay_reply(&self, from: &str, session: &str, body: &str) -> Result<(), StoreError> {
+    async fn expect_reply(
+        &self,
+        session: &str,
+        request_id: &str,
+        host: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO mcp_pending (session, request_id, host_id, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (session, request_id) \
+             DO UPDATE SET host_id = $3, created_at = $4",
+        )
+        .bind(session)
+        .bind(request_id)
+        .bind(host)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn reply_settled(&self, session: &str, request_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM mcp_pending WHERE session = $1 AND request_id = $2")
+            .bind(session)
+            .bind(request_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn relay_reply(
+        &self,
+        from: &str,
+        session: &str,
+        request_id: &str,
+        body: &str,
+    ) -> Result<Relay, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // Taken once: a second copy of the reply finds nothing pending.
+        let waiting: Option<String> = sqlx::query_scalar(
+            "DELETE FROM mcp_pending WHERE session = $1 AND request_id = $2 AND host_id <> $3 \
+             RETURNING host_id",
+        )
+        .bind(session)
+        .bind(request_id)
+        .bind(from)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(to) = waiting else {
+            let local: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM mcp_pending WHERE session = $1 AND request_id = $2)",
+            )
+            .bind(session)
+            .bind(request_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            return Ok(if local {
+                Relay::Local
+            } else {
+                Relay::NotPending
+            });
+        };
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO mcp_replies (session, body, created_at) VALUES ($1, $2, $3) RETURNING id",
+            "INSERT INTO mcp_replies (session, body, created_at, to_host) VALUES ($1, $2, $3, $4) \
+             RETURNING id",
         )
         .bind(session)
         .bind(body)
         .bind(crate::auth::now_secs())
+        .bind(&to)
         .fetch_one(&mut *tx)
         .await?;
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(EVENTS_CHANNEL)
-            .bind(format!("{from} reply {id}"))
+            .bind(
+                self.secret
+                    .sign_event(from, &format!("reply {id}"), crate::auth::now_secs()),
+            )
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(Relay::Relayed)
     }
 
-    async fn relayed_reply(&self, id: i64) -> Result<Option<(String, String)>, StoreError> {
-        let row = sqlx::query("SELECT session, body FROM mcp_replies WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+    async fn take_relayed_reply(
+        &self,
+        id: i64,
+        me: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query(
+            "DELETE FROM mcp_replies WHERE id = $1 AND to_host = $2 RETURNING session, body",
+        )
+        .bind(id)
+        .bind(me)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row
             .map(|r| Ok::<_, sqlx::Error>((r.try_get("session")?, r.try_get("body")?)))
             .transpose()?)
+    }
+
+    async fn relayed_replies_for(
+        &self,
+        me: &str,
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+        let rows =
+            sqlx::query("DELETE FROM mcp_replies WHERE to_host = $1 RETURNING id, session, body")
+                .bind(me)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                Ok::<_, sqlx::Error>((r.try_get("id")?, r.try_get("session")?, r.try_get("body")?))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort_by_key(|r| r.0);
+        Ok(out)
     }
 }
 

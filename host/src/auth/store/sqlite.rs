@@ -379,12 +379,21 @@ impl AuthStore for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn family_active(&self, family_id: &str) -> Result<bool, StoreError> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM families WHERE id = ? AND revoked_at IS NULL")
-                .bind(family_id)
-                .fetch_one(&self.pool)
-                .await?;
+    async fn family_active(
+        &self,
+        family_id: &str,
+        subject: &str,
+        client_id: &str,
+    ) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM families WHERE id = ? AND subject = ? AND client_id = ? \
+             AND revoked_at IS NULL",
+        )
+        .bind(family_id)
+        .bind(subject)
+        .bind(client_id)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(n > 0)
     }
 

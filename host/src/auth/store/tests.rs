@@ -88,7 +88,7 @@ async fn codes_are_single_use_and_replay_revokes_the_family(s: &dyn AuthStore) {
         s.redeem_code("h1", "fam1", 900).await.unwrap(),
         Redeem::Fresh(grant(1_000))
     );
-    assert!(s.family_active("fam1").await.unwrap());
+    assert!(s.family_active("fam1", "operator", "c1").await.unwrap());
     match s.redeem_code("h1", "fam2", 901).await.unwrap() {
         Redeem::Replayed { family, client_id } => {
             assert_eq!(family.as_deref(), Some("fam1"));
@@ -97,11 +97,11 @@ async fn codes_are_single_use_and_replay_revokes_the_family(s: &dyn AuthStore) {
         other => panic!("{other:?}"),
     }
     assert!(
-        !s.family_active("fam1").await.unwrap(),
+        !s.family_active("fam1", "operator", "c1").await.unwrap(),
         "replay revokes what the code issued"
     );
     assert!(
-        !s.family_active("fam2").await.unwrap(),
+        !s.family_active("fam2", "operator", "c1").await.unwrap(),
         "no family for the replay"
     );
     assert_eq!(
@@ -139,7 +139,7 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family(s: &dyn AuthStore) {
         s.rotate_refresh(&rot("r1", "r9", "c1", 904)).await.unwrap(),
         Rotate::Reused(_)
     ));
-    assert!(!s.family_active("fam").await.unwrap());
+    assert!(!s.family_active("fam", "operator", "c1").await.unwrap());
     assert!(matches!(
         s.rotate_refresh(&rot("r3", "r4", "c1", 905)).await.unwrap(),
         Rotate::Revoked(_)
@@ -203,7 +203,7 @@ async fn a_declined_rotation_leaves_the_token_unspent(s: &dyn AuthStore) {
         s.rotate_refresh(&rot("r1", "r2", "c1", 902)).await.unwrap(),
         Rotate::Rotated(_)
     ));
-    assert!(s.family_active("fam").await.unwrap());
+    assert!(s.family_active("fam", "operator", "c1").await.unwrap());
 }
 
 async fn a_family_ends_at_its_absolute_lifetime(s: &dyn AuthStore) {
@@ -259,8 +259,14 @@ async fn families_are_revoked_by_subject_or_client(s: &dyn AuthStore) {
             .unwrap(),
         2
     );
-    assert!(!s.family_active("f1").await.unwrap() && !s.family_active("f2").await.unwrap());
-    assert!(s.family_active("f3").await.unwrap());
+    assert!(
+        !s.family_active("f1", "alice", "c1").await.unwrap()
+            && !s.family_active("f2", "alice", "c2").await.unwrap()
+    );
+    assert!(s.family_active("f3", "bob", "c1").await.unwrap());
+    // A family is active only for its own user and client.
+    assert!(!s.family_active("f3", "alice", "c1").await.unwrap());
+    assert!(!s.family_active("f3", "bob", "c3").await.unwrap());
     // Already revoked families are not counted again.
     assert_eq!(
         s.revoke_families(FamilyFilter::Client("c1"), "t", 902)
@@ -268,8 +274,8 @@ async fn families_are_revoked_by_subject_or_client(s: &dyn AuthStore) {
             .unwrap(),
         1
     );
-    assert!(!s.family_active("f3").await.unwrap());
-    assert!(s.family_active("f4").await.unwrap());
+    assert!(!s.family_active("f3", "bob", "c1").await.unwrap());
+    assert!(s.family_active("f4", "bob", "c3").await.unwrap());
 }
 
 async fn purge_deletes_dead_rows_only(s: &dyn AuthStore) {
@@ -284,8 +290,8 @@ async fn purge_deletes_dead_rows_only(s: &dyn AuthStore) {
     // Then: the old code, its refresh token and its family.
     assert_eq!(s.purge(200_000).await.unwrap(), 3);
     assert_eq!(s.family_of_refresh("r-old").await.unwrap(), None);
-    assert!(!s.family_active("old").await.unwrap());
-    assert!(s.family_active("live").await.unwrap());
+    assert!(!s.family_active("old", "operator", "c1").await.unwrap());
+    assert!(s.family_active("live", "operator", "c1").await.unwrap());
     assert!(matches!(
         s.rotate_refresh(&rot("r-live", "r2", "c1", 200_001))
             .await
@@ -336,7 +342,7 @@ async fn concurrent_rotations_spend_the_token_once(s: &dyn AuthStore) {
         .count();
     assert_eq!((rotated, reused), (1, 1), "{outcomes:?}");
     assert!(
-        !s.family_active("fam").await.unwrap(),
+        !s.family_active("fam", "operator", "c1").await.unwrap(),
         "reuse revokes the family"
     );
 }
@@ -426,6 +432,8 @@ async fn postgres_passes_every_store_test() {
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("pw");
     std::fs::write(&pw, "store-test-pw\n").unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "a-store-secret-of-forty-characters-long!!\n").unwrap();
     let mut n = 0;
     let mut fresh = || {
         n += 1;
@@ -437,6 +445,7 @@ async fn postgres_passes_every_store_test() {
                 server.port
             )),
             password_file: Some(pw.clone()),
+            secret_file: Some(secret.clone()),
             ..Default::default()
         }
     };
@@ -461,7 +470,7 @@ async fn postgres_passes_every_store_test() {
         settings.url.as_ref().unwrap().rsplit('/').next().unwrap(),
         "SELECT count(*) FROM stockade_schema",
     );
-    assert_eq!(version.trim(), "3", "every migration applied once");
+    assert_eq!(version.trim(), "4", "every migration applied once");
 
     // Shared state, seen by both.
     assert_eq!(a.hit("mcp:alice", 60).await.unwrap(), 1);
@@ -539,6 +548,16 @@ async fn postgres_passes_every_store_test() {
         b.load_session_state("s1").await.unwrap().as_deref(),
         Some("{\"init\":true}")
     );
+    // A session in use is not purged as abandoned (issue 18.6).
+    b.touch_session("s1", 200_000).await.unwrap();
+    a.save_session_state("s-idle", "{}", 10).await.unwrap();
+    a.purge(200_000).await.unwrap();
+    assert!(a.session_owner("s1").await.unwrap().is_some(), "used: kept");
+    assert_eq!(
+        a.session_owner("s-idle").await.unwrap(),
+        None,
+        "unseen for a day: purged"
+    );
     b.end_session("s1").await.unwrap();
     assert_eq!(a.session_owner("s1").await.unwrap(), None);
 
@@ -553,4 +572,124 @@ async fn postgres_passes_every_store_test() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+
+    // Issue 18.1: signing keys are stored sealed (nothing a reader of the
+    // database or its traffic could sign with), and open on every host.
+    let db = settings
+        .url
+        .as_ref()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let key = crate::auth::keys::SigningKey::generate_pem();
+    let kid = "kid-sealed";
+    a.add_signing_key(
+        &StoredKey {
+            kid: kid.into(),
+            pem: key.clone(),
+            created_at: 5,
+            retire_at: None,
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let stored = server.run(&db, "SELECT pem FROM signing_keys");
+    assert!(stored.starts_with("sealed-v1:"), "{stored}");
+    assert!(!stored.contains("PRIVATE KEY"), "{stored}");
+    let read = b.signing_keys().await.unwrap();
+    assert_eq!(
+        (read[0].kid.as_str(), read[0].pem.as_str()),
+        (kid, key.as_str())
+    );
+    // A key someone put there in plaintext is not used.
+    server.run(
+        &db,
+        "INSERT INTO signing_keys (kid, pem, created_at) VALUES ('planted', '-----BEGIN PRIVATE KEY-----', 6)",
+    );
+    let read = b.signing_keys().await.unwrap();
+    assert_eq!(read.len(), 1, "the planted key is ignored");
+    // A host with another secret cannot open them.
+    let other_secret = dir.path().join("other-secret");
+    std::fs::write(&other_secret, "another-secret-of-forty-characters-long!!\n").unwrap();
+    let other = PostgresStore::connect(&crate::config::StoreSettings {
+        secret_file: Some(other_secret),
+        ..settings.clone()
+    })
+    .await
+    .unwrap();
+    let e = other.signing_keys().await.unwrap_err().to_string();
+    assert!(e.contains("same secret"), "{e}");
+
+    // Issue 18.6: events are authenticated: a NOTIFY from any role that may
+    // connect is ignored, the hosts' own are heard.
+    let mut heard = b.events();
+    server.run(&db, "NOTIFY stockade_events, 'host-x tools'");
+    server.run(&db, "NOTIFY stockade_events, '1 00 host-x tools'");
+    a.publish("host-a", "tools").await.unwrap();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), heard.recv())
+        .await
+        .expect("the signed event arrives")
+        .unwrap();
+    assert_eq!(
+        got,
+        ("host-a".to_owned(), "tools".to_owned()),
+        "spoofed events come first and are dropped"
+    );
+
+    // Issue 18.3: only a reply to a request another host waits for is relayed,
+    // once, to that host.
+    assert_eq!(
+        b.relay_reply("host-b", "s9", "7", "{}").await.unwrap(),
+        Relay::NotPending
+    );
+    a.expect_reply("s9", "7", "host-a", 100).await.unwrap();
+    assert_eq!(
+        a.relay_reply("host-a", "s9", "7", "{}").await.unwrap(),
+        Relay::Local,
+        "the waiting host takes it itself"
+    );
+    let mut heard = a.events();
+    assert_eq!(
+        b.relay_reply("host-b", "s9", "7", "{\"id\":7}")
+            .await
+            .unwrap(),
+        Relay::Relayed
+    );
+    assert_eq!(
+        b.relay_reply("host-b", "s9", "7", "{\"id\":7}")
+            .await
+            .unwrap(),
+        Relay::NotPending,
+        "a second copy finds nothing pending"
+    );
+    let (from, what) = tokio::time::timeout(std::time::Duration::from_secs(5), heard.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(from, "host-b");
+    let id: i64 = what.strip_prefix("reply ").unwrap().parse().unwrap();
+    assert_eq!(
+        b.take_relayed_reply(id, "host-b").await.unwrap(),
+        None,
+        "not b's"
+    );
+    assert_eq!(
+        a.take_relayed_reply(id, "host-a").await.unwrap(),
+        Some(("s9".to_owned(), "{\"id\":7}".to_owned()))
+    );
+    assert_eq!(
+        a.take_relayed_reply(id, "host-a").await.unwrap(),
+        None,
+        "delivered once"
+    );
+    a.expect_reply("s9", "8", "host-a", 100).await.unwrap();
+    a.reply_settled("s9", "8").await.unwrap();
+    assert_eq!(
+        b.relay_reply("host-b", "s9", "8", "{}").await.unwrap(),
+        Relay::NotPending,
+        "settled requests take no replies"
+    );
 }
