@@ -958,6 +958,84 @@ async fn requiring_signatures_on_reload_unloads_unsigned_plugins() {
     .await;
 }
 
+/// Issue 18.7: a policy change applies at once, whatever is compiling. With a
+/// large plugin (a Python component, seconds to compile) compiling, turning
+/// signature enforcement on withdraws the unsigned plugin already serving
+/// within a second or two (it waited for the compile before: 28 s in the
+/// review), and the large unsigned plugin, compiled under the old policy, is
+/// never served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_change_applies_while_a_large_plugin_compiles() {
+    let work = tempfile::tempdir().unwrap();
+    let big = work.path().join("wordcount.wasm");
+    let out = std::process::Command::new(common::repo().join("scripts/build-python-plugin"))
+        .arg(common::repo().join("examples/python/wordcount"))
+        .arg(&big)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key_file = work.path().join("author.key");
+    let (ok, out) = run_stockade(
+        &["plugins", "keygen", "--out", key_file.to_str().unwrap()],
+        work.path(),
+    );
+    assert!(ok, "{out}");
+    let public = out
+        .lines()
+        .find(|l| l.starts_with("ed25519:"))
+        .unwrap()
+        .to_owned();
+    let open = format!("[signatures]\nrequire = false\ntrusted_keys = [\"{public}\"]\n");
+    let host = HostBuilder::new()
+        .plugin(&bundled("template"), "template")
+        .config(&open)
+        .start();
+    let (client, _watcher) = watching_client(&host).await;
+    assert!(tool_names(&client).await.contains(&"greet".to_owned()));
+
+    deploy(&plugins(&host), "wordcount.wasm", &bytes(&big));
+    // Its compile has started (the pass that loads it is under way).
+    let started = Instant::now();
+    while !host.log().contains("rescanning the plugin directory") {
+        assert!(started.elapsed() < Duration::from_secs(10), "{}", host.log());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !host.log().contains("plugin loaded plugin=wordcount"),
+        "the large plugin compiled too fast for this test:\n{}",
+        host.log()
+    );
+    write_config(&host, &open.replace("require = false", "require = true"));
+    let changed = Instant::now();
+    eventually(Duration::from_secs(3), "greet withdrawn during the compile", async || {
+        !tool_names(&client).await.contains(&"greet".to_owned())
+    })
+    .await;
+    let took = changed.elapsed();
+    assert!(
+        !host.log().contains("plugin loaded plugin=wordcount"),
+        "the policy waited for the compile ({took:?}):\n{}",
+        host.log()
+    );
+    assert!(host.log().contains("plugin stops serving"), "{}", host.log());
+    // The large unsigned plugin finishes compiling and is not served.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let names = tool_names(&client).await;
+        assert!(!names.contains(&"word_count".to_owned()), "unsigned plugin served: {names:?}");
+        if common::audit_events(&host, "plugin_refused")
+            .iter()
+            .any(|l| l["plugin"] == "wordcount")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "wordcount never refused:\n{}", host.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!tool_names(&client).await.contains(&"word_count".to_owned()));
+}
+
 /// `resources/subscribe`: a session hears `notifications/resources/updated` for
 /// the URIs it subscribed to, when the plugin says one changed (only its own
 /// URIs count) and when the plugin serving it is reloaded; not after

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 pub mod inspect;
 pub mod listing;
+pub mod schema;
 pub mod sign;
 pub mod watch;
 
@@ -39,6 +40,9 @@ pub struct Plugin {
     pub policy: Policy,
     /// The capabilities the plugin declares it wants (informational).
     pub declared: Option<serde_json::Value>,
+    /// Its tools' schemas, compiled when the code was loaded (in the order of
+    /// `code.tools`): every call's arguments and structured result are checked.
+    pub schemas: Arc<schema::ToolSchemas>,
 }
 
 /// Identifies a version of a file cheaply: size and modification time.
@@ -130,6 +134,9 @@ pub enum Refusal {
         /// The plugin already serving it.
         owner: String,
     },
+    /// A tool's input or output schema is not a usable JSON Schema.
+    #[error("invalid tool list: {0}")]
+    Schema(#[from] schema::SchemaError),
     /// A resource URI or URI template would serve URIs another plugin serves.
     #[error(
         "resource `{mine}` overlaps `{theirs}`, already served by plugin `{owner}`: some URI would match both; give one of the two plugins its own URI scheme or prefix"
@@ -266,6 +273,15 @@ impl Changes {
     /// Whether the served tools, resources or prompts changed.
     pub fn lists_changed(&self) -> bool {
         !self.loaded.is_empty() || !self.removed.is_empty()
+    }
+
+    /// Adds what re-applying the config to this pass's result changed: a
+    /// plugin loaded here and withdrawn there was never served.
+    pub fn absorb(&mut self, more: Changes) {
+        self.loaded.retain(|p| !more.removed.contains(&p.name));
+        self.removed.extend(more.removed);
+        self.refused.extend(more.refused);
+        self.deferred.extend(more.deferred);
     }
 }
 
@@ -426,6 +442,7 @@ async fn load_candidate(
             digest: d,
             code: old.code.clone(),
             declared: old.declared.clone(),
+            schemas: old.schemas.clone(),
         }),
         (Ok((bytes, d)), _) => load_bytes(runtime, config, name, path, stamp, &bytes, d).await,
     };
@@ -537,6 +554,7 @@ pub fn with_config(runtime: &Runtime, current: &Snapshot, config: &Config) -> (S
             code: p.code.clone(),
             policy: policy_for(runtime, config, name, &p.digest),
             declared: p.declared.clone(),
+            schemas: p.schemas.clone(),
         });
         next.plugins.insert(name.clone(), plugin);
     }
@@ -582,15 +600,27 @@ async fn load_bytes(
     let declared = inspect::declared_capabilities(bytes).ok().flatten();
     let code = runtime.load(name, bytes, &digest, limits).await?;
     check_tools(&code).map_err(|e| Refusal::from(LoadError::InvalidTools(e)))?;
+    let code = Arc::new(code);
+    let schemas = compile_schemas(code.clone()).await?;
     Ok(Plugin {
         name: name.to_owned(),
         path: path.to_owned(),
         stamp,
         policy: policy_for(runtime, config, name, &digest),
         digest,
-        code: Arc::new(code),
+        code,
         declared,
+        schemas: Arc::new(schemas),
     })
+}
+
+/// Compiles the schemas of `code`'s tools on the blocking pool (a plugin may
+/// declare large schemas; compiling them must not hold up an async worker).
+async fn compile_schemas(code: Arc<PluginCode>) -> Result<schema::ToolSchemas, Refusal> {
+    tokio::task::spawn_blocking(move || schema::ToolSchemas::compile(&code.tools))
+        .await
+        .map_err(|e| Refusal::Load(format!("compiling the tools' schemas failed: {e}")))?
+        .map_err(Refusal::from)
 }
 
 /// The policy of plugin `name` whose file has `digest`. A digest that does not
@@ -662,7 +692,8 @@ fn first_clash<'a>(
     None
 }
 
-/// Checks the tool list a plugin gave: valid unique names, object input schemas.
+/// Checks the tool list a plugin gave: valid unique names (their schemas are
+/// checked when they are compiled: [`schema::ToolSchemas::compile`]).
 fn check_tools(code: &PluginCode) -> Result<(), String> {
     let mut seen = std::collections::HashSet::new();
     for t in &code.tools {
@@ -674,24 +705,6 @@ fn check_tools(code: &PluginCode) -> Result<(), String> {
         }
         if !seen.insert(t.name.as_str()) {
             return Err(format!("tool `{}` is listed twice", t.name));
-        }
-        let schema: serde_json::Value = serde_json::from_str(&t.input_schema)
-            .map_err(|e| format!("tool `{}`: input schema is not JSON: {e}", t.name))?;
-        if schema.get("type").and_then(|v| v.as_str()) != Some("object") {
-            return Err(format!(
-                "tool `{}`: input schema must be a JSON Schema object with \"type\": \"object\"",
-                t.name
-            ));
-        }
-        if let Some(out) = &t.output_schema {
-            let out: serde_json::Value = serde_json::from_str(out)
-                .map_err(|e| format!("tool `{}`: output schema is not JSON: {e}", t.name))?;
-            if !out.is_object() {
-                return Err(format!(
-                    "tool `{}`: output schema must be a JSON object",
-                    t.name
-                ));
-            }
         }
     }
     Ok(())

@@ -5,6 +5,13 @@
 //! keep the version they started with). Files still being written are looked at
 //! again shortly; a periodic rescan catches events a file system did not report.
 //! A config file that does not parse is refused and the old config stays.
+//!
+//! Policy never waits for code: config changes (signatures, grants, scopes,
+//! limits) are applied by a task of their own, at once, even while a rescan
+//! compiles a large plugin; and a rescan re-applies the config in force when
+//! it finishes, so nothing it loaded under an older policy is served under the
+//! new one. Catalog replacements are serialized (the `apply` lock, held only
+//! while a snapshot is swapped, never during a compile).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -44,6 +51,9 @@ pub struct Reloader {
     listing: Option<PathBuf>,
     /// The config warnings last logged, so each is logged once, when it appears.
     warned: Mutex<Vec<String>>,
+    /// Held while a new snapshot is computed from the current one and swapped
+    /// in (not while plugins compile).
+    apply: tokio::sync::Mutex<()>,
 }
 
 impl Reloader {
@@ -71,6 +81,7 @@ impl Reloader {
                 changed,
                 listing,
                 warned,
+                apply: tokio::sync::Mutex::new(()),
             }),
             rx,
         )
@@ -114,15 +125,31 @@ impl Reloader {
         let config = self.config();
         tracing::debug!(dir = %config.plugins_dir.display(), "rescanning the plugin directory");
         let current = self.catalog.snapshot();
-        let (next, changes) = match reconcile(&self.runtime, &config, &current, Some(complete))
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(dir = %config.plugins_dir.display(), "cannot read the plugin directory: {e}");
-                return Changes::default();
+        let (mut next, mut changes) =
+            match reconcile(&self.runtime, &config, &current, Some(complete)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(dir = %config.plugins_dir.display(), "cannot read the plugin directory: {e}");
+                    return Changes::default();
+                }
+            };
+        let _apply = self.apply.lock().await;
+        // The config may have changed while this pass compiled: what it loaded
+        // is served only under the config in force now.
+        let now = self.config();
+        if !Arc::ptr_eq(&now, &config) {
+            let (runtime, loaded) = (self.runtime.clone(), next);
+            match tokio::task::spawn_blocking(move || with_config(&runtime, &loaded, &now)).await {
+                Ok((rebased, more)) => {
+                    next = rebased;
+                    changes.absorb(more);
+                }
+                Err(e) => {
+                    tracing::error!("re-applying the config to a rescan failed: {e}; its result is dropped");
+                    return Changes::default();
+                }
             }
-        };
+        }
         if changes.loaded.is_empty() && changes.removed.is_empty() && changes.refused.is_empty() {
             // Nothing served changed; keep refusal bookkeeping in sync anyway.
             if next.refused.len() != current.refused.len() {
@@ -162,6 +189,7 @@ impl Reloader {
                     }
                 }
                 let new = Arc::new(new);
+                let _apply = self.apply.lock().await;
                 // Signature checks read `.sig` files: on the blocking pool too.
                 let (next, changes) = {
                     let (runtime, current, config) =
@@ -240,59 +268,92 @@ impl Reloader {
         {
             watcher.watch(parent, RecursiveMode::NonRecursive)?;
         }
-        let this = self.clone();
         let mut config_hash = config_file.as_deref().and_then(file_hash);
+        // Rescans and config reloads run in tasks of their own, so a config
+        // change is applied while a rescan compiles.
+        let (rescans, wanted) = mpsc::unbounded_channel::<HashSet<PathBuf>>();
+        let (reconfigure, config_changed) = watch::channel(0u64);
+        self.spawn_rescanner(wanted);
+        self.spawn_reconfigurer(config_changed, source, rescans.clone());
         tokio::spawn(async move {
             let _watcher = watcher; // dropped (and stopped) with the task
-            let mut recheck: Option<tokio::time::Instant> = None;
             loop {
-                let wake = recheck.unwrap_or_else(|| tokio::time::Instant::now() + RESCAN);
-                let first = tokio::select! {
-                    ev = rx.recv() => match ev {
-                        Some(ev) => Some(ev),
-                        None => return,
-                    },
-                    () = tokio::time::sleep_until(wake) => None,
-                };
+                let Some(first) = rx.recv().await else { return };
                 let mut burst = Burst::default();
-                if let Some(ev) = first {
-                    burst.add(ev);
-                    let give_up = tokio::time::Instant::now() + MAX_WAIT;
-                    loop {
-                        let wait = if burst.all_complete() {
-                            COMPLETE_QUIET
-                        } else {
-                            DEBOUNCE
-                        };
-                        let quiet = (tokio::time::Instant::now() + wait).min(give_up);
-                        match tokio::time::timeout_at(quiet, rx.recv()).await {
-                            Ok(Some(ev)) => burst.add(ev),
-                            Ok(None) => return,
-                            Err(_) => break,
-                        }
+                burst.add(first);
+                let give_up = tokio::time::Instant::now() + MAX_WAIT;
+                loop {
+                    let wait = if burst.all_complete() {
+                        COMPLETE_QUIET
+                    } else {
+                        DEBOUNCE
+                    };
+                    let quiet = (tokio::time::Instant::now() + wait).min(give_up);
+                    match tokio::time::timeout_at(quiet, rx.recv()).await {
+                        Ok(Some(ev)) => burst.add(ev),
+                        Ok(None) => return,
+                        Err(_) => break,
                     }
                 }
                 if burst.config {
                     let now = config_file.as_deref().and_then(file_hash);
                     if now != config_hash {
                         config_hash = now;
-                        this.reload_config(&source).await;
+                        reconfigure.send_modify(|n| *n += 1);
                     } else {
                         tracing::debug!("config file event without a content change; ignored");
                     }
                 }
-                // A wake-up without events is the periodic rescan or a re-check;
-                // a new config may let refused files in.
-                if burst.plugins || burst.config || !burst.any {
-                    let changes = this.rescan(&burst.complete).await;
-                    recheck = (!changes.deferred.is_empty())
-                        .then(|| tokio::time::Instant::now() + RECHECK);
-                } else {
-                    recheck = None;
+                if burst.plugins {
+                    let _ = rescans.send(burst.complete);
                 }
             }
         });
         Ok(())
+    }
+
+    /// Runs rescans one at a time as they are asked for (requests that queue
+    /// up while one runs make one more pass), again shortly while files are
+    /// still being written, and every [`RESCAN`] regardless.
+    fn spawn_rescanner(self: &Arc<Self>, mut wanted: mpsc::UnboundedReceiver<HashSet<PathBuf>>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut wait = RESCAN;
+            loop {
+                let mut complete = match tokio::time::timeout(wait, wanted.recv()).await {
+                    Ok(Some(c)) => c,
+                    Ok(None) => return,
+                    // A re-check, or the periodic rescan.
+                    Err(_) => HashSet::new(),
+                };
+                while let Ok(more) = wanted.try_recv() {
+                    complete.extend(more);
+                }
+                let changes = this.rescan(&complete).await;
+                wait = if changes.deferred.is_empty() {
+                    RESCAN
+                } else {
+                    RECHECK
+                };
+            }
+        });
+    }
+
+    /// Applies config changes as they come, at once (never behind a rescan's
+    /// compile), then asks for a rescan: a new config may let refused files in.
+    fn spawn_reconfigurer(
+        self: &Arc<Self>,
+        mut changed: watch::Receiver<u64>,
+        source: ConfigSource,
+        rescans: mpsc::UnboundedSender<HashSet<PathBuf>>,
+    ) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            while changed.changed().await.is_ok() {
+                this.reload_config(&source).await;
+                let _ = rescans.send(HashSet::new());
+            }
+        });
     }
 }
 
