@@ -1477,3 +1477,54 @@ async fn plugins_cannot_shadow_each_others_prompts_and_resources() {
         "{lines:#?}"
     );
 }
+
+/// Issue 18.6: a FIFO in a granted directory is not opened (opening it for
+/// reading blocked a host thread until some writer came, past the call's
+/// deadline and past the host's shutdown): the call is refused at once, a
+/// regular file next to it still reads, and the host stops cleanly after.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fifo_in_a_granted_directory_is_not_opened() {
+    let tree = tempfile::tempdir().unwrap();
+    let root = tree.path().canonicalize().unwrap();
+    std::fs::write(root.join("notes.txt"), "plain file").unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(root.join("pipe"))
+        .status()
+        .expect("mkfifo (coreutils) is installed");
+    assert!(made.success());
+    let config = format!(
+        "[plugins.hostile.grants]\ndirs = [{{ host = \"{}\", guest = \"/data\", mode = \"ro\" }}]\n",
+        root.display()
+    );
+    let mut host = HostBuilder::new()
+        .plugin(&test_plugin("hostile"), "hostile")
+        .config(&config)
+        .start();
+    let client = host.client().await;
+    let started = std::time::Instant::now();
+    let t = cap(&client, "read_path", json!({"path": "/data/pipe"})).await;
+    assert!(t.starts_with("ERR:"), "{t}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the FIFO open blocked for {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        cap(&client, "read_path", json!({"path": "/data/notes.txt"})).await,
+        "OK:plain file"
+    );
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &host.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while host.is_running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the host did not exit: {}",
+            host.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -11,6 +11,7 @@
 pub mod client;
 pub mod events;
 pub mod exec;
+pub mod fs_guard;
 pub mod http;
 pub mod log;
 pub mod metrics;

@@ -273,6 +273,7 @@ impl Runtime {
 
         let mut linker = Linker::<CallState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        crate::capabilities::fs_guard::add_to_linker(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         link_capabilities(&mut linker)?;
 
