@@ -970,3 +970,110 @@ async fn a_stolen_key_and_family_id_do_not_impersonate() {
     assert!(!fam.is_empty());
     assert!(host.is_running());
 }
+
+/// Issue 18.6: `/metrics` on its own loopback listener answers only requests
+/// naming that address (a page on a rebinding domain cannot read it); a
+/// wrong scrape token is audited and, past a few a minute, throttled; a
+/// separate listener reachable from other machines needs the token.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_refuse_foreign_hosts_and_throttle_wrong_tokens() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let secret = tempfile::tempdir().unwrap();
+    let token_file = secret.path().join("metrics-token");
+    std::fs::write(&token_file, "scrape-token-0123456789\n").unwrap();
+    let mut host = HostBuilder::new()
+        .password(PASSWORD)
+        .config(&format!(
+            "[prometheus]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n",
+            token_file.display()
+        ))
+        .start();
+    let http = reqwest::Client::new();
+    let separate = format!("http://127.0.0.1:{port}/metrics");
+    // Its own name: served (no token needed on loopback).
+    assert_eq!(http.get(&separate).send().await.unwrap().status(), 200);
+    let r = http
+        .get(&separate)
+        .header("host", format!("localhost:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A rebinding domain that resolves to 127.0.0.1: refused, audited.
+    let r = http
+        .get(&separate)
+        .header("host", format!("evil.example:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_audited(
+        &host.data_dir(),
+        "request_denied",
+        &[("reason", "metrics: Host `evil.example:"), ("path", "/metrics")],
+    );
+
+    // The main listener: wrong tokens are audited, then throttled.
+    let main = format!("{}/metrics", host.base_url());
+    let good = http
+        .get(&main)
+        .bearer_auth("scrape-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(good.status(), 200);
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let r = http
+            .get(&main)
+            .bearer_auth(format!("guess-{i}"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(&statuses[..10], &[401; 10], "{statuses:?}");
+    assert_eq!(&statuses[10..], &[429, 429], "{statuses:?}");
+    let denied = audit_text(&host.data_dir())
+        .lines()
+        .filter(|l| l.contains("metrics: wrong or missing scrape token"))
+        .count();
+    assert_eq!(denied, 10, "each failure before the throttle is audited");
+    assert!(host.is_running());
+
+    // A separate listener on every interface without a token: refused at start.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("open.toml"),
+        "[prometheus]\nlisten = \"0.0.0.0:9464\"\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(["serve", "--config", "open.toml", "--listen", "127.0.0.1:0"])
+        .args(["--plugins", "plugins", "--data", "data", "--auth", "none"])
+        .current_dir(dir.path())
+        .env_remove("STOCKADE_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("a metrics listener open to every interface without a token was started");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("prometheus.listen: 0.0.0.0:9464 is reachable from other machines"),
+        "{err}"
+    );
+}

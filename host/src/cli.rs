@@ -443,6 +443,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let metrics_token = config.prometheus.token().map_err(|e| anyhow::anyhow!(e))?;
+    let separate_token = metrics_token.clone();
     // The password comes from the environment only (never argv, never the file).
     let password = std::env::var("STOCKADE_PASSWORD")
         .ok()
@@ -543,7 +544,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     if let Some(l) = metrics_listener {
         let addr = l.local_addr()?;
-        let app = crate::http::metrics_router(metrics.clone());
+        let app = crate::http::metrics_router(metrics.clone(), addr, separate_token, auth.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
         let stop = shutdown.clone();
         tokio::spawn(async move {
             let served = axum::serve(l, app)

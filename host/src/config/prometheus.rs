@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PrometheusSettings {
-    /// Serve `/metrics` on this separate address, without authentication (bind
-    /// it to an interface only the scraper reaches, e.g. `127.0.0.1:9464`).
+    /// Serve `/metrics` on this separate address: on loopback without
+    /// authentication (to requests naming that address); on any other
+    /// address only with the token of `token_file`.
     pub listen: Option<SocketAddr>,
     /// Serve `/metrics` on the main listener too, to requests carrying
     /// `Authorization: Bearer <the first line of this file>` (absolute path;
@@ -27,6 +28,16 @@ impl PrometheusSettings {
             problems.push(format!(
                 "prometheus.token_file: `{}` must be an absolute path",
                 p.display()
+            ));
+        }
+        if let Some(addr) = self.listen
+            && !addr.ip().is_loopback()
+            && self.token_file.is_none()
+        {
+            problems.push(format!(
+                "prometheus.listen: {addr} is reachable from other machines, and /metrics there \
+                 would answer anyone: set `token_file` (scrapers then send the token) or listen \
+                 on 127.0.0.1"
             ));
         }
         if self.listen == Some(main_listen) && main_listen.port() != 0 {

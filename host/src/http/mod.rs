@@ -25,6 +25,7 @@ pub mod drain;
 mod home;
 pub mod listen;
 mod relay;
+pub mod scrape;
 mod session_store;
 
 use std::sync::{Arc, OnceLock};
@@ -154,28 +155,9 @@ pub fn router(
         max_body: config.max_body_bytes,
     };
     let public_url = auth.public_url.clone();
-    let scrape = config.metrics_token.map(|token| {
-        let metrics = shared.metrics.clone();
-        let token = Arc::new(token);
-        get(move |headers: axum::http::HeaderMap| async move {
-            let presented = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or_default();
-            use subtle::ConstantTimeEq as _;
-            if presented.as_bytes().ct_eq(token.as_bytes()).into() {
-                prometheus_text(&metrics)
-            } else {
-                (
-                    StatusCode::UNAUTHORIZED,
-                    [(header::WWW_AUTHENTICATE, "Bearer realm=\"metrics\"")],
-                    "the metrics token (prometheus.token_file) is required\n",
-                )
-                    .into_response()
-            }
-        })
-    });
+    let scrape = config
+        .metrics_token
+        .map(|token| scrape::Scrape::main(shared.metrics.clone(), token, auth.clone()).router());
     let readiness = Readiness {
         shared: shared.clone(),
         auth: auth.clone(),
@@ -183,7 +165,7 @@ pub fn router(
     };
     let mut routes = Router::new();
     if let Some(scrape) = scrape {
-        routes = routes.route("/metrics", scrape);
+        routes = routes.merge(scrape);
     }
     routes
         .route("/", get(move || async move { home::page(&public_url) }))
@@ -344,27 +326,15 @@ async fn health(State(shared): State<Arc<Shared>>) -> Json<Value> {
     }))
 }
 
-/// The router of the separate Prometheus listener (`prometheus.listen`):
-/// `GET /metrics`, no authentication.
-pub fn metrics_router(metrics: crate::metrics::Metrics) -> Router {
-    Router::new().route(
-        "/metrics",
-        get(move || {
-            let metrics = metrics.clone();
-            async move { prometheus_text(&metrics) }
-        }),
-    )
-}
-
-fn prometheus_text(metrics: &crate::metrics::Metrics) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        metrics.prometheus(),
-    )
-        .into_response()
+/// The router of the separate Prometheus listener (`prometheus.listen`) at
+/// `addr`: `GET /metrics` (see [`scrape`]).
+pub fn metrics_router(
+    metrics: crate::metrics::Metrics,
+    addr: std::net::SocketAddr,
+    token: Option<String>,
+    auth: Arc<AuthState>,
+) -> Router {
+    scrape::Scrape::separate(metrics, addr, token, auth).router()
 }
 
 /// What `/ready` looks at.
