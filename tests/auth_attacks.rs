@@ -967,7 +967,65 @@ async fn a_stolen_key_and_family_id_do_not_impersonate() {
     other_client["jti"] = json!("minted-3");
     let forged = sign_with_host_key(&host.data_dir(), &other_client);
     assert_invalid_token(&o.mcp(Some(&forged), &initialize()).await, &base);
+    // Bob's own claims, living longer than this server ever issues: refused
+    // (a token minted with a stolen key, not one this server signed).
+    let mut long_lived = real.clone();
+    long_lived["exp"] = json!(now() + 30 * 86_400);
+    long_lived["jti"] = json!("minted-4");
+    let forged = sign_with_host_key(&host.data_dir(), &long_lived);
+    assert_invalid_token(&o.mcp(Some(&forged), &initialize()).await, &base);
     assert!(!fam.is_empty());
+    assert!(host.is_running());
+}
+
+/// Issue 18.6: `stockade keys rotate --retire-now` answers a compromise: the
+/// old key stops verifying (cached verifications included) and leaves the
+/// JWKS within seconds; new logins work with the new key.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_retired_at_once_stops_its_tokens() {
+    let mut host = HostBuilder::new()
+        .plugin(&bundled("template"), "template")
+        .password(PASSWORD)
+        .start();
+    let o = Oauth::new(&host.base_url());
+    let base = o.base.clone();
+    let (_, old) = o.full_login(PASSWORD).await;
+    let old_kid = {
+        let h = old.access.split('.').next().unwrap();
+        let h: Value = serde_json::from_slice(&B64.decode(h).unwrap()).unwrap();
+        h["kid"].as_str().unwrap().to_owned()
+    };
+    // Served, and cached.
+    for _ in 0..3 {
+        assert_eq!(o.mcp(Some(&old.access), &initialize()).await.status, StatusCode::OK);
+    }
+    let dir = host.dir.path().to_owned();
+    let (ok, out) = common::run_stockade(&["keys", "rotate", "--retire-now", "--data", "data"], &dir);
+    assert!(ok && out.contains("retired"), "{out}");
+    let started = std::time::Instant::now();
+    loop {
+        let r = o.mcp(Some(&old.access), &initialize()).await;
+        if r.status == StatusCode::UNAUTHORIZED {
+            assert_invalid_token(&r, &base);
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "a token of the retired key is still served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let jwks = o.get("/jwks.json").await.json();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids.len(), 1, "{jwks}");
+    assert_ne!(kids[0], old_kid);
+    let (_, new) = o.full_login(PASSWORD).await;
+    assert_eq!(o.mcp(Some(&new.access), &initialize()).await.status, StatusCode::OK);
     assert!(host.is_running());
 }
 

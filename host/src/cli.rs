@@ -128,6 +128,11 @@ pub enum KeysCommand {
         /// `data_dir` and `[store]`).
         #[command(flatten)]
         dirs: DirArgs,
+        /// Retire the previous keys at once instead of after the token
+        /// lifetime (a key was compromised): every token they signed is
+        /// refused on every host within seconds, and clients log in again.
+        #[arg(long)]
+        retire_now: bool,
     },
 }
 
@@ -375,7 +380,9 @@ pub fn main() -> ExitCode {
             }
             Command::HashPassword => hash_password(),
             Command::Tokens(TokensCommand::Revoke(args)) => tokens_revoke(&args).await,
-            Command::Keys(KeysCommand::Rotate { dirs }) => keys_rotate(&dirs).await,
+            Command::Keys(KeysCommand::Rotate { dirs, retire_now }) => {
+                keys_rotate(&dirs, retire_now).await
+            }
             Command::InternalCompile { .. } => unreachable!("handled before the async runtime"),
         }
     });
@@ -1194,14 +1201,26 @@ async fn tokens_revoke(args: &TokensRevokeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn keys_rotate(dirs: &DirArgs) -> anyhow::Result<()> {
+async fn keys_rotate(dirs: &DirArgs, retire_now: bool) -> anyhow::Result<()> {
     let config = dirs.config()?;
-    let keep = std::time::Duration::from_secs(config.auth.access_token_ttl_secs + 60);
+    let keep = if retire_now {
+        std::time::Duration::ZERO
+    } else {
+        std::time::Duration::from_secs(config.auth.access_token_ttl_secs + 60)
+    };
     let kid = crate::auth::rotate_keys(&config.store, &config.data_dir, keep).await?;
-    outln!(
-        "new signing key {kid}; the previous keys are accepted for {} more seconds",
-        keep.as_secs()
-    );
+    if retire_now {
+        outln!(
+            "new signing key {kid}; the previous keys are retired: tokens they signed are \
+             refused by every host within {} seconds",
+            crate::auth::keyring::RELOAD_EVERY.as_secs()
+        );
+    } else {
+        outln!(
+            "new signing key {kid}; the previous keys are accepted for {} more seconds",
+            keep.as_secs()
+        );
+    }
     Ok(())
 }
 

@@ -73,11 +73,16 @@ pub async fn authenticate(auth: &AuthState, token: &str) -> Result<Principal, To
     }
     // Read before the family check: a revocation committed after it makes
     // the entry stale (see `token_cache`).
-    let version = b.tokens.as_ref().and_then(|c| c.data_version());
+    let stamp = b.tokens.as_ref().and_then(|c| c.stamp());
     let claims = b
         .keys
         .verify(token, &auth.public_url, &auth.resource)
         .await?;
+    // This server never issues a token that lives longer than its access
+    // token lifetime: one that does was not minted here (a stolen key).
+    if claims.exp.saturating_sub(claims.iat) > b.access_ttl + 60 {
+        return Err(TokenRejection::Malformed);
+    }
     // The family must be the token's own: same user, same client. A token
     // minted with a stolen key for another `sub` around a family id seen on
     // the wire is refused here.
@@ -110,8 +115,8 @@ pub async fn authenticate(auth: &AuthState, token: &str) -> Result<Principal, To
         scopes,
         audience: Some(claims.aud),
     };
-    if let (Some(cache), Some(version)) = (&b.tokens, version) {
-        cache.put(key, &principal, claims.exp, version);
+    if let (Some(cache), Some(stamp)) = (&b.tokens, stamp) {
+        cache.put(key, &principal, claims.exp, stamp);
     }
     Ok(principal)
 }

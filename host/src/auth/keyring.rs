@@ -63,6 +63,8 @@ pub struct KeyRing {
     ring: ArcSwap<Ring>,
     store: Arc<dyn AuthStore>,
     last_miss_reload: Mutex<Option<Instant>>,
+    /// Called when a reload finds a key that verified before retired.
+    retired: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 fn now_secs() -> i64 {
@@ -120,6 +122,7 @@ impl KeyRing {
             ring: ArcSwap::from_pointee(ring),
             store,
             last_miss_reload: Mutex::new(None),
+            retired: std::sync::OnceLock::new(),
         })
     }
 
@@ -129,11 +132,24 @@ impl KeyRing {
         match self.store.signing_keys().await {
             Ok(rows) => match build(&rows, now_secs()) {
                 Ok(Some(ring)) => {
-                    let old = self.ring.load();
+                    let old = self.ring.load_full();
                     if old.signer.kid() != ring.signer.kid() {
                         tracing::info!(kid = ring.signer.kid(), "signing with a new key");
                     }
                     self.ring.store(Arc::new(ring));
+                    let now = self.ring.load();
+                    let gone: Vec<&str> = old
+                        .keys
+                        .iter()
+                        .map(|k| k.kid())
+                        .filter(|kid| !now.keys.iter().any(|k| k.kid() == *kid))
+                        .collect();
+                    if !gone.is_empty() {
+                        tracing::info!(kids = ?gone, "signing keys retired: tokens they signed are refused");
+                        if let Some(hook) = self.retired.get() {
+                            hook();
+                        }
+                    }
                 }
                 Ok(None) => tracing::error!(
                     "every stored signing key is retired: still signing with {}; run `stockade keys rotate`",
@@ -143,6 +159,12 @@ impl KeyRing {
             },
             Err(e) => tracing::warn!("signing keys not reloaded: {e}"),
         }
+    }
+
+    /// Calls `hook` whenever a reload finds that a key which verified tokens
+    /// has retired (set once; e.g. to forget cached verifications).
+    pub fn on_key_retired(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.retired.set(hook);
     }
 
     /// Starts re-reading the keys every [`RELOAD_EVERY`] (ends with the ring).
@@ -240,7 +262,8 @@ impl KeyRing {
 
 /// Adds a new signing key to `store` and schedules every other key's
 /// retirement `keep_old_for` from now (the longest access-token lifetime plus
-/// leeway); returns the new key's id.
+/// leeway; zero retires them at once, after a compromise); returns the new
+/// key's id.
 pub async fn rotate(store: &dyn AuthStore, keep_old_for: Duration) -> Result<String, KeyRingError> {
     let pem = SigningKey::generate_pem();
     let key = SigningKey::from_pem(&pem).map_err(|message| KeyRingError::Invalid {

@@ -147,7 +147,7 @@ pub struct Builtin {
     /// Fetches Client ID Metadata Documents.
     pub cimd: Arc<cimd::Fetcher>,
     /// Verified access tokens (`None` if the database could not be watched).
-    pub tokens: Option<token_cache::TokenCache>,
+    pub tokens: Option<Arc<token_cache::TokenCache>>,
 }
 
 /// Login pages (`GET /authorize`) one client address may open per minute.
@@ -440,8 +440,18 @@ impl AuthState {
                         (Arc::new(store), tokens)
                     }
                 };
+                let tokens: Option<Arc<token_cache::TokenCache>> = tokens.map(Arc::new);
                 let keys =
                     Arc::new(keyring::KeyRing::open(store.clone(), &data_dir.join("keys")).await?);
+                if let Some(cache) = &tokens {
+                    // A retired key must not live on in verified tokens.
+                    let cache = Arc::downgrade(cache);
+                    keys.on_key_retired(Box::new(move || {
+                        if let Some(c) = cache.upgrade() {
+                            c.invalidate();
+                        }
+                    }));
+                }
                 keys.spawn_reloader();
                 let (pending, logins) = match &shared {
                     Some(s) => (

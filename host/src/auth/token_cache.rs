@@ -8,7 +8,9 @@
 //! commits to the file, so any revocation, refresh rotation, purge, or
 //! `stockade tokens revoke` from another process makes every entry stale; the
 //! next request checks its token in full again. Entries also end with the
-//! token's `exp`.
+//! token's `exp`, and all of them at once when a signing key is retired
+//! ([`TokenCache::invalidate`]): a token signed with a retired key is checked
+//! again, and refused.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -26,6 +28,9 @@ type VersionSource = Box<dyn Fn() -> Option<i64> + Send + Sync>;
 /// The verified tokens of one host.
 pub struct TokenCache {
     entries: quick_cache::sync::Cache<[u8; 32], Arc<Entry>>,
+    /// Bumped by [`TokenCache::invalidate`]; entries of an older epoch are
+    /// never used.
+    epoch: std::sync::atomic::AtomicU64,
     /// The store's change counter: SQLite's `PRAGMA data_version` read on a
     /// connection of its own, or the PostgreSQL store's notification counter.
     version: VersionSource,
@@ -34,7 +39,15 @@ pub struct TokenCache {
 struct Entry {
     principal: Principal,
     exp: u64,
+    stamp: Stamp,
+}
+
+/// What an entry's validity is tied to: the store's change counter and the
+/// cache's epoch, both read before the token was checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
     data_version: i64,
+    epoch: u64,
 }
 
 /// A token's cache key: its sha256.
@@ -61,6 +74,7 @@ impl TokenCache {
     pub fn watching(version: VersionSource) -> TokenCache {
         TokenCache {
             entries: quick_cache::sync::Cache::new(CAPACITY),
+            epoch: Default::default(),
             version,
         }
     }
@@ -70,32 +84,44 @@ impl TokenCache {
         Key(Sha256::digest(token.as_bytes()).into())
     }
 
-    /// The database's change counter now, `None` if it cannot be read (then
-    /// nothing is cached).
-    pub fn data_version(&self) -> Option<i64> {
-        (self.version)()
+    /// The database's change counter and this cache's epoch now, `None` if
+    /// the counter cannot be read (then nothing is cached). Read it before
+    /// checking a token, and [`TokenCache::put`] the result with it.
+    pub fn stamp(&self) -> Option<Stamp> {
+        let epoch = self.epoch.load(std::sync::atomic::Ordering::SeqCst);
+        (self.version)().map(|data_version| Stamp {
+            data_version,
+            epoch,
+        })
+    }
+
+    /// Forgets every entry, and any verification in flight that read its
+    /// stamp before (a signing key was retired).
+    pub fn invalidate(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.entries.clear();
     }
 
     /// The caller of a token verified earlier, if it is still valid: not expired,
     /// and nothing committed to the database since its family was checked.
     pub fn get(&self, key: &Key, now: u64) -> Option<Principal> {
         let entry = self.entries.get(&key.0)?;
-        if entry.exp <= now || Some(entry.data_version) != self.data_version() {
+        if entry.exp <= now || Some(entry.stamp) != self.stamp() {
             self.entries.remove(&key.0);
             return None;
         }
         Some(entry.principal.clone())
     }
 
-    /// Remembers a token checked in full, with the `data_version` read before
-    /// its family was checked.
-    pub fn put(&self, key: Key, principal: &Principal, exp: u64, data_version: i64) {
+    /// Remembers a token checked in full, with the stamp read before its
+    /// family was checked.
+    pub fn put(&self, key: Key, principal: &Principal, exp: u64, stamp: Stamp) {
         self.entries.insert(
             key.0,
             Arc::new(Entry {
                 principal: principal.clone(),
                 exp,
-                data_version,
+                stamp,
             }),
         );
     }
@@ -123,7 +149,7 @@ mod tests {
             .execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x)")
             .unwrap();
         let cache = TokenCache::open(&db).unwrap();
-        let v = cache.data_version().unwrap();
+        let v = cache.stamp().unwrap();
         cache.put(TokenCache::key("tok"), &principal(), 1000, v);
         assert_eq!(
             cache.get(&TokenCache::key("tok"), 999).unwrap().subject,
@@ -144,5 +170,17 @@ mod tests {
         // Tagged with a version read before a commit: never used after it.
         cache.put(TokenCache::key("tok"), &principal(), 1000, v);
         assert!(cache.get(&TokenCache::key("tok"), 999).is_none());
+
+        // A retired key ends every entry, and what was being checked then.
+        let v = cache.stamp().unwrap();
+        cache.put(TokenCache::key("tok"), &principal(), 1000, v);
+        assert!(cache.get(&TokenCache::key("tok"), 999).is_some());
+        cache.invalidate();
+        assert!(cache.get(&TokenCache::key("tok"), 999).is_none());
+        cache.put(TokenCache::key("tok"), &principal(), 1000, v);
+        assert!(
+            cache.get(&TokenCache::key("tok"), 999).is_none(),
+            "stamped before the invalidation"
+        );
     }
 }
