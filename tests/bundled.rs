@@ -567,6 +567,7 @@ async fn data_queries_postgresql_read_only_through_the_host() {
            SELECT 'Customer ' || i, 'c' || i || '@example.com', date '2024-01-01' + i, i % 5 = 0 \
            FROM generate_series(1, 40) i;
          INSERT INTO customers (name, joined) VALUES ('Ada', '2023-12-10');
+         INSERT INTO customers (name, email, joined) VALUES ('Long', repeat('e', 100), '2030-01-01');
          INSERT INTO orders SELECT i, 1 + i % 40, (i * 7.25)::numeric(10,2), \
            timestamptz '2025-01-01 00:00+00' + i * interval '1 hour', \
            CASE WHEN i % 10 = 0 THEN 'gift' END FROM generate_series(1, 120) i;
@@ -687,6 +688,33 @@ async fn data_queries_postgresql_read_only_through_the_host() {
         (Some("Ada"), true),
         "{r}"
     );
+
+    // Issue 18.6: values are cast to the column's type without its modifiers:
+    // a cast to varchar(100) truncated, to numeric(10,2) rounded, and a
+    // filter matched more than it said.
+    let count = async |filters: Value| -> u64 {
+        let q = json_of(
+            ok(&client, "query_data", json!({"collection": "customers", "filters": filters}))
+                .await,
+        );
+        q["count"].as_u64().unwrap()
+    };
+    let long = "e".repeat(100);
+    assert_eq!(count(json!([{"field": "email", "op": "=", "value": long}])).await, 1);
+    assert_eq!(
+        count(json!([{"field": "email", "op": "=", "value": format!("{long}zzz")}])).await,
+        0
+    );
+    let totals = async |v: Value| -> u64 {
+        let q = json_of(
+            ok(&client, "query_data", json!({"collection": "orders",
+                "filters": [{"field": "total", "op": "=", "value": v}]}))
+            .await,
+        );
+        q["count"].as_u64().unwrap()
+    };
+    assert_eq!(totals(json!(7.25)).await, 1);
+    assert_eq!(totals(json!(7.254)).await, 0, "not rounded into a match");
 
     // Bad input.
     let e = fails(&client, "query_data", json!({"collection": "pg_authid"})).await;

@@ -155,6 +155,11 @@ fn collections(source: &str) -> Result<Vec<(String, String)>, ToolError> {
 struct Column {
     name: String,
     ty: String,
+    /// The type without its modifiers (`character varying` for
+    /// `varchar(10)`, `numeric` for `numeric(6,2)`): what values are cast to,
+    /// since a cast to the full type truncates or rounds the value and a
+    /// filter would then match more than it says. Empty on SQLite.
+    base: String,
     not_null: bool,
     pk: i64,
 }
@@ -175,7 +180,7 @@ fn columns(source: &str, collection: &str) -> Result<Vec<Column>, ToolError> {
         Dialect::Postgres => {
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
              COALESCE((SELECT k.n FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) \
-             WHERE k.attnum = a.attnum), 0)::int8 \
+             WHERE k.attnum = a.attnum), 0)::int8, format_type(a.atttypid, NULL) \
              FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
              JOIN pg_namespace n ON n.oid = c.relnamespace \
              LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary \
@@ -200,6 +205,10 @@ fn columns(source: &str, collection: &str) -> Result<Vec<Column>, ToolError> {
             pk: match r[3] {
                 Value::Integer(i) => i,
                 _ => 0,
+            },
+            base: match r.get(4) {
+                Some(Value::Text(s)) => s.clone(),
+                _ => String::new(),
             },
         })
         .collect())
@@ -231,8 +240,10 @@ fn select_all(dialect: Dialect, collection: &str, cols: &[Column]) -> String {
 }
 
 /// A bound value compared with column `col`. On PostgreSQL the value travels
-/// as text and is cast to the column's type in SQL (`$1::date`), so any type
-/// compares; a value of the wrong shape fails with PostgreSQL's message.
+/// as text and is cast to the column's type without its modifiers in SQL
+/// (`$1::date`, `$1::numeric` for `numeric(6,2)`), so any type compares and
+/// nothing is truncated or rounded into a match; a value of the wrong shape
+/// fails with PostgreSQL's message.
 fn compared(
     dialect: Dialect,
     col: &Column,
@@ -256,7 +267,7 @@ fn compared(
     }
     Ok(match dialect {
         Dialect::Sqlite => dialect.mark(n),
-        Dialect::Postgres => format!("{}::{}", dialect.mark(n), col.ty),
+        Dialect::Postgres => format!("{}::{}", dialect.mark(n), col.base),
     })
 }
 
