@@ -1010,3 +1010,34 @@ async fn metrics_without_a_grant_says_how_to_grant_one() {
         "{e}"
     );
 }
+
+/// Issue 18.6: the diagnostics grant the shell README recommends, taken from
+/// the README itself: its `ls` pattern lists the granted directories and
+/// nothing reached through `..` (it listed the data directory's keys before).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shell_readme_grant_admits_no_dot_dot() {
+    let readme = std::fs::read_to_string(common::repo().join("plugins/shell/README.md")).unwrap();
+    let block = readme
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the README's first TOML block");
+    assert!(block.contains("/usr/bin/ls"), "{block}");
+    let host = HostBuilder::new()
+        .plugin(&bundled("shell"), "shell")
+        .config(block)
+        .start();
+    let client = host.client().await;
+    let listed = ok(&client, "run_command", json!({"command": "ls -la /var/log"})).await;
+    assert!(listed.contains("\"exitCode\":0") || listed.contains("\"exitCode\": 0"), "{listed}");
+    for path in [
+        "/var/log/..",
+        "/var/log/../../etc",
+        "/var/log/./../lib",
+        "/etc/nginx/../shadow",
+        "/var/log/.",
+    ] {
+        let (is_error, t) = call(&client, "run_command", json!({"command": format!("ls -la {path}")})).await;
+        assert!(is_error && t.contains("Allowed:"), "{path}: {t}");
+    }
+}

@@ -129,6 +129,20 @@ fn the_sample_config_is_valid() {
     assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
 }
 
+/// Issue 18.6: the sample's advice for the metrics plugin, followed as
+/// written, gives a valid config.
+#[test]
+fn the_sample_configs_admin_scope_advice_validates() {
+    let sample = include_str!("../../../dist/stockade.example.toml");
+    let followed = sample
+        .replace("# [plugins.metrics]\n# scope = \"admin\"", "[plugins.metrics]\nscope = \"admin\"")
+        .replace("[auth]\nmode", "[auth]\nscopes_supported = [\"mcp\", \"admin\"]\nmode");
+    assert!(followed.contains("scope = \"admin\"\n[plugins.metrics.grants]"), "{followed}");
+    assert!(followed.contains("scopes_supported = [\"mcp\", \"admin\"]"), "the sample has an [auth] table");
+    let c = Config::from_toml(&followed).unwrap();
+    assert_eq!(c.plugins["metrics"].scope.as_deref(), Some("admin"));
+}
+
 #[test]
 fn sql_sources_name_one_database_and_keep_passwords_out_of_urls() {
     let ok = Config::from_toml(
