@@ -581,12 +581,20 @@ async fn data_queries_postgresql_read_only_through_the_host() {
     let secrets = tempfile::tempdir().unwrap();
     let password_file = secrets.path().join("pg-password");
     std::fs::write(&password_file, "reader-pw-1\n").unwrap();
+    // Roles that reach past the data from a SELECT (issue 18.5).
+    pg.run(
+        "postgres",
+        "CREATE ROLE boss LOGIN SUPERUSER PASSWORD 'reader-pw-1'; \
+         CREATE ROLE signaler LOGIN PASSWORD 'reader-pw-1' IN ROLE pg_signal_backend",
+    );
     let config = format!(
-        "[sql.shop]\npostgres = \"postgres://reader@127.0.0.1:{}/shop\"\npassword_file = \"{}\"\n\
+        "[sql.shop]\npostgres = \"postgres://reader@127.0.0.1:{port}/shop\"\npassword_file = \"{pw}\"\n\
          timeout_ms = 1500\nmax_result_kib = 512\n\
-         [plugins.data.grants]\nsql = [\"shop\"]\n[plugins.hostile.grants]\nsql = [\"shop\"]\n",
-        pg.port,
-        password_file.display()
+         [sql.boss]\npostgres = \"postgres://boss@127.0.0.1:{port}/shop\"\npassword_file = \"{pw}\"\n\
+         [sql.signaler]\npostgres = \"postgres://signaler@127.0.0.1:{port}/shop\"\npassword_file = \"{pw}\"\n\
+         [plugins.data.grants]\nsql = [\"shop\"]\n[plugins.hostile.grants]\nsql = [\"shop\", \"boss\", \"signaler\"]\n",
+        port = pg.port,
+        pw = password_file.display()
     );
     let host = HostBuilder::new()
         .plugin(&bundled("data"), "data")
@@ -806,6 +814,18 @@ async fn data_queries_postgresql_read_only_through_the_host() {
         peak_after < peak_before + 64 * 1024,
         "host peak RSS grew from {peak_before} kB to {peak_after} kB"
     );
+
+    // Issue 18.5: a role that could end other sessions or read the server's
+    // files is refused before any statement runs.
+    for (source, why) in [("boss", "is a superuser"), ("signaler", "is a member of pg_signal_backend")] {
+        let (_, t) = call(
+            &client,
+            "sql",
+            json!({"source": source, "statement": "SELECT pg_terminate_backend(pg_backend_pid())"}),
+        )
+        .await;
+        assert!(t.starts_with("ERR:") && t.contains(why), "{source}: {t}");
+    }
 
     // Issue 18.5: a session-level advisory lock does not outlive the call (it
     // survived the rollback on the pooled connection, stalling whoever else

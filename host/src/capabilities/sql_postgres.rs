@@ -20,6 +20,9 @@
 //!   size; the host stops at the first row past the cap. A 60 MB value never
 //!   crosses the link for a 64 KiB cap. (`EXPLAIN` and `SHOW` cannot be
 //!   wrapped; their output is the server's, not the data's.)
+//! - **No powerful role.** A query on a source whose role is a superuser or
+//!   may signal other backends or touch the server's files is refused before
+//!   it runs (it would make a reading statement reach past the data).
 //! - **Nothing outlives the call.** After the transaction is rolled back,
 //!   session-level advisory locks the statement took are released
 //!   (`pg_advisory_unlock_all()`); a connection that cannot be reset is closed.
@@ -78,6 +81,36 @@ fn pool(source: &SqlSource) -> Result<PgPool, QueryError> {
         .connect_lazy_with(options);
     pools.insert(key, pool.clone());
     Ok(pool)
+}
+
+/// Roles whose members reach past the database's data from a reading
+/// statement: kill or cancel other sessions, read or write the server's
+/// files, run programs.
+const POWERFUL_ROLES: &[&str] = &[
+    "pg_signal_backend",
+    "pg_read_server_files",
+    "pg_write_server_files",
+    "pg_execute_server_program",
+];
+
+/// Refuses a source whose role is a superuser or a member of one of
+/// [`POWERFUL_ROLES`]: a "read-only" grant must not let a plugin terminate
+/// other sessions (`pg_terminate_backend`) or read the server's files
+/// (`pg_read_file`) with a `SELECT`. Checked in every query's transaction, so
+/// a role granted more later is refused from then on.
+fn refuse_powerful_role(superuser: bool, powerful: &[String]) -> Result<(), QueryError> {
+    let why = if superuser {
+        "is a superuser".to_owned()
+    } else if !powerful.is_empty() {
+        format!("is a member of {}", powerful.join(", "))
+    } else {
+        return Ok(());
+    };
+    Err(QueryError::Failed(format!(
+        "the source's database role {why}, which reaches past the data (other sessions, the \
+         server's files): give the source a role that can only SELECT (see the data plugin's \
+         README)"
+    )))
 }
 
 /// The statement's first word, upper case.
@@ -239,9 +272,19 @@ async fn run(
     if left.is_zero() {
         return Err(QueryError::Timeout);
     }
-    tx.execute(format!("SET LOCAL statement_timeout = {}", left.as_millis().max(1)).as_str())
-        .await
-        .map_err(failed)?;
+    // One round trip: the deadline (`SET LOCAL`) and who the role is.
+    let (superuser, powerful, _): (bool, Vec<String>, String) = sqlx::query_as(
+        "SELECT r.rolsuper, ARRAY(SELECT p FROM unnest($2::text[]) AS p \
+         WHERE pg_has_role(current_user, p, 'MEMBER')), \
+         set_config('statement_timeout', $1, true) \
+         FROM pg_roles r WHERE r.rolname = current_user",
+    )
+    .bind(left.as_millis().max(1).to_string())
+    .bind(POWERFUL_ROLES)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(failed)?;
+    refuse_powerful_role(superuser, &powerful)?;
     // The columns first (name and type), then the statement wrapped so the
     // server withholds what would pass the cap.
     let described = (&mut *tx).describe(statement).await.map_err(failed)?;
