@@ -121,11 +121,21 @@ fn buckets_past_retention_are_dropped_and_windows_are_honoured() {
     assert!(targets(Window::Hour).is_empty());
     assert_eq!(targets(Window::Day), ["t7200"]);
     assert_eq!(targets(Window::Week), ["t259200", "t7200"]);
-    assert_eq!(
-        targets(Window::Month),
-        ["t259200", "t7200"],
-        "31 days old is pruned"
-    );
+    assert_eq!(targets(Window::Month), ["t259200", "t7200"]);
+    // The window above hides a 31-day-old bucket whether or not it was
+    // pruned: count the rows on disk (issue 23.3).
+    let rows: i64 = rusqlite::Connection::open(dir.path().join("metrics.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM op_buckets WHERE target = 't2678400'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(rows, 0, "31 days old is pruned");
+    let kept: i64 = rusqlite::Connection::open(dir.path().join("metrics.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM op_buckets", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(kept, 2, "the younger buckets stay");
 }
 
 #[test]
