@@ -926,8 +926,7 @@ async fn metrics_reports_usage_performance_and_health_across_restarts() {
     let since = usage["window"]["dataSince"].as_str().unwrap();
     assert_eq!(since[..10], today[..10], "ISO dates in UTC: {since}");
 
-    // The aliases `kind` and `range` are the names for the same thing.
-    let perf = metrics(&b, json!({"kind": "performance", "range": "24h"})).await;
+    let perf = metrics(&b, json!({"metricType": "performance", "timeRange": "24h"})).await;
     let greet = row(&perf["byTool"], "tool", "greet");
     let l = &greet["latencyMs"];
     let (p50, p99, max) = (

@@ -1205,3 +1205,127 @@ async fn each_era_gets_its_result_shape() {
         );
     }
 }
+
+/// Issue 18.8: the host checks every call's arguments against the tool's
+/// declared `inputSchema` before any plugin code runs, and a successful
+/// result's `structuredContent` against its `outputSchema`. Kitchen-sink's
+/// `unchecked` declares a schema by hand (`n`: an integer, at least 1,
+/// required) and echoes whatever it gets without checking, as a plugin built
+/// without the Rust SDK might; `miscount` returns `{"count": "many"}` under a
+/// schema that says `count` is an integer.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_host_holds_calls_to_the_declared_schemas() {
+    let host = HostBuilder::new()
+        .plugin(&test_plugin("kitchen-sink"), "kitchen-sink")
+        .start();
+    let client = host.client().await;
+
+    // Arguments that break the schema never reach the plugin: the model is
+    // told what is wrong (an error result it can act on, as MCP 2025-11-25
+    // asks for input validation errors), naming the tool and each violation.
+    for (arguments, violation) in [
+        (json!({"n": 0}), "at `/n`: `n` must be at least 1, not 0"),
+        (
+            json!({"n": "lots"}),
+            "at `/n`: invalid type: `n` must be an integer, not \"lots\"",
+        ),
+        (json!({}), "at the top level: missing field `n`"),
+    ] {
+        let r = client
+            .call_tool(call("unchecked", arguments.clone()))
+            .await
+            .unwrap();
+        let t = text(&r);
+        assert_eq!(r.is_error, Some(true), "{arguments}: {t}");
+        assert_eq!(
+            t,
+            format!("invalid arguments for tool `unchecked`: {violation}"),
+            "{arguments}"
+        );
+    }
+    // A value is quoted short, never echoed whole.
+    let r = client
+        .call_tool(call("unchecked", json!({"n": "x".repeat(100_000)})))
+        .await
+        .unwrap();
+    assert!(
+        r.is_error == Some(true) && text(&r).len() < 400,
+        "{}",
+        text(&r)
+    );
+
+    // Conforming arguments reach it as they were sent.
+    let r = client
+        .call_tool(call("unchecked", json!({"n": 2, "note": "hi"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.is_error, text(&r).as_str()),
+        (Some(false), r#"ran with {"n":2,"note":"hi"}"#)
+    );
+
+    // The refusals are audited; the plugin was never instantiated for them (no
+    // fuel burnt), while the call that ran was.
+    let calls: Vec<Value> = common::audit_events(&host, "tool_call")
+        .into_iter()
+        .filter(|c| c["target"] == "unchecked")
+        .collect();
+    assert_eq!(calls.len(), 5, "{calls:?}");
+    for refused in &calls[..4] {
+        assert_eq!(refused["outcome"], "invalid_arguments", "{refused}");
+        assert_eq!(refused["fuel"], 0, "{refused}");
+        assert!(
+            refused["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("invalid arguments for tool `unchecked`: at ")),
+            "{refused}"
+        );
+    }
+    assert_eq!(calls[4]["outcome"], "ok", "{}", calls[4]);
+    assert!(
+        calls[4]["fuel"].as_u64().is_some_and(|f| f > 0),
+        "{}",
+        calls[4]
+    );
+
+    // A structured result that breaks the declared output schema is withheld
+    // and turned into an error result; the operator sees it in the audit log
+    // and in the host's log, with the plugin's name.
+    let r = client.call_tool(call("miscount", json!({}))).await.unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert_eq!(r.structured_content, None);
+    assert_eq!(
+        text(&r),
+        "the result of tool `miscount` (plugin `kitchen-sink`) did not match the tool's \
+         declared output schema: at `/count`: invalid type: `count` must be an integer, not \"many\""
+    );
+    let audited = common::audit_events(&host, "tool_call")
+        .into_iter()
+        .find(|c| c["target"] == "miscount")
+        .unwrap();
+    assert_eq!(audited["outcome"], "invalid_result", "{audited}");
+    // The log is read from the host's stderr as it comes: wait for the line.
+    let needle = "did not match the tool's declared output schema";
+    assert!(
+        host.wait_log(needle, Duration::from_secs(10)),
+        "{}",
+        host.log()
+    );
+    let log = host.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("kitchen-sink") && l.contains(needle)),
+        "{log}"
+    );
+
+    // Conforming structured content still passes untouched.
+    let r = client
+        .call_tool(call("stats", json!({"numbers": [1, 2, 3]})))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.structured_content,
+        Some(json!({"count": 3, "sum": 6.0, "mean": 2.0}))
+    );
+    client.cancel().await.unwrap();
+}

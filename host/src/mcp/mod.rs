@@ -9,6 +9,7 @@
 // still used by the clients Stockade serves.
 #![allow(deprecated)]
 
+mod conform;
 pub mod convert;
 mod link;
 mod sessions;
@@ -343,6 +344,31 @@ fn call_record(
     record
 }
 
+/// The MCP result of a tool call's outcome: the plugin's result, or an error
+/// result saying why there is none.
+fn tool_result(name: &str, plugin: &Plugin, outcome: &Result<OpOutput, CallFailure>) -> Value {
+    match outcome {
+        Ok(OpOutput::Tool(Ok(result))) => convert::call_result(result),
+        Ok(OpOutput::Tool(Err(e))) => convert::error_result(&match e {
+            guest_tools::ToolError::InvalidArguments(m) if m.contains("invalid arguments") => {
+                m.clone()
+            }
+            guest_tools::ToolError::InvalidArguments(m) => {
+                format!("invalid arguments for tool `{name}`: {m}")
+            }
+            guest_tools::ToolError::Failed(m) => m.clone(),
+            guest_tools::ToolError::UnknownTool(m) => {
+                format!("plugin `{}` does not know tool `{name}`: {m}", plugin.name)
+            }
+        }),
+        Ok(_) => convert::error_result("internal error: unexpected plugin answer"),
+        Err(f) => convert::error_result(&format!(
+            "tool `{name}` (plugin `{}`) failed: {f}",
+            plugin.name
+        )),
+    }
+}
+
 fn invalid_params(message: String) -> ErrorData {
     ErrorData::invalid_params(message, None)
 }
@@ -409,7 +435,7 @@ impl ServerHandler for StockadeMcp {
 
     async fn call_tool(
         &self,
-        request: CallToolRequestParams,
+        mut request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let tool = request.name.to_string();
@@ -423,12 +449,12 @@ impl ServerHandler for StockadeMcp {
                 }
                 let snapshot = self.shared.catalog.snapshot();
                 let name = request.name.as_ref();
-                let Some((plugin, _)) = snapshot.tool(name) else {
+                let Some((plugin, index)) = snapshot.tools.get(name).map(|(p, i)| (p.clone(), *i))
+                else {
                     return Err(invalid_params(format!(
                         "unknown tool `{name}`: call tools/list for the tools this server has"
                     )));
                 };
-                let plugin = plugin.clone();
                 let who = principal(&context);
                 if !permitted(who.as_ref(), &plugin) {
                     // The gate answers 403 before this for HTTP; this is defence in depth.
@@ -440,6 +466,12 @@ impl ServerHandler for StockadeMcp {
                         None,
                     ));
                 }
+                let Some(schema) = plugin.schemas.get(index) else {
+                    return Err(ErrorData::internal_error(
+                        format!("tool `{name}` has no compiled schemas"),
+                        None,
+                    ));
+                };
                 let span = tracing::info_span!(
                     "tool_call",
                     tool = %name,
@@ -447,55 +479,52 @@ impl ServerHandler for StockadeMcp {
                     version = %plugin.code.info.version,
                     request_id = ?context.id,
                 );
-                let arguments = match &request.arguments {
-                    Some(a) => serde_json::to_string(a).unwrap_or_else(|_| "{}".into()),
-                    None => "{}".into(),
+                let started = std::time::Instant::now();
+                // Absent arguments are checked as `{}` (and audited as absent);
+                // the map is moved, not copied.
+                let sent = request.arguments.is_some();
+                let args = Value::Object(request.arguments.take().unwrap_or_default());
+                let arguments = serde_json::to_string(&args).unwrap_or_else(|_| "{}".into());
+                // Checked before any plugin code runs; a refusal is audited and
+                // answered like the plugin's own `invalid-arguments`.
+                let report = match conform::argument_refusal(schema, name, &args) {
+                    Some(refusal) => {
+                        span.in_scope(|| tracing::info!("arguments refused: {refusal}"));
+                        conform::refused(refusal, started.elapsed())
+                    }
+                    None => {
+                        let caller = guest_tools::Caller {
+                            subject: who.as_ref().map(|p| p.subject.clone()),
+                            client_id: who.as_ref().and_then(|p| p.client_id.clone()),
+                        };
+                        let op = Op::CallTool {
+                            tool: name,
+                            arguments: &arguments,
+                            caller: &caller,
+                        };
+                        self.run(&plugin, Some(name), op, &context)
+                            .instrument(span)
+                            .await
+                    }
                 };
-                let caller = guest_tools::Caller {
-                    subject: who.as_ref().map(|p| p.subject.clone()),
-                    client_id: who.as_ref().and_then(|p| p.client_id.clone()),
-                };
-                let op = Op::CallTool {
-                    tool: name,
-                    arguments: &arguments,
-                    caller: &caller,
-                };
-                let report = self
-                    .run(&plugin, Some(name), op, &context)
-                    .instrument(span)
-                    .await;
-                let record = call_record(
+                let mut json = tool_result(name, &plugin, &report.outcome);
+                let mismatch = conform::enforce_output(schema, name, &plugin.name, &mut json);
+                let mut record = call_record(
                     Target::Tool(name),
                     &plugin,
                     who.as_ref(),
                     &arguments,
-                    request.arguments.as_ref().map(|a| redact_object(a, 2048)),
+                    args.as_object()
+                        .filter(|_| sent)
+                        .map(|a| redact_object(a, 2048)),
                     &report,
                 );
-                let outcome = report.outcome;
+                if let Some(why) = mismatch {
+                    record.outcome = "invalid_result";
+                    record.error = Some(why.chars().take(300).collect());
+                }
                 self.record(record, report.denied, || format!("tool `{name}`"))
                     .await?;
-                let mut json = match outcome {
-                    Ok(OpOutput::Tool(Ok(result))) => convert::call_result(&result),
-                    Ok(OpOutput::Tool(Err(e))) => convert::error_result(&match e {
-                        guest_tools::ToolError::InvalidArguments(m) => {
-                            if m.contains("invalid arguments") {
-                                m
-                            } else {
-                                format!("invalid arguments for tool `{name}`: {m}")
-                            }
-                        }
-                        guest_tools::ToolError::Failed(m) => m,
-                        guest_tools::ToolError::UnknownTool(m) => {
-                            format!("plugin `{}` does not know tool `{name}`: {m}", plugin.name)
-                        }
-                    }),
-                    Ok(_) => convert::error_result("internal error: unexpected plugin answer"),
-                    Err(f) => convert::error_result(&format!(
-                        "tool `{name}` (plugin `{}`) failed: {f}",
-                        plugin.name
-                    )),
-                };
                 convert::add_host_refusals(&mut json, &report.denials);
                 let result: CallToolResult = convert::to_rmcp(json)?;
                 Ok(CallToolResponse::Complete(result))

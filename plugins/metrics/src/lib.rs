@@ -34,11 +34,11 @@ enum Kind {
 #[serde(deny_unknown_fields)]
 struct Args {
     /// What to report: `usage`, `performance` or `health`.
-    #[serde(rename = "metricType", alias = "kind")]
+    #[serde(rename = "metricType")]
     metric_type: Kind,
     /// The window, ending now: `1h`, `24h` (default), `7d` or `30d`. Health is
     /// always now.
-    #[serde(rename = "timeRange", alias = "range", default = "default_range")]
+    #[serde(rename = "timeRange", default = "default_range")]
     time_range: String,
 }
 

@@ -214,6 +214,61 @@ fn touch(args: TouchArgs, _call: &Call) -> Result<String, ToolError> {
     Ok(stockade_sdk::events::resource_updated(&args.uri).to_string())
 }
 
+/// Arguments taken as they come: the schema below is declared by hand and the
+/// handler checks nothing, as a plugin built without the Rust SDK might. Only
+/// the host's check against the declared schema stands between the model and it.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct Unchecked(stockade_sdk::serde_json::Value);
+
+impl JsonSchema for Unchecked {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Unchecked".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "properties": {"n": {"type": "integer", "minimum": 1, "description": "A positive count"}},
+            "required": ["n"]
+        })
+    }
+}
+
+/// Echoes its raw arguments, and logs that it ran (a trace the host would
+/// forward if the plugin were ever called with arguments it refused).
+fn unchecked(args: Unchecked, _: &Call) -> Result<String, ToolError> {
+    log::info("unchecked ran");
+    Ok(format!("ran with {}", args.0))
+}
+
+/// A result whose declared schema says `count` is an integer, but which
+/// serializes it as text: the host must not pass it on as structured content.
+#[derive(Serialize)]
+struct Miscounted {
+    count: String,
+}
+
+impl JsonSchema for Miscounted {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Miscounted".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "properties": {"count": {"type": "integer"}},
+            "required": ["count"]
+        })
+    }
+}
+
+fn miscount(_: NoArgs, _: &Call) -> Result<Miscounted, ToolError> {
+    Ok(Miscounted {
+        count: "many".into(),
+    })
+}
+
 stockade_sdk::plugin! {
     description: "Test plugin: every content type and capability",
     capabilities: {
@@ -239,6 +294,8 @@ stockade_sdk::plugin! {
         Tool::new("try_sample", "Asks the client's model", try_sample),
         Tool::new("try_elicit", "Asks the user for a name", try_elicit),
         Tool::new("touch", "Says a resource changed", touch),
+        Tool::new("unchecked", "Echoes its arguments without checking them", unchecked),
+        Tool::structured("miscount", "Returns a result that breaks its output schema", miscount),
     ],
     resources: [
         Resource::text("kitchen://readme", "readme", || Ok("The kitchen sink test plugin.".into()))
