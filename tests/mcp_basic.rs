@@ -1329,3 +1329,118 @@ async fn the_host_holds_calls_to_the_declared_schemas() {
     );
     client.cancel().await.unwrap();
 }
+
+/// Issue 18.6: resource reads are counted under the plugin's template, not
+/// the client's URI: a caller reading a million URIs adds one row a bucket to
+/// `metrics.db`, not a million (which also broke `get_metrics`).
+#[tokio::test(flavor = "multi_thread")]
+async fn resource_reads_are_metered_by_template() {
+    let mut host = HostBuilder::new()
+        .plugin(&test_plugin("kitchen-sink"), "kitchen")
+        .start();
+    let client = host.client().await;
+    for i in 0..25 {
+        let r = client
+            .read_resource(rmcp::model::ReadResourceRequestParams::new(format!(
+                "kitchen://echo/word-{i}"
+            )))
+            .await
+            .unwrap();
+        assert_eq!(r.contents.len(), 1);
+    }
+    client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new("kitchen://readme"))
+        .await
+        .unwrap();
+    // SIGTERM flushes the figures.
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &host.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while host.is_running() {
+        assert!(std::time::Instant::now() < deadline, "{}", host.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let db = rusqlite::Connection::open(host.data_dir().join("metrics.db")).unwrap();
+    let mut q = db
+        .prepare("SELECT DISTINCT target FROM op_buckets WHERE kind = 'resource' ORDER BY target")
+        .unwrap();
+    let targets: Vec<String> = q
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(targets, ["kitchen://echo/{text}", "kitchen://readme"]);
+    let calls: i64 = db
+        .query_row(
+            "SELECT sum(calls) FROM op_buckets WHERE target = 'kitchen://echo/{text}'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(calls, 25);
+}
+
+/// Issue 18.6: subscriptions are bounded per session and per subject, in
+/// number and in bytes (one user's many sessions cannot fill the host's
+/// memory with long URIs; only the per-session count was bounded before).
+#[tokio::test(flavor = "multi_thread")]
+async fn subscriptions_are_bounded_per_session_and_per_subject() {
+    let host = HostBuilder::new()
+        .plugin(&test_plugin("kitchen-sink"), "kitchen")
+        .start();
+    let uri = |s: usize, i: usize| format!("kitchen://echo/{s}-{i}-{}", "a".repeat(62_000));
+    let subscribe = async |session: &common::RawSession, uri: String, id: usize| -> Value {
+        rpc_answer(
+            session
+                .post(json!({"jsonrpc": "2.0", "id": id, "method": "resources/subscribe",
+                    "params": {"uri": uri}}))
+                .await,
+        )
+        .await
+    };
+    let mut sessions = Vec::new();
+    for s in 0..5 {
+        sessions.push(common::RawSession::open(&host.mcp_url()).await);
+        if s == 4 {
+            break;
+        }
+        for i in 0..4 {
+            let a = subscribe(&sessions[s], uri(s, i), 100 + i).await;
+            assert!(a["result"].is_object(), "session {s}, uri {i}: {a}");
+        }
+    }
+    // A fifth long URI in one session passes its 256 KiB.
+    let a = subscribe(&sessions[0], uri(0, 9), 200).await;
+    assert!(
+        a["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("this session's subscribed URIs would pass 256 KiB"),
+        "{a}"
+    );
+    // A fifth session of the same subject: the subject's 1 MiB is full.
+    let a = subscribe(&sessions[4], uri(4, 0), 201).await;
+    assert!(
+        a["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("your sessions' subscribed URIs would pass 1024 KiB"),
+        "{a}"
+    );
+    // Short URIs still fit, and an unsubscribe makes room again.
+    let a = subscribe(&sessions[4], "kitchen://readme".into(), 202).await;
+    assert!(a["result"].is_object(), "{a}");
+    let a = rpc_answer(
+        sessions[0]
+            .post(json!({"jsonrpc": "2.0", "id": 203, "method": "resources/unsubscribe",
+                "params": {"uri": uri(0, 0)}}))
+            .await,
+    )
+    .await;
+    assert!(a["result"].is_object(), "{a}");
+    let a = subscribe(&sessions[4], uri(4, 0), 204).await;
+    assert!(a["result"].is_object(), "{a}");
+}

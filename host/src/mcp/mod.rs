@@ -89,8 +89,6 @@ pub struct StockadeMcp {
 /// client's cancellation of it, to audit which of the two it was.
 const CANCEL_AFTER_DISCONNECT: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// The most resources one session may subscribe to.
-const MAX_SUBSCRIPTIONS: usize = 1024;
 
 impl StockadeMcp {
     /// A handler for a new session.
@@ -200,16 +198,21 @@ impl StockadeMcp {
     /// Writes the audit record of a plugin operation. The record is on disk
     /// before the client sees the answer; without it, the plugin's output is
     /// withheld (the audit log fails closed).
+    ///
+    /// The figures count the operation under `metered` when given (a resource
+    /// read under its plugin's template, not the client's URI: a caller must
+    /// not grow `metrics.db` one URI at a time), else under its target.
     async fn record(
         &self,
         record: ToolCallRecord,
         denials: u32,
+        metered: Option<&str>,
         what: impl FnOnce() -> String,
     ) -> Result<(), ErrorData> {
         self.shared.metrics.observe(&crate::metrics::Observation {
             kind: record.kind,
             plugin: &record.plugin,
-            target: &record.target,
+            target: metered.unwrap_or(&record.target),
             subject: record.subject.as_deref(),
             outcome: record.outcome,
             limit: record.limit,
@@ -369,6 +372,24 @@ fn tool_result(name: &str, plugin: &Plugin, outcome: &Result<OpOutput, CallFailu
     }
 }
 
+/// What a read of `uri` is counted under in the figures: the plugin's static
+/// resource of that URI, or the template that matched it (both bounded by
+/// what the plugin declares).
+fn metered_resource(plugin: &Plugin, uri: &str) -> String {
+    let code = &plugin.code;
+    code.resources
+        .iter()
+        .find(|r| r.uri == uri)
+        .map(|r| r.uri.clone())
+        .or_else(|| {
+            code.resource_templates
+                .iter()
+                .find(|t| convert::uri_matches(&t.uri_template, uri))
+                .map(|t| t.uri_template.clone())
+        })
+        .unwrap_or_default()
+}
+
 fn invalid_params(message: String) -> ErrorData {
     ErrorData::invalid_params(message, None)
 }
@@ -523,7 +544,7 @@ impl ServerHandler for StockadeMcp {
                     record.outcome = "invalid_result";
                     record.error = Some(why.chars().take(300).collect());
                 }
-                self.record(record, report.denied, || format!("tool `{name}`"))
+                self.record(record, report.denied, None, || format!("tool `{name}`"))
                     .await?;
                 convert::add_host_refusals(&mut json, &report.denials);
                 let result: CallToolResult = convert::to_rmcp(json)?;
@@ -556,16 +577,45 @@ impl ServerHandler for StockadeMcp {
                 None,
             ));
         }
+        use sessions::{
+            MAX_SESSION_SUBSCRIPTIONS, MAX_SESSION_SUBSCRIPTION_BYTES,
+            MAX_SUBJECT_SUBSCRIPTIONS, MAX_SUBJECT_SUBSCRIPTION_BYTES,
+        };
+        let subject = who.as_ref().map_or("", |p| p.subject.as_str());
+        // Bounded per session and per subject, in number and in bytes: one
+        // user cannot fill the host's memory through many sessions.
+        let (subject_n, subject_bytes) = self.shared.sessions.subject_load(subject);
         let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
-        if subs.len() >= MAX_SUBSCRIPTIONS && !subs.contains(uri) {
+        if subs.contains(uri) {
+            return Ok(());
+        }
+        let (n, bytes) = subs.load();
+        let over = if n >= MAX_SESSION_SUBSCRIPTIONS {
+            Some(format!("this session already has {MAX_SESSION_SUBSCRIPTIONS} subscriptions"))
+        } else if bytes + uri.len() > MAX_SESSION_SUBSCRIPTION_BYTES {
+            Some(format!(
+                "this session's subscribed URIs would pass {} KiB",
+                MAX_SESSION_SUBSCRIPTION_BYTES >> 10
+            ))
+        } else if subject_n >= MAX_SUBJECT_SUBSCRIPTIONS {
+            Some(format!(
+                "your sessions already have {MAX_SUBJECT_SUBSCRIPTIONS} subscriptions"
+            ))
+        } else if subject_bytes + uri.len() > MAX_SUBJECT_SUBSCRIPTION_BYTES {
+            Some(format!(
+                "your sessions' subscribed URIs would pass {} KiB",
+                MAX_SUBJECT_SUBSCRIPTION_BYTES >> 10
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = over {
             return Err(ErrorData::invalid_request(
-                format!(
-                    "this session already has {MAX_SUBSCRIPTIONS} subscriptions; unsubscribe first"
-                ),
+                format!("{why}; unsubscribe first"),
                 None,
             ));
         }
-        subs.insert(uri.to_owned());
+        subs.insert(uri, subject);
         Ok(())
         }, |_| false)
         .await
@@ -731,7 +781,10 @@ impl ServerHandler for StockadeMcp {
                     None,
                     &report,
                 );
-                self.record(record, report.denied, || format!("resource `{uri}`"))
+                let metered = metered_resource(&plugin, uri);
+                self.record(record, report.denied, Some(&metered), || {
+                    format!("resource `{uri}`")
+                })
                     .await?;
                 match report.outcome {
                     Ok(OpOutput::Resource(Ok(contents))) => {
@@ -842,7 +895,7 @@ impl ServerHandler for StockadeMcp {
                     request.arguments.as_ref().map(|a| redact_object(a, 2048)),
                     &report,
                 );
-                self.record(record, report.denied, || format!("prompt `{name}`"))
+                self.record(record, report.denied, None, || format!("prompt `{name}`"))
                     .await?;
                 match report.outcome {
                     Ok(OpOutput::Prompt(Ok(p))) => {

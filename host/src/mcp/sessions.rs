@@ -11,8 +11,53 @@ use rmcp::{Peer, RoleServer};
 
 use crate::plugins::Snapshot;
 
-/// The resource URIs one session subscribed to.
-pub type Subscriptions = Arc<Mutex<BTreeSet<String>>>;
+/// The resource URIs one session subscribed to (shared with its handler).
+pub type Subscriptions = Arc<Mutex<SubscriptionSet>>;
+
+/// Subscriptions one session may hold.
+pub const MAX_SESSION_SUBSCRIPTIONS: usize = 1024;
+/// Bytes of subscribed URIs one session may hold.
+pub const MAX_SESSION_SUBSCRIPTION_BYTES: usize = 256 << 10;
+/// Subscriptions one subject may hold across all its sessions on this host.
+pub const MAX_SUBJECT_SUBSCRIPTIONS: usize = 4096;
+/// Bytes of subscribed URIs one subject may hold across its sessions here.
+pub const MAX_SUBJECT_SUBSCRIPTION_BYTES: usize = 1 << 20;
+
+/// A session's subscribed URIs, their size, and whose they are.
+#[derive(Debug, Default)]
+pub struct SubscriptionSet {
+    uris: BTreeSet<String>,
+    bytes: usize,
+    /// The subject that subscribed (`""` without authentication).
+    owner: Option<String>,
+}
+
+impl SubscriptionSet {
+    /// Whether `uri` is subscribed.
+    pub fn contains(&self, uri: &str) -> bool {
+        self.uris.contains(uri)
+    }
+
+    /// How many URIs, and their bytes.
+    pub fn load(&self) -> (usize, usize) {
+        (self.uris.len(), self.bytes)
+    }
+
+    /// Subscribes `uri` for `owner`.
+    pub fn insert(&mut self, uri: &str, owner: &str) {
+        self.owner.get_or_insert_with(|| owner.to_owned());
+        if self.uris.insert(uri.to_owned()) {
+            self.bytes += uri.len();
+        }
+    }
+
+    /// Unsubscribes `uri`.
+    pub fn remove(&mut self, uri: &str) {
+        if self.uris.remove(uri) {
+            self.bytes -= uri.len();
+        }
+    }
+}
 
 struct Session {
     peer: Peer<RoleServer>,
@@ -70,6 +115,18 @@ impl Sessions {
         self.len() == 0
     }
 
+    /// The subscriptions `subject` holds across its open sessions here: (count,
+    /// bytes).
+    pub fn subject_load(&self, subject: &str) -> (usize, usize) {
+        self.open_sessions()
+            .iter()
+            .filter_map(|(_, subs)| {
+                let subs = subs.lock().unwrap_or_else(|e| e.into_inner());
+                (subs.owner.as_deref() == Some(subject)).then(|| subs.load())
+            })
+            .fold((0, 0), |(n, b), (n2, b2)| (n + n2, b + b2))
+    }
+
     /// Tells every session that the tool, resource and prompt lists changed.
     pub async fn announce_list_changed(&self) {
         let mut sent = 0;
@@ -102,6 +159,7 @@ impl Sessions {
             let uris: Vec<String> = subs
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
+                .uris
                 .iter()
                 .cloned()
                 .collect();
