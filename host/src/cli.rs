@@ -468,6 +468,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .context("cannot set up authentication")?;
     }
 
+    // A file past the process's size limit (RLIMIT_FSIZE) is a failed write
+    // the audit log and the stores handle (fail closed, recover), not a
+    // signal that ends the host.
+    ignore_file_size_signal();
     let audit = Audit::open(config.audit_config()).context("cannot open the audit log")?;
     let runtime = start_runtime(&config)?;
     let catalog = load_plugins(&runtime, &config, &audit).await?;
@@ -1222,6 +1226,18 @@ async fn keys_rotate(dirs: &DirArgs, retire_now: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Keeps SIGXFSZ from ending the process: a write past RLIMIT_FSIZE then
+/// fails with EFBIG like any other failed write.
+fn ignore_file_size_signal() {
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ)) {
+        Ok(mut signals) => {
+            tokio::spawn(async move { while signals.recv().await.is_some() {} });
+        }
+        Err(e) => tracing::warn!("cannot handle SIGXFSZ: {e}"),
+    }
 }
 
 /// How long in-flight requests may run after SIGTERM or Ctrl-C.
