@@ -20,7 +20,7 @@ pub use self::auth::{
 };
 pub use self::grants::{
     ClientGrant, DirGrant, DirMode, ExecGrant, Grants, HostPattern, HttpGrant, SqlSource,
-    forbidden_env_name, is_valid_env_name,
+    forbidden_env_name, is_valid_env_name, whole_match_regex,
 };
 pub use self::prometheus::PrometheusSettings;
 pub use self::store::{StoreSettings, is_valid_host_id};
@@ -323,6 +323,20 @@ fn key_path(path: &serde_ignored::Path<'_>) -> String {
     }
 }
 
+/// `text` with the passwords of URLs in it replaced by `***`: user info
+/// (`scheme://user:PASSWORD@`) and `password=` parameters. For the parser's
+/// messages, which quote the offending line and sometimes the value.
+fn redact_passwords(text: &str) -> String {
+    static USER_INFO: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"(://[^\s/?#@:"']*:)[^\s"']*@"#).expect("valid")
+    });
+    static PARAMETER: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"(?i)(password=)[^\s&#"']*"#).expect("valid")
+    });
+    let text = USER_INFO.replace_all(text, "${1}***@");
+    PARAMETER.replace_all(&text, "${1}***").into_owned()
+}
+
 impl Config {
     /// Reads and validates the TOML file at `path`.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
@@ -345,7 +359,7 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let parse_error = |e: toml::de::Error| ConfigError::Parse {
             path: PathBuf::new(),
-            message: e.to_string().trim().to_owned(),
+            message: redact_passwords(e.to_string().trim()),
         };
         let de = toml::Deserializer::parse(text).map_err(parse_error)?;
         let mut unknown = Vec::new();
@@ -489,3 +503,5 @@ impl Config {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod props;

@@ -25,6 +25,8 @@ pub mod capabilities;
 pub mod cli;
 pub mod config;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod mcp;
 pub mod metrics;

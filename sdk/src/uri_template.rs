@@ -72,6 +72,11 @@ fn in_simple_var(b: u8) -> bool {
     !matches!(b, b'/' | b'?' | b'#')
 }
 
+/// Whether `b` continues a UTF-8 character (is not the first byte of one).
+fn is_continuation(b: u8) -> bool {
+    b & 0xC0 == 0x80
+}
+
 /// `reach[k][i]`: the first `k` parts match the first `i` bytes of `uri`.
 fn reach_table(parts: &[Part<'_>], uri: &[u8]) -> Vec<Vec<bool>> {
     let n = uri.len();
@@ -90,12 +95,13 @@ fn reach_table(parts: &[Part<'_>], uri: &[u8]) -> Vec<Vec<bool>> {
                 }
             }
             Part::Var(any) => {
-                // next[j]: some i < j with prev[i] and uri[i..j] all allowed.
+                // next[j]: some i < j with prev[i] and uri[i..j] all allowed,
+                // ending on a character boundary (a value is whole characters).
                 let mut open = false; // a variable could be running at j
                 for j in 1..=n {
                     let allowed = *any || in_simple_var(uri[j - 1]);
                     open = allowed && (open || prev[j - 1]);
-                    next[j] = open;
+                    next[j] = open && (j == n || !is_continuation(uri[j]));
                 }
             }
         }
@@ -153,21 +159,23 @@ pub fn overlap(a: &str, b: &str) -> bool {
     let (Some(a), Some(b)) = (parse(a), parse(b)) else {
         return false;
     };
-    // Expand literals to single bytes so each position is one byte or one variable.
+    // Expand literals to single characters so each position is one character
+    // or one variable (a variable takes whole characters).
     enum Pos {
-        Byte(u8),
+        Char(char),
         Var(bool),
     }
     fn positions(parts: &[Part<'_>]) -> Vec<Pos> {
         let mut out = Vec::new();
         for p in parts {
             match p {
-                Part::Literal(l) => out.extend(l.bytes().map(Pos::Byte)),
+                Part::Literal(l) => out.extend(l.chars().map(Pos::Char)),
                 Part::Var(any) => out.push(Pos::Var(*any)),
             }
         }
         out
     }
+    let allows = |any: bool, c: char| any || !matches!(c, '/' | '?' | '#');
     let (a, b) = (positions(&a), positions(&b));
     // States (i, j, ra, rb): at position i of a and j of b; ra/rb say whether the
     // variable at i/j has consumed at least one byte already.
@@ -192,19 +200,19 @@ pub fn overlap(a: &str, b: &str) -> bool {
         if i == a.len() && j == b.len() {
             return true;
         }
-        // Both consume one byte.
+        // Both consume one character.
         match (a.get(i), b.get(j)) {
-            (Some(Pos::Byte(x)), Some(Pos::Byte(y))) if x == y => {
+            (Some(Pos::Char(x)), Some(Pos::Char(y))) if x == y => {
                 stack.push((i + 1, j + 1, false, false));
             }
-            (Some(Pos::Var(any)), Some(Pos::Byte(y))) if *any || in_simple_var(*y) => {
+            (Some(Pos::Var(any)), Some(Pos::Char(y))) if allows(*any, *y) => {
                 stack.push((i, j + 1, true, false));
             }
-            (Some(Pos::Byte(x)), Some(Pos::Var(any))) if *any || in_simple_var(*x) => {
+            (Some(Pos::Char(x)), Some(Pos::Var(any))) if allows(*any, *x) => {
                 stack.push((i + 1, j, false, true));
             }
-            // Two variables consuming the same byte: some byte both allow exists
-            // (any letter), so they may run together.
+            // Two variables consuming the same character: some character both
+            // allow exists (any letter), so they may run together.
             (Some(Pos::Var(_)), Some(Pos::Var(_))) => {
                 stack.push((i, j, true, true));
             }
@@ -285,5 +293,22 @@ mod tests {
         assert!(!overlap("a://{x}.txt", "a://{y}.log"));
         assert!(overlap("a://{+p}", "a://x/y"));
         assert!(!overlap("a://{id}", "a://"));
+        // A variable takes whole characters: three of them need three.
+        assert!(!overlap("a://{x}{y}{z}", "a://a€"));
+        assert!(overlap("a://{x}{y}", "a://a€"));
+    }
+
+    #[test]
+    fn values_are_whole_characters() {
+        // Found by the host's property tests: the split fell inside `€`.
+        assert_eq!(
+            match_uri("a://{x}{y}", "a://.€"),
+            Some(vec![".".into(), "€".into()])
+        );
+        assert_eq!(match_uri("a://{x}{y}", "a://€"), None);
+        assert_eq!(
+            match_uri("a://{x}{y}", "a://€é"),
+            Some(vec!["€".into(), "é".into()])
+        );
     }
 }

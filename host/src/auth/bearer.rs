@@ -536,3 +536,7 @@ pub fn missing_scope(
         m => one(m),
     }
 }
+
+#[cfg(test)]
+#[path = "bearer_props.rs"]
+mod props;

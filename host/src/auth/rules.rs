@@ -179,3 +179,6 @@ pub fn hashes_equal(a: &str, b: &str) -> bool {
 #[cfg(test)]
 #[path = "rules_tests.rs"]
 mod tests;
+#[cfg(test)]
+#[path = "rules_props.rs"]
+mod props;

@@ -65,8 +65,7 @@ fn args_allowed(grant: &ExecGrant, args: &[String]) -> Result<(), String> {
 
 /// Whether `value` matches the operator's regular expression `pattern` as a whole.
 fn full_match(pattern: &str, value: &str) -> Result<bool, String> {
-    let re = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| e.to_string())?;
-    Ok(re.is_match(value))
+    Ok(crate::config::whole_match_regex(pattern)?.is_match(value))
 }
 
 /// At most 200 characters of guest text, for messages.
@@ -431,3 +430,6 @@ impl Host for CallContext {
 #[cfg(test)]
 #[path = "exec_tests.rs"]
 mod tests;
+#[cfg(test)]
+#[path = "exec_props.rs"]
+mod props;

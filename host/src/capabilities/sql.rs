@@ -103,8 +103,9 @@ pub(crate) enum QueryError {
     Interrupted,
 }
 
-/// `statement` without its leading whitespace and `--` / `/* */` comments
-/// (each engine reads its first keyword from here).
+/// `statement` without its leading whitespace and `--` / `/* */` comments as
+/// SQLite reads them (its first keyword is read from here; PostgreSQL's
+/// comments nest and end differently, see `postgres::first_keyword`).
 fn after_comments(statement: &str) -> &str {
     let mut s = statement.trim_start();
     loop {
@@ -115,6 +116,21 @@ fn after_comments(statement: &str) -> &str {
         } else {
             return s;
         }
+    }
+}
+
+/// For `fuzz/` (`stockade::fuzzing`): reads `statement` as both engines do
+/// and panics if what always holds does not.
+#[doc(hidden)]
+pub fn fuzz_statement(statement: &str) {
+    let cut = postgres::up_to_semicolon(statement);
+    assert!(statement.starts_with(cut));
+    assert!(cut.len() == statement.len() || statement[cut.len()..].starts_with(';'));
+    let _ = postgres::first_keyword(statement);
+    let _ = postgres::first_keyword(cut);
+    if let Some(one) = sqlite::single_statement(statement) {
+        assert!(statement.starts_with(one));
+        let _ = sqlite::first_keyword(one);
     }
 }
 

@@ -113,14 +113,56 @@ fn refuse_powerful_role(superuser: bool, powerful: &[String]) -> Result<(), Quer
     )))
 }
 
-/// The statement's first word, upper case.
-fn first_keyword(statement: &str) -> String {
-    super::after_comments(statement)
-        .trim_start_matches('(')
-        .chars()
+/// The statement's first word, upper case, as PostgreSQL reads it: after
+/// whitespace, opening parentheses and comments, in any order. PostgreSQL's
+/// comments differ from SQLite's ([`super::after_comments`]): block comments
+/// nest and a `--` comment also ends at a carriage return, so reading them the
+/// SQLite way would take `/* /* */ SELECT */ INSERT ...` or
+/// `-- x\rLOCK\nTABLE t ...` for reading statements.
+pub(super) fn first_keyword(statement: &str) -> String {
+    let mut s = statement;
+    let rest = loop {
+        let t = s.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
+        if let Some(comment) = t.strip_prefix("--") {
+            s = comment.find(['\n', '\r']).map_or("", |i| &comment[i..]);
+        } else if t.starts_with("/*") {
+            s = &t[block_comment_len(t.as_bytes())..];
+        } else {
+            break t;
+        }
+    };
+    rest.chars()
         .take_while(|c| c.is_ascii_alphabetic())
         .collect::<String>()
         .to_ascii_uppercase()
+}
+
+/// The length of the block comment `b` starts with (`/*`), nested comments
+/// included; all of `b` when it is not closed.
+fn block_comment_len(b: &[u8]) -> usize {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+            depth += 1;
+            i += 2;
+        } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                return i;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    b.len()
+}
+
+/// Whether `c` may continue an identifier: letters, digits, `_`, `$` and any
+/// byte of a non-ASCII character (PostgreSQL's `ident_cont`).
+fn ident_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
 }
 
 fn failed(e: sqlx::Error) -> QueryError {
@@ -348,41 +390,28 @@ async fn run(
 /// comments (a statement is one statement, so what follows is only space or
 /// comments), so it can be put in parentheses. A statement this misreads
 /// fails as a syntax error: never unbounded.
-fn up_to_semicolon(statement: &str) -> &str {
+pub(super) fn up_to_semicolon(statement: &str) -> &str {
     let b = statement.as_bytes();
     let mut i = 0;
     while i < b.len() {
         match b[i] {
             b';' => return &statement[..i],
             b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
+                // To the end of the line: a newline or a carriage return.
+                while i < b.len() && b[i] != b'\n' && b[i] != b'\r' {
                     i += 1;
                 }
             }
             b'/' if b.get(i + 1) == Some(&b'*') => {
                 // Block comments nest in PostgreSQL.
-                let mut depth = 0usize;
-                while i < b.len() {
-                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
-                        depth += 1;
-                        i += 2;
-                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
-                        depth -= 1;
-                        i += 2;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else {
-                        i += 1;
-                    }
-                }
+                i += block_comment_len(&b[i..]);
                 continue;
             }
             b'\'' => {
                 // E'...' strings take backslash escapes; '' is a quote in both.
                 let escapes = i > 0
                     && matches!(b[i - 1], b'e' | b'E')
-                    && (i < 2 || !(b[i - 2].is_ascii_alphanumeric() || b[i - 2] == b'_'));
+                    && (i < 2 || !ident_byte(b[i - 2]));
                 i += 1;
                 while i < b.len() {
                     if escapes && b[i] == b'\\' {
@@ -406,12 +435,13 @@ fn up_to_semicolon(statement: &str) -> &str {
                 }
             }
             b'$' if !b.get(i + 1).is_some_and(u8::is_ascii_digit)
-                && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_')) =>
+                && (i == 0 || !ident_byte(b[i - 1])) =>
             {
-                // A dollar quote: $tag$ ... $tag$ (tag may be empty).
+                // A dollar quote: $tag$ ... $tag$ (tag may be empty; it is
+                // identifier-like, non-ASCII letters included).
                 let tag_end = b[i + 1..]
                     .iter()
-                    .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_'))
+                    .position(|&c| !(ident_byte(c) && c != b'$'))
                     .map(|p| i + 1 + p);
                 if let Some(end) = tag_end.filter(|&e| b[e] == b'$') {
                     let tag = &statement[i..=end];
@@ -513,3 +543,7 @@ mod tests {
         assert_eq!(first_keyword("COPY (SELECT 1) TO PROGRAM 'id'"), "COPY");
     }
 }
+
+#[cfg(test)]
+#[path = "sql_postgres_props.rs"]
+mod props;

@@ -175,7 +175,7 @@ pub fn single_statement(sql: &str) -> Option<&str> {
 const READING_KEYWORDS: &[&str] = &["select", "with", "values", "explain", "pragma"];
 
 /// The first keyword of `statement`, after whitespace and comments.
-fn first_keyword(statement: &str) -> String {
+pub(super) fn first_keyword(statement: &str) -> String {
     super::after_comments(statement)
         .chars()
         .take_while(|c| c.is_ascii_alphabetic())
@@ -396,3 +396,7 @@ fn classify(e: rusqlite::Error) -> QueryError {
         _ => failed(e),
     }
 }
+
+#[cfg(test)]
+#[path = "sql_sqlite_props.rs"]
+mod props;

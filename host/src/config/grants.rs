@@ -115,6 +115,16 @@ fn default_exec_output() -> u32 {
     1024
 }
 
+/// The regular expression that matches exactly the whole strings `pattern`
+/// matches (`grants.exec.args`, `grants.exec.guest_env`): `^(?:pattern)$`.
+/// `pattern` must be a regular expression on its own: `a)|(b` would close the
+/// group early and leave `|` outside the anchors (then any argument starting
+/// with `a` would pass).
+pub fn whole_match_regex(pattern: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(pattern).map_err(|e| e.to_string())?;
+    regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| e.to_string())
+}
+
 /// Whether `name` can be an environment variable name: not empty, no `=`, no NUL.
 pub fn is_valid_env_name(name: &str) -> bool {
     !name.is_empty() && !name.contains('=') && !name.contains('\0')
@@ -374,7 +384,7 @@ impl Grants {
                 ));
             }
             for p in e.args.iter().flatten() {
-                if let Err(err) = regex::Regex::new(&format!("^(?:{p})$")) {
+                if let Err(err) = whole_match_regex(p) {
                     problems.push(format!(
                         "{at}.exec[{i}].args: `{p}` is not a valid regex: {err}"
                     ));
@@ -398,7 +408,7 @@ impl Grants {
                          set a fixed value in `env` if the program needs it"
                     ));
                 }
-                if let Err(err) = regex::Regex::new(&format!("^(?:{p})$")) {
+                if let Err(err) = whole_match_regex(p) {
                     problems.push(format!(
                         "{at}.exec[{i}].guest_env.{k}: `{p}` is not a valid regex: {err}"
                     ));

@@ -155,7 +155,11 @@ pub(crate) fn check_postgres_url(key: &str, url: &str, problems: &mut Vec<String
                     mode.as_deref().unwrap_or("prefer")
                 ));
             }
-            if u.password().is_some() {
+            // libpq and sqlx also read a password from the query string.
+            if u.password().is_some()
+                || u.query_pairs()
+                    .any(|(k, _)| k.eq_ignore_ascii_case("password"))
+            {
                 problems.push(format!(
                     "{key}: put the password in `password_file`, not in the URL (the config is \
                      not a secret store)"

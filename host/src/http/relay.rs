@@ -31,16 +31,18 @@ use crate::auth::{AuthState, Principal};
 pub const MAX_RELAYED_REPLY: usize = 1 << 20;
 
 /// The id (as JSON text) of `body` if it is a JSON-RPC response (a reply, not
-/// a request or a notification).
-fn reply_id(body: &[u8]) -> Option<String> {
+/// a request or a notification). The id is read as rmcp reads it and written
+/// as the waiting host recorded it (`mcp/link.rs`), so `3.0`, `3e0` and `3`
+/// name the same request, as they do to rmcp.
+pub fn reply_id(body: &[u8]) -> Option<String> {
     match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(serde_json::Value::Object(m))
             if !m.contains_key("method")
                 && (m.contains_key("result") || m.contains_key("error")) =>
         {
-            m.get("id")
-                .filter(|id| id.is_string() || id.is_number())
-                .map(|id| id.to_string())
+            let id = m.get("id").filter(|id| id.is_string() || id.is_number())?;
+            let id = serde_json::from_value::<rmcp::model::RequestId>(id.clone()).ok()?;
+            serde_json::to_string(&id).ok()
         }
         _ => None,
     }
@@ -237,5 +239,19 @@ mod tests {
             None
         );
         assert_eq!(reply_id(b"not json"), None);
+        // Found by the property tests: rmcp reads these ids as 3 and 0.
+        assert_eq!(
+            reply_id(br#"{"jsonrpc":"2.0","id":3.0,"result":{}}"#).as_deref(),
+            Some("3")
+        );
+        assert_eq!(
+            reply_id(br#"{"jsonrpc":"2.0","id":-0,"result":{}}"#).as_deref(),
+            Some("0")
+        );
+        assert_eq!(reply_id(br#"{"jsonrpc":"2.0","id":1.5,"result":{}}"#), None);
     }
 }
+
+#[cfg(test)]
+#[path = "relay_props.rs"]
+mod props;
