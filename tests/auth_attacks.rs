@@ -33,10 +33,13 @@ fn sign_with_host_key(data: &Path, claims: &Value) -> String {
     jsonwebtoken::encode(&h, claims, &EncodingKey::from_ec_pem(&pem).unwrap()).unwrap()
 }
 
+/// The claims of an operator token of family `fam` (`"id client"`: the
+/// family's id and its client, which the gate checks against each other).
 fn claims(base: &str, fam: &str) -> Value {
+    let (fam, client) = fam.split_once(' ').unwrap_or((fam, "c"));
     json!({
         "iss": base, "sub": "operator", "aud": format!("{base}/mcp"),
-        "exp": now() + 600, "iat": now(), "jti": "x", "client_id": "c", "scope": "mcp", "fam": fam,
+        "exp": now() + 600, "iat": now(), "jti": "x", "client_id": client, "scope": "mcp", "fam": fam,
     })
 }
 
@@ -408,7 +411,12 @@ async fn bad_tokens_are_refused_the_same_way() {
     let fam = {
         let payload = t.access.split('.').nth(1).unwrap();
         let c: Value = serde_json::from_slice(&B64.decode(payload).unwrap()).unwrap();
-        c["fam"].as_str().unwrap().to_owned()
+        // The family and its client: a token of that family names both.
+        format!(
+            "{} {}",
+            c["fam"].as_str().unwrap(),
+            c["client_id"].as_str().unwrap()
+        )
     };
     // Sanity: a token signed with the host key and correct claims passes.
     assert_eq!(
