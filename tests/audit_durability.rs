@@ -53,7 +53,9 @@ async fn a_full_audit_disk_fails_closed_and_recovers() {
     let r = client.call_tool(greet("Ada")).await.unwrap();
     assert_eq!(r.is_error, Some(false));
 
-    let size = std::fs::metadata(audit_dir.join("audit.log")).unwrap().len();
+    let size = std::fs::metadata(audit_dir.join("audit.log"))
+        .unwrap()
+        .len();
     file_size_limit(host.pid(), &(size + 2048).to_string());
     // The file's last page may still hold a few lines; the call after that fails.
     let mut refused = None;

@@ -246,19 +246,34 @@ async fn redirect_uris_are_exact_and_never_open_redirects() {
         .authorize(&o.authorize_query(&client_id, &challenge, "st", &[]))
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    assert!(r.body.contains("Test &lt;Client&gt;"), "the name is shown: {}", r.body);
+    assert!(
+        r.body.contains("Test &lt;Client&gt;"),
+        "the name is shown: {}",
+        r.body
+    );
     assert!(!r.body.contains("Test <Client>"), "{}", r.body);
     let r = o
         .authorize(&o.authorize_query(
             &client_id,
             &challenge,
             "st",
-            &[("redirect_uri", "http://127.0.0.1:9/cb?<script>alert(1)</script>")],
+            &[(
+                "redirect_uri",
+                "http://127.0.0.1:9/cb?<script>alert(1)</script>",
+            )],
         ))
         .await;
     assert!(r.header("location").is_none());
-    assert!(r.body.contains("redirect_uri is not one of the URIs"), "{}", r.body);
-    assert!(!r.body.contains("<script>alert") && !r.body.contains("alert(1)"), "{}", r.body);
+    assert!(
+        r.body.contains("redirect_uri is not one of the URIs"),
+        "{}",
+        r.body
+    );
+    assert!(
+        !r.body.contains("<script>alert") && !r.body.contains("alert(1)"),
+        "{}",
+        r.body
+    );
 
     // Registration refuses bad redirect URIs.
     for bad in [
@@ -1021,10 +1036,14 @@ async fn a_key_retired_at_once_stops_its_tokens() {
     };
     // Served, and cached.
     for _ in 0..3 {
-        assert_eq!(o.mcp(Some(&old.access), &initialize()).await.status, StatusCode::OK);
+        assert_eq!(
+            o.mcp(Some(&old.access), &initialize()).await.status,
+            StatusCode::OK
+        );
     }
     let dir = host.dir.path().to_owned();
-    let (ok, out) = common::run_stockade(&["keys", "rotate", "--retire-now", "--data", "data"], &dir);
+    let (ok, out) =
+        common::run_stockade(&["keys", "rotate", "--retire-now", "--data", "data"], &dir);
     assert!(ok && out.contains("retired"), "{out}");
     let started = std::time::Instant::now();
     loop {
@@ -1049,7 +1068,10 @@ async fn a_key_retired_at_once_stops_its_tokens() {
     assert_eq!(kids.len(), 1, "{jwks}");
     assert_ne!(kids[0], old_kid);
     let (_, new) = o.full_login(PASSWORD).await;
-    assert_eq!(o.mcp(Some(&new.access), &initialize()).await.status, StatusCode::OK);
+    assert_eq!(
+        o.mcp(Some(&new.access), &initialize()).await.status,
+        StatusCode::OK
+    );
     assert!(host.is_running());
 }
 
@@ -1096,7 +1118,10 @@ async fn metrics_refuse_foreign_hosts_and_throttle_wrong_tokens() {
     assert_audited(
         &host.data_dir(),
         "request_denied",
-        &[("reason", "metrics: Host `evil.example:"), ("path", "/metrics")],
+        &[
+            ("reason", "metrics: Host `evil.example:"),
+            ("path", "/metrics"),
+        ],
     );
 
     // The main listener: wrong tokens are audited, then throttled.
@@ -1134,26 +1159,22 @@ async fn metrics_refuse_foreign_hosts_and_throttle_wrong_tokens() {
         "[prometheus]\nlisten = \"0.0.0.0:9464\"\n",
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
-        .args(["serve", "--config", "open.toml", "--listen", "127.0.0.1:0"])
-        .args(["--plugins", "plugins", "--data", "data", "--auth", "none"])
-        .current_dir(dir.path())
-        .env_remove("STOCKADE_CONFIG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > std::time::Duration::from_secs(20) {
-            let _ = child.kill();
-            panic!("a metrics listener open to every interface without a token was started");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let err = common::serve_must_fail(
+        dir.path(),
+        &[
+            "--config",
+            "open.toml",
+            "--listen",
+            "127.0.0.1:0",
+            "--plugins",
+            "plugins",
+            "--data",
+            "data",
+            "--auth",
+            "none",
+        ],
+        &[],
+    );
     assert!(
         err.contains("prometheus.listen: 0.0.0.0:9464 is reachable from other machines"),
         "{err}"

@@ -702,21 +702,32 @@ async fn data_queries_postgresql_read_only_through_the_host() {
     // filter matched more than it said.
     let count = async |filters: Value| -> u64 {
         let q = json_of(
-            ok(&client, "query_data", json!({"collection": "customers", "filters": filters}))
-                .await,
+            ok(
+                &client,
+                "query_data",
+                json!({"collection": "customers", "filters": filters}),
+            )
+            .await,
         );
         q["count"].as_u64().unwrap()
     };
     let long = "e".repeat(100);
-    assert_eq!(count(json!([{"field": "email", "op": "=", "value": long}])).await, 1);
+    assert_eq!(
+        count(json!([{"field": "email", "op": "=", "value": long}])).await,
+        1
+    );
     assert_eq!(
         count(json!([{"field": "email", "op": "=", "value": format!("{long}zzz")}])).await,
         0
     );
     let totals = async |v: Value| -> u64 {
         let q = json_of(
-            ok(&client, "query_data", json!({"collection": "orders",
-                "filters": [{"field": "total", "op": "=", "value": v}]}))
+            ok(
+                &client,
+                "query_data",
+                json!({"collection": "orders",
+                "filters": [{"field": "total", "op": "=", "value": v}]}),
+            )
             .await,
         );
         q["count"].as_u64().unwrap()
@@ -817,7 +828,10 @@ async fn data_queries_postgresql_read_only_through_the_host() {
 
     // Issue 18.5: a role that could end other sessions or read the server's
     // files is refused before any statement runs.
-    for (source, why) in [("boss", "is a superuser"), ("signaler", "is a member of pg_signal_backend")] {
+    for (source, why) in [
+        ("boss", "is a superuser"),
+        ("signaler", "is a member of pg_signal_backend"),
+    ] {
         let (_, t) = call(
             &client,
             "sql",
@@ -1047,8 +1061,16 @@ async fn the_shell_readme_grant_admits_no_dot_dot() {
         .config(block)
         .start();
     let client = host.client().await;
-    let listed = ok(&client, "run_command", json!({"command": "ls -la /var/log"})).await;
-    assert!(listed.contains("\"exitCode\":0") || listed.contains("\"exitCode\": 0"), "{listed}");
+    let listed = ok(
+        &client,
+        "run_command",
+        json!({"command": "ls -la /var/log"}),
+    )
+    .await;
+    assert!(
+        listed.contains("\"exitCode\":0") || listed.contains("\"exitCode\": 0"),
+        "{listed}"
+    );
     for path in [
         "/var/log/..",
         "/var/log/../../etc",
@@ -1056,7 +1078,12 @@ async fn the_shell_readme_grant_admits_no_dot_dot() {
         "/etc/nginx/../shadow",
         "/var/log/.",
     ] {
-        let (is_error, t) = call(&client, "run_command", json!({"command": format!("ls -la {path}")})).await;
+        let (is_error, t) = call(
+            &client,
+            "run_command",
+            json!({"command": format!("ls -la {path}")}),
+        )
+        .await;
         assert!(is_error && t.contains("Allowed:"), "{path}: {t}");
     }
 }

@@ -915,22 +915,27 @@ async fn a_busy_neighbour_of_the_config_does_not_delay_reloads() {
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
+/// Makes a signing key `author.key` in `dir` with `stockade plugins keygen`;
+/// returns its public key (`ed25519:…`).
+fn author_key(dir: &Path) -> String {
+    let key_file = dir.join("author.key");
+    let (ok, out) = run_stockade(
+        &["plugins", "keygen", "--out", key_file.to_str().unwrap()],
+        dir,
+    );
+    assert!(ok, "{out}");
+    out.lines()
+        .find(|l| l.starts_with("ed25519:"))
+        .expect("the public key is printed")
+        .to_owned()
+}
+
 /// Issue 11 (small findings): turning `require` on in a live config stops the
 /// unsigned plugins at once; turning it off again lets them back in.
 #[tokio::test(flavor = "multi_thread")]
 async fn requiring_signatures_on_reload_unloads_unsigned_plugins() {
     let keys = tempfile::tempdir().unwrap();
-    let key_file = keys.path().join("author.key");
-    let (ok, out) = run_stockade(
-        &["plugins", "keygen", "--out", key_file.to_str().unwrap()],
-        keys.path(),
-    );
-    assert!(ok, "{out}");
-    let public = out
-        .lines()
-        .find(|l| l.starts_with("ed25519:"))
-        .unwrap()
-        .to_owned();
+    let public = author_key(keys.path());
     let open = format!("[signatures]\nrequire = false\ntrusted_keys = [\"{public}\"]\n");
     let host = HostBuilder::new()
         .plugin(&bundled("template"), "template")
@@ -973,18 +978,12 @@ async fn a_policy_change_applies_while_a_large_plugin_compiles() {
         .arg(&big)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let key_file = work.path().join("author.key");
-    let (ok, out) = run_stockade(
-        &["plugins", "keygen", "--out", key_file.to_str().unwrap()],
-        work.path(),
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert!(ok, "{out}");
-    let public = out
-        .lines()
-        .find(|l| l.starts_with("ed25519:"))
-        .unwrap()
-        .to_owned();
+    let public = author_key(work.path());
     let open = format!("[signatures]\nrequire = false\ntrusted_keys = [\"{public}\"]\n");
     let host = HostBuilder::new()
         .plugin(&bundled("template"), "template")
@@ -997,7 +996,11 @@ async fn a_policy_change_applies_while_a_large_plugin_compiles() {
     // Its compile has started (the pass that loads it is under way).
     let started = Instant::now();
     while !host.log().contains("rescanning the plugin directory") {
-        assert!(started.elapsed() < Duration::from_secs(10), "{}", host.log());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            host.log()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1008,9 +1011,11 @@ async fn a_policy_change_applies_while_a_large_plugin_compiles() {
     );
     write_config(&host, &open.replace("require = false", "require = true"));
     let changed = Instant::now();
-    eventually(Duration::from_secs(3), "greet withdrawn during the compile", async || {
-        !tool_names(&client).await.contains(&"greet".to_owned())
-    })
+    eventually(
+        Duration::from_secs(3),
+        "greet withdrawn during the compile",
+        async || !tool_names(&client).await.contains(&"greet".to_owned()),
+    )
     .await;
     let took = changed.elapsed();
     assert!(
@@ -1018,19 +1023,30 @@ async fn a_policy_change_applies_while_a_large_plugin_compiles() {
         "the policy waited for the compile ({took:?}):\n{}",
         host.log()
     );
-    assert!(host.log().contains("plugin stops serving"), "{}", host.log());
+    assert!(
+        host.log().contains("plugin stops serving"),
+        "{}",
+        host.log()
+    );
     // The large unsigned plugin finishes compiling and is not served.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let names = tool_names(&client).await;
-        assert!(!names.contains(&"word_count".to_owned()), "unsigned plugin served: {names:?}");
+        assert!(
+            !names.contains(&"word_count".to_owned()),
+            "unsigned plugin served: {names:?}"
+        );
         if common::audit_events(&host, "plugin_refused")
             .iter()
             .any(|l| l["plugin"] == "wordcount")
         {
             break;
         }
-        assert!(Instant::now() < deadline, "wordcount never refused:\n{}", host.log());
+        assert!(
+            Instant::now() < deadline,
+            "wordcount never refused:\n{}",
+            host.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(!tool_names(&client).await.contains(&"word_count".to_owned()));

@@ -442,31 +442,6 @@ fn the_systemd_unit_verifies() {
     assert!(out.status.success() && text.trim().is_empty(), "{text}");
 }
 
-/// Runs `stockade serve ARGS` in `dir`, expecting it to fail within 30 s;
-/// returns what it printed.
-fn serve_must_fail(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> String {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"));
-    cmd.arg("serve").args(args).current_dir(dir);
-    for var in ["STOCKADE_CONFIG", "STOCKADE_PASSWORD", "STOCKADE_AUTH"] {
-        cmd.env_remove(var);
-    }
-    cmd.envs(env.iter().copied())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let started = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > std::time::Duration::from_secs(30) {
-            let _ = child.kill();
-            panic!("`stockade serve {args:?}` kept running; it should have failed");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(!out.status.success());
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// Issue 9.3: a second host on a live host's data directory is refused by the
 /// lock before it writes anything; failed starts (port in use, a bad password)
 /// write nothing to the audit log.
@@ -479,7 +454,7 @@ async fn failed_starts_leave_the_data_directory_alone() {
     let audit_before = std::fs::read(data.join("audit/audit.log")).unwrap();
     let listing_before = std::fs::read(data.join("plugins.json")).unwrap();
     let dir = data.parent().unwrap();
-    let e = serve_must_fail(
+    let e = common::serve_must_fail(
         dir,
         &[
             "--listen",
@@ -512,7 +487,7 @@ async fn failed_starts_leave_the_data_directory_alone() {
     let other = tempfile::tempdir().unwrap();
     std::fs::create_dir(other.path().join("plugins")).unwrap();
     let port = host.base_url().rsplit(':').next().unwrap().to_owned();
-    let e = serve_must_fail(
+    let e = common::serve_must_fail(
         other.path(),
         &[
             "--listen",
@@ -533,7 +508,7 @@ async fn failed_starts_leave_the_data_directory_alone() {
     );
 
     // A password too short for the built-in login: nothing written either.
-    let e = serve_must_fail(
+    let e = common::serve_must_fail(
         other.path(),
         &[
             "--listen",
@@ -1349,20 +1324,13 @@ async fn resource_reads_are_metered_by_template() {
         assert_eq!(r.contents.len(), 1);
     }
     client
-        .read_resource(rmcp::model::ReadResourceRequestParams::new("kitchen://readme"))
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "kitchen://readme",
+        ))
         .await
         .unwrap();
     // SIGTERM flushes the figures.
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &host.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while host.is_running() {
-        assert!(std::time::Instant::now() < deadline, "{}", host.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    host.terminate().await;
     let db = rusqlite::Connection::open(host.data_dir().join("metrics.db")).unwrap();
     let mut q = db
         .prepare("SELECT DISTINCT target FROM op_buckets WHERE kind = 'resource' ORDER BY target")
@@ -1395,8 +1363,10 @@ async fn subscriptions_are_bounded_per_session_and_per_subject() {
     let subscribe = async |session: &common::RawSession, uri: String, id: usize| -> Value {
         rpc_answer(
             session
-                .post(json!({"jsonrpc": "2.0", "id": id, "method": "resources/subscribe",
-                    "params": {"uri": uri}}))
+                .post(
+                    json!({"jsonrpc": "2.0", "id": id, "method": "resources/subscribe",
+                    "params": {"uri": uri}}),
+                )
                 .await,
         )
         .await
@@ -1435,8 +1405,10 @@ async fn subscriptions_are_bounded_per_session_and_per_subject() {
     assert!(a["result"].is_object(), "{a}");
     let a = rpc_answer(
         sessions[0]
-            .post(json!({"jsonrpc": "2.0", "id": 203, "method": "resources/unsubscribe",
-                "params": {"uri": uri(0, 0)}}))
+            .post(
+                json!({"jsonrpc": "2.0", "id": 203, "method": "resources/unsubscribe",
+                "params": {"uri": uri(0, 0)}}),
+            )
             .await,
     )
     .await;

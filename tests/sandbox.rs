@@ -1514,18 +1514,5 @@ async fn a_fifo_in_a_granted_directory_is_not_opened() {
         cap(&client, "read_path", json!({"path": "/data/notes.txt"})).await,
         "OK:plain file"
     );
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &host.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while host.is_running() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the host did not exit: {}",
-            host.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    host.terminate().await;
 }

@@ -45,7 +45,10 @@ pub fn redirect_uri(data: &[u8]) {
         assert!(back.fragment().is_none());
         if back.scheme() == "http" {
             let host = back.host().expect("http has a host");
-            assert!(crate::config::is_loopback_host(&host), "plain http to {host}");
+            assert!(
+                crate::config::is_loopback_host(&host),
+                "plain http to {host}"
+            );
         }
     }
 }

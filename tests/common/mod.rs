@@ -292,6 +292,25 @@ impl Host {
         self.dir.path().join("data")
     }
 
+    /// Sends SIGTERM and waits for the host to exit (at most 15 s; its log
+    /// in the panic message otherwise).
+    pub async fn terminate(&mut self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.is_running() {
+            assert!(
+                Instant::now() < deadline,
+                "the host did not exit: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Kills the host (SIGKILL: no shutdown, no flush) and waits for it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -318,6 +337,31 @@ impl Drop for Host {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `stockade serve ARGS` in `dir`, expecting it to fail within 30 s;
+/// returns what it printed.
+pub fn serve_must_fail(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"));
+    cmd.arg("serve").args(args).current_dir(dir);
+    for var in ["STOCKADE_CONFIG", "STOCKADE_PASSWORD", "STOCKADE_AUTH"] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("`stockade serve {args:?}` kept running; it should have failed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Runs the binary with `args` to completion; returns (success, stdout+stderr).

@@ -105,8 +105,8 @@ fn message() -> impl Strategy<Value = String> {
         1 => (spelled("result"), Just("{}".to_owned())),
     ];
     // Mostly well-formed requests, then members in any order and number.
-    let request = (spelled("method"), method(), params(), any::<bool>()).prop_map(
-        |(mk, m, p, dup)| {
+    let request =
+        (spelled("method"), method(), params(), any::<bool>()).prop_map(|(mk, m, p, dup)| {
             let mut members = vec![
                 ("\"jsonrpc\"".to_owned(), "\"2.0\"".to_owned()),
                 ("\"id\"".to_owned(), "7".to_owned()),
@@ -114,14 +114,10 @@ fn message() -> impl Strategy<Value = String> {
                 ("\"params\"".to_owned(), p),
             ];
             if dup {
-                members.push((
-                    "\"params\"".to_owned(),
-                    "{\"name\":\"free\"}".to_owned(),
-                ));
+                members.push(("\"params\"".to_owned(), "{\"name\":\"free\"}".to_owned()));
             }
             object(members)
-        },
-    );
+        });
     prop_oneof![
         2 => request,
         2 => proptest::collection::vec(member, 0..7).prop_map(object),

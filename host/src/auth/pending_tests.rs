@@ -43,7 +43,13 @@ fn sweeping_drops_only_expired_forms() {
     let fresh = p.insert("a", 1);
     let stale = p.insert("a", 2);
     let start = p.table.lock().unwrap().forms[&stale].created;
-    p.table.lock().unwrap().forms.get_mut(&fresh).unwrap().created = start + FORM_TTL;
+    p.table
+        .lock()
+        .unwrap()
+        .forms
+        .get_mut(&fresh)
+        .unwrap()
+        .created = start + FORM_TTL;
     // Just before the stale form expires nothing goes; just after, it alone.
     assert_eq!(
         p.table

@@ -177,8 +177,8 @@ pub fn hashes_equal(a: &str, b: &str) -> bool {
 }
 
 #[cfg(test)]
-#[path = "rules_tests.rs"]
-mod tests;
-#[cfg(test)]
 #[path = "rules_props.rs"]
 mod props;
+#[cfg(test)]
+#[path = "rules_tests.rs"]
+mod tests;

@@ -428,8 +428,8 @@ impl Host for CallContext {
 }
 
 #[cfg(test)]
-#[path = "exec_tests.rs"]
-mod tests;
-#[cfg(test)]
 #[path = "exec_props.rs"]
 mod props;
+#[cfg(test)]
+#[path = "exec_tests.rs"]
+mod tests;

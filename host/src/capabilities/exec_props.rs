@@ -250,13 +250,25 @@ fn guest_path() -> impl Strategy<Value = String> {
     (
         prop::sample::select(
             &[
-                "/data", "/data/", "/dat", "/data2", "data", "/", "//data", "/./data", "/data/.",
-                "", "/data/a/b", "/data/a/b/..",
+                "/data",
+                "/data/",
+                "/dat",
+                "/data2",
+                "data",
+                "/",
+                "//data",
+                "/./data",
+                "/data/.",
+                "",
+                "/data/a/b",
+                "/data/a/b/..",
             ][..],
         ),
         proptest::collection::vec(
             prop::sample::select(
-                &["a", "b", "..", ".", "link", "up", "f", "x", "", "a/../a", "é"][..],
+                &[
+                    "a", "b", "..", ".", "link", "up", "f", "x", "", "a/../a", "é",
+                ][..],
             ),
             0..5,
         ),
@@ -283,15 +295,28 @@ fn guest_working_directories_stay_inside_granted_dirs() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = tmp.path().canonicalize().expect("canonical").join("root");
     let inner = tmp.path().canonicalize().expect("canonical").join("inner");
-    for d in [root.join("a/b"), root.join("é"), inner.join("a"), inner.join("b")] {
+    for d in [
+        root.join("a/b"),
+        root.join("é"),
+        inner.join("a"),
+        inner.join("b"),
+    ] {
         std::fs::create_dir_all(d).expect("mkdir");
     }
     std::fs::write(root.join("f"), b"x").expect("file");
     std::os::unix::fs::symlink("/", root.join("link")).expect("symlink");
     std::os::unix::fs::symlink("..", root.join("a/up")).expect("symlink");
     let dirs = vec![
-        DirGrant { host: root.clone(), guest: "/data".into(), mode: DirMode::ReadOnly },
-        DirGrant { host: inner.clone(), guest: "/data/a/b".into(), mode: DirMode::ReadOnly },
+        DirGrant {
+            host: root.clone(),
+            guest: "/data".into(),
+            mode: DirMode::ReadOnly,
+        },
+        DirGrant {
+            host: inner.clone(),
+            guest: "/data/a/b".into(),
+            mode: DirMode::ReadOnly,
+        },
     ];
     let g = grant();
     let opened = std::cell::Cell::new(0);

@@ -409,9 +409,8 @@ pub(super) fn up_to_semicolon(statement: &str) -> &str {
             }
             b'\'' => {
                 // E'...' strings take backslash escapes; '' is a quote in both.
-                let escapes = i > 0
-                    && matches!(b[i - 1], b'e' | b'E')
-                    && (i < 2 || !ident_byte(b[i - 2]));
+                let escapes =
+                    i > 0 && matches!(b[i - 1], b'e' | b'E') && (i < 2 || !ident_byte(b[i - 2]));
                 i += 1;
                 while i < b.len() {
                     if escapes && b[i] == b'\\' {

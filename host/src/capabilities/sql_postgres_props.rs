@@ -63,8 +63,12 @@ fn token() -> impl Strategy<Value = String> {
             .prop_map(|(tag, body)| format!("${tag}${body}${tag}$")),
         line_comment(),
         block_comment(),
-        prop::sample::select(&["(", ")", ",", "::", "+", "-", "*", "/", "=", "<>", "[", "]", "."][..])
-            .prop_map(str::to_owned),
+        prop::sample::select(
+            &[
+                "(", ")", ",", "::", "+", "-", "*", "/", "=", "<>", "[", "]", "."
+            ][..]
+        )
+        .prop_map(str::to_owned),
     ]
 }
 
@@ -92,9 +96,9 @@ fn noise() -> impl Strategy<Value = String> {
 }
 
 const KEYWORDS: &[&str] = &[
-    "SELECT", "WITH", "VALUES", "TABLE", "EXPLAIN", "SHOW", "INSERT", "UPDATE", "DELETE",
-    "MERGE", "COPY", "LOCK", "SET", "RESET", "DO", "CALL", "PREPARE", "EXECUTE", "DECLARE",
-    "NOTIFY", "LISTEN", "CREATE", "DROP", "ALTER", "TRUNCATE", "GRANT", "VACUUM", "DISCARD",
+    "SELECT", "WITH", "VALUES", "TABLE", "EXPLAIN", "SHOW", "INSERT", "UPDATE", "DELETE", "MERGE",
+    "COPY", "LOCK", "SET", "RESET", "DO", "CALL", "PREPARE", "EXECUTE", "DECLARE", "NOTIFY",
+    "LISTEN", "CREATE", "DROP", "ALTER", "TRUNCATE", "GRANT", "VACUUM", "DISCARD",
 ];
 
 proptest! {
@@ -148,9 +152,15 @@ proptest! {
 #[test]
 fn found_cases() {
     // Nested comments: PostgreSQL reads INSERT.
-    assert_eq!(first_keyword("/* /* */ SELECT */ INSERT INTO t VALUES (1)"), "INSERT");
+    assert_eq!(
+        first_keyword("/* /* */ SELECT */ INSERT INTO t VALUES (1)"),
+        "INSERT"
+    );
     // A `--` comment ends at a carriage return: PostgreSQL reads LOCK.
-    assert_eq!(first_keyword("-- x\rLOCK\nTABLE t IN ROW EXCLUSIVE MODE"), "LOCK");
+    assert_eq!(
+        first_keyword("-- x\rLOCK\nTABLE t IN ROW EXCLUSIVE MODE"),
+        "LOCK"
+    );
     assert_eq!(first_keyword("( /* c */ (SELECT 1))"), "SELECT");
     // `$` after a non-ASCII identifier character is part of the identifier.
     assert_eq!(up_to_semicolon("SELECT 1 AS é$$;$$"), "SELECT 1 AS é$$");

@@ -80,9 +80,26 @@ fn trailer() -> impl Strategy<Value = String> {
 }
 
 const KEYWORDS: &[&str] = &[
-    "select", "with", "values", "explain", "pragma", "insert", "update", "delete", "replace",
-    "vacuum", "attach", "detach", "create", "drop", "alter", "begin", "commit", "savepoint",
-    "reindex", "analyze",
+    "select",
+    "with",
+    "values",
+    "explain",
+    "pragma",
+    "insert",
+    "update",
+    "delete",
+    "replace",
+    "vacuum",
+    "attach",
+    "detach",
+    "create",
+    "drop",
+    "alter",
+    "begin",
+    "commit",
+    "savepoint",
+    "reindex",
+    "analyze",
 ];
 
 proptest! {
@@ -177,7 +194,13 @@ fn hostile_statement() -> impl Strategy<Value = String> {
         ][..],
     );
     (
-        proptest::collection::vec((piece, prop::sample::select(&[";", " ", "\n--;\n", ";/*x*/", "; ;"][..])), 1..3),
+        proptest::collection::vec(
+            (
+                piece,
+                prop::sample::select(&[";", " ", "\n--;\n", ";/*x*/", "; ;"][..]),
+            ),
+            1..3,
+        ),
         prop::sample::select(&["", " ", "/* */", "--c\n", "("][..]),
     )
         .prop_map(|(v, lead)| {
@@ -207,12 +230,27 @@ fn no_statement_changes_the_database() {
                 max_result_bytes: 1 << 16,
                 deadline: Instant::now() + Duration::from_secs(2),
             };
-            let outcome = query(&path, &statement, vec![], limits, &Arc::new(Stop::default()));
-            prop_assert_eq!(&std::fs::read(&path).expect("read"), &before, "after {:?}", statement);
+            let outcome = query(
+                &path,
+                &statement,
+                vec![],
+                limits,
+                &Arc::new(Stop::default()),
+            );
+            prop_assert_eq!(
+                &std::fs::read(&path).expect("read"),
+                &before,
+                "after {:?}",
+                statement
+            );
             if outcome.is_ok() {
                 answered.set(answered.get() + 1);
                 let kw = first_keyword(single_statement(&statement).unwrap_or_default());
-                prop_assert!(READING_KEYWORDS.contains(&kw.as_str()), "{:?} ran", statement);
+                prop_assert!(
+                    READING_KEYWORDS.contains(&kw.as_str()),
+                    "{:?} ran",
+                    statement
+                );
             }
             Ok(())
         })

@@ -39,7 +39,9 @@ fn secret_line(pw: String) -> impl Strategy<Value = (String, bool)> {
         // Where a URL belongs: refused, because of the password.
         0 => (format!("[sql.shop]\npostgres = \"{url}\"\n"), true),
         1 => (
-            format!("[store]\nurl = \"{url}\"\nsecret_file = \"/etc/s\"\npassword_file = \"/etc/p\"\n"),
+            format!(
+                "[store]\nurl = \"{url}\"\nsecret_file = \"/etc/s\"\npassword_file = \"/etc/p\"\n"
+            ),
             true,
         ),
         // Broken TOML on the same line.

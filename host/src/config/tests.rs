@@ -135,10 +135,22 @@ fn the_sample_config_is_valid() {
 fn the_sample_configs_admin_scope_advice_validates() {
     let sample = include_str!("../../../dist/stockade.example.toml");
     let followed = sample
-        .replace("# [plugins.metrics]\n# scope = \"admin\"", "[plugins.metrics]\nscope = \"admin\"")
-        .replace("[auth]\nmode", "[auth]\nscopes_supported = [\"mcp\", \"admin\"]\nmode");
-    assert!(followed.contains("scope = \"admin\"\n[plugins.metrics.grants]"), "{followed}");
-    assert!(followed.contains("scopes_supported = [\"mcp\", \"admin\"]"), "the sample has an [auth] table");
+        .replace(
+            "# [plugins.metrics]\n# scope = \"admin\"",
+            "[plugins.metrics]\nscope = \"admin\"",
+        )
+        .replace(
+            "[auth]\nmode",
+            "[auth]\nscopes_supported = [\"mcp\", \"admin\"]\nmode",
+        );
+    assert!(
+        followed.contains("scope = \"admin\"\n[plugins.metrics.grants]"),
+        "{followed}"
+    );
+    assert!(
+        followed.contains("scopes_supported = [\"mcp\", \"admin\"]"),
+        "the sample has an [auth] table"
+    );
     let c = Config::from_toml(&followed).unwrap();
     assert_eq!(c.plugins["metrics"].scope.as_deref(), Some("admin"));
 }

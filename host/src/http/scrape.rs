@@ -13,11 +13,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 
 use crate::auth::AuthState;
 use crate::auth::ratelimit::AddressLimiter;
@@ -91,7 +91,7 @@ async fn serve(State(s): State<Scrape>, req: Request) -> Response {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_ascii_lowercase();
-        if !hosts.iter().any(|h| *h == host) {
+        if !hosts.contains(&host) {
             let shown: String = host.chars().take(100).collect();
             s.auth
                 .deny(

@@ -256,8 +256,8 @@ pub fn to_rmcp<T: serde::de::DeserializeOwned>(mut v: Value) -> Result<T, rmcp::
 }
 
 #[cfg(test)]
-#[path = "convert_tests.rs"]
-mod tests;
-#[cfg(test)]
 #[path = "convert_props.rs"]
 mod props;
+#[cfg(test)]
+#[path = "convert_tests.rs"]
+mod tests;

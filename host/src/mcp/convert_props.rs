@@ -36,9 +36,15 @@ const VALUE: &str = "[ab/?#.:*+()|$é€]{1,4}";
 fn parts() -> impl Strategy<Value = Vec<Part>> {
     let part = prop_oneof![
         LITERAL.prop_map(Part::Literal),
-        (any::<bool>(), "[a-z][a-z0-9_.%]{0,3}", prop::sample::select(&["+", "#"][..])).prop_map(
-            |(any, name, op)| Part::Var(any, if any { format!("{op}{name}") } else { name })
-        ),
+        (
+            any::<bool>(),
+            "[a-z][a-z0-9_.%]{0,3}",
+            prop::sample::select(&["+", "#"][..])
+        )
+            .prop_map(|(any, name, op)| Part::Var(
+                any,
+                if any { format!("{op}{name}") } else { name }
+            )),
     ];
     (
         "[a-z]{1,3}://".prop_map(Part::Literal),
@@ -102,7 +108,11 @@ fn instance(parts: Vec<Part>) -> impl Strategy<Value = (Vec<Part>, String)> {
             let uri = match tweak {
                 0 => chars[..i].iter().collect(),
                 1 if i < chars.len() => chars[..i].iter().chain(&chars[i + 1..]).collect(),
-                2 => format!("{}{c}{}", chars[..i].iter().collect::<String>(), chars[i..].iter().collect::<String>()),
+                2 => format!(
+                    "{}{c}{}",
+                    chars[..i].iter().collect::<String>(),
+                    chars[i..].iter().collect::<String>()
+                ),
                 _ => uri,
             };
             (parts.clone(), uri)
@@ -138,9 +148,8 @@ fn related(a: Vec<Part>) -> impl Strategy<Value = Vec<Part>> {
 }
 
 fn two_templates_and_uri() -> impl Strategy<Value = (Vec<Part>, Vec<Part>, String)> {
-    template_and_uri().prop_flat_map(|(a, uri)| {
-        related(a.clone()).prop_map(move |b| (a.clone(), b, uri.clone()))
-    })
+    template_and_uri()
+        .prop_flat_map(|(a, uri)| related(a.clone()).prop_map(move |b| (a.clone(), b, uri.clone())))
 }
 
 /// Templates with one defect: they match nothing.
@@ -162,7 +171,10 @@ fn malformed() -> impl Strategy<Value = String> {
         Just("{é}"),
     ];
     (parts(), defect, any::<prop::sample::Index>()).prop_map(|(parts, defect, at)| {
-        let mut t: Vec<String> = parts.iter().map(|p| template(std::slice::from_ref(p))).collect();
+        let mut t: Vec<String> = parts
+            .iter()
+            .map(|p| template(std::slice::from_ref(p)))
+            .collect();
         t.insert(at.index(t.len() + 1), defect.to_owned());
         t.concat()
     })
@@ -288,16 +300,41 @@ fn guest_content() -> impl Strategy<Value = Content> {
         media().prop_map(Content::Image),
         media().prop_map(Content::Audio),
         (any::<String>(), opt(), any::<String>()).prop_map(|(uri, mime_type, text)| {
-            Content::EmbeddedResource(ResourceContents::Text(TextResource { uri, mime_type, text }))
+            Content::EmbeddedResource(ResourceContents::Text(TextResource {
+                uri,
+                mime_type,
+                text,
+            }))
         }),
-        (any::<String>(), opt(), proptest::collection::vec(any::<u8>(), 0..32)).prop_map(
-            |(uri, mime_type, blob)| {
-                Content::EmbeddedResource(ResourceContents::Blob(BlobResource { uri, mime_type, blob }))
-            }
-        ),
-        (any::<String>(), any::<String>(), opt(), opt(), opt(), proptest::option::of(any::<u64>()))
+        (
+            any::<String>(),
+            opt(),
+            proptest::collection::vec(any::<u8>(), 0..32)
+        )
+            .prop_map(|(uri, mime_type, blob)| {
+                Content::EmbeddedResource(ResourceContents::Blob(BlobResource {
+                    uri,
+                    mime_type,
+                    blob,
+                }))
+            }),
+        (
+            any::<String>(),
+            any::<String>(),
+            opt(),
+            opt(),
+            opt(),
+            proptest::option::of(any::<u64>())
+        )
             .prop_map(|(uri, name, title, description, mime_type, size)| {
-                Content::ResourceLink(ResourceLink { uri, name, title, description, mime_type, size })
+                Content::ResourceLink(ResourceLink {
+                    uri,
+                    name,
+                    title,
+                    description,
+                    mime_type,
+                    size,
+                })
             }),
     ]
 }

@@ -89,7 +89,6 @@ pub struct StockadeMcp {
 /// client's cancellation of it, to audit which of the two it was.
 const CANCEL_AFTER_DISCONNECT: std::time::Duration = std::time::Duration::from_millis(200);
 
-
 impl StockadeMcp {
     /// A handler for a new session.
     pub fn new(shared: Arc<Shared>) -> Self {
@@ -560,64 +559,71 @@ impl ServerHandler for StockadeMcp {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        timed("resources/subscribe", None, async {
-        let uri = request.uri.as_str();
-        let who = principal(&context);
-        let snapshot = self.shared.catalog.snapshot();
-        if uri.len() > stockade_sdk::uri_template::MAX_URI_LEN
-            || snapshot
-                .resource_owner_by(uri, |p| permitted(who.as_ref(), p))
-                .is_none()
-        {
-            return Err(ErrorData::resource_not_found(
-                format!(
-                    "no resource `{}` to subscribe to",
-                    uri.chars().take(200).collect::<String>()
-                ),
-                None,
-            ));
-        }
-        use sessions::{
-            MAX_SESSION_SUBSCRIPTIONS, MAX_SESSION_SUBSCRIPTION_BYTES,
-            MAX_SUBJECT_SUBSCRIPTIONS, MAX_SUBJECT_SUBSCRIPTION_BYTES,
-        };
-        let subject = who.as_ref().map_or("", |p| p.subject.as_str());
-        // Bounded per session and per subject, in number and in bytes: one
-        // user cannot fill the host's memory through many sessions.
-        let (subject_n, subject_bytes) = self.shared.sessions.subject_load(subject);
-        let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
-        if subs.contains(uri) {
-            return Ok(());
-        }
-        let (n, bytes) = subs.load();
-        let over = if n >= MAX_SESSION_SUBSCRIPTIONS {
-            Some(format!("this session already has {MAX_SESSION_SUBSCRIPTIONS} subscriptions"))
-        } else if bytes + uri.len() > MAX_SESSION_SUBSCRIPTION_BYTES {
-            Some(format!(
-                "this session's subscribed URIs would pass {} KiB",
-                MAX_SESSION_SUBSCRIPTION_BYTES >> 10
-            ))
-        } else if subject_n >= MAX_SUBJECT_SUBSCRIPTIONS {
-            Some(format!(
-                "your sessions already have {MAX_SUBJECT_SUBSCRIPTIONS} subscriptions"
-            ))
-        } else if subject_bytes + uri.len() > MAX_SUBJECT_SUBSCRIPTION_BYTES {
-            Some(format!(
-                "your sessions' subscribed URIs would pass {} KiB",
-                MAX_SUBJECT_SUBSCRIPTION_BYTES >> 10
-            ))
-        } else {
-            None
-        };
-        if let Some(why) = over {
-            return Err(ErrorData::invalid_request(
-                format!("{why}; unsubscribe first"),
-                None,
-            ));
-        }
-        subs.insert(uri, subject);
-        Ok(())
-        }, |_| false)
+        timed(
+            "resources/subscribe",
+            None,
+            async {
+                let uri = request.uri.as_str();
+                let who = principal(&context);
+                let snapshot = self.shared.catalog.snapshot();
+                if uri.len() > stockade_sdk::uri_template::MAX_URI_LEN
+                    || snapshot
+                        .resource_owner_by(uri, |p| permitted(who.as_ref(), p))
+                        .is_none()
+                {
+                    return Err(ErrorData::resource_not_found(
+                        format!(
+                            "no resource `{}` to subscribe to",
+                            uri.chars().take(200).collect::<String>()
+                        ),
+                        None,
+                    ));
+                }
+                use sessions::{
+                    MAX_SESSION_SUBSCRIPTION_BYTES, MAX_SESSION_SUBSCRIPTIONS,
+                    MAX_SUBJECT_SUBSCRIPTION_BYTES, MAX_SUBJECT_SUBSCRIPTIONS,
+                };
+                let subject = who.as_ref().map_or("", |p| p.subject.as_str());
+                // Bounded per session and per subject, in number and in bytes: one
+                // user cannot fill the host's memory through many sessions.
+                let (subject_n, subject_bytes) = self.shared.sessions.subject_load(subject);
+                let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+                if subs.contains(uri) {
+                    return Ok(());
+                }
+                let (n, bytes) = subs.load();
+                let over = if n >= MAX_SESSION_SUBSCRIPTIONS {
+                    Some(format!(
+                        "this session already has {MAX_SESSION_SUBSCRIPTIONS} subscriptions"
+                    ))
+                } else if bytes + uri.len() > MAX_SESSION_SUBSCRIPTION_BYTES {
+                    Some(format!(
+                        "this session's subscribed URIs would pass {} KiB",
+                        MAX_SESSION_SUBSCRIPTION_BYTES >> 10
+                    ))
+                } else if subject_n >= MAX_SUBJECT_SUBSCRIPTIONS {
+                    Some(format!(
+                        "your sessions already have {MAX_SUBJECT_SUBSCRIPTIONS} subscriptions"
+                    ))
+                } else if subject_bytes + uri.len() > MAX_SUBJECT_SUBSCRIPTION_BYTES {
+                    Some(format!(
+                        "your sessions' subscribed URIs would pass {} KiB",
+                        MAX_SUBJECT_SUBSCRIPTION_BYTES >> 10
+                    ))
+                } else {
+                    None
+                };
+                if let Some(why) = over {
+                    return Err(ErrorData::invalid_request(
+                        format!("{why}; unsubscribe first"),
+                        None,
+                    ));
+                }
+                subs.insert(uri, subject);
+                Ok(())
+            },
+            |_| false,
+        )
         .await
     }
 
@@ -785,7 +791,7 @@ impl ServerHandler for StockadeMcp {
                 self.record(record, report.denied, Some(&metered), || {
                     format!("resource `{uri}`")
                 })
-                    .await?;
+                .await?;
                 match report.outcome {
                     Ok(OpOutput::Resource(Ok(contents))) => {
                         let contents: Vec<Value> =

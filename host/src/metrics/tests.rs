@@ -126,9 +126,11 @@ fn buckets_past_retention_are_dropped_and_windows_are_honoured() {
     // pruned: count the rows on disk (issue 23.3).
     let rows: i64 = rusqlite::Connection::open(dir.path().join("metrics.db"))
         .unwrap()
-        .query_row("SELECT count(*) FROM op_buckets WHERE target = 't2678400'", [], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT count(*) FROM op_buckets WHERE target = 't2678400'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(rows, 0, "31 days old is pruned");
     let kept: i64 = rusqlite::Connection::open(dir.path().join("metrics.db"))

@@ -313,7 +313,7 @@ fn describe(e: &ValidationError<'_>) -> String {
 /// (the value replaced by a short excerpt) for the rest.
 fn problem(w: &mut Bounded, e: &ValidationError<'_>) -> fmt::Result {
     let it = Subject(e.instance_path());
-    let value = Excerpt(&**e.instance());
+    let value = Excerpt(e.instance());
     match e.kind() {
         Kind::Required { property } => write!(w, "missing field {}", Name(property)),
         Kind::AdditionalProperties { unexpected } | Kind::UnevaluatedProperties { unexpected } => {
@@ -323,13 +323,13 @@ fn problem(w: &mut Bounded, e: &ValidationError<'_>) -> fmt::Result {
         Kind::Enum { options } => write!(
             w,
             "{it} must be one of {}, not {value}",
-            Excerpt(&**options)
+            Excerpt(options)
         ),
         Kind::Constant { expected_value } => {
             write!(
                 w,
                 "{it} must be {}, not {value}",
-                Excerpt(&**expected_value)
+                Excerpt(expected_value)
             )
         }
         Kind::Minimum { limit } => write!(w, "{it} must be at least {limit}, not {value}"),

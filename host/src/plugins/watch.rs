@@ -125,14 +125,20 @@ impl Reloader {
         let config = self.config();
         tracing::debug!(dir = %config.plugins_dir.display(), "rescanning the plugin directory");
         let current = self.catalog.snapshot();
-        let (mut next, mut changes) =
-            match reconcile(&self.runtime, &config, &current, Some(complete)).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(dir = %config.plugins_dir.display(), "cannot read the plugin directory: {e}");
-                    return Changes::default();
-                }
-            };
+        let (mut next, mut changes) = match reconcile(
+            &self.runtime,
+            &config,
+            &current,
+            Some(complete),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(dir = %config.plugins_dir.display(), "cannot read the plugin directory: {e}");
+                return Changes::default();
+            }
+        };
         let _apply = self.apply.lock().await;
         // The config may have changed while this pass compiled: what it loaded
         // is served only under the config in force now.
@@ -145,7 +151,9 @@ impl Reloader {
                     changes.absorb(more);
                 }
                 Err(e) => {
-                    tracing::error!("re-applying the config to a rescan failed: {e}; its result is dropped");
+                    tracing::error!(
+                        "re-applying the config to a rescan failed: {e}; its result is dropped"
+                    );
                     return Changes::default();
                 }
             }
