@@ -424,8 +424,7 @@ async fn bad_tokens_are_refused_the_same_way() {
     let data = host.data_dir();
     let (_, t) = o.full_login(PASSWORD).await;
     let fam = {
-        let payload = t.access.split('.').nth(1).unwrap();
-        let c: Value = serde_json::from_slice(&B64.decode(payload).unwrap()).unwrap();
+        let c = jwt_part(&t.access, 1);
         // The family and its client: a token of that family names both.
         format!(
             "{} {}",
@@ -957,10 +956,10 @@ async fn one_address_flooding_the_login_page_does_not_lock_out_another() {
     assert!(host.is_running());
 }
 
-/// The claims of a JWT, unverified (its middle part).
-fn jwt_claims(token: &str) -> Value {
-    let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&B64.decode(payload).unwrap()).unwrap()
+/// Part `i` of a JWT, unverified: 0 the header, 1 the claims.
+fn jwt_part(token: &str, i: usize) -> Value {
+    let part = token.split('.').nth(i).unwrap();
+    serde_json::from_slice(&B64.decode(part).unwrap()).unwrap()
 }
 
 /// Issue 18.1: someone who holds a signing key and saw a family id (say, on a
@@ -983,7 +982,7 @@ async fn a_stolen_key_and_family_id_do_not_impersonate() {
     let o = Oauth::new(&host.base_url());
     let base = o.base.clone();
     let (_, bob) = o.full_login_as("bob", BOB_PW, "").await;
-    let real = jwt_claims(&bob.access);
+    let real = jwt_part(&bob.access, 1);
     let fam = real["fam"].as_str().unwrap().to_owned();
     let client = real["client_id"].as_str().unwrap().to_owned();
     // Positive control: a token minted with bob's own claims is served.
@@ -1029,11 +1028,7 @@ async fn a_key_retired_at_once_stops_its_tokens() {
     let o = Oauth::new(&host.base_url());
     let base = o.base.clone();
     let (_, old) = o.full_login(PASSWORD).await;
-    let old_kid = {
-        let h = old.access.split('.').next().unwrap();
-        let h: Value = serde_json::from_slice(&B64.decode(h).unwrap()).unwrap();
-        h["kid"].as_str().unwrap().to_owned()
-    };
+    let old_kid = jwt_part(&old.access, 0)["kid"].as_str().unwrap().to_owned();
     // Served, and cached.
     for _ in 0..3 {
         assert_eq!(

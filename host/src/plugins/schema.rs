@@ -320,17 +320,11 @@ fn problem(w: &mut Bounded, e: &ValidationError<'_>) -> fmt::Result {
             unknown_fields(w, unexpected)
         }
         Kind::Type { kind } => write!(w, "invalid type: {it} must be {}, not {value}", Types(kind)),
-        Kind::Enum { options } => write!(
-            w,
-            "{it} must be one of {}, not {value}",
-            Excerpt(options)
-        ),
+        Kind::Enum { options } => {
+            write!(w, "{it} must be one of {}, not {value}", Excerpt(options))
+        }
         Kind::Constant { expected_value } => {
-            write!(
-                w,
-                "{it} must be {}, not {value}",
-                Excerpt(expected_value)
-            )
+            write!(w, "{it} must be {}, not {value}", Excerpt(expected_value))
         }
         Kind::Minimum { limit } => write!(w, "{it} must be at least {limit}, not {value}"),
         Kind::Maximum { limit } => write!(w, "{it} must be at most {limit}, not {value}"),
