@@ -34,3 +34,5 @@ pub mod net;
 pub mod pgconn;
 pub mod plugins;
 pub mod runtime;
+#[doc(hidden)]
+pub mod testing;
