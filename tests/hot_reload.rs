@@ -963,6 +963,196 @@ async fn requiring_signatures_on_reload_unloads_unsigned_plugins() {
     .await;
 }
 
+/// Signs `file` with the key `stockade plugins keygen` wrote to `key_dir`
+/// (see [`author_key`]); returns the `.sig` text (`FILE.sig` is written too).
+fn sign_with(key_dir: &Path, file: &Path) -> String {
+    let key = key_dir.join("author.key");
+    let (ok, out) = run_stockade(
+        &[
+            "plugins",
+            "sign",
+            file.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+        key_dir,
+    );
+    assert!(ok, "{out}");
+    let mut sig = file.as_os_str().to_owned();
+    sig.push(".sig");
+    std::fs::read_to_string(PathBuf::from(sig)).unwrap()
+}
+
+/// Waits until the served tools include (`true`) or lack (`false`) `tool`.
+async fn until_listed(client: &rmcp::Peer<RoleClient>, tool: &str, listed: bool, what: &str) {
+    eventually(Duration::from_secs(10), what, async || {
+        tool_names(client).await.contains(&tool.to_owned()) == listed
+    })
+    .await;
+}
+
+/// The `plugin_refused` audit lines of `plugin` so far.
+fn refusals(host: &Host, plugin: &str) -> Vec<Value> {
+    audit_events(host, "plugin_refused")
+        .into_iter()
+        .filter(|l| l["plugin"] == plugin)
+        .collect()
+}
+
+/// The number of `event` audit lines of `plugin` so far.
+fn count_events(host: &Host, event: &str, plugin: &str) -> usize {
+    audit_events(host, event)
+        .iter()
+        .filter(|l| l["plugin"] == plugin)
+        .count()
+}
+
+/// Waits for one more `plugin_refused` line of `plugin` than `before`; returns
+/// it.
+async fn next_refusal(host: &Host, plugin: &str, before: usize) -> Value {
+    eventually(
+        Duration::from_secs(10),
+        "a new plugin_refused line",
+        async || refusals(host, plugin).len() > before,
+    )
+    .await;
+    refusals(host, plugin).pop().unwrap()
+}
+
+/// Issue 23 (signatures while serving): with signatures required, removing a
+/// key from `trusted_keys` in the live config stops the plugins that key
+/// signed, and only those: their tools leave tools/list, the refusal and the
+/// removal are audited. Trusting the key again brings them back.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untrusted_key_unloads_the_plugins_it_signed() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (key_a, key_b) = (author_key(a.path()), author_key(b.path()));
+    let builder = HostBuilder::new()
+        .plugin(&test_plugin("v1"), "versioned")
+        .plugin(&bundled("template"), "template");
+    sign_with(a.path(), &builder.plugins_dir().join("versioned.wasm"));
+    sign_with(b.path(), &builder.plugins_dir().join("template.wasm"));
+    let both = format!("[signatures]\nrequire = true\ntrusted_keys = [\"{key_a}\", \"{key_b}\"]\n");
+    let host = builder.config(&both).start();
+    let (client, _watcher) = watching_client(&host).await;
+    let names = tool_names(&client).await;
+    assert!(
+        names.contains(&"which_version".to_owned()) && names.contains(&"greet".to_owned()),
+        "{names:?}"
+    );
+
+    // Key A is no longer trusted: what A signed stops serving, B's plugin stays.
+    write_config(
+        &host,
+        &format!("[signatures]\nrequire = true\ntrusted_keys = [\"{key_b}\"]\n"),
+    );
+    until_listed(&client, "which_version", false, "which_version withdrawn").await;
+    let refused = wait_event(&host, "plugin_refused", "versioned").await;
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no trusted key made this signature"),
+        "{refused}"
+    );
+    wait_event(&host, "plugin_removed", "versioned").await;
+    let err = client
+        .call_tool(call("which_version", json!({})))
+        .await
+        .expect_err("a withdrawn tool is unknown");
+    assert!(err.to_string().contains("which_version"), "{err}");
+    assert!(tool_names(&client).await.contains(&"greet".to_owned()));
+    assert_eq!(count_events(&host, "plugin_removed", "template"), 0);
+    assert!(refusals(&host, "template").is_empty());
+
+    // Trusted again: back.
+    write_config(&host, &both);
+    until_listed(&client, "which_version", true, "which_version back").await;
+    assert_eq!(which(&client, 0).await, "v1");
+    client.cancel().await.unwrap();
+}
+
+/// Issue 23 (signatures while serving): with signatures required, a plugin
+/// whose `.sig` is deleted while it serves stops serving; so does one whose
+/// `.sig` is replaced by a signature no trusted key made (another author's
+/// over the same bytes, or garbage). Both are audited (refused, removed), the
+/// other plugins keep serving, and putting the good `.sig` back serves the
+/// plugin again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signature_deleted_or_replaced_while_serving_unloads_the_plugin() {
+    let (author, stranger) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let public = author_key(author.path());
+    author_key(stranger.path());
+    let builder = HostBuilder::new()
+        .plugin(&test_plugin("v1"), "versioned")
+        .plugin(&bundled("template"), "template");
+    let wasm = builder.plugins_dir().join("versioned.wasm");
+    let good = sign_with(author.path(), &wasm);
+    sign_with(author.path(), &builder.plugins_dir().join("template.wasm"));
+    // The stranger signs the very same bytes.
+    let copy = stranger.path().join("versioned.wasm");
+    std::fs::copy(&wasm, &copy).unwrap();
+    let foreign = sign_with(stranger.path(), &copy);
+    assert_ne!(foreign, good);
+    let host = builder
+        .config(&format!(
+            "[signatures]\nrequire = true\ntrusted_keys = [\"{public}\"]\n"
+        ))
+        .start();
+    let (client, _watcher) = watching_client(&host).await;
+    assert_eq!(which(&client, 0).await, "v1");
+    let dir = plugins(&host);
+    let sig = dir.join("versioned.wasm.sig");
+
+    // Deleted: withdrawn at once.
+    let before = refusals(&host, "versioned").len();
+    std::fs::remove_file(&sig).unwrap();
+    until_listed(&client, "which_version", false, "withdrawn: .sig deleted").await;
+    let refused = next_refusal(&host, "versioned", before).await;
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no signature file"),
+        "{refused}"
+    );
+    wait_event(&host, "plugin_removed", "versioned").await;
+    assert!(tool_names(&client).await.contains(&"greet".to_owned()));
+
+    // The good signature back: served again.
+    deploy(&dir, "versioned.wasm.sig", good.as_bytes());
+    until_listed(&client, "which_version", true, "back: good .sig").await;
+    assert_eq!(which(&client, 0).await, "v1");
+
+    // Replaced by another author's signature, then by garbage: withdrawn each
+    // time, and back with the good one.
+    for (bad, what) in [
+        (foreign.as_str(), "another key's"),
+        ("bm9wZQ==\n", "garbage"),
+    ] {
+        let removed = count_events(&host, "plugin_removed", "versioned");
+        let before = refusals(&host, "versioned").len();
+        deploy(&dir, "versioned.wasm.sig", bad.as_bytes());
+        until_listed(&client, "which_version", false, what).await;
+        let refused = next_refusal(&host, "versioned", before).await;
+        let reason = refused["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("no trusted key") || reason.contains("signature"),
+            "{what}: {refused}"
+        );
+        eventually(Duration::from_secs(10), "plugin_removed", async || {
+            count_events(&host, "plugin_removed", "versioned") > removed
+        })
+        .await;
+        assert!(tool_names(&client).await.contains(&"greet".to_owned()));
+        deploy(&dir, "versioned.wasm.sig", good.as_bytes());
+        until_listed(&client, "which_version", true, "back: good .sig again").await;
+        assert_eq!(which(&client, 0).await, "v1");
+    }
+    assert_eq!(count_events(&host, "plugin_removed", "template"), 0);
+    client.cancel().await.unwrap();
+}
+
 /// Issue 18.7: a policy change applies at once, whatever is compiling. With a
 /// large plugin (a Python component, seconds to compile) compiling, turning
 /// signature enforcement on withdraws the unsigned plugin already serving

@@ -372,6 +372,9 @@ pub async fn reconcile(
         next.refused.insert(name.clone(), r.clone());
         changes.refused.push((name, r));
     }
+    if config.signatures.require {
+        withdraw_unsigned(config, &mut next, &mut changes, settle.is_some()).await;
+    }
     next.index_tools();
     if !changes.loaded.is_empty() || !changes.refused.is_empty() {
         crate::runtime::release_freed_memory();
@@ -447,6 +450,56 @@ async fn load_candidate(
         (Ok((bytes, d)), _) => load_bytes(runtime, config, name, path, stamp, &bytes, d).await,
     };
     (loaded, digest)
+}
+
+/// Under `signatures.require`, a serving version whose `.sig` was deleted or no
+/// longer verifies (another key, garbage, made for other bytes) stops serving,
+/// though its `.wasm` did not change. With `settle`, a `.sig` changed moments
+/// ago may be the next version's, deployed before its file: the old version
+/// serves on until [`GRACE`] has passed (it is looked at again shortly).
+async fn withdraw_unsigned(
+    config: &Config,
+    next: &mut Snapshot,
+    changes: &mut Changes,
+    settle: bool,
+) {
+    let serving: Vec<Arc<Plugin>> = next.plugins.values().cloned().collect();
+    let settings = config.signatures.clone();
+    let failing = tokio::task::spawn_blocking(move || {
+        serving
+            .into_iter()
+            .filter_map(|p| {
+                let why = sign::check(&settings, &p.path, &p.digest).err()?;
+                let sig_stamp = FileStamp::of(&sign::sig_path(&p.path)).ok();
+                Some((p, why, sig_stamp))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (p, why, sig_stamp) in failing {
+        let name = p.name.clone();
+        if settle && sig_stamp.is_some_and(|s| s.is_younger_than(GRACE)) {
+            changes.deferred.push(name);
+            continue;
+        }
+        let r = Refused {
+            path: p.path.clone(),
+            stamp: p.stamp,
+            digest: Some(p.digest.clone()),
+            sig_stamp,
+            refusal: Refusal::Signature(why),
+        };
+        tracing::error!(plugin = %name, "plugin stops serving: {}", r.refusal);
+        next.plugins.remove(&name);
+        // A newer file refused under this name keeps its own entry.
+        next.refused
+            .entry(name.clone())
+            .or_insert_with(|| r.clone());
+        changes.loaded.retain(|l| l.name != name);
+        changes.refused.push((name.clone(), r));
+        changes.removed.push(name);
+    }
 }
 
 /// Whether a refused file may still be being written: it failed to read, parse
