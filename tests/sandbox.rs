@@ -1165,6 +1165,75 @@ async fn a_digest_pin_mismatch_drops_every_grant() {
     assert_still_serving(&mut host, &client).await;
 }
 
+/// Issue 23 (a pinned file swapped live): with the real digest pinned, the
+/// grant works; another build of the plugin (the same code, one more custom
+/// section) renamed over the pinned file while the host serves is loaded with
+/// no grants: its call is denied and audited, the host log names
+/// `plugins.hostile.digest`, the denied call's audit line carries the new
+/// digest, so the old version's grants did not leak to it. The pinned bytes
+/// put back get the grant again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pinned_file_swapped_live_runs_with_no_grants() {
+    use sha2::Digest;
+    let grant = "[[plugins.hostile.grants.exec]]\nprogram = \"/bin/echo\"\n";
+    let wasm = std::fs::read(test_plugin("hostile")).unwrap();
+    let good = hex::encode(sha2::Sha256::digest(&wasm));
+    let mut other = wasm.clone();
+    other.extend_from_slice(&[0x00, 0x06, 0x05, b'o', b't', b'h', b'e', b'r']);
+    let swapped = hex::encode(sha2::Sha256::digest(&other));
+    let mut host = HostBuilder::new()
+        .plugin(&test_plugin("hostile"), "hostile")
+        .config(&format!(
+            "[plugins.hostile]\ndigest = \"sha256:{good}\"\n\n{grant}"
+        ))
+        .start();
+    let client = host.client().await;
+    let echo = json!({"program": "/bin/echo", "args": ["pinned"]});
+    assert_eq!(cap(&client, "exec", echo.clone()).await, "OK:pinned\n");
+    assert_eq!(last_tool_call(&host, "exec")["digest"], good);
+
+    // Another build renamed over the pinned file while serving.
+    let dir = host.dir.path().join("plugins");
+    let deploy = |bytes: &[u8]| {
+        std::fs::write(dir.join(".hostile.tmp"), bytes).unwrap();
+        std::fs::rename(dir.join(".hostile.tmp"), dir.join("hostile.wasm")).unwrap();
+    };
+    deploy(&other);
+    wait_audit(&host, Duration::from_secs(15), |l| {
+        l["event"] == "plugin_loaded" && l["digest"] == swapped.as_str()
+    })
+    .await
+    .unwrap_or_else(|| panic!("the new build did not load:\n{}", host.log()));
+    let log = host.log();
+    assert!(
+        log.contains(&format!(
+            "plugin `hostile` has digest sha256:{swapped} but the config pins sha256:{good}"
+        )) && log.contains("runs with no grants until plugins.hostile.digest is updated"),
+        "the host log says the digest mismatched:\n{log}"
+    );
+    let t = cap(&client, "exec", echo.clone()).await;
+    assert!(
+        t.starts_with("ERR:plugin `hostile` may not use exec")
+            && t.contains("plugins.hostile.grants.exec"),
+        "the old version's grant leaked to the new file: {t}"
+    );
+    assert_denied(&host, "exec", &["/bin/echo"]);
+    assert_eq!(last_tool_call(&host, "exec")["digest"], swapped);
+    assert_still_serving(&mut host, &client).await;
+
+    // The pinned bytes back: the grant applies again.
+    deploy(&wasm);
+    wait_audit(&host, Duration::from_secs(15), |l| {
+        l["event"] == "plugin_loaded"
+            && l["digest"] == good.as_str()
+            && l["seq"].as_u64() > last_tool_call(&host, "exec")["seq"].as_u64()
+    })
+    .await
+    .unwrap_or_else(|| panic!("the pinned build did not load again:\n{}", host.log()));
+    assert_eq!(cap(&client, "exec", echo).await, "OK:pinned\n");
+    assert_eq!(last_tool_call(&host, "exec")["digest"], good);
+}
+
 // ---- Loading -----------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]
