@@ -835,6 +835,10 @@ fn plugins_list_without_a_host_is_a_dry_run() {
 
 /// Reading the config file or listing the plugin directory changes nothing and
 /// must not make the host reload or rescan; one real change reloads once.
+/// Issue 23: the rescans are counted by the host's debug line "rescanning the
+/// plugin directory"; a positive control at the end (a plugin file renamed into
+/// the directory) shows that very line is emitted, so its absence before means
+/// no rescan.
 #[tokio::test(flavor = "multi_thread")]
 async fn reading_the_config_or_listing_plugins_reloads_nothing() {
     let host = HostBuilder::new()
@@ -875,17 +879,47 @@ async fn reading_the_config_or_listing_plugins_reloads_nothing() {
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(reloads(&host), reloads0 + 1, "one change, one reload");
+
+    // Positive control: a plugin file renamed into the directory is a change,
+    // and its rescan logs the very line counted above, within the debounce
+    // (long before the periodic rescan, 10 s after the last one).
+    let scans = rescans(&host);
+    let renamed = Instant::now();
+    deploy(
+        &plugins(&host),
+        "template.wasm",
+        &bytes(&bundled("template")),
+    );
+    eventually(Duration::from_secs(5), "a logged rescan", async || {
+        rescans(&host) > scans
+    })
+    .await;
+    assert!(
+        renamed.elapsed() < Duration::from_secs(2),
+        "the rescan came {:?} after the rename",
+        renamed.elapsed()
+    );
 }
 
 /// A busy file next to the config (a log being written) does not hold back a
-/// plugin swap: the watcher debounces at most half a second.
+/// plugin drop: the watcher debounces at most half a second (ARCHITECTURE:
+/// "applied at most 500 ms after the first event"). Issue 23: measured from
+/// the rename into the directory to the moment tools/list changes (the plugin's
+/// code comes from the compiled-code cache; under 0.1 s measured with a load
+/// average of 7 on 2 cores); 1.5 s is the promise plus slack for a loaded CI
+/// machine (it was 5 s).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_busy_neighbour_of_the_config_does_not_delay_reloads() {
     let host = HostBuilder::new()
         .plugin(&test_plugin("v1"), "versioned")
+        .plugin(&bundled("template"), "template")
         .config("[limits]\ntimeout_ms = 5000\n")
         .start();
     let client = host.client().await;
+    // Compiled once already: the drop below reads the code cache, so the
+    // time measured is the watcher's, not the compiler's.
+    std::fs::remove_file(plugins(&host).join("template.wasm")).unwrap();
+    until_listed(&client, "greet", false, "greet withdrawn").await;
     let stop = Arc::new(AtomicBool::new(false));
     let busy = {
         let stop = stop.clone();
@@ -897,22 +931,23 @@ async fn a_busy_neighbour_of_the_config_does_not_delay_reloads() {
             }
         })
     };
+    // The neighbour is busy before the drop.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let template = bytes(&bundled("template"));
     let started = Instant::now();
-    deploy(
-        &plugins(&host),
-        "versioned.wasm",
-        &bytes(&test_plugin("v2")),
-    );
-    eventually(
-        Duration::from_secs(5),
-        "the new version serves",
-        async || which(client.peer(), 0).await == "v2",
-    )
+    deploy(&plugins(&host), "template.wasm", &template);
+    eventually(Duration::from_secs(10), "greet listed", async || {
+        tool_names(&client).await.contains(&"greet".to_owned())
+    })
     .await;
     let took = started.elapsed();
+    eprintln!("tools/list changed {took:?} after the rename");
     stop.store(true, Ordering::Relaxed);
     busy.join().unwrap();
-    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(
+        took <= Duration::from_millis(1500),
+        "tools/list changed {took:?} after the rename (promised: debounced at most 0.5 s)"
+    );
 }
 
 /// Makes a signing key `author.key` in `dir` with `stockade plugins keygen`;
