@@ -258,11 +258,75 @@ async fn rotation_continues_the_chain_and_missing_files_are_reported() {
         other => panic!("expected a missing file, got {other:?}"),
     }
     std::fs::write(&base, &saved).unwrap();
-    // The oldest files gone (as retention does): verified, not from genesis.
-    let oldest = rotated.last().unwrap();
-    std::fs::remove_file(oldest).unwrap();
+}
+
+/// The rotated files of the log under `dir` (`audit.log.N`), by `N`.
+fn rotated_files(dir: &Path) -> Vec<u32> {
+    let mut n: Vec<u32> = std::fs::read_dir(dir.join("audit"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_prefix("audit.log.")?.parse().ok()
+        })
+        .collect();
+    n.sort();
+    n
+}
+
+/// Issue 23 (audit retention): the writer itself deletes the oldest files,
+/// keeping `keep` rotated ones (the test deletes nothing), and what remains
+/// verifies, starting after the first line ever. Lowering `keep` between runs
+/// also drops the files past the new `keep` at the next rotation (left
+/// behind, they were a gap the next rotation opened in the middle of the
+/// chain: `.3` and up older than the new `.2`).
+#[tokio::test]
+async fn retention_deletes_the_oldest_files_and_the_rest_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 900);
+    cfg.keep = 2;
+    let audit = Audit::open(cfg.clone()).unwrap();
+    for n in 0..15 {
+        audit.record(denied(n)).await.unwrap();
+    }
+    audit.close().await.unwrap();
+    let base = log_path(dir.path());
+    let key = public(dir.path());
+    let newest = lines(&base)[0]["file"].as_u64().unwrap();
+    assert!(newest >= 4, "rotated at 900 bytes: {newest} times");
+    assert_eq!(rotated_files(dir.path()), [1, 2], "keep = 2");
+    for n in [1, 2] {
+        let first = lines(&writer::rotated_name(&base, n))[0].clone();
+        assert_eq!(first["reason"], "continue");
+        assert_eq!(first["file"], newest - u64::from(n));
+    }
     let report = verify(&[base.parent().unwrap()], &key).unwrap();
-    assert!(!report.from_genesis);
+    assert!(!report.from_genesis, "the oldest files were rotated out");
+    assert!(report.clean_end);
+    assert_eq!(report.files.len(), 3);
+
+    // A larger `keep`, then a smaller one again.
+    let mut more = cfg.clone();
+    more.keep = 5;
+    let audit = Audit::open(more).unwrap();
+    for n in 0..15 {
+        audit.record(denied(n)).await.unwrap();
+    }
+    audit.close().await.unwrap();
+    assert_eq!(rotated_files(dir.path()), [1, 2, 3, 4, 5]);
+    let before = lines(&base)[0]["file"].as_u64().unwrap();
+    let audit = Audit::open(cfg).unwrap();
+    for n in 0..8 {
+        audit.record(denied(n)).await.unwrap();
+    }
+    audit.close().await.unwrap();
+    assert!(
+        lines(&base)[0]["file"].as_u64().unwrap() > before,
+        "rotated"
+    );
+    assert_eq!(rotated_files(dir.path()), [1, 2], "back to keep = 2");
+    let report = verify(&[base.parent().unwrap()], &key).unwrap();
+    assert!(!report.from_genesis && report.clean_end);
+    assert_eq!(report.files.len(), 3);
 }
 
 /// Issue 11 item 14: a write that fails is refused (not acknowledged), leaves no
@@ -305,10 +369,9 @@ async fn refuses_and_recovers_under_a_file_size_limit() {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     // A write past the limit raises SIGXFSZ, which ends a process by default;
     // handled (as the host does in cli.rs), the write fails with EFBIG instead.
-    let _xfsz = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(
-        libc::SIGXFSZ,
-    ))
-    .unwrap();
+    let _xfsz =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))
+            .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let audit = Audit::open(config(dir.path(), 1 << 20)).unwrap();
     audit.record(denied(1)).await.unwrap();

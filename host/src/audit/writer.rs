@@ -413,6 +413,13 @@ impl Writer {
         let path = self.config.path.clone();
         // A rotation that failed after the rename already moved the file away.
         if path.exists() {
+            // The oldest kept file is replaced below; files past it (left by a
+            // larger `keep` before) would be a gap in the chain: removed too.
+            let mut n = self.config.keep.max(1) + 1;
+            while rotated_name(&path, n).exists() {
+                std::fs::remove_file(rotated_name(&path, n))?;
+                n += 1;
+            }
             for n in (1..self.config.keep.max(1)).rev() {
                 let from = rotated_name(&path, n);
                 if from.exists() {
