@@ -972,3 +972,580 @@ async fn the_quick_start_script_serves_the_bundled_plugins() {
     let notes = std::fs::read_to_string(local.path().join("notes/welcome.md")).unwrap();
     assert!(notes.starts_with("# Notes (edited)\n"), "{notes}");
 }
+
+/// The claims of a JWT, unverified.
+fn jwt_claims(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let part = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// How many audit lines the host has written so far: a mark for
+/// [`audited_since`].
+fn audit_mark(data: &std::path::Path) -> usize {
+    oauth::audit(data).len()
+}
+
+/// The audit line with `event` and every `(key, substring)` among the lines
+/// written after `mark` (so a check finds its own request's line, not an
+/// earlier one with the same reason); panics with those lines when none.
+fn audited_since(
+    data: &std::path::Path,
+    mark: usize,
+    event: &str,
+    fields: &[(&str, &str)],
+) -> serde_json::Value {
+    let lines = oauth::audit(data);
+    let new = &lines[mark.min(lines.len())..];
+    new.iter()
+        .find(|l| {
+            l["event"] == event
+                && fields.iter().all(|(k, sub)| match &l[*k] {
+                    serde_json::Value::String(s) => s.contains(sub),
+                    serde_json::Value::Null => false,
+                    other => other.to_string().contains(sub),
+                })
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "no new audit line {event} with {fields:?}; the new lines:\n{}",
+                new.iter()
+                    .map(|l| l.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })
+}
+
+/// How a test request presents a confidential client's secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sent {
+    /// The secret registration issued.
+    Right,
+    /// The right one with its last character changed.
+    Wrong,
+    /// None (the client names itself by `client_id` in the form).
+    Missing,
+}
+
+/// POSTs the form `pairs` to `path` as client `id` registered with `method`:
+/// `client_secret_post` puts `client_id` and `client_secret` in the form;
+/// `client_secret_basic` sends HTTP Basic (RFC 6749 §2.3.1), or only the
+/// form's `client_id` when the secret is missing.
+async fn as_client(
+    o: &Oauth,
+    path: &str,
+    method: &str,
+    id: &str,
+    secret: &str,
+    sent: Sent,
+    pairs: &[(&str, &str)],
+) -> oauth::Resp {
+    let wrong = {
+        let mut w = secret[..secret.len() - 1].to_owned();
+        w.push(if secret.ends_with('A') { 'B' } else { 'A' });
+        w
+    };
+    let secret = match sent {
+        Sent::Right => Some(secret),
+        Sent::Wrong => Some(wrong.as_str()),
+        Sent::Missing => None,
+    };
+    let mut form: Vec<(&str, &str)> = pairs.to_vec();
+    let mut rq = o
+        .http
+        .post(format!("{}{path}", o.base))
+        .header("content-type", "application/x-www-form-urlencoded");
+    match (method, secret) {
+        ("client_secret_basic", Some(s)) => rq = rq.basic_auth(id, Some(s)),
+        (_, s) => {
+            form.push(("client_id", id));
+            if let Some(s) = s {
+                form.push(("client_secret", s));
+            }
+        }
+    }
+    let r = rq.body(oauth::form(&form)).send().await.unwrap();
+    oauth::Resp {
+        status: r.status(),
+        headers: r.headers().clone(),
+        body: r.text().await.unwrap(),
+    }
+}
+
+/// A 401 `invalid_client` (RFC 6749 §5.2): with a Basic challenge exactly
+/// when the client tried HTTP Basic.
+fn assert_invalid_client(r: &oauth::Resp, tried_basic: bool) {
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    assert_eq!(r.json()["error"], "invalid_client", "{}", r.body);
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+    assert_eq!(
+        r.header("www-authenticate").as_deref(),
+        tried_basic.then_some("Basic realm=\"stockade\""),
+    );
+}
+
+/// Issue 23: confidential clients. Registration with
+/// `token_endpoint_auth_method` `client_secret_post` or `client_secret_basic`
+/// issues a secret (never expiring, stored only as its hash); the right secret
+/// works at `/token` (code and refresh grants) and `/revoke`; a wrong or
+/// missing one is refused there with 401 `invalid_client` (with a Basic
+/// challenge when HTTP Basic was tried, RFC 6749 §5.2), audited, and spends
+/// nothing: the code and the refresh token still work afterwards. A
+/// confidential client's token cannot be revoked by a request that names no
+/// client at all (RFC 7009 §2.1).
+#[tokio::test(flavor = "multi_thread")]
+async fn confidential_clients_need_their_secret_at_token_and_revoke() {
+    let mut host = HostBuilder::new()
+        .plugin(&bundled("template"), "template")
+        .password(PASSWORD)
+        .start();
+    let o = Oauth::new(&host.base_url());
+    let data = host.data_dir();
+    let mut secrets = Vec::new();
+    for method in ["client_secret_post", "client_secret_basic"] {
+        let basic = method == "client_secret_basic";
+        let reg = o
+            .post_json(
+                "/register",
+                &json!({
+                    "client_name": format!("confidential {method}"),
+                    "redirect_uris": [REDIRECT],
+                    "token_endpoint_auth_method": method,
+                }),
+            )
+            .await;
+        assert_eq!(reg.status, StatusCode::CREATED, "{}", reg.body);
+        assert_eq!(reg.header("cache-control").as_deref(), Some("no-store"));
+        let doc = reg.json();
+        assert_eq!(doc["token_endpoint_auth_method"], method);
+        assert_eq!(doc["client_secret_expires_at"], 0);
+        let id = doc["client_id"].as_str().unwrap().to_owned();
+        let secret = doc["client_secret"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method}: no client_secret issued: {doc}"))
+            .to_owned();
+        assert_eq!(secret.len(), 43, "256 random bits, base64url: {secret}");
+        secrets.push(secret.clone());
+
+        // The code grant: wrong and missing secrets are refused first.
+        let (code, verifier) = o.login(&id, PASSWORD).await;
+        let exchange = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("code_verifier", verifier.as_str()),
+            ("redirect_uri", REDIRECT),
+        ];
+        for (sent, why) in [
+            (Sent::Wrong, "wrong client secret"),
+            (Sent::Missing, "client secret missing"),
+        ] {
+            let mark = audit_mark(&data);
+            let r = as_client(&o, "/token", method, &id, &secret, sent, &exchange).await;
+            assert_invalid_client(&r, basic && sent == Sent::Wrong);
+            audited_since(
+                &data,
+                mark,
+                "request_denied",
+                &[
+                    ("status", "401"),
+                    ("path", "/token"),
+                    (
+                        "reason",
+                        &format!("token: client authentication failed: {why}"),
+                    ),
+                ],
+            );
+        }
+        // The refused attempts did not spend the code.
+        let r = as_client(&o, "/token", method, &id, &secret, Sent::Right, &exchange).await;
+        assert_eq!(r.status, StatusCode::OK, "{method}: {}", r.body);
+        let t = tokens(&r);
+        assert_eq!(jwt_claims(&t.access)["client_id"], id.as_str());
+        assert_audited(&data, "token_issued", &[("client_id", &id)]);
+        let text = greet_with(&host.mcp_url(), &t.access).await;
+        assert!(text.contains("Hello, Ada"), "{text}");
+
+        // The refresh grant.
+        let refresh = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", t.refresh.as_str()),
+        ];
+        for sent in [Sent::Wrong, Sent::Missing] {
+            let r = as_client(&o, "/token", method, &id, &secret, sent, &refresh).await;
+            assert_invalid_client(&r, basic && sent == Sent::Wrong);
+        }
+        let r = as_client(&o, "/token", method, &id, &secret, Sent::Right, &refresh).await;
+        assert_eq!(r.status, StatusCode::OK, "{method}: {}", r.body);
+        let t2 = tokens(&r);
+
+        // Revocation: wrong, missing and absent client authentication are
+        // refused, and the tokens still work.
+        let revoke = [("token", t2.refresh.as_str())];
+        for (sent, why) in [
+            (Sent::Wrong, "wrong client secret"),
+            (Sent::Missing, "client secret missing"),
+        ] {
+            let mark = audit_mark(&data);
+            let r = as_client(&o, "/revoke", method, &id, &secret, sent, &revoke).await;
+            assert_invalid_client(&r, basic && sent == Sent::Wrong);
+            audited_since(
+                &data,
+                mark,
+                "request_denied",
+                &[
+                    ("status", "401"),
+                    ("path", "/revoke"),
+                    (
+                        "reason",
+                        &format!("revoke: client authentication failed: {why}"),
+                    ),
+                ],
+            );
+        }
+        let mark = audit_mark(&data);
+        let r = o.post_form("/revoke", &revoke).await;
+        assert_invalid_client(&r, false);
+        audited_since(
+            &data,
+            mark,
+            "request_denied",
+            &[
+                ("status", "401"),
+                ("path", "/revoke"),
+                ("reason", "client secret missing"),
+            ],
+        );
+        assert!(
+            !oauth::audit(&data)
+                .iter()
+                .any(|l| l["event"] == "token_revoked" && l["client_id"] == id.as_str()),
+            "a refused revocation revoked nothing"
+        );
+        assert_eq!(
+            o.mcp(Some(&t2.access), &initialize()).await.status,
+            StatusCode::OK
+        );
+        // The right secret revokes the family.
+        let r = as_client(&o, "/revoke", method, &id, &secret, Sent::Right, &revoke).await;
+        assert_eq!(r.status, StatusCode::OK, "{method}: {}", r.body);
+        assert_audited(
+            &data,
+            "token_revoked",
+            &[("client_id", &id), ("reason", "revoked at /revoke")],
+        );
+        assert_eq!(
+            o.mcp(Some(&t2.access), &initialize()).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        let r = as_client(&o, "/token", method, &id, &secret, Sent::Right, &refresh).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+        assert_eq!(r.json()["error"], "invalid_grant");
+    }
+    assert_ne!(secrets[0], secrets[1]);
+    // The secrets were never logged nor audited, and are stored as hashes only.
+    let log = host.log();
+    let audit = audit_text(&data);
+    let mut stored = Vec::new();
+    for f in ["stockade.db", "stockade.db-wal"] {
+        stored.extend(std::fs::read(data.join(f)).unwrap_or_default());
+    }
+    let stored = String::from_utf8_lossy(&stored);
+    for s in &secrets {
+        assert!(!log.contains(s.as_str()), "a client secret reached the log");
+        assert!(!audit.contains(s.as_str()), "a client secret was audited");
+        assert!(!stored.contains(s.as_str()), "a client secret was stored");
+    }
+    assert!(host.is_running());
+}
+
+/// Issue 23: `/revoke` with an access token (RFC 7009 §2.1; the hint, even a
+/// wrong one, only speeds the search) revokes that token's whole family: the
+/// token itself, the later access token of the same login and its refresh
+/// token stop working; another login of the same client keeps working.
+/// Revoking it again is a quiet 200.
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_an_access_token_ends_its_family_only() {
+    let mut host = HostBuilder::new().password(PASSWORD).start();
+    let base = host.base_url();
+    let o = Oauth::new(&base);
+    let data = host.data_dir();
+    let (client_id, t) = o.full_login(PASSWORD).await;
+    let r = o.refresh(&client_id, &t.refresh).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let t2 = tokens(&r);
+    let (code, verifier) = o.login(&client_id, PASSWORD).await;
+    let other = tokens(&o.exchange(&client_id, &code, &verifier).await);
+    let fam = jwt_claims(&t.access)["fam"].as_str().unwrap().to_owned();
+    assert_eq!(jwt_claims(&t2.access)["fam"], fam.as_str());
+    assert_ne!(jwt_claims(&other.access)["fam"], fam.as_str());
+    for access in [&t.access, &t2.access, &other.access] {
+        assert_eq!(
+            o.mcp(Some(access), &initialize()).await.status,
+            StatusCode::OK
+        );
+    }
+
+    let r = o
+        .post_form(
+            "/revoke",
+            &[
+                ("token", &t.access),
+                ("token_type_hint", "refresh_token"),
+                ("client_id", &client_id),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body, "");
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+    assert_audited(
+        &data,
+        "token_revoked",
+        &[
+            ("client_id", &client_id),
+            ("family", &fam),
+            ("reason", "revoked at /revoke"),
+        ],
+    );
+    // The family is gone: both access tokens and the live refresh token.
+    for access in [&t.access, &t2.access] {
+        let mark = audit_mark(&data);
+        let r = o.mcp(Some(access), &initialize()).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+        assert!(
+            r.header("www-authenticate")
+                .unwrap()
+                .contains("error=\"invalid_token\""),
+        );
+        audited_since(
+            &data,
+            mark,
+            "request_denied",
+            &[("status", "401"), ("reason", "invalid token: revoked")],
+        );
+    }
+    let r = o.refresh(&client_id, &t2.refresh).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.json()["error"], "invalid_grant");
+    assert_audited(
+        &data,
+        "request_denied",
+        &[("reason", "token: refresh token of a revoked family")],
+    );
+    // The client's other login is untouched.
+    assert_eq!(
+        o.mcp(Some(&other.access), &initialize()).await.status,
+        StatusCode::OK
+    );
+    let r = o.refresh(&client_id, &other.refresh).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // Again: 200, and nothing more is revoked or audited as revoked.
+    let r = o
+        .post_form(
+            "/revoke",
+            &[("token", &t2.access), ("client_id", &client_id)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let revoked = oauth::audit(&data)
+        .into_iter()
+        .filter(|l| l["event"] == "token_revoked" && l["family"] == fam.as_str())
+        .count();
+    assert_eq!(revoked, 1);
+    assert!(host.is_running());
+}
+
+/// Serves the files of a directory over https on a loopback port
+/// (`openssl s_server -WWW` with a test CA's certificate for 127.0.0.1):
+/// a Client ID Metadata Document's home. Stopped on drop.
+struct HttpsFiles {
+    child: std::process::Child,
+    /// The directory served.
+    dir: tempfile::TempDir,
+    /// `https://127.0.0.1:PORT`.
+    base: String,
+}
+
+impl HttpsFiles {
+    fn start(tls: &common::postgres::Tls) -> HttpsFiles {
+        use std::io::{BufRead, BufReader};
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("openssl")
+            .args(["s_server", "-accept", "127.0.0.1:0", "-WWW", "-cert"])
+            .arg(&tls.server_cert)
+            .arg("-key")
+            .arg(&tls.server_key)
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl is installed (Debian package openssl)");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            // Reads to the end, so the server never blocks on a full pipe.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("ACCEPT ") {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("openssl s_server did not start");
+            }
+        };
+        HttpsFiles {
+            child,
+            dir,
+            base: format!("https://{addr}"),
+        }
+    }
+}
+
+impl Drop for HttpsFiles {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Issue 23: a login with a Client ID Metadata Document. The client id is an
+/// https URL on loopback (a test CA the host trusts through `SSL_CERT_FILE`;
+/// `auth.allow_cimd_private_networks` lifts the public-address rule that
+/// tests/auth_attacks.rs shows refusing it by default); the host fetches the
+/// document, shows its name on the login page, and the whole authorization
+/// code + PKCE flow completes without registration: the token names the URL
+/// as its client, calls a tool, refreshes and is revoked by that client. Such
+/// a client is public: a secret is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_id_metadata_document_logs_in_and_calls_a_tool() {
+    let tls = common::postgres::Tls::new("cimd");
+    let files = HttpsFiles::start(&tls);
+    let client_id = format!("{}/clients/app.json", files.base);
+    std::fs::create_dir(files.dir.path().join("clients")).unwrap();
+    std::fs::write(
+        files.dir.path().join("clients/app.json"),
+        json!({
+            "client_id": client_id,
+            "client_name": "Metadata <Doc> App",
+            "redirect_uris": [REDIRECT],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut host = HostBuilder::new()
+        .plugin(&bundled("template"), "template")
+        .password(PASSWORD)
+        .config("[auth]\nallow_cimd_private_networks = true\n")
+        .env("SSL_CERT_FILE", tls.ca.to_str().unwrap())
+        .start();
+    let o = Oauth::new(&host.base_url());
+    let data = host.data_dir();
+
+    let (verifier, challenge) = oauth::pkce();
+    let page = o
+        .authorize(&o.authorize_query(&client_id, &challenge, "md-1", &[]))
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body
+            .contains("<strong>Metadata &lt;Doc&gt; App</strong>"),
+        "the document's name, escaped: {}",
+        page.body
+    );
+    assert!(
+        page.body.contains(&format!("<code>{client_id}</code>")),
+        "{}",
+        page.body
+    );
+    let done = o.submit_login(&page, PASSWORD).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert!(done.header("location").unwrap().starts_with(REDIRECT));
+    assert_eq!(done.location_param("state").as_deref(), Some("md-1"));
+    let code = done.location_param("code").unwrap();
+    assert_audited(
+        &data,
+        "login_succeeded",
+        &[("subject", "operator"), ("client_id", &client_id)],
+    );
+
+    let r = o.exchange(&client_id, &code, &verifier).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let t = tokens(&r);
+    assert_eq!(jwt_claims(&t.access)["client_id"], client_id.as_str());
+    assert_audited(
+        &data,
+        "token_issued",
+        &[("subject", "operator"), ("client_id", &client_id)],
+    );
+    let text = greet_with(&host.mcp_url(), &t.access).await;
+    assert!(text.contains("Hello, Ada"), "{text}");
+    assert_audited(
+        &data,
+        "tool_call",
+        &[
+            ("client_id", &client_id),
+            ("target", "greet"),
+            ("outcome", "ok"),
+        ],
+    );
+    let r = o.refresh(&client_id, &t.refresh).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let t2 = tokens(&r);
+
+    // A public client: a secret is refused, and spends nothing.
+    let mark = audit_mark(&data);
+    let r = o
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &t2.refresh),
+                ("client_id", &client_id),
+                ("client_secret", "made-up"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    assert_eq!(r.json()["error"], "invalid_client");
+    audited_since(
+        &data,
+        mark,
+        "request_denied",
+        &[(
+            "reason",
+            "client authentication failed: metadata-document clients are public",
+        )],
+    );
+    // Its own revocation works.
+    let r = o
+        .post_form(
+            "/revoke",
+            &[("token", &t2.refresh), ("client_id", &client_id)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_audited(
+        &data,
+        "token_revoked",
+        &[("client_id", &client_id), ("reason", "revoked at /revoke")],
+    );
+    assert_eq!(
+        o.mcp(Some(&t2.access), &initialize()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(host.is_running());
+}

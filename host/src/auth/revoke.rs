@@ -2,11 +2,15 @@
 //! its whole family: the refresh token and every access token issued from it
 //! (the gate checks the family of each access token). Unknown or malformed
 //! tokens still get 200, so the endpoint tells nothing about which tokens exist.
+//! A confidential client's token is revoked only by that client authenticated
+//! with its secret (RFC 7009 §2.1); a request naming no client gets 401
+//! `invalid_client` for it. Failed HTTP Basic authentication is answered with
+//! a `WWW-Authenticate` challenge (RFC 6749 §5.2).
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::token::{authenticate_client, client_auth};
@@ -69,19 +73,7 @@ pub async fn revoke(State(s): State<Arc<AuthState>>, req: Request) -> Response {
     if let Some(c) = &client
         && let Err(why) = authenticate_client(b, c).await
     {
-        s.deny(
-            StatusCode::UNAUTHORIZED,
-            format!("revoke: client authentication failed: {why}"),
-            path,
-            &ip,
-            None,
-        )
-        .await;
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "client authentication failed",
-        );
+        return client_refused(&s, &why, c.basic, &ip).await;
     }
     let client_id = client.map(|c| c.client_id);
     let now = super::now_secs();
@@ -106,6 +98,25 @@ pub async fn revoke(State(s): State<Arc<AuthState>>, req: Request) -> Response {
             .await
             .map(|c| (c.fam, c.client_id)),
     };
+    if let Some((_, owner)) = &target
+        && client_id.is_none()
+    {
+        // A confidential client's token: only that client, authenticated.
+        match b.store.client(owner).await {
+            Ok(Some(c)) if c.secret_hash.is_some() => {
+                return client_refused(&s, "client secret missing", false, &ip).await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!("revoke: {e}");
+                return oauth_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "try again",
+                );
+            }
+        }
+    }
     if let Some((fam, owner)) = target {
         // RFC 7009 §2.1: a client may only revoke its own tokens.
         if client_id.as_deref().is_some_and(|c| c != owner) {
@@ -147,6 +158,31 @@ pub async fn revoke(State(s): State<Arc<AuthState>>, req: Request) -> Response {
     }
     let mut r = StatusCode::OK.into_response();
     no_store(r.headers_mut());
+    r
+}
+
+/// Audits a failed client authentication and answers 401 `invalid_client`,
+/// with a Basic challenge when the client tried HTTP Basic.
+async fn client_refused(s: &AuthState, why: &str, basic: bool, ip: &str) -> Response {
+    s.deny(
+        StatusCode::UNAUTHORIZED,
+        format!("revoke: client authentication failed: {why}"),
+        "/revoke",
+        ip,
+        None,
+    )
+    .await;
+    let mut r = oauth_error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        "client authentication failed",
+    );
+    if basic {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"stockade\""),
+        );
+    }
     r
 }
 
