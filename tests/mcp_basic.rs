@@ -909,6 +909,169 @@ async fn sigterm_lets_in_flight_calls_finish_and_logs_one_line() {
     assert_eq!(last["reason"], "shutdown", "{last}");
 }
 
+/// A `tools/call` of the `hostile` plugin's `sleep` for `secs`, sent in
+/// `session`; returns once the answer's stream has started (the POST is then in
+/// flight on the host and its call dispatched: a quick answer would have come
+/// whole, as JSON).
+async fn start_sleeping(session: &common::RawSession, secs: u64) -> reqwest::Response {
+    let answer = session
+        .post(json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "sleep", "arguments": {"secs": secs}}}))
+        .await;
+    assert_eq!(answer.status(), 200);
+    let streamed = answer.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(streamed.starts_with("text/event-stream"), "{streamed}");
+    answer
+}
+
+/// Sends SIGTERM to the host.
+fn sigterm(host: &common::Host) {
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &host.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+/// A probe as a load balancer sends it: a new connection each time.
+fn probe_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+/// Issue 23 (`/ready` while draining): after SIGTERM, with a call in flight,
+/// a load balancer's probes still get answers: `/ready` is 503 with the
+/// reason "shutting down" (the listener used to close at the signal, so a
+/// probe got a refused connection and `/ready`'s draining answer was never
+/// seen), `/health` stays 200, and the call in flight finishes and is answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn ready_answers_503_while_draining() {
+    let mut host = HostBuilder::new()
+        .plugin(&test_plugin("hostile"), "hostile")
+        .start();
+    let probe = probe_client();
+    let ready = format!("{}/ready", host.base_url());
+    assert_eq!(probe.get(&ready).send().await.unwrap().status(), 200);
+    let session = common::RawSession::open(&host.mcp_url()).await;
+    let answer = start_sleeping(&session, 4).await;
+    sigterm(&host);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let body: Value = loop {
+        let r = probe.get(&ready).send().await.unwrap_or_else(|e| {
+            panic!(
+                "a probe during the drain got no answer ({e}): {}",
+                host.log()
+            )
+        });
+        if r.status() == 503 {
+            break r.json().await.unwrap();
+        }
+        assert_eq!(r.status(), 200);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/ready still 200 after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(body["status"], "unavailable", "{body}");
+    assert_eq!(body["problems"], json!(["shutting down"]), "{body}");
+    let health = probe
+        .get(format!("{}/health", host.base_url()))
+        .send()
+        .await
+        .expect("/health answers during the drain");
+    assert_eq!(health.status(), 200);
+    // The call in flight finishes, answered in full.
+    let r = rpc_answer(answer).await;
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    assert!(r.to_string().contains("woke up"), "{r}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while host.is_running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the host did not stop after its call: {}",
+            host.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue 23 (a call outlasting the drain): a call still running when the
+/// 10 s drain ends is stopped, not dropped: its client gets a tool error
+/// saying the host shut down (not a stream that ends without an answer), the
+/// audit log records the call with outcome `shutdown` (not `cancelled`, which
+/// says the client asked), the host exits within the 10 s grace plus a little,
+/// and the audit chain verifies with the shutdown checkpoint last.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_outlasting_the_drain_is_cut_off_answered_and_audited() {
+    let mut host = HostBuilder::new()
+        .plugin(&test_plugin("hostile"), "hostile")
+        .config("[plugins.hostile.limits]\ntimeout_ms = 120000\n")
+        .start();
+    let session = common::RawSession::open(&host.mcp_url()).await;
+    let answer = start_sleeping(&session, 60).await;
+    let signalled = std::time::Instant::now();
+    sigterm(&host);
+    let body = tokio::time::timeout(Duration::from_secs(20), answer.text())
+        .await
+        .expect("the answer ends within 20 s")
+        .expect("the answer's stream ends cleanly");
+    let cut = signalled.elapsed();
+    let r: Value = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .find(|d| d.contains("\"id\""))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .unwrap_or_else(|| panic!("the stream ended without an answer: {body:?}"));
+    assert_eq!(r["id"], 7, "{r}");
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    let said = r["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        said.contains("tool `sleep` (plugin `hostile`) failed: cut off by shutdown"),
+        "{r}"
+    );
+    assert!(
+        cut >= Duration::from_millis(9_500),
+        "cut off after {cut:?}, before the 10 s grace"
+    );
+    while host.is_running() {
+        assert!(
+            signalled.elapsed() < Duration::from_secs(16),
+            "the host did not exit within 10 s + 6 s: {}",
+            host.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let calls = common::audit_events(&host, "tool_call");
+    let sleep: Vec<&Value> = calls.iter().filter(|l| l["target"] == "sleep").collect();
+    assert_eq!(sleep.len(), 1, "{calls:?}");
+    assert_eq!(sleep[0]["outcome"], "shutdown", "{}", sleep[0]);
+    assert!(
+        sleep[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("cut off by shutdown")),
+        "{}",
+        sleep[0]
+    );
+    let audit = common::read_audit(&host);
+    assert_eq!(audit.last().unwrap()["reason"], "shutdown");
+    let (ok, out) = run_stockade(
+        &["audit", "verify", "--data", "data", "data/audit"],
+        host.dir.path(),
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("end: a shutdown checkpoint"), "{out}");
+}
+
 /// Issue 10: an answer that is ready goes out in one piece. A quick tool call is
 /// one JSON body with a `Content-Length` (not a chunked SSE stream of several
 /// writes); a call that sent notifications stays SSE, notifications first, also

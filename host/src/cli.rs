@@ -581,35 +581,39 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(password) = &generated {
         show_generated_password(password, &auth.resource, &config.data_dir);
     }
-    // On SIGTERM or Ctrl-C: stop accepting connections and answer `/ready`
-    // with 503; let the `/mcp` requests in flight finish (up to SHUTDOWN_GRACE);
-    // then close the MCP sessions, which ends their streams and connections.
+    // On SIGTERM or Ctrl-C: answer `/ready` with 503 and let the `/mcp`
+    // requests in flight finish (up to SHUTDOWN_GRACE). The listener keeps
+    // accepting meanwhile, so a balancer's probe reads that 503 (not a refused
+    // connection) and requests it still sends are served. Calls still running
+    // when the grace ends are cut off: answered and audited as such (up to
+    // CUT_OFF_ANSWERS). Then the listener stops and the MCP sessions close,
+    // which ends their streams and connections.
     {
         let (draining, shutdown) = (draining.clone(), shutdown.clone());
         tokio::spawn(async move {
-            draining.cancelled().await;
+            shutdown_signal().await;
+            draining.cancel();
             if tokio::time::timeout(SHUTDOWN_GRACE, in_flight.idle())
                 .await
                 .is_err()
             {
                 tracing::warn!(
                     requests = in_flight.count(),
-                    "requests still in flight after {} s; closing them",
+                    "requests still in flight after {} s; cutting off their calls",
                     SHUTDOWN_GRACE.as_secs()
                 );
+                in_flight.cut_off();
+                let _ = tokio::time::timeout(CUT_OFF_ANSWERS, in_flight.idle()).await;
             }
             shutdown.cancel();
         });
     }
-    let signalled = draining.clone();
+    let stop = shutdown.clone();
     let server = axum::serve(
         crate::http::listen::no_delay(listener),
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        signalled.cancel();
-    });
+    .with_graceful_shutdown(async move { stop.cancelled().await });
     // A connection that outlives the closed sessions must not keep the host up.
     let deadline = async {
         shutdown.cancelled().await;
@@ -1242,6 +1246,10 @@ fn ignore_file_size_signal() {
 
 /// How long in-flight requests may run after SIGTERM or Ctrl-C.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long the answers of calls cut off at the end of [`SHUTDOWN_GRACE`] get
+/// to go out before the sessions close.
+const CUT_OFF_ANSWERS: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

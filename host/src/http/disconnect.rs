@@ -7,7 +7,9 @@
 //! slot or running stops at once (and is audited as `disconnected`).
 //!
 //! The same body wrapper holds a POST's in-flight ticket ([`super::drain`])
-//! until the response is delivered or dropped, for graceful shutdown.
+//! until the response is delivered or dropped, for graceful shutdown; the
+//! request also gets the [`CutOff`] token that stops its call when shutdown's
+//! grace period ends.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -20,7 +22,7 @@ use http_body::Frame;
 use tokio_util::sync::DropGuard;
 
 use super::drain::{InFlight, Ticket};
-use crate::mcp::ClientGone;
+use crate::mcp::{ClientGone, CutOff};
 
 /// The middleware: see the module docs.
 pub async fn cancel_on_disconnect(
@@ -31,6 +33,8 @@ pub async fn cancel_on_disconnect(
     let ticket = (req.method() == axum::http::Method::POST).then(|| in_flight.enter());
     let gone = ClientGone::default();
     req.extensions_mut().insert(gone.clone());
+    req.extensions_mut()
+        .insert(CutOff(in_flight.cut_off_token()));
     // Armed before the answer starts: a client that leaves while the answer is
     // still being prepared (or collected, `super::coalesce`) drops this future.
     let guard = gone.0.clone().drop_guard();

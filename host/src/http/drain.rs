@@ -1,5 +1,6 @@
 //! Graceful shutdown: the `/mcp` POST requests still being answered, so the
-//! host can let them finish before it closes the MCP sessions.
+//! host can let them finish before it closes the MCP sessions, and cut off the
+//! plugin calls of those still running when its grace period ends.
 //!
 //! A request counts from when it enters until its response body has been
 //! delivered or dropped (the ticket rides in the body wrapper of
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// The count of requests in flight.
 #[derive(Clone, Default)]
@@ -19,6 +21,7 @@ pub struct InFlight(Arc<Inner>);
 struct Inner {
     count: AtomicUsize,
     idle: Notify,
+    cut_off: CancellationToken,
 }
 
 /// One request in flight; dropping it ends it.
@@ -34,6 +37,18 @@ impl InFlight {
     /// Requests in flight now.
     pub fn count(&self) -> usize {
         self.0.count.load(Ordering::SeqCst)
+    }
+
+    /// Cancelled by [`InFlight::cut_off`]: the plugin call of a request
+    /// holding it stops, and is answered and audited as cut off by shutdown.
+    pub fn cut_off_token(&self) -> CancellationToken {
+        self.0.cut_off.clone()
+    }
+
+    /// Stops the plugin calls of the requests in flight (shutdown's grace
+    /// period is over); their answers still go out.
+    pub fn cut_off(&self) {
+        self.0.cut_off.cancel();
     }
 
     /// Returns once no request is in flight.

@@ -66,6 +66,21 @@ pub struct Shared {
 #[derive(Clone, Default, Debug)]
 pub struct ClientGone(pub tokio_util::sync::CancellationToken);
 
+/// Cancelled when the host's shutdown grace period ends with the HTTP request
+/// still in flight (set by the HTTP layer): its call stops and is answered and
+/// audited as cut off by shutdown.
+#[derive(Clone, Default, Debug)]
+pub struct CutOff(pub tokio_util::sync::CancellationToken);
+
+/// The [`CutOff`] token of the request, if the HTTP layer set one.
+fn cut_off(cx: &RequestContext<RoleServer>) -> tokio_util::sync::CancellationToken {
+    cx.extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|p| p.extensions.get::<CutOff>())
+        .map(|c| c.0.clone())
+        .unwrap_or_default()
+}
+
 /// The [`ClientGone`] token of the request, if the HTTP layer set one.
 fn client_gone(cx: &RequestContext<RoleServer>) -> tokio_util::sync::CancellationToken {
     cx.extensions
@@ -147,6 +162,7 @@ impl StockadeMcp {
             denial_count: Default::default(),
         };
         let gone = client_gone(rq);
+        let cut = cut_off(rq);
         let stopped = |failure| crate::runtime::CallReport::stopped(failure, started.elapsed());
         // Dropping the invocation stops the guest (or gives up its queue place).
         // A cancelled request also loses its stream: look at the cancellation first
@@ -154,6 +170,7 @@ impl StockadeMcp {
         let report = tokio::select! {
             biased;
             () = rq.ct.cancelled() => return stopped(CallFailure::Cancelled),
+            () = cut.cancelled() => return stopped(CallFailure::Shutdown),
             r = self.shared.runtime.invoke(&plugin.code, &plugin.policy, op, cx) => r,
             () = gone.cancelled() => {
                 // The guest is stopped (its invocation dropped). A client that
@@ -337,6 +354,10 @@ fn call_record(
         }
         Err(CallFailure::Cancelled) => record.outcome = "cancelled",
         Err(CallFailure::Disconnected) => record.outcome = "disconnected",
+        Err(f @ CallFailure::Shutdown) => {
+            record.outcome = "shutdown";
+            record.error = short(&f.to_string());
+        }
         Err(f) => {
             record.outcome = "failed";
             record.limit = f.limit_name();

@@ -160,6 +160,10 @@ pub enum CallFailure {
     /// The client closed its connection before the answer was delivered.
     #[error("the client went away")]
     Disconnected,
+    /// The host shut down while the call ran: the grace period that calls in
+    /// flight get after the shutdown signal ended first.
+    #[error("cut off by shutdown: the host stopped before the call finished; try again")]
+    Shutdown,
 }
 
 impl CallFailure {
@@ -174,9 +178,10 @@ impl CallFailure {
             CallFailure::ResultTooLarge { .. } | CallFailure::TransferTooLarge { .. } => {
                 "result_size"
             }
-            CallFailure::Trap(_) | CallFailure::Cancelled | CallFailure::Disconnected => {
-                return None;
-            }
+            CallFailure::Trap(_)
+            | CallFailure::Cancelled
+            | CallFailure::Disconnected
+            | CallFailure::Shutdown => return None,
         })
     }
 }
