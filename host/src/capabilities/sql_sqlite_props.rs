@@ -259,3 +259,29 @@ fn no_statement_changes_the_database() {
     // Not vacuous: the reading statements among them ran.
     assert!(answered.get() > 0, "no statement ran at all");
 }
+
+/// Issue 23: the authorizer itself refuses the functions that reach outside
+/// the source (`readfile`, `writefile`, `edit`: absent from this build, so
+/// the end-to-end test meets only their absence) and names them, while a
+/// listed function passes.
+#[test]
+fn the_authorizer_refuses_file_functions_by_name() {
+    use rusqlite::hooks::{AuthAction, AuthContext};
+    let ask = |function_name| {
+        super::authorize(&AuthContext {
+            action: AuthAction::Function { function_name },
+            database_name: None,
+            accessor: None,
+        })
+    };
+    for f in [
+        "readfile",
+        "writefile",
+        "edit",
+        "ReadFile",
+        "load_extension",
+    ] {
+        assert_eq!(ask(f), Err(format!("the function `{f}`")), "{f}");
+    }
+    assert_eq!(ask("abs"), Ok(()));
+}

@@ -61,6 +61,45 @@ async fn a_full_queue_refuses_and_order_is_first_come() {
     drop(slot);
 }
 
+/// Issue 23: first come, first served with several waiters (one waiter
+/// cannot tell a queue from a stack): five calls queued in a known order are
+/// admitted in exactly that order, one per freed slot, whatever order they
+/// are polled in.
+#[tokio::test]
+async fn several_waiters_are_admitted_in_the_order_they_queued() {
+    let gate = ConcurrencyGate::new(1, 8);
+    let mut running = gate.enter().await.unwrap();
+    let mut queue: Vec<_> = (0..5).map(|_| Some(Box::pin(gate.enter()))).collect();
+    // Each polled once, front to back: queued in that order.
+    for waiter in queue.iter_mut().flatten() {
+        assert!(futures_util::poll!(waiter.as_mut()).is_pending());
+    }
+    assert_eq!(gate.waiting(), 5);
+    let mut admitted = Vec::new();
+    for _ in 0..5 {
+        drop(running);
+        // Polled back to front, so the order found is the gate's own.
+        let mut now = Vec::new();
+        for (i, place) in queue.iter_mut().enumerate().rev() {
+            let Some(waiter) = place else { continue };
+            if let std::task::Poll::Ready(slot) = futures_util::poll!(waiter.as_mut()) {
+                now.push((i, slot.expect("admitted, not refused")));
+                *place = None;
+            }
+        }
+        let which: Vec<usize> = now.iter().map(|(i, _)| *i).collect();
+        assert_eq!(which.len(), 1, "one slot freed, admitted: {which:?}");
+        let (i, slot) = now.pop().unwrap();
+        admitted.push(i);
+        assert_eq!(gate.running(), 1);
+        running = slot;
+    }
+    assert_eq!(admitted, [0, 1, 2, 3, 4], "admitted in queue order");
+    assert_eq!(gate.waiting(), 0);
+    drop(running);
+    assert_eq!(gate.running(), 0);
+}
+
 #[tokio::test]
 async fn a_slot_granted_to_a_waiter_that_is_dropped_is_handed_on() {
     let gate = ConcurrencyGate::new(1, 4);
