@@ -401,3 +401,145 @@ async fn the_store_is_purged_in_external_mode_too() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Every process of `pg`'s cluster stopped (SIGSTOP): its connections stay
+/// open and nothing answers on them, as with a database that hangs or a link
+/// that drops every packet. The processes continue when this is dropped.
+struct Frozen(Vec<u32>);
+
+fn signal(sig: &str, pids: &[u32]) {
+    let mut kill = std::process::Command::new("kill");
+    kill.arg(sig).args(pids.iter().map(u32::to_string));
+    assert!(kill.status().unwrap().success(), "kill {sig} {pids:?}");
+}
+
+impl Frozen {
+    fn new(pg: &Postgres) -> Frozen {
+        let data = pg.run("postgres", "SHOW data_directory");
+        let pid_file = Path::new(data.trim()).join("postmaster.pid");
+        let main: u32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The postmaster first: it forks no new backend after this.
+        signal("-STOP", &[main]);
+        let children: Vec<u32> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+                let ppid: u32 = stat[stat.rfind(')')? + 2..]
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                (ppid == main).then_some(pid)
+            })
+            .collect();
+        assert!(!children.is_empty(), "the cluster has no backends");
+        signal("-STOP", &children);
+        let mut pids = vec![main];
+        pids.extend(children);
+        Frozen(pids)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let mut kill = std::process::Command::new("kill");
+        kill.arg("-CONT").args(self.0.iter().map(u32::to_string));
+        let _ = kill.status();
+    }
+}
+
+/// `/ready` and `/health` as a balancer reads them: a new connection each
+/// time, and an answer within 1 s (a probe that waits on the database
+/// would time out at the balancer): (status, body).
+async fn probe(base: &str, path: &str) -> (StatusCode, serde_json::Value) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{path} did not answer within 1 s: {e}"));
+    (r.status(), r.json().await.unwrap())
+}
+
+/// Issue 23 (`/ready` during a store outage): a host on PostgreSQL answers
+/// `/ready` 503 naming the store while the database hangs (every process of
+/// the cluster stopped), at once on every probe rather than hanging with the
+/// database; `/health` stays 200 throughout; `/ready` is 200 again once the
+/// database answers. (Readiness used to query the store on every probe: each
+/// probe then hung as long as the database did.)
+#[tokio::test(flavor = "multi_thread")]
+async fn ready_is_503_while_the_store_is_down_and_200_once_it_is_back() {
+    let pg = Postgres::start();
+    let files = prepare(&pg);
+    let url = format!("postgres://stockade@127.0.0.1:{}/stockade", pg.port);
+    let h = host(&config(&files, "", &url, "outage"));
+    let base = h.base_url();
+    let (status, body) = probe(&base, "/ready").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["problems"], serde_json::json!([]), "{body}");
+
+    let frozen = Frozen::new(&pg);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (status, body) = probe(&base, "/ready").await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            break body;
+        }
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "/ready still 200 10 s into the outage: {}",
+            h.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(body["status"], "unavailable", "{body}");
+    assert_eq!(
+        body["problems"],
+        serde_json::json!(["the auth store does not answer: no answer within 2 s"]),
+        "{body}"
+    );
+    // Still 503, still at once, while the outage lasts; the process lives.
+    for _ in 0..3 {
+        let (status, body) = probe(&base, "/ready").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        let (status, body) = probe(&base, "/health").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["status"], "ok", "{body}");
+    }
+
+    drop(frozen);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = probe(&base, "/ready").await;
+        if status == StatusCode::OK {
+            assert_eq!(body["problems"], serde_json::json!([]), "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/ready still 503 20 s after the database came back: {body}\n{}",
+            h.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        h.log()
+            .contains("not ready: the auth store does not answer"),
+        "{}",
+        h.log()
+    );
+}

@@ -162,7 +162,7 @@ pub fn router(
         .map(|token| scrape::Scrape::main(shared.metrics.clone(), token, auth.clone()).router());
     let readiness = Readiness {
         shared: shared.clone(),
-        auth: auth.clone(),
+        store: watch_store(auth.clone(), config.shutdown.clone()),
         draining: config.draining.clone(),
     };
     let mut routes = Router::new();
@@ -347,13 +347,77 @@ pub fn metrics_router(
 #[derive(Clone)]
 struct Readiness {
     shared: Arc<Shared>,
-    auth: Arc<AuthState>,
+    /// The store's last known health: `None` while it answers.
+    store: tokio::sync::watch::Receiver<Option<String>>,
     draining: CancellationToken,
 }
 
+/// How often the store is asked whether it answers, for `/ready`.
+const STORE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long the store may take to answer before it counts as down.
+const STORE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The store's health as last checked: a task asks the store (the auth store,
+/// else the shared one) every [`STORE_CHECK_EVERY`] until `stop`, giving up on
+/// an answer after [`STORE_CHECK_TIMEOUT`]. A probe reads the last result, so
+/// it neither waits on a database that hangs nor adds a query per probe.
+fn watch_store(
+    auth: Arc<AuthState>,
+    stop: CancellationToken,
+) -> tokio::sync::watch::Receiver<Option<String>> {
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    let which = if auth.builtin.is_some() {
+        "the auth store"
+    } else if auth.shared.is_some() {
+        "the shared store"
+    } else {
+        return rx;
+    };
+    tokio::spawn(async move {
+        loop {
+            let asked = async {
+                if let Some(b) = &auth.builtin {
+                    b.store
+                        .family_active("readiness-probe", "", "")
+                        .await
+                        .map(drop)
+                } else if let Some(s) = &auth.shared {
+                    s.session_owner("readiness-probe").await.map(drop)
+                } else {
+                    Ok(())
+                }
+            };
+            let problem = match tokio::time::timeout(STORE_CHECK_TIMEOUT, asked).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("{which} does not answer: {e}")),
+                Err(_) => Some(format!(
+                    "{which} does not answer: no answer within {} s",
+                    STORE_CHECK_TIMEOUT.as_secs()
+                )),
+            };
+            tx.send_if_modified(|last| {
+                let changed = *last != problem;
+                if changed {
+                    match &problem {
+                        Some(p) => tracing::warn!("not ready: {p}"),
+                        None => tracing::info!("ready again: {which} answers"),
+                    }
+                    *last = problem;
+                }
+                changed
+            });
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(STORE_CHECK_EVERY) => {}
+            }
+        }
+    });
+    rx
+}
+
 /// `GET /ready`, for load balancers: 200 while this host can serve (the audit
-/// log takes writes, the auth store answers, not shutting down), else 503 with
-/// the reasons. `/health` stays 200 while the process lives.
+/// log takes writes, the store answered its last check, not shutting down),
+/// else 503 with the reasons. `/health` stays 200 while the process lives.
 async fn ready(r: Readiness) -> Response {
     let mut problems: Vec<String> = Vec::new();
     if r.draining.is_cancelled() {
@@ -362,16 +426,8 @@ async fn ready(r: Readiness) -> Response {
     if !r.shared.audit.is_available() {
         problems.push("the audit log cannot be written".into());
     }
-    if let Some(b) = &r.auth.builtin
-        && let Err(e) = b.store.family_active("readiness-probe", "", "").await
-    {
-        problems.push(format!("the auth store does not answer: {e}"));
-    }
-    if r.auth.builtin.is_none()
-        && let Some(s) = &r.auth.shared
-        && let Err(e) = s.session_owner("readiness-probe").await
-    {
-        problems.push(format!("the shared store does not answer: {e}"));
+    if let Some(p) = r.store.borrow().clone() {
+        problems.push(p);
     }
     let snapshot = r.shared.catalog.snapshot();
     let body = json!({
