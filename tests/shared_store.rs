@@ -427,6 +427,7 @@ impl Frozen {
             .unwrap();
         // The postmaster first: it forks no new backend after this.
         signal("-STOP", &[main]);
+        let mut frozen = Frozen(vec![main]);
         let children: Vec<u32> = std::fs::read_dir("/proc")
             .unwrap()
             .flatten()
@@ -442,10 +443,9 @@ impl Frozen {
             })
             .collect();
         assert!(!children.is_empty(), "the cluster has no backends");
+        frozen.0.extend(&children);
         signal("-STOP", &children);
-        let mut pids = vec![main];
-        pids.extend(children);
-        Frozen(pids)
+        frozen
     }
 }
 
@@ -458,19 +458,19 @@ impl Drop for Frozen {
 }
 
 /// `/ready` and `/health` as a balancer reads them: a new connection each
-/// time, and an answer within 1 s (a probe that waits on the database
+/// time, and an answer within 2 s (a probe that waits on the database
 /// would time out at the balancer): (status, body).
 async fn probe(base: &str, path: &str) -> (StatusCode, serde_json::Value) {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(2))
         .build()
         .unwrap();
     let r = client
         .get(format!("{base}{path}"))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{path} did not answer within 1 s: {e}"));
+        .unwrap_or_else(|e| panic!("{path} did not answer within 2 s: {e}"));
     (r.status(), r.json().await.unwrap())
 }
 
