@@ -43,6 +43,40 @@ fn claims(base: &str, fam: &str) -> Value {
     })
 }
 
+/// How many audit lines the host has written so far: a mark for
+/// [`audited_since`].
+fn audit_mark(data: &Path) -> usize {
+    oauth::audit(data).len()
+}
+
+/// The audit line with `event` and every `(key, substring)` among the lines
+/// written after `mark`, so a check finds the line of its own request (every
+/// refusal is audited before it is answered), never an earlier request's
+/// line with the same reason; panics with those lines when there is none.
+fn audited_since(data: &Path, mark: usize, event: &str, fields: &[(&str, &str)]) -> Value {
+    let lines = oauth::audit(data);
+    let new = &lines[mark.min(lines.len())..];
+    new.iter()
+        .find(|l| {
+            l["event"] == event
+                && fields.iter().all(|(k, sub)| match &l[*k] {
+                    Value::String(s) => s.contains(sub),
+                    Value::Null => false,
+                    other => other.to_string().contains(sub),
+                })
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "no new audit line {event} with {fields:?}; the new lines:\n{}",
+                new.iter()
+                    .map(|l| l.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })
+}
+
 fn assert_invalid_token(r: &oauth::Resp, base: &str) {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
     let www = r.header("www-authenticate").unwrap();
@@ -493,10 +527,14 @@ async fn bad_tokens_are_refused_the_same_way() {
         (tampered, "bad signature"),
         ("garbage".to_owned(), "malformed"),
     ] {
+        // Some tokens share a reason: each check reads only the lines its
+        // own request wrote (issue 23), never an earlier token's.
+        let mark = audit_mark(&data);
         let r = o.mcp(Some(&token), &initialize()).await;
         assert_invalid_token(&r, &base);
-        assert_audited(
+        audited_since(
             &data,
+            mark,
             "request_denied",
             &[
                 ("reason", &format!("invalid token: {reason}")),
@@ -1174,4 +1212,306 @@ async fn metrics_refuse_foreign_hosts_and_throttle_wrong_tokens() {
         err.contains("prometheus.listen: 0.0.0.0:9464 is reachable from other machines"),
         "{err}"
     );
+}
+
+/// Sends `rq` with one `X-Forwarded-For` header line per entry of `xff`, in
+/// order; reads the response whole.
+async fn with_xff(mut rq: reqwest::RequestBuilder, xff: &[String]) -> oauth::Resp {
+    for v in xff {
+        rq = rq.header("x-forwarded-for", v);
+    }
+    let r = rq.send().await.unwrap();
+    oauth::Resp {
+        status: r.status(),
+        headers: r.headers().clone(),
+        body: r.text().await.unwrap(),
+    }
+}
+
+/// `GET /authorize?query` with `X-Forwarded-For` lines `xff`.
+async fn page_with_xff(o: &Oauth, query: &str, xff: &[String]) -> oauth::Resp {
+    with_xff(o.http.get(format!("{}/authorize?{query}", o.base)), xff).await
+}
+
+/// Submits the login form of `page` with `password` and `X-Forwarded-For`
+/// lines `xff`.
+async fn login_with_xff(
+    o: &Oauth,
+    page: &oauth::Resp,
+    password: &str,
+    xff: &[String],
+) -> oauth::Resp {
+    let csrf = oauth::csrf_of(&page.body);
+    let rq = o
+        .http
+        .post(format!("{}/authorize", o.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(oauth::form(&[
+            ("csrf", &csrf),
+            ("password", password),
+            ("action", "approve"),
+        ]));
+    with_xff(rq, xff).await
+}
+
+/// GETs the login page with `xff(i)` for i = 0, 1, … until it is refused
+/// (at most 60 times); returns the refusal.
+async fn flood_login_page(
+    o: &Oauth,
+    query: &str,
+    xff: impl Fn(usize) -> Vec<String>,
+) -> oauth::Resp {
+    for i in 0..60 {
+        let r = page_with_xff(o, query, &xff(i)).await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+            assert!((1..=60).contains(&retry), "{retry}");
+            assert!(r.body.contains("Too many login requests"), "{}", r.body);
+            return r;
+        }
+        assert_eq!(r.status, StatusCode::OK, "request {i}: {}", r.body);
+    }
+    panic!("60 login pages from one address were all served");
+}
+
+/// Issue 23: without `auth.trust_forwarded_for` (the default) the
+/// `X-Forwarded-For` header is ignored: a client putting a new made-up
+/// address in it on every request is still locked out after five wrong
+/// passwords (even the right one is then refused) and still runs out of
+/// login pages, because its real address counts; the audit log names that
+/// address and none of the made-up ones.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spoofed_forwarded_for_is_ignored_unless_trusted() {
+    let mut host = HostBuilder::new().password(PASSWORD).start();
+    let o = Oauth::new(&host.base_url());
+    let data = host.data_dir();
+    let client_id = o.register().await;
+    let (_, challenge) = oauth::pkce();
+    let query = o.authorize_query(&client_id, &challenge, "st", &[]);
+    let spoof = |i: usize| vec![format!("198.51.100.{}", i + 1)];
+
+    let mut page = page_with_xff(&o, &query, &spoof(0)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    for i in 0..5 {
+        let r = login_with_xff(&o, &page, &format!("guess-{i}"), &spoof(i + 1)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNAUTHORIZED,
+            "attempt {i}: {}",
+            r.body
+        );
+        page = r;
+    }
+    assert_audited(
+        &data,
+        "login_failed",
+        &[("reason", "locked out for 30s"), ("ip", "127.0.0.1")],
+    );
+    let r = login_with_xff(&o, &page, PASSWORD, &spoof(77)).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert!(r.header("retry-after").is_some());
+    assert!(r.header("location").is_none());
+    assert_audited(
+        &data,
+        "login_failed",
+        &[
+            ("reason", "locked out after repeated failures"),
+            ("ip", "127.0.0.1"),
+        ],
+    );
+
+    // The login-page quota holds too.
+    let mark = audit_mark(&data);
+    flood_login_page(&o, &query, |i| vec![format!("203.0.113.{}", i % 250)]).await;
+    audited_since(
+        &data,
+        mark,
+        "request_denied",
+        &[
+            ("status", "429"),
+            ("ip", "127.0.0.1"),
+            ("reason", "too many login pages"),
+        ],
+    );
+    let audit = audit_text(&data);
+    assert!(
+        !audit.contains("198.51.100.") && !audit.contains("203.0.113."),
+        "a made-up address reached the audit log"
+    );
+    assert!(host.is_running());
+}
+
+/// Issue 23: behind a proxy (`auth.trust_forwarded_for = true`) a client's
+/// address is the last `X-Forwarded-For` entry (the one the proxy appends):
+/// two clients behind the same proxy are throttled apart, and a client that
+/// puts made-up entries in front of its own (in the same line or in an
+/// earlier header line) dodges neither its lockout nor its login-page quota.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trusted_forwarded_for_counts_its_last_entry_only() {
+    let mut host = HostBuilder::new()
+        .password(PASSWORD)
+        .config("[auth]\ntrust_forwarded_for = true\n")
+        .start();
+    let o = Oauth::new(&host.base_url());
+    let data = host.data_dir();
+    let client_id = o.register().await;
+    let (_, challenge) = oauth::pkce();
+    let query = o.authorize_query(&client_id, &challenge, "st", &[]);
+    let real = "203.0.113.7";
+    let spoofed = |i: usize| vec![format!("198.51.100.{}, {real}", i + 1)];
+
+    let mut page = page_with_xff(&o, &query, &spoofed(0)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    for i in 0..5 {
+        let r = login_with_xff(&o, &page, &format!("guess-{i}"), &spoofed(i + 1)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNAUTHORIZED,
+            "attempt {i}: {}",
+            r.body
+        );
+        page = r;
+    }
+    assert_audited(
+        &data,
+        "login_failed",
+        &[("reason", "locked out for 30s"), ("ip", real)],
+    );
+    // Locked out: new entries in front of the proxy's change nothing.
+    for xff in [
+        vec![format!("10.1.2.3, 198.51.100.99, {real}")],
+        vec!["198.51.100.98".to_owned(), real.to_owned()],
+    ] {
+        let mark = audit_mark(&data);
+        let r = login_with_xff(&o, &page, PASSWORD, &xff).await;
+        assert_eq!(
+            r.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{xff:?}: {}",
+            r.body
+        );
+        assert!(r.header("location").is_none());
+        audited_since(
+            &data,
+            mark,
+            "login_failed",
+            &[
+                ("reason", "locked out after repeated failures"),
+                ("ip", real),
+            ],
+        );
+        page = r;
+    }
+    // Another client behind the same proxy logs in: its own address counts,
+    // not the proxy's.
+    let other = "203.0.113.8";
+    let page = page_with_xff(&o, &query, &[format!("198.51.100.1, {other}")]).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let r = login_with_xff(&o, &page, PASSWORD, &[other.to_owned()]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(r.location_param("code").is_some());
+    assert_audited(
+        &data,
+        "login_succeeded",
+        &[("client_id", &client_id), ("ip", other)],
+    );
+
+    // The login-page quota per forwarded address, made-up entries rotating.
+    let flooder = "203.0.113.9";
+    let mark = audit_mark(&data);
+    flood_login_page(&o, &query, |i| {
+        vec![format!("10.0.{}.{}, {flooder}", i / 250, i % 250)]
+    })
+    .await;
+    audited_since(
+        &data,
+        mark,
+        "request_denied",
+        &[
+            ("status", "429"),
+            ("ip", flooder),
+            ("reason", "too many login pages"),
+        ],
+    );
+    // Meanwhile another address behind the proxy still gets its page.
+    let r = page_with_xff(&o, &query, &["203.0.113.10".to_owned()]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let audit = audit_text(&data);
+    assert!(
+        !audit.contains("198.51.100.") && !audit.contains("\"ip\":\"10."),
+        "a made-up entry was taken for the address"
+    );
+    assert!(host.is_running());
+}
+
+/// Issue 23: a client presenting another client's token at `/revoke` (RFC
+/// 7009 §2.1: a client may revoke only its own tokens) gets the same 200 as
+/// for an unknown token, so it learns nothing; the attempt is audited as
+/// ignored, nothing is revoked, and the owner's access and refresh tokens
+/// keep working. A confidential client authenticated with its secret is
+/// ignored the same way.
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_another_clients_token_changes_nothing() {
+    let mut host = HostBuilder::new().password(PASSWORD).start();
+    let o = Oauth::new(&host.base_url());
+    let data = host.data_dir();
+    let (victim, v) = o.full_login(PASSWORD).await;
+    let attacker = o.register().await;
+    let reg = o
+        .post_json(
+            "/register",
+            &json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "client_secret_post"}),
+        )
+        .await;
+    assert_eq!(reg.status, StatusCode::CREATED, "{}", reg.body);
+    let confidential = reg.json()["client_id"].as_str().unwrap().to_owned();
+    let secret = reg.json()["client_secret"].as_str().unwrap().to_owned();
+
+    for token in [&v.refresh, &v.access] {
+        for by in [
+            vec![("token", token.as_str()), ("client_id", attacker.as_str())],
+            vec![
+                ("token", token.as_str()),
+                ("client_id", confidential.as_str()),
+                ("client_secret", secret.as_str()),
+            ],
+        ] {
+            let mark = audit_mark(&data);
+            let r = o.post_form("/revoke", &by).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            assert_eq!(r.body, "");
+            audited_since(
+                &data,
+                mark,
+                "request_denied",
+                &[
+                    ("status", "200"),
+                    ("path", "/revoke"),
+                    (
+                        "reason",
+                        "revoke: token belongs to another client (ignored)",
+                    ),
+                ],
+            );
+        }
+    }
+    assert!(
+        !oauth::audit(&data)
+            .iter()
+            .any(|l| l["event"] == "token_revoked"),
+        "nothing was revoked"
+    );
+    // The owner's tokens still work.
+    assert_eq!(
+        o.mcp(Some(&v.access), &initialize()).await.status,
+        StatusCode::OK
+    );
+    let r = o.refresh(&victim, &v.refresh).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v2 = tokens(&r);
+    assert_eq!(
+        o.mcp(Some(&v2.access), &initialize()).await.status,
+        StatusCode::OK
+    );
+    assert!(host.is_running());
 }

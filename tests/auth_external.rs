@@ -266,6 +266,31 @@ async fn timed(base: &str, token: &str) -> (StatusCode, Duration) {
     (r.status, start.elapsed())
 }
 
+/// Asserts an audit line with `event` and every `(key, substring)` among the
+/// lines written after `mark` (the count of lines before the request), so a
+/// check finds its own request's line, never an earlier one with the same
+/// reason.
+fn audited_since(data: &std::path::Path, mark: usize, event: &str, fields: &[(&str, &str)]) {
+    let lines = oauth::audit(data);
+    let new = &lines[mark.min(lines.len())..];
+    let found = new.iter().any(|l| {
+        l["event"] == event
+            && fields.iter().all(|(k, sub)| match &l[*k] {
+                Value::String(s) => s.contains(sub),
+                Value::Null => false,
+                other => other.to_string().contains(sub),
+            })
+    });
+    assert!(
+        found,
+        "no new audit line {event} with {fields:?}; the new lines:\n{}",
+        new.iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
 fn wait_fetch_log(host: &Host, needle: &str) {
     assert!(
         host.wait_log(needle, Duration::from_secs(30)),
@@ -386,6 +411,9 @@ async fn external_idp_tokens_are_validated_with_its_jwks() {
         (typed("dpop+jwt"), "missing or invalid claims"),
         (typed("logout+jwt"), "missing or invalid claims"),
     ] {
+        // Some tokens share a reason: each check reads only the lines its
+        // own request wrote (issue 23), never an earlier token's.
+        let mark = oauth::audit(&data).len();
         let r = o.mcp(Some(&token), &initialize()).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{reason}");
         assert!(
@@ -393,8 +421,9 @@ async fn external_idp_tokens_are_validated_with_its_jwks() {
                 .unwrap()
                 .contains("error=\"invalid_token\"")
         );
-        assert_audited(
+        audited_since(
             &data,
+            mark,
             "request_denied",
             &[("reason", &format!("invalid token: {reason}"))],
         );
@@ -598,4 +627,132 @@ fn external_mode_needs_issuer_and_jwks_url() {
         out.contains("auth.issuer") && out.contains("auth.jwks_url"),
         "all problems at once: {out}"
     );
+}
+
+/// Lists the tools `token` sees through the rmcp client and, when `greet` is
+/// among them, calls it: (tool names, the call's text or `None`).
+async fn list_and_greet(url: &str, token: &str) -> (Vec<String>, Option<String>) {
+    use rmcp::ServiceExt;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(token.to_owned()),
+    );
+    let client = ().serve(transport).await.expect("MCP client connects with a bearer token");
+    let names: Vec<String> = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    let mut text = None;
+    if names.iter().any(|n| n == "greet") {
+        let args = json!({"name": "Ada"}).as_object().unwrap().clone();
+        let r = client
+            .call_tool(
+                rmcp::model::CallToolRequestParams::new("greet".to_owned()).with_arguments(args),
+            )
+            .await
+            .unwrap();
+        text = Some(common::result_text(&r));
+    }
+    client.cancel().await.ok();
+    (names, text)
+}
+
+/// Issue 23: in external mode the provider's scope claim meets plugin scopes
+/// as built-in tokens do (tests/auth_flow.rs
+/// `plugin_scopes_are_enforced_with_a_403_challenge`): with `[plugins.template]
+/// scope = "admin"`, a token whose `scope` (or `scp`, a list or a string, as
+/// some providers send it) lacks `admin`, or that has no scope claim, does
+/// not see the plugin's tool and is refused it with 403 `insufficient_scope`
+/// naming the scopes to ask for (audited with the provider's subject); a
+/// token carrying `admin` in any of those forms lists and calls it.
+#[tokio::test(flavor = "multi_thread")]
+async fn external_idp_scope_claims_meet_plugin_scopes() {
+    let idp = idp().await;
+    let config = format!(
+        "{}scopes_supported = [\"mcp\", \"admin\"]\n[plugins.template]\nscope = \"admin\"\n",
+        idp.config()
+    );
+    let mut host = HostBuilder::new()
+        .plugin(&common::bundled("template"), "template")
+        .auth(None)
+        .config(&config)
+        .start();
+    let base = host.base_url();
+    let o = Oauth::new(&base);
+    let data = host.data_dir();
+    let with = |claim: &str, value: Value| {
+        let mut c = good_claims();
+        c.as_object_mut().unwrap().remove("scope");
+        if !claim.is_empty() {
+            c[claim] = value;
+        }
+        sign(&idp.key, "idp-1", &c)
+    };
+
+    for (token, asked, what) in [
+        (with("scope", json!("mcp")), "mcp admin", "scope mcp"),
+        (with("scp", json!(["mcp"])), "mcp admin", "scp [mcp]"),
+        (
+            with("scope", json!("mcp administrator")),
+            "mcp administrator admin",
+            "a longer name",
+        ),
+        (with("", Value::Null), "admin", "no scope claim"),
+    ] {
+        let mark = oauth::audit(&data).len();
+        let r = o.mcp(Some(&token), &oauth::tools_call("greet")).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{what}: {}", r.body);
+        assert_eq!(r.json()["error"], "insufficient_scope", "{what}");
+        let www = r.header("www-authenticate").unwrap();
+        assert!(
+            www.starts_with(&format!(
+                "Bearer error=\"insufficient_scope\", scope=\"{asked}\", resource_metadata=\"{base}/.well-known/oauth-protected-resource/mcp\""
+            )),
+            "{what}: {www}"
+        );
+        audited_since(
+            &data,
+            mark,
+            "request_denied",
+            &[
+                ("status", "403"),
+                ("subject", "alice@example.com"),
+                ("reason", "tool `greet` needs scope `admin`"),
+            ],
+        );
+        let (names, text) = list_and_greet(&host.mcp_url(), &token).await;
+        assert!(!names.iter().any(|n| n == "greet"), "{what}: {names:?}");
+        assert_eq!(text, None);
+    }
+
+    for (token, what) in [
+        (with("scope", json!("mcp admin")), "scope"),
+        (with("scp", json!(["mcp", "admin"])), "scp list"),
+        (with("scp", json!("admin mcp")), "scp string"),
+    ] {
+        let (names, text) = list_and_greet(&host.mcp_url(), &token).await;
+        assert!(names.iter().any(|n| n == "greet"), "{what}: {names:?}");
+        let text = text.unwrap();
+        assert!(text.contains("Hello, Ada"), "{what}: {text}");
+    }
+    assert_audited(
+        &data,
+        "tool_call",
+        &[
+            ("subject", "alice@example.com"),
+            ("client_id", "claude"),
+            ("target", "greet"),
+            ("outcome", "ok"),
+        ],
+    );
+    let calls = oauth::audit(&data)
+        .into_iter()
+        .filter(|l| l["event"] == "tool_call" && l["target"] == "greet")
+        .count();
+    assert_eq!(calls, 3, "one call per token carrying `admin`");
+    assert!(host.is_running());
 }

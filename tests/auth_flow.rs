@@ -585,6 +585,30 @@ async fn users_file_logins_carry_per_user_scopes() {
     assert!(host.is_running());
 }
 
+/// Opens an MCP session with `token` and calls `tool` (`{"name": "Ada"}`) in
+/// it; returns the call's response.
+async fn call_in_session(o: &Oauth, token: &str, tool: &str) -> oauth::Resp {
+    let init = o.mcp(Some(token), &initialize()).await;
+    assert_eq!(init.status, StatusCode::OK, "{}", init.body);
+    let sid = init.header("mcp-session-id").expect("a session id");
+    let r = o
+        .in_session(
+            reqwest::Method::POST,
+            token,
+            &sid,
+            Some(&oauth::initialized()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    o.in_session(
+        reqwest::Method::POST,
+        token,
+        &sid,
+        Some(&oauth::tools_call(tool)),
+    )
+    .await
+}
+
 const ALICE_PW: &str = "alice-has-a-long-password";
 const BOB_PW: &str = "bob-has-another-long-password";
 const CAROL_PW: &str = "carol-has-a-third-long-password";
@@ -611,13 +635,11 @@ async fn removed_demoted_and_revoked_users_lose_their_tokens() {
     let (bob_client, bob) = o.full_login_as("bob", BOB_PW, "mcp admin").await;
     let (carol_client, carol) = o.full_login_as("carol", CAROL_PW, "").await;
     assert_eq!(bob.body["scope"], "mcp admin");
-    // The gate lets bob's `admin` tool call through (rmcp then wants a session).
-    assert_ne!(
-        o.mcp(Some(&bob.access), &oauth::tools_call("greet"))
-            .await
-            .status,
-        StatusCode::FORBIDDEN
-    );
+    // Bob's `admin` token calls the `admin` tool (issue 23: the call itself
+    // answers, not merely "not 403").
+    let r = call_in_session(&o, &bob.access, "greet").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("Hello, Ada"), "{}", r.body);
 
     // The users file is read at start: remove alice, demote bob, restart.
     oauth::users_file(

@@ -359,6 +359,76 @@ mod tests {
         assert!(build(&all_retired, now_secs()).unwrap().is_none());
     }
 
+    /// Issue 23: a token signed with a key that has since retired is never
+    /// verified: not by the ring that signed it once it reloads (the look
+    /// its unknown `kid` causes finds the key retired, not back), not for a
+    /// revocation (`verify_ignoring_expiry`), not by a ring opened later
+    /// (another host, a restart); the key leaves the JWKS and the
+    /// retirement hook (which empties the verified-token cache) runs.
+    #[tokio::test]
+    async fn a_token_of_a_retired_key_is_never_verified() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn AuthStore> =
+            Arc::new(SqliteStore::open(&dir.path().join("db")).await.unwrap());
+        let ring = KeyRing::open(store.clone(), &dir.path().join("keys"))
+            .await
+            .unwrap();
+        let fired = Arc::new(AtomicUsize::new(0));
+        let hook = fired.clone();
+        ring.on_key_retired(Box::new(move || {
+            hook.fetch_add(1, Ordering::SeqCst);
+        }));
+        let old_kid = ring.signing_kid();
+        let token = ring.sign(&claims());
+        ring.verify(&token, "i", "a").await.unwrap();
+
+        // Retired at once (`stockade keys rotate --retire-now`).
+        let new_kid = rotate(store.as_ref(), Duration::ZERO).await.unwrap();
+        ring.reload().await;
+        assert_eq!(ring.signing_kid(), new_kid);
+        assert_eq!(fired.load(Ordering::SeqCst), 1, "the hook ran once");
+        let published: Vec<String> = ring.jwks()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(published, vec![new_kid.clone()]);
+        assert_eq!(
+            ring.verify(&token, "i", "a").await.unwrap_err(),
+            TokenRejection::UnknownKey
+        );
+        assert_eq!(
+            ring.verify_ignoring_expiry(&token, "i", "a")
+                .await
+                .unwrap_err(),
+            TokenRejection::UnknownKey
+        );
+        let later = KeyRing::open(store.clone(), &dir.path().join("keys"))
+            .await
+            .unwrap();
+        assert_eq!(later.signing_kid(), new_kid);
+        assert_eq!(
+            later.verify(&token, "i", "a").await.unwrap_err(),
+            TokenRejection::UnknownKey
+        );
+        // The retired key is still in the store (its row), just not in force.
+        assert!(
+            store
+                .signing_keys()
+                .await
+                .unwrap()
+                .iter()
+                .any(|r| r.kid == old_kid && r.retire_at.is_some())
+        );
+        // The new key's tokens verify: the ring is not simply refusing all.
+        later
+            .verify(&later.sign(&claims()), "i", "a")
+            .await
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn an_unknown_key_is_refused_after_one_look() {
         let dir = tempfile::tempdir().unwrap();
