@@ -1,0 +1,175 @@
+//! `prompts/list`, `prompts/get` and `completion/complete`.
+
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer};
+use serde_json::{Value, json};
+use tracing::Instrument;
+
+use rmcp::model::{
+    CompleteRequestParams, CompleteResult, GetPromptRequestParams, GetPromptResponse,
+    GetPromptResult, ListPromptsResult, PaginatedRequestParams, Reference,
+};
+
+use super::results::{Target, call_record};
+use super::{StockadeMcp, convert, invalid_params, permitted, principal, timed};
+use crate::audit::redact_object;
+use crate::bindings::guest_prompts;
+use crate::runtime::{Op, OpOutput};
+
+impl StockadeMcp {
+    pub(super) async fn prompts_list(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        timed(
+            "prompts/list",
+            None,
+            async {
+                let snapshot = self.shared.catalog.snapshot();
+                let who = principal(&context);
+                let prompts: Vec<Value> = snapshot
+                    .plugins
+                    .values()
+                    .filter(|p| permitted(who.as_ref(), p))
+                    .flat_map(|p| p.code.prompts.iter().map(convert::prompt))
+                    .collect();
+                convert::to_rmcp(json!({ "prompts": prompts }))
+            },
+            |_| false,
+        )
+        .await
+    }
+
+    pub(super) async fn prompts_get(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        timed(
+            "prompts/get",
+            None,
+            async {
+                let name = request.name.as_str();
+                let snapshot = self.shared.catalog.snapshot();
+                let who = principal(&context);
+                let Some(plugin) = snapshot
+                    .plugins
+                    .values()
+                    .filter(|p| permitted(who.as_ref(), p))
+                    .find(|p| p.code.prompts.iter().any(|pr| pr.name == name))
+                    .cloned()
+                else {
+                    return Err(invalid_params(format!("unknown prompt `{name}`")));
+                };
+                let arguments: Vec<(String, String)> = request
+                    .arguments
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| {
+                        let v = match v {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        (k.clone(), v)
+                    })
+                    .collect();
+                let span = tracing::info_span!("prompt_get", prompt = %name, plugin = %plugin.name);
+                let report = self
+                    .run(
+                        &plugin,
+                        None,
+                        Op::GetPrompt {
+                            name,
+                            arguments: &arguments,
+                        },
+                        &context,
+                    )
+                    .instrument(span)
+                    .await;
+                let args_json = request
+                    .arguments
+                    .as_ref()
+                    .map(|a| serde_json::to_string(a).unwrap_or_default())
+                    .unwrap_or_else(|| "{}".into());
+                let record = call_record(
+                    Target::Prompt(name),
+                    &plugin,
+                    who.as_ref(),
+                    &args_json,
+                    request.arguments.as_ref().map(|a| redact_object(a, 2048)),
+                    &report,
+                );
+                self.record(record, report.denied, None, || format!("prompt `{name}`"))
+                    .await?;
+                match report.outcome {
+                    Ok(OpOutput::Prompt(Ok(p))) => {
+                        let result: GetPromptResult = convert::to_rmcp(convert::prompt_result(&p))?;
+                        Ok(GetPromptResponse::Complete(result))
+                    }
+                    Ok(OpOutput::Prompt(Err(guest_prompts::PromptError::InvalidArguments(m)))) => {
+                        Err(invalid_params(format!(
+                            "invalid arguments for prompt `{name}`: {m}"
+                        )))
+                    }
+                    Ok(OpOutput::Prompt(Err(guest_prompts::PromptError::UnknownPrompt(m)))) => {
+                        Err(invalid_params(format!("unknown prompt `{name}`: {m}")))
+                    }
+                    Ok(OpOutput::Prompt(Err(guest_prompts::PromptError::Failed(m)))) => Err(
+                        ErrorData::internal_error(format!("prompt `{name}` failed: {m}"), None),
+                    ),
+                    Ok(_) => Err(ErrorData::internal_error("unexpected plugin answer", None)),
+                    Err(f) => Err(ErrorData::internal_error(
+                        format!("plugin `{}` failed rendering `{name}`: {f}", plugin.name),
+                        None,
+                    )),
+                }
+            },
+            |_| false,
+        )
+        .await
+    }
+
+    /// Completions: the host knows every prompt and template but plugins
+    /// cannot offer values yet, so a known reference gets an empty list.
+    pub(super) async fn completion_complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        timed(
+            "completion/complete",
+            None,
+            async {
+                let snapshot = self.shared.catalog.snapshot();
+                let who = principal(&context);
+                let visible = || {
+                    snapshot
+                        .plugins
+                        .values()
+                        .filter(|p| permitted(who.as_ref(), p))
+                };
+                let known = match &request.r#ref {
+                    Reference::Prompt(p) => {
+                        visible().any(|pl| pl.code.prompts.iter().any(|q| q.name == p.name))
+                    }
+                    Reference::Resource(r) => visible().any(|pl| {
+                        pl.code
+                            .resource_templates
+                            .iter()
+                            .any(|t| t.uri_template == r.uri)
+                    }),
+                    _ => false,
+                };
+                if !known {
+                    return Err(invalid_params(
+                        "completion/complete: no such prompt or resource template".into(),
+                    ));
+                }
+                Ok(CompleteResult::default())
+            },
+            |_| false,
+        )
+        .await
+    }
+}
