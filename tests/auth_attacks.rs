@@ -861,6 +861,11 @@ async fn per_subject_rate_limit_answers_429_with_headers() {
     );
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=20).contains(&retry), "{retry}");
+    // Issue 19: a JSON-RPC error answering this very request, with Stockade's
+    // own code (outside the range JSON-RPC and MCP reserve).
+    let body = r.json();
+    assert_eq!(body["id"], initialize()["id"], "{body}");
+    assert_eq!(body["error"]["code"], -31429, "{body}");
     assert_audited(
         &host.data_dir(),
         "request_denied",
@@ -914,7 +919,38 @@ async fn an_mcp_session_belongs_to_the_user_and_client_that_opened_it() {
     ] {
         let r = o.in_session(method.clone(), &bob.access, &sid, body).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{method}: {}", r.body);
+        if method == Method::POST {
+            // Issue 19: a JSON-RPC error answering the request.
+            let e = r.json();
+            assert_eq!(
+                (e["id"].clone(), e["error"]["code"].clone()),
+                (list["id"].clone(), json!(-32600)),
+                "{e}"
+            );
+        }
     }
+    // Issue 19: a 2026-07-28 request stands alone; a session id it carries is
+    // ignored (bob is served as himself, statelessly), never used.
+    let mut modern = list.clone();
+    modern["params"]["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let r = reqwest::Client::new()
+        .post(format!("{}/mcp", o.base))
+        .bearer_auth(&bob.access)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/list")
+        .json(&modern)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers().get("mcp-session-id").is_none(), "no session");
+    let body = r.text().await.unwrap();
+    assert!(body.contains("greet"), "{body}");
     assert_audited(
         &host.data_dir(),
         "request_denied",

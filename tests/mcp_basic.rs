@@ -1271,77 +1271,258 @@ async fn rpc_answer(r: reqwest::Response) -> Value {
     serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON-RPC ({e}): {body}"))
 }
 
-/// Issue 19: MCP 2026-07-28 requires `resultType` on every result (the official
-/// Python SDK rejects a `tools/list` without it); 2025-11-25 results keep the
-/// shape they had, without it.
+/// Every JSON-RPC message of a Streamable HTTP answer, in order (one JSON
+/// body, or the events of an SSE stream).
+async fn rpc_messages(r: reqwest::Response) -> Vec<Value> {
+    let body = r.text().await.unwrap();
+    let events: Vec<Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("not JSON ({e}): {d}")))
+        .collect();
+    if events.is_empty() {
+        vec![serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))]
+    } else {
+        events
+    }
+}
+
+/// A 2026-07-28 request (no session; `_meta` says who the client is, and
+/// `extra` adds to it), with the standard headers.
+async fn modern(
+    url: &str,
+    id: u64,
+    method: &str,
+    params: &Value,
+    extra: Value,
+) -> reqwest::Response {
+    let mut params = params.clone();
+    let mut meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw-client", "version": "1.2"},
+    });
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        meta[k] = v.clone();
+    }
+    params["_meta"] = meta;
+    let mut rq = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", method);
+    if let Some(name) = params
+        .get("name")
+        .or(params.get("uri"))
+        .and_then(Value::as_str)
+    {
+        rq = rq.header("mcp-name", name);
+    }
+    rq.json(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Issue 19: each era gets its results' shape. MCP 2026-07-28 requires
+/// `resultType` on every result (the official Python SDK rejects a
+/// `tools/list` without it), names the server in every result's `_meta`, and
+/// puts caching hints on lists and reads: public for a minute when every
+/// caller sees the same list, private and at once stale for a resource's
+/// contents (plugin code may answer each caller differently). 2025-11-25
+/// results keep the shape they had. The audit line of each call says which
+/// revision and which client.
 #[tokio::test(flavor = "multi_thread")]
 async fn each_era_gets_its_result_shape() {
     let host = HostBuilder::new()
         .plugin(&test_plugin("kitchen-sink"), "kitchen")
         .start();
+    // (method, params, caching hints expected)
     let requests = [
-        ("tools/list", json!({})),
+        ("tools/list", json!({}), Some((60000, "public"))),
         (
             "tools/call",
             json!({"name": "touch", "arguments": {"uri": "kitchen://readme"}}),
+            None,
         ),
-        ("resources/list", json!({})),
-        ("resources/templates/list", json!({})),
-        ("resources/read", json!({"uri": "kitchen://readme"})),
-        ("prompts/list", json!({})),
+        ("resources/list", json!({}), Some((60000, "public"))),
+        (
+            "resources/templates/list",
+            json!({}),
+            Some((60000, "public")),
+        ),
+        (
+            "resources/read",
+            json!({"uri": "kitchen://readme"}),
+            Some((0, "private")),
+        ),
+        ("prompts/list", json!({}), Some((60000, "public"))),
         (
             "prompts/get",
             json!({"name": "kitchen_greeting", "arguments": {"name": "Ann"}}),
+            None,
         ),
     ];
-    let http = reqwest::Client::new();
-    for (i, (method, params)) in requests.iter().enumerate() {
-        let mut params = params.clone();
-        params["_meta"] = json!({
-            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities": {},
-            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
-        });
-        let mut rq = http
-            .post(host.mcp_url())
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2026-07-28")
-            .header("mcp-method", *method);
-        if let Some(name) = params.get("name").and_then(Value::as_str) {
-            rq = rq.header("mcp-name", name);
-        }
-        if let Some(uri) = params.get("uri").and_then(Value::as_str) {
-            rq = rq.header("mcp-name", uri);
-        }
-        let r = rq
-            .json(&json!({"jsonrpc": "2.0", "id": i + 1, "method": method, "params": params}))
-            .send()
-            .await
-            .unwrap();
+    for (i, (method, params, cache)) in requests.iter().enumerate() {
+        let r = modern(&host.mcp_url(), i as u64 + 1, method, params, json!({})).await;
         let answer = rpc_answer(r).await;
+        let result = &answer["result"];
         assert_eq!(
-            answer["result"]["resultType"], "complete",
+            result["resultType"], "complete",
             "{method} (2026-07-28): {answer}"
         );
+        let info = &result["_meta"]["io.modelcontextprotocol/serverInfo"];
+        assert_eq!(info["name"], "stockade", "{method}: {answer}");
+        assert_eq!(
+            info["version"],
+            env!("CARGO_PKG_VERSION"),
+            "{method}: {answer}"
+        );
+        match cache {
+            Some((ttl, scope)) => {
+                assert_eq!(result["ttlMs"], *ttl, "{method}: {answer}");
+                assert_eq!(result["cacheScope"], *scope, "{method}: {answer}");
+            }
+            None => assert!(result.get("ttlMs").is_none(), "{method}: {answer}"),
+        }
     }
+    let discover = rpc_answer(
+        modern(
+            &host.mcp_url(),
+            50,
+            "server/discover",
+            &json!({}),
+            json!({}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (
+            discover["result"]["ttlMs"].clone(),
+            discover["result"]["cacheScope"].clone()
+        ),
+        (json!(3_600_000), json!("public")),
+        "{discover}"
+    );
     let legacy = common::RawSession::open(&host.mcp_url()).await;
-    for (i, (method, params)) in requests.iter().enumerate() {
+    for (i, (method, params, _)) in requests.iter().enumerate() {
         let answer = rpc_answer(
             legacy
                 .post(json!({"jsonrpc": "2.0", "id": i + 10, "method": method, "params": params}))
                 .await,
         )
         .await;
+        let result = &answer["result"];
+        assert!(result.is_object(), "{method} (2025-11-25): {answer}");
+        for field in ["resultType", "ttlMs", "cacheScope"] {
+            assert!(
+                result.get(field).is_none(),
+                "{method} (2025-11-25) {field}: {answer}"
+            );
+        }
         assert!(
-            answer["result"].is_object(),
-            "{method} (2025-11-25): {answer}"
-        );
-        assert!(
-            answer["result"].get("resultType").is_none(),
+            result
+                .pointer("/_meta/io.modelcontextprotocol~1serverInfo")
+                .is_none(),
             "{method} (2025-11-25): {answer}"
         );
     }
+    // The audit log: the modern call says 2026-07-28 and its client, the
+    // legacy one 2025-11-25 (the session's revision) and the session's client.
+    let calls = common::audit_events(&host, "tool_call");
+    let tools: Vec<&Value> = calls.iter().filter(|c| c["target"] == "touch").collect();
+    assert_eq!(tools.len(), 2, "{calls:?}");
+    assert_eq!(tools[0]["protocol"], "2026-07-28", "{}", tools[0]);
+    assert_eq!(tools[0]["client"], "raw-client/1.2", "{}", tools[0]);
+    assert_eq!(tools[1]["protocol"], "2025-11-25", "{}", tools[1]);
+    assert!(tools[1]["client"].is_string(), "{}", tools[1]);
+}
+
+/// Issue 19: a 2026-07-28 request gets log messages only when it asks, at its
+/// own level and above (`io.modelcontextprotocol/logLevel`); a value that is
+/// not a level is refused (-32602); `logging/setLevel` does not exist
+/// for it (-32601). A legacy session still sets its level with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn modern_requests_get_the_log_messages_they_ask_for() {
+    let host = HostBuilder::new()
+        .plugin(&test_plugin("kitchen-sink"), "kitchen")
+        .start();
+    let url = host.mcp_url();
+    let call = json!({"name": "log_and_progress", "arguments": {}});
+    let logs = |messages: &[Value]| {
+        messages
+            .iter()
+            .filter(|m| m["method"] == "notifications/message")
+            .count()
+    };
+    // The tool logs three `info` lines.
+    for (level, expected) in [
+        (None, 0),
+        (Some("debug"), 3),
+        (Some("info"), 3),
+        (Some("warning"), 0),
+    ] {
+        let extra = level.map_or(
+            json!({}),
+            |l| json!({"io.modelcontextprotocol/logLevel": l}),
+        );
+        let messages = rpc_messages(modern(&url, 1, "tools/call", &call, extra).await).await;
+        assert_eq!(logs(&messages), expected, "level {level:?}: {messages:?}");
+        let last = messages.last().unwrap();
+        assert_eq!(
+            last["result"]["content"][0]["text"], "logged and reported 3 steps",
+            "{last}"
+        );
+    }
+    let r = modern(
+        &url,
+        2,
+        "tools/call",
+        &call,
+        json!({"io.modelcontextprotocol/logLevel": "loud"}),
+    )
+    .await;
+    let e = rpc_answer(r).await;
+    assert_eq!(e["error"]["code"], -32602, "{e}");
+    assert_eq!(e["id"], 2, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a log level"),
+        "{e}"
+    );
+    let r = modern(
+        &url,
+        3,
+        "logging/setLevel",
+        &json!({"level": "debug"}),
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(rpc_answer(r).await["error"]["code"], -32601);
+
+    let legacy = common::RawSession::open(&url).await;
+    let set = legacy
+        .post(json!({"jsonrpc": "2.0", "id": 4, "method": "logging/setLevel", "params": {"level": "warning"}}))
+        .await;
+    assert!(rpc_answer(set).await["result"].is_object());
+    let messages = rpc_messages(
+        legacy
+            .post(json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": call}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        logs(&messages),
+        0,
+        "the session's level holds: {messages:?}"
+    );
 }
 
 /// Issue 18.8: the host checks every call's arguments against the tool's
@@ -1578,4 +1759,48 @@ async fn subscriptions_are_bounded_per_session_and_per_subject() {
     assert!(a["result"].is_object(), "{a}");
     let a = subscribe(&sessions[4], uri(4, 0), 204).await;
     assert!(a["result"].is_object(), "{a}");
+}
+
+/// Issue 19: a 2026-07-28 client mirrors a tool's `x-mcp-header` properties
+/// into `Mcp-Param-*` headers, and the host checks them against the body
+/// (-32020, HTTP 400, on a mismatch or a missing header): a proxy routing on
+/// the header cannot be told something the tool never sees.
+#[tokio::test(flavor = "multi_thread")]
+async fn param_headers_must_match_the_body() {
+    let host = HostBuilder::new()
+        .plugin(&test_plugin("conformance"), "conformance")
+        .start();
+    let url = host.mcp_url();
+    let params = json!({"name": "test_header_param", "arguments": {"region": "us-west1"}});
+    let send = |region: Option<&'static str>| {
+        let mut body = params.clone();
+        body["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+        });
+        let mut rq = reqwest::Client::new()
+            .post(&url)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "test_header_param");
+        if let Some(r) = region {
+            rq = rq.header("mcp-param-region", r);
+        }
+        rq.json(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": body}))
+            .send()
+    };
+    let ok = send(Some("us-west1")).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(
+        rpc_answer(ok).await["result"]["content"][0]["text"],
+        "region: us-west1"
+    );
+    for region in [None, Some("eu-central1")] {
+        let r = send(region).await.unwrap();
+        assert_eq!(r.status(), 400, "{region:?}");
+        let e = rpc_answer(r).await;
+        assert_eq!(e["error"]["code"], -32020, "{region:?}: {e}");
+        assert_eq!(e["id"], 9, "{e}");
+    }
 }

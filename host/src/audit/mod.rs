@@ -174,6 +174,13 @@ pub struct ToolCallRecord {
     pub fuel: u64,
     /// Log and progress messages dropped for exceeding the call's budget.
     pub dropped_notifications: u64,
+    /// The MCP revision the request spoke (`2026-07-28`, `2025-11-25`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// The client's self-description, `name/version` (self-reported: a hint
+    /// for the reader, never proof of anything).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 /// Errors opening or writing the audit log.

@@ -31,6 +31,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::envelope;
 use super::keys::TokenRejection;
 use super::ratelimit::Decision;
 use super::sessions::SessionCheck;
@@ -141,14 +142,8 @@ fn json_error(status: StatusCode, error: &str, description: &str) -> Response {
         .into_response()
 }
 
-fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> Response {
-    (
-        status,
-        axum::Json(
-            json!({ "jsonrpc": "2.0", "id": null, "error": { "code": code, "message": message } }),
-        ),
-    )
-        .into_response()
+fn jsonrpc_error(status: StatusCode, id: &Value, code: i64, message: &str) -> Response {
+    envelope::jsonrpc_error(status, id, code, message)
 }
 
 /// A 401 with the challenge (and `error`, when a token was wrong).
@@ -179,33 +174,62 @@ pub async fn gate(State(g): State<BearerGate>, req: Request, next: Next) -> Resp
         return refused;
     }
     if auth.mode == AuthMode::None {
-        return next.run(Request::from_parts(parts, body)).await;
+        let resp = next.run(Request::from_parts(parts, body)).await;
+        return envelope::plain_errors_as_jsonrpc(resp, &Value::Null).await;
     }
     let principal = match bearer_principal(auth, &parts, &ip).await {
         Ok(p) => p,
         Err(refused) => return refused,
     };
-    let session = session_id(&parts);
-    if let Some(id) = &session
-        && let Err(refused) = check_session(auth, id, &principal, &ip).await
-    {
-        return refused;
-    }
-    let rate = match rate_limit(auth, &parts, &principal, &ip).await {
-        Ok(d) => d,
-        Err(refused) => return refused,
-    };
-    let body = if parts.method == Method::POST {
-        match checked_body(&g, body, &principal, &ip).await {
-            Ok(b) => b,
+    // The body first (bounded): what it is decides the session check, and
+    // every refusal after this names the request it refuses.
+    let (body, message) = if parts.method == Method::POST {
+        match read_message(&g, body, &principal, &ip).await {
+            Ok((b, m)) => (b, Some(m)),
             Err(refused) => return refused,
         }
     } else {
-        body
+        (body, None)
     };
+    let id = message
+        .as_ref()
+        .and_then(|m| m.get("id"))
+        .filter(|id| id.is_string() || id.is_number())
+        .cloned()
+        .unwrap_or(Value::Null);
+    // A 2026-07-28 request stands alone: a session id it carries means
+    // nothing (the spec says to ignore it) and is dropped here, so no session
+    // is ever reached without its owner's check.
+    if message.as_ref().is_some_and(envelope::is_stateless_request) {
+        parts.headers.remove(SESSION_HEADER);
+    }
+    let session = session_id(&parts);
+    if let Some(sid) = &session
+        && let Err(refused) = check_session(auth, sid, &principal, &ip, &id).await
+    {
+        return refused;
+    }
+    let rate = match rate_limit(auth, &parts, &principal, &ip, &id).await {
+        Ok(d) => d,
+        Err(refused) => return refused,
+    };
+    if let Some(m) = &message
+        && let Some((tool, scope)) = missing_scope(m, &principal, &g.scopes)
+    {
+        auth.deny(
+            StatusCode::FORBIDDEN,
+            format!("insufficient scope: tool `{tool}` needs scope `{scope}`"),
+            PATH,
+            &ip,
+            Some(principal.subject.clone()),
+        )
+        .await;
+        return insufficient_scope(auth, &principal, &tool, &scope);
+    }
     let method = parts.method.clone();
     parts.extensions.insert(principal.clone());
-    let mut resp = next.run(Request::from_parts(parts, body)).await;
+    let resp = next.run(Request::from_parts(parts, body)).await;
+    let mut resp = envelope::plain_errors_as_jsonrpc(resp, &id).await;
     // Owned values only across the await (a `Response` is not `Sync`).
     let created = resp
         .headers()
@@ -334,6 +358,7 @@ async fn check_session(
     id: &str,
     principal: &Principal,
     ip: &str,
+    request_id: &Value,
 ) -> Result<(), Response> {
     let reason = match auth.sessions.check(id, principal).await {
         SessionCheck::Owner => return Ok(()),
@@ -348,7 +373,12 @@ async fn check_session(
         Some(principal.subject.clone()),
     )
     .await;
-    Err((StatusCode::NOT_FOUND, "Not Found: Session not found").into_response())
+    Err(jsonrpc_error(
+        StatusCode::NOT_FOUND,
+        request_id,
+        envelope::INVALID_REQUEST,
+        "Session not found: start a new one with initialize",
+    ))
 }
 
 /// Binds a session `initialize` just created to its caller; forgets one that
@@ -384,6 +414,7 @@ async fn rate_limit(
     req: &Parts,
     principal: &Principal,
     ip: &str,
+    id: &Value,
 ) -> Result<Option<Decision>, Response> {
     let Some(limiter) = &auth.mcp_limit else {
         return Ok(None);
@@ -398,7 +429,8 @@ async fn rate_limit(
             tracing::error!("rate limit: the shared count failed: {e}");
             return Err(jsonrpc_error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                -32000,
+                id,
+                envelope::UNAVAILABLE,
                 "the rate limit cannot be checked right now; retry shortly",
             ));
         }
@@ -416,21 +448,22 @@ async fn rate_limit(
     .await;
     let mut r = jsonrpc_error(
         StatusCode::TOO_MANY_REQUESTS,
-        -32000,
+        id,
+        envelope::RATE_LIMITED,
         "rate limit exceeded; retry later",
     );
     d.apply(r.headers_mut());
     Err(r)
 }
 
-/// Reads a POST body (bounded), checks it is JSON and that every `tools/call`
-/// in it is within the token's scopes.
-async fn checked_body(
+/// Reads a POST body (bounded) and checks it is JSON: the body to pass on
+/// and the message it holds.
+async fn read_message(
     g: &BearerGate,
     body: Body,
     principal: &Principal,
     ip: &str,
-) -> Result<Body, Response> {
+) -> Result<(Body, Value), Response> {
     let auth = &g.auth;
     let subject = Some(principal.subject.clone());
     let bytes = match read_body(body, g.max_body).await {
@@ -446,14 +479,19 @@ async fn checked_body(
             .await;
             return Err(jsonrpc_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                -32600,
-                "request body too large",
+                &Value::Null,
+                envelope::INVALID_REQUEST,
+                &format!(
+                    "request body too large: at most {} KiB (max_body_kib)",
+                    g.max_body >> 10
+                ),
             ));
         }
         Err(BodyError::Unreadable) => {
             return Err(jsonrpc_error(
                 StatusCode::BAD_REQUEST,
-                -32700,
+                &Value::Null,
+                envelope::PARSE_ERROR,
                 "unreadable request body",
             ));
         }
@@ -469,22 +507,12 @@ async fn checked_body(
         .await;
         return Err(jsonrpc_error(
             StatusCode::BAD_REQUEST,
-            -32700,
+            &Value::Null,
+            envelope::PARSE_ERROR,
             "parse error: the body is not JSON",
         ));
     };
-    if let Some((tool, scope)) = missing_scope(&message, principal, &g.scopes) {
-        auth.deny(
-            StatusCode::FORBIDDEN,
-            format!("insufficient scope: tool `{tool}` needs scope `{scope}`"),
-            PATH,
-            ip,
-            subject,
-        )
-        .await;
-        return Err(insufficient_scope(auth, principal, &tool, &scope));
-    }
-    Ok(Body::from(bytes))
+    Ok((Body::from(bytes), message))
 }
 
 /// The 403 `insufficient_scope` challenge naming the scopes to ask for.

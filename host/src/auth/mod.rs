@@ -39,6 +39,7 @@
 pub mod authorize;
 pub mod bearer;
 pub mod cimd;
+pub mod envelope;
 pub mod external;
 pub mod first_run;
 pub mod keyring;

@@ -2,10 +2,12 @@
 //! stopping on cancellation or disconnection, and its audit record.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU8;
 
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer};
 
+use super::era::Era;
 use super::{McpLink, ReplyRoute, StockadeMcp, client_gone, cut_off};
 use crate::audit::{AuditEvent, ToolCallRecord};
 use crate::call::CallContext;
@@ -25,6 +27,7 @@ impl StockadeMcp {
         tool: Option<&str>,
         op: Op<'_>,
         rq: &RequestContext<RoleServer>,
+        log_level: Arc<AtomicU8>,
     ) -> crate::runtime::CallReport {
         let started = std::time::Instant::now();
         let route = self.shared.shared_store.get().and_then(|(store, host)| {
@@ -45,7 +48,7 @@ impl StockadeMcp {
             McpLink::new(
                 rq.peer.clone(),
                 rq.meta.get_progress_token(),
-                self.log_level.clone(),
+                log_level,
                 plugin.clone(),
                 self.shared.sessions.clone(),
             )
@@ -121,6 +124,22 @@ impl StockadeMcp {
     /// The figures count the operation under `metered` when given (a resource
     /// read under its plugin's template, not the client's URI: a caller must
     /// not grow `metrics.db` one URI at a time), else under its target.
+    /// The minimum level of the log notifications a call of this request
+    /// sends: the session's (`logging/setLevel`) for a legacy request, the
+    /// request's own `_meta` level for a modern one (none when it names none;
+    /// `-32602` when it names something that is not a level).
+    pub(super) fn log_level_for(
+        &self,
+        era: &Era,
+        rq: &RequestContext<RoleServer>,
+    ) -> Result<Arc<AtomicU8>, ErrorData> {
+        if era.modern {
+            Ok(Arc::new(AtomicU8::new(super::era::request_log_level(rq)?)))
+        } else {
+            Ok(self.log_level.clone())
+        }
+    }
+
     pub(super) async fn record(
         &self,
         record: ToolCallRecord,

@@ -11,6 +11,7 @@
 
 mod conform;
 pub mod convert;
+mod era;
 mod invoke;
 mod link;
 mod prompts;
@@ -23,11 +24,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult,
-    GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
+    CacheScope, CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult,
+    DiscoverResult, GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
     ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
-    SetLevelRequestParams, SubscribeRequestParams, UnsubscribeRequestParams,
+    SetLevelRequestMethod, SetLevelRequestParams, SubscribeRequestParams, Tool,
+    UnsubscribeRequestParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -154,6 +156,12 @@ fn permitted(who: Option<&Principal>, plugin: &Plugin) -> bool {
     }
 }
 
+/// The caching hints of a list from `snapshot`: public when every caller sees
+/// the same list (no plugin being served needs a scope), else private.
+fn list_cache(snapshot: &crate::plugins::Snapshot) -> era::Cache {
+    era::Cache::list(snapshot.plugins.values().all(|p| p.policy.scope.is_none()))
+}
+
 fn invalid_params(message: String) -> ErrorData {
     ErrorData::invalid_params(message, None)
 }
@@ -176,6 +184,29 @@ impl ServerHandler for StockadeMcp {
             )
     }
 
+    /// A tool's declared input schema, for rmcp's check of a 2026-07-28
+    /// request's `Mcp-Param-*` headers against its `x-mcp-header` properties
+    /// (the schema is shared, not copied: this is on every call's path).
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        let snapshot = self.shared.catalog.snapshot();
+        let (plugin, index) = snapshot.tools.get(name)?;
+        let schema = plugin.schemas.get(*index)?;
+        Some(Tool::new(name.to_owned(), "", schema.declared_input()))
+    }
+
+    /// `server/discover`: the same for every caller, so cacheable by anyone.
+    async fn discover(
+        &self,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<DiscoverResult, ErrorData> {
+        Ok(DiscoverResult::from_server_info(
+            self.supported_protocol_versions().into_owned(),
+            self.get_info(),
+        )
+        .with_ttl_ms(era::DISCOVER_TTL_MS)
+        .with_cache_scope(CacheScope::Public))
+    }
+
     async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
         self.shared
             .sessions
@@ -185,8 +216,12 @@ impl ServerHandler for StockadeMcp {
     async fn set_level(
         &self,
         request: SetLevelRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        // Gone in 2026-07-28: a modern request names its level in its `_meta`.
+        if era::Era::of(&context).modern {
+            return Err(ErrorData::method_not_found::<SetLevelRequestMethod>());
+        }
         let level = serde_json::to_value(request.level)
             .ok()
             .and_then(|v| v.as_str().map(link::level_index))

@@ -10,8 +10,9 @@ use rmcp::model::{
     GetPromptResult, ListPromptsResult, PaginatedRequestParams, Reference,
 };
 
+use super::era::Era;
 use super::results::{Target, call_record};
-use super::{StockadeMcp, convert, invalid_params, permitted, principal, timed};
+use super::{StockadeMcp, convert, invalid_params, list_cache, permitted, principal, timed};
 use crate::audit::redact_object;
 use crate::bindings::guest_prompts;
 use crate::runtime::{Op, OpOutput};
@@ -34,7 +35,9 @@ impl StockadeMcp {
                     .filter(|p| permitted(who.as_ref(), p))
                     .flat_map(|p| p.code.prompts.iter().map(convert::prompt))
                     .collect();
-                convert::to_rmcp(json!({ "prompts": prompts }))
+                let mut list = json!({ "prompts": prompts });
+                Era::of(&context).stamp(&mut list, Some(list_cache(&snapshot)));
+                convert::to_rmcp(list)
             },
             |_| false,
         )
@@ -74,6 +77,8 @@ impl StockadeMcp {
                         (k.clone(), v)
                     })
                     .collect();
+                let era = Era::of(&context);
+                let log = self.log_level_for(&era, &context)?;
                 let span = tracing::info_span!("prompt_get", prompt = %name, plugin = %plugin.name);
                 let report = self
                     .run(
@@ -84,6 +89,7 @@ impl StockadeMcp {
                             arguments: &arguments,
                         },
                         &context,
+                        log,
                     )
                     .instrument(span)
                     .await;
@@ -93,6 +99,7 @@ impl StockadeMcp {
                     .map(|a| serde_json::to_string(a).unwrap_or_default())
                     .unwrap_or_else(|| "{}".into());
                 let record = call_record(
+                    &era,
                     Target::Prompt(name),
                     &plugin,
                     who.as_ref(),
@@ -104,7 +111,9 @@ impl StockadeMcp {
                     .await?;
                 match report.outcome {
                     Ok(OpOutput::Prompt(Ok(p))) => {
-                        let result: GetPromptResult = convert::to_rmcp(convert::prompt_result(&p))?;
+                        let mut rendered = convert::prompt_result(&p);
+                        era.stamp(&mut rendered, None);
+                        let result: GetPromptResult = convert::to_rmcp(rendered)?;
                         Ok(GetPromptResponse::Complete(result))
                     }
                     Ok(OpOutput::Prompt(Err(guest_prompts::PromptError::InvalidArguments(m)))) => {
@@ -166,7 +175,10 @@ impl StockadeMcp {
                         "completion/complete: no such prompt or resource template".into(),
                     ));
                 }
-                Ok(CompleteResult::default())
+                let mut none = serde_json::to_value(CompleteResult::default())
+                    .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+                Era::of(&context).stamp(&mut none, None);
+                convert::to_rmcp(none)
             },
             |_| false,
         )

@@ -12,8 +12,11 @@ use rmcp::model::{
     UnsubscribeRequestParams,
 };
 
+use super::era::{Cache, Era};
 use super::results::{Target, call_record, metered_resource};
-use super::{StockadeMcp, convert, invalid_params, permitted, principal, sessions, timed};
+use super::{
+    StockadeMcp, convert, invalid_params, list_cache, permitted, principal, sessions, timed,
+};
 use crate::bindings::guest_resources;
 use crate::runtime::{Op, OpOutput};
 
@@ -35,7 +38,9 @@ impl StockadeMcp {
                     .filter(|p| permitted(who.as_ref(), p))
                     .flat_map(|p| p.code.resources.iter().map(convert::resource))
                     .collect();
-                convert::to_rmcp(json!({ "resources": resources }))
+                let mut list = json!({ "resources": resources });
+                Era::of(&context).stamp(&mut list, Some(list_cache(&snapshot)));
+                convert::to_rmcp(list)
             },
             |_| false,
         )
@@ -64,7 +69,9 @@ impl StockadeMcp {
                             .map(convert::resource_template)
                     })
                     .collect();
-                convert::to_rmcp(json!({ "resourceTemplates": templates }))
+                let mut list = json!({ "resourceTemplates": templates });
+                Era::of(&context).stamp(&mut list, Some(list_cache(&snapshot)));
+                convert::to_rmcp(list)
             },
             |_| false,
         )
@@ -102,12 +109,15 @@ impl StockadeMcp {
                 let Some(plugin) = owner else {
                     return Err(not_found());
                 };
+                let era = Era::of(&context);
+                let log = self.log_level_for(&era, &context)?;
                 let span = tracing::info_span!("resource_read", %uri, plugin = %plugin.name);
                 let report = self
-                    .run(&plugin, None, Op::ReadResource { uri }, &context)
+                    .run(&plugin, None, Op::ReadResource { uri }, &context, log)
                     .instrument(span)
                     .await;
                 let record = call_record(
+                    &era,
                     Target::Resource(uri),
                     &plugin,
                     who.as_ref(),
@@ -124,8 +134,9 @@ impl StockadeMcp {
                     Ok(OpOutput::Resource(Ok(contents))) => {
                         let contents: Vec<Value> =
                             contents.iter().map(convert::resource_contents).collect();
-                        let result: ReadResourceResult =
-                            convert::to_rmcp(json!({ "contents": contents }))?;
+                        let mut read = json!({ "contents": contents });
+                        era.stamp(&mut read, Some(Cache::private()));
+                        let result: ReadResourceResult = convert::to_rmcp(read)?;
                         Ok(ReadResourceResponse::Complete(result))
                     }
                     Ok(OpOutput::Resource(Err(guest_resources::ResourceError::NotFound(_)))) => {

@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use super::convert;
+use super::era::Era;
 use crate::audit::{ToolCallRecord, sha256_hex};
 use crate::auth::Principal;
 use crate::bindings::{guest_prompts, guest_resources, guest_tools};
@@ -19,6 +20,7 @@ pub(super) enum Target<'a> {
 /// The audit record of one plugin operation (tool call, resource read, prompt
 /// rendering): who, what, with which arguments, and how it ended.
 pub(super) fn call_record(
+    era: &Era,
     target: Target<'_>,
     plugin: &Plugin,
     who: Option<&Principal>,
@@ -45,6 +47,8 @@ pub(super) fn call_record(
         duration_us: report.duration.as_micros() as u64,
         fuel: report.fuel_used,
         dropped_notifications: report.notify_dropped,
+        protocol: Some(era.revision()),
+        client: era.client_label(),
         ..Default::default()
     };
     let short = |m: &str| Some(m.chars().take(300).collect::<String>());

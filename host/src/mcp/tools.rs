@@ -10,8 +10,11 @@ use rmcp::model::{
     PaginatedRequestParams,
 };
 
+use super::era::Era;
 use super::results::{Target, call_record, tool_result};
-use super::{StockadeMcp, conform, convert, invalid_params, permitted, principal, timed};
+use super::{
+    StockadeMcp, conform, convert, invalid_params, list_cache, permitted, principal, timed,
+};
 use crate::audit::redact_object;
 use crate::bindings::guest_tools;
 use crate::runtime::Op;
@@ -33,7 +36,9 @@ impl StockadeMcp {
                     .filter(|(p, _)| permitted(who.as_ref(), p))
                     .map(|(_, t)| convert::tool(t))
                     .collect();
-                convert::to_rmcp(json!({ "tools": tools }))
+                let mut list = json!({ "tools": tools });
+                Era::of(&context).stamp(&mut list, Some(list_cache(&snapshot)));
+                convert::to_rmcp(list)
             },
             |_| false,
         )
@@ -79,6 +84,8 @@ impl StockadeMcp {
                         None,
                     ));
                 };
+                let era = Era::of(&context);
+                let log = self.log_level_for(&era, &context)?;
                 let span = tracing::info_span!(
                     "tool_call",
                     tool = %name,
@@ -109,7 +116,7 @@ impl StockadeMcp {
                             arguments: &arguments,
                             caller: &caller,
                         };
-                        self.run(&plugin, Some(name), op, &context)
+                        self.run(&plugin, Some(name), op, &context, log)
                             .instrument(span)
                             .await
                     }
@@ -117,6 +124,7 @@ impl StockadeMcp {
                 let mut json = tool_result(name, &plugin, &report.outcome);
                 let mismatch = conform::enforce_output(schema, name, &plugin.name, &mut json);
                 let mut record = call_record(
+                    &era,
                     Target::Tool(name),
                     &plugin,
                     who.as_ref(),
@@ -133,6 +141,7 @@ impl StockadeMcp {
                 self.record(record, report.denied, None, || format!("tool `{name}`"))
                     .await?;
                 convert::add_host_refusals(&mut json, &report.denials);
+                era.stamp(&mut json, None);
                 let result: CallToolResult = convert::to_rmcp(json)?;
                 Ok(CallToolResponse::Complete(result))
             },

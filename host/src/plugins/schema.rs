@@ -12,6 +12,14 @@
 //! A schema never makes the host reach out: a `$ref` to anything outside the
 //! schema itself (a URL, a file) is refused at load. `format` is an annotation,
 //! as 2020-12 says, and is not checked.
+//!
+//! MCP 2026-07-28's `x-mcp-header` annotations (a property a client mirrors
+//! into an `Mcp-Param-*` header) are checked at load as the revision requires
+//! (a non-empty HTTP token, unique regardless of case, on a string, integer
+//! or boolean property reached from the root through `properties` alone): a
+//! client must drop a tool that breaks these rules, so such a plugin is
+//! refused, naming the property. rmcp checks each request's headers against
+//! the schema ([`ToolSchema::declared_input`]).
 
 use std::fmt::{self, Write as _};
 
@@ -75,6 +83,14 @@ pub enum SchemaError {
         /// The tool.
         tool: String,
     },
+    /// An `x-mcp-header` annotation breaks MCP's rules for it.
+    #[error("tool `{tool}`: input schema: {reason}")]
+    ParamHeader {
+        /// The tool.
+        tool: String,
+        /// What is wrong, naming the property.
+        reason: String,
+    },
     /// The schema is not a valid JSON Schema for its draft, or it refers to
     /// something outside itself.
     #[error("tool `{tool}`: {side} schema is not a usable JSON Schema: {reason}")]
@@ -113,6 +129,8 @@ impl ToolSchemas {
 pub struct ToolSchema {
     input: Check,
     output: Option<Check>,
+    /// The input schema as declared (for `Mcp-Param-*` header checks).
+    declared: std::sync::Arc<serde_json::Map<String, Value>>,
 }
 
 impl ToolSchema {
@@ -125,7 +143,14 @@ impl ToolSchema {
                 tool: tool.to_owned(),
             });
         }
+        if let Err(reason) = check_param_headers(&schema) {
+            return Err(SchemaError::ParamHeader {
+                tool: tool.to_owned(),
+                reason,
+            });
+        }
         let input = Check::compile(tool, Side::Input, &schema)?;
+        let declared = std::sync::Arc::new(schema.as_object().cloned().unwrap_or_default());
         let output = match output {
             None => None,
             Some(text) => {
@@ -138,7 +163,16 @@ impl ToolSchema {
                 Some(Check::compile(tool, Side::Output, &schema)?)
             }
         };
-        Ok(Self { input, output })
+        Ok(Self {
+            input,
+            output,
+            declared,
+        })
+    }
+
+    /// The input schema as the tool declares it.
+    pub fn declared_input(&self) -> std::sync::Arc<serde_json::Map<String, Value>> {
+        self.declared.clone()
     }
 
     /// Checks a call's arguments (absent arguments are `{}`) against the input schema.
@@ -157,6 +191,82 @@ impl ToolSchema {
     pub fn check_output(&self, structured: &Value) -> Result<(), Violations> {
         self.output.as_ref().map_or(Ok(()), |c| c.check(structured))
     }
+}
+
+/// Checks the `x-mcp-header` annotations of an input schema (MCP 2026-07-28,
+/// "x-mcp-header"): each a non-empty HTTP token (RFC 9110 `tchar`s), unique
+/// regardless of case, on a `string`, `integer` or `boolean` property reached
+/// from the root through `properties` alone; anywhere else (the root, `items`,
+/// `allOf`, `$defs`, …) is refused.
+fn check_param_headers(schema: &Value) -> Result<(), String> {
+    fn tchar(c: char) -> bool {
+        c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+    }
+    /// Walks `v`; `on_chain` when `v` is the root or a property schema reached
+    /// through `properties` alone.
+    fn walk(
+        v: &Value,
+        path: &mut Vec<String>,
+        on_chain: bool,
+        seen: &mut std::collections::HashSet<String>,
+    ) -> Result<(), String> {
+        match v {
+            Value::Object(m) => {
+                if let Some(h) = m.get("x-mcp-header") {
+                    let prop = path.join(".");
+                    if path.is_empty() || !on_chain {
+                        return Err(format!(
+                            "x-mcp-header is allowed only on a property reached through                              `properties` from the root (found at `{}`)",
+                            if prop.is_empty() { "the root" } else { &prop }
+                        ));
+                    }
+                    let Some(h) = h.as_str().filter(|h| !h.is_empty()) else {
+                        return Err(format!(
+                            "property `{prop}`: x-mcp-header must be a non-empty string"
+                        ));
+                    };
+                    if !h.chars().all(tchar) {
+                        return Err(format!(
+                            "property `{prop}`: x-mcp-header `{}` is not an HTTP token",
+                            h.chars().take(64).collect::<String>()
+                        ));
+                    }
+                    if !seen.insert(h.to_ascii_lowercase()) {
+                        return Err(format!(
+                            "property `{prop}`: x-mcp-header `{h}` is used twice (case does not count)"
+                        ));
+                    }
+                    if !matches!(
+                        m.get("type").and_then(Value::as_str),
+                        Some("string" | "integer" | "boolean")
+                    ) {
+                        return Err(format!(
+                            "property `{prop}`: x-mcp-header needs \"type\": \"string\", \"integer\" or \"boolean\""
+                        ));
+                    }
+                }
+                for (k, child) in m {
+                    if k == "properties" && on_chain {
+                        if let Value::Object(props) = child {
+                            for (name, s) in props {
+                                path.push(name.clone());
+                                walk(s, path, true, seen)?;
+                                path.pop();
+                            }
+                        }
+                    } else if k != "x-mcp-header" {
+                        path.push(k.clone());
+                        walk(child, path, false, seen)?;
+                        path.pop();
+                    }
+                }
+                Ok(())
+            }
+            Value::Array(items) => items.iter().try_for_each(|i| walk(i, path, false, seen)),
+            _ => Ok(()),
+        }
+    }
+    walk(schema, &mut Vec::new(), true, &mut Default::default())
 }
 
 /// How a value is checked.

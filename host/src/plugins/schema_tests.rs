@@ -376,3 +376,55 @@ fn a_documented_enum_names_its_values() {
     let v = violation(shapes, json!({"v": "s"}));
     assert!(v.contains("matches none of the allowed forms"), "{v}");
 }
+
+/// Issue 19: `x-mcp-header` annotations follow MCP 2026-07-28's rules or the
+/// tool is refused, naming the property.
+#[test]
+fn param_header_annotations_follow_the_rules() {
+    let compile = |schema: Value| ToolSchema::compile("t", &schema.to_string(), None);
+    let good = json!({"type": "object", "properties": {
+        "region": {"type": "string", "x-mcp-header": "Region"},
+        "opts": {"type": "object", "properties": {
+            "dry": {"type": "boolean", "x-mcp-header": "Dry-Run"}}},
+    }});
+    let s = compile(good.clone()).unwrap();
+    assert_eq!(Value::Object((*s.declared_input()).clone()), good);
+    let refused = |schema: Value, needle: &str| match compile(schema) {
+        Err(e @ SchemaError::ParamHeader { .. }) => {
+            assert!(e.to_string().contains(needle), "{e} lacks {needle}")
+        }
+        Err(other) => panic!("expected a refusal naming {needle}, got {other}"),
+        Ok(_) => panic!("expected a refusal naming {needle}, got a compiled schema"),
+    };
+    refused(
+        json!({"type": "object", "x-mcp-header": "Root"}),
+        "the root",
+    );
+    refused(
+        json!({"type": "object", "properties": {"a": {"type": "string", "x-mcp-header": ""}}}),
+        "property `a`: x-mcp-header must be a non-empty string",
+    );
+    refused(
+        json!({"type": "object", "properties": {"a": {"type": "string", "x-mcp-header": "Bad Name"}}}),
+        "not an HTTP token",
+    );
+    refused(
+        json!({"type": "object", "properties": {
+            "a": {"type": "string", "x-mcp-header": "Region"},
+            "b": {"type": "string", "x-mcp-header": "region"}}}),
+        "used twice",
+    );
+    refused(
+        json!({"type": "object", "properties": {"n": {"type": "number", "x-mcp-header": "N"}}}),
+        "property `n`: x-mcp-header needs",
+    );
+    refused(
+        json!({"type": "object", "properties": {"tags": {"type": "array",
+            "items": {"type": "string", "x-mcp-header": "Tag"}}}}),
+        "tags.items",
+    );
+    refused(
+        json!({"type": "object", "allOf": [{"properties": {"a": {"type": "string", "x-mcp-header": "A"}}}]}),
+        "allOf",
+    );
+}

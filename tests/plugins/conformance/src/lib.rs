@@ -271,6 +271,34 @@ fn json_schema_2020_12(args: Schema2020Args, _: &Call) -> Result<String, ToolErr
     ))
 }
 
+/// The arguments of `test_header_param`: `region` is mirrored into the
+/// `Mcp-Param-Region` header by 2026-07-28 clients (`x-mcp-header`), which the
+/// host checks against the body.
+#[derive(Deserialize)]
+struct HeaderParamArgs {
+    region: String,
+}
+
+impl JsonSchema for HeaderParamArgs {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "HeaderParamArgs".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        stockade_sdk::schemars::json_schema!({
+            "type": "object",
+            "properties": {
+                "region": {"type": "string", "x-mcp-header": "Region"},
+            },
+            "required": ["region"],
+        })
+    }
+}
+
+fn header_param(args: HeaderParamArgs, _: &Call) -> Result<String, ToolError> {
+    Ok(format!("region: {}", args.region))
+}
+
 stockade_sdk::plugin! {
     description: "Fixtures for the official MCP conformance suite (tests only)",
     capabilities: { client: ["sampling", "elicitation"] },
@@ -304,6 +332,11 @@ stockade_sdk::plugin! {
             "json_schema_2020_12_tool",
             "Tool with JSON Schema 2020-12 features",
             json_schema_2020_12,
+        ),
+        Tool::new(
+            "test_header_param",
+            "Echoes a region its clients also send as the Mcp-Param-Region header",
+            header_param,
         ),
     ],
     resources: [
