@@ -1804,3 +1804,81 @@ async fn param_headers_must_match_the_body() {
         assert_eq!(e["id"], 9, "{e}");
     }
 }
+
+/// Issue 19 (MRTR): under a 2026-07-28 request a plugin's question to its
+/// client ends the call with `input_required` (the question under a key and
+/// a sealed `requestState`); the retry with the answer completes it (the
+/// plugin runs again and gets the answer). A changed state is refused
+/// (-32602); a question the request did not declare a capability for, in a
+/// call that then fails, is -32021 with HTTP 400 naming the capability. Each
+/// round is one audit line.
+#[tokio::test(flavor = "multi_thread")]
+async fn modern_calls_ask_their_client_between_rounds() {
+    let host = HostBuilder::new()
+        .plugin(&test_plugin("conformance"), "conformance")
+        .config("[plugins.conformance.grants]\nclient = [\"sampling\", \"elicitation\"]\n")
+        .start();
+    let url = host.mcp_url();
+    let sampling = json!({"io.modelcontextprotocol/clientCapabilities": {"sampling": {}}});
+    let call = json!({"name": "test_sampling", "arguments": {"prompt": "Capital of France?"}});
+
+    let first = rpc_answer(modern(&url, 1, "tools/call", &call, sampling.clone()).await).await;
+    let result = &first["result"];
+    assert_eq!(result["resultType"], "input_required", "{first}");
+    let ask = &result["inputRequests"]["sampling-1"];
+    assert_eq!(ask["method"], "sampling/createMessage", "{first}");
+    assert_eq!(
+        ask["params"]["messages"][0]["content"]["text"], "Capital of France?",
+        "{first}"
+    );
+    let state = result["requestState"]
+        .as_str()
+        .expect("a requestState")
+        .to_owned();
+    assert!(!state.contains("France"), "the state is sealed: {state}");
+
+    let mut retry = call.clone();
+    retry["inputResponses"] = json!({"sampling-1": {
+        "role": "assistant", "content": {"type": "text", "text": "Paris"}, "model": "m",
+        "stopReason": "endTurn"}});
+    retry["requestState"] = state.clone().into();
+    let done = rpc_answer(modern(&url, 2, "tools/call", &retry, sampling.clone()).await).await;
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    assert_eq!(
+        done["result"]["content"][0]["text"], "LLM response: Paris",
+        "{done}"
+    );
+
+    // A state changed by the client, or used for other arguments: refused.
+    let mut tampered = retry.clone();
+    tampered["requestState"] = format!("{state}x").into();
+    let e = rpc_answer(modern(&url, 3, "tools/call", &tampered, sampling.clone()).await).await;
+    assert_eq!(e["error"]["code"], -32602, "{e}");
+    let mut other = retry.clone();
+    other["arguments"]["prompt"] = "Capital of Spain?".into();
+    let e = rpc_answer(modern(&url, 4, "tools/call", &other, sampling).await).await;
+    assert_eq!(e["error"]["code"], -32602, "{e}");
+
+    // No sampling declared: the plugin cannot ask, fails, and the client is
+    // told what it lacks.
+    let r = modern(&url, 5, "tools/call", &call, json!({})).await;
+    assert_eq!(r.status(), 400);
+    let e = rpc_answer(r).await;
+    assert_eq!(e["error"]["code"], -32021, "{e}");
+    assert_eq!(
+        e["error"]["data"]["requiredCapabilities"],
+        json!({"sampling": {}}),
+        "{e}"
+    );
+
+    let outcomes: Vec<String> = common::audit_events(&host, "tool_call")
+        .iter()
+        .filter(|c| c["target"] == "test_sampling")
+        .map(|c| c["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["input_required", "ok", "missing_client_capability"],
+        "{outcomes:?}"
+    );
+}

@@ -477,6 +477,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let catalog = load_plugins(&runtime, &config, &audit).await?;
     let metrics = crate::metrics::Metrics::open(&config.data_dir)
         .context("cannot open the metrics database")?;
+    // Request states open on every host of a shared store (the key comes from
+    // its secret), else on this host only.
+    let request_state = match (&config.store.url, &config.store.secret_file) {
+        (Some(_), Some(secret)) => crate::mcp::mrtr::StateKey::new(
+            &crate::auth::store::secret::StoreSecret::read(secret)
+                .context("cannot read store.secret_file")?
+                .request_state_key(),
+        ),
+        _ => crate::mcp::mrtr::StateKey::local(&config.data_dir)
+            .context("cannot open the request-state key in the data directory")?,
+    };
     let shared = Arc::new(Shared {
         catalog: catalog.clone(),
         runtime: runtime.clone(),
@@ -484,6 +495,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sessions: Arc::default(),
         metrics: metrics.clone(),
         shared_store: Default::default(),
+        request_state,
     });
     let last_reload = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut reloads = None;

@@ -113,7 +113,7 @@ pub enum AuditEvent {
         subject: Option<String>,
     },
     /// A plugin call finished (or failed).
-    ToolCall(ToolCallRecord),
+    ToolCall(Box<ToolCallRecord>),
     /// A plugin asked for a capability it was not granted.
     CapabilityDenied {
         plugin: String,

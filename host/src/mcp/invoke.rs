@@ -8,6 +8,7 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer};
 
 use super::era::Era;
+use super::mrtr::Round;
 use super::{McpLink, ReplyRoute, StockadeMcp, client_gone, cut_off};
 use crate::audit::{AuditEvent, ToolCallRecord};
 use crate::call::CallContext;
@@ -28,6 +29,7 @@ impl StockadeMcp {
         op: Op<'_>,
         rq: &RequestContext<RoleServer>,
         log_level: Arc<AtomicU8>,
+        round: Option<Arc<Round>>,
     ) -> crate::runtime::CallReport {
         let started = std::time::Instant::now();
         let route = self.shared.shared_store.get().and_then(|(store, host)| {
@@ -52,7 +54,8 @@ impl StockadeMcp {
                 plugin.clone(),
                 self.shared.sessions.clone(),
             )
-            .with_route(route),
+            .with_route(route)
+            .with_round(round.clone()),
         );
         let cx = CallContext {
             plugin: plugin.name.clone(),
@@ -77,6 +80,14 @@ impl StockadeMcp {
             biased;
             () = rq.ct.cancelled() => return stopped(CallFailure::Cancelled),
             () = cut.cancelled() => return stopped(CallFailure::Shutdown),
+            // A 2026-07-28 call asked its client something nobody answered
+            // yet: it stops here and the handler answers `input_required`.
+            () = async {
+                match &round {
+                    Some(r) => r.suspended().await,
+                    None => std::future::pending().await,
+                }
+            } => return stopped(CallFailure::Cancelled),
             r = self.shared.runtime.invoke(&plugin.code, &plugin.policy, op, cx) => r,
             () = gone.cancelled() => {
                 // The guest is stopped (its invocation dropped). A client that
@@ -157,7 +168,12 @@ impl StockadeMcp {
             denials,
             duration: std::time::Duration::from_micros(record.duration_us),
         });
-        if let Err(e) = self.shared.audit.record(AuditEvent::ToolCall(record)).await {
+        if let Err(e) = self
+            .shared
+            .audit
+            .record(AuditEvent::ToolCall(Box::new(record)))
+            .await
+        {
             tracing::error!("audit: {e}; the result of {} is withheld", what());
             return Err(ErrorData::internal_error(
                 format!("{e}; the call's result is withheld"),

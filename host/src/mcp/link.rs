@@ -129,6 +129,9 @@ pub struct McpLink {
     updates_left: std::sync::atomic::AtomicU32,
     /// Where requests to the client are recorded (several hosts only).
     route: Option<ReplyRoute>,
+    /// A 2026-07-28 call's questions and answers: questions end the call
+    /// (`input_required`) instead of being sent ([`super::mrtr`]).
+    round: Option<Arc<super::mrtr::Round>>,
 }
 
 /// How many resources one call may say changed.
@@ -171,7 +174,73 @@ impl McpLink {
             last_progress: std::sync::Mutex::new(None),
             updates_left: MAX_UPDATES_PER_CALL.into(),
             route: None,
+            round: None,
         }
+    }
+
+    /// Answers this call's questions from `round` (a 2026-07-28 request).
+    pub fn with_round(mut self, round: Option<Arc<super::mrtr::Round>>) -> Self {
+        self.round = round;
+        self
+    }
+
+    /// A question of a 2026-07-28 call: answered from the client's answers so
+    /// far, or the call ends asking it.
+    fn ask_round(
+        round: &Arc<super::mrtr::Round>,
+        kind: super::mrtr::Kind,
+        params: serde_json::Value,
+    ) -> LinkFuture {
+        use super::mrtr::{Asked, Kind};
+        let what = match kind {
+            Kind::Sampling => "sampling",
+            Kind::Elicitation => "elicitation",
+        };
+        // The question must be one a client can take, as in a session.
+        let valid = match kind {
+            Kind::Sampling => serde_json::from_value::<CreateMessageRequestParams>(params.clone())
+                .map_err(|e| e.to_string())
+                .and_then(|p| p.validate().map_err(|e| e.to_string())),
+            Kind::Elicitation => {
+                let mut p = params.clone();
+                p["mode"] = "form".into();
+                serde_json::from_value::<ElicitRequestParams>(p)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        };
+        if let Err(e) = valid {
+            return Box::pin(async move {
+                Err(LinkError::Failed(format!("invalid {what} request: {e}")))
+            });
+        }
+        let answer = round.ask(kind, params);
+        Box::pin(async move {
+            let res = match answer {
+                Asked::Answer(res) => res,
+                Asked::Unsupported => return Err(LinkError::Unsupported(what)),
+                Asked::TooMany(why) => return Err(LinkError::Failed(why)),
+                // The call is stopped where it waits (the run sees the round
+                // suspended and answers `input_required`).
+                Asked::Suspend => std::future::pending().await,
+            };
+            let checked = match kind {
+                Kind::Sampling => {
+                    serde_json::from_value::<rmcp::model::CreateMessageResult>(res.clone())
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+                Kind::Elicitation => {
+                    serde_json::from_value::<rmcp::model::ElicitResult>(res.clone())
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+            };
+            checked.map_err(|e| {
+                LinkError::Failed(format!("the client's {what} answer is not valid: {e}"))
+            })?;
+            Ok(res)
+        })
     }
 
     /// Records the requests this call sends its client on `route`.
@@ -241,6 +310,9 @@ impl ClientLink for McpLink {
     }
 
     fn create_message(&self, params: serde_json::Value) -> LinkFuture {
+        if let Some(round) = &self.round {
+            return Self::ask_round(round, super::mrtr::Kind::Sampling, params);
+        }
         let peer = self.peer.clone();
         let route = self.route.clone();
         Box::pin(async move {
@@ -270,6 +342,9 @@ impl ClientLink for McpLink {
     }
 
     fn elicit(&self, mut params: serde_json::Value) -> LinkFuture {
+        if let Some(round) = &self.round {
+            return Self::ask_round(round, super::mrtr::Kind::Elicitation, params);
+        }
         let peer = self.peer.clone();
         let route = self.route.clone();
         Box::pin(async move {

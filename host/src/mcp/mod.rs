@@ -14,6 +14,7 @@ pub mod convert;
 mod era;
 mod invoke;
 mod link;
+pub mod mrtr;
 mod prompts;
 mod resources;
 mod results;
@@ -61,6 +62,9 @@ pub struct Shared {
     /// hosts serve (set once the store is open): requests to clients are
     /// recorded there.
     pub shared_store: std::sync::OnceLock<(Arc<dyn crate::auth::store::SharedState>, String)>,
+    /// Seals the `requestState` of calls that ask their 2026-07-28 client
+    /// something ([`mrtr`]).
+    pub request_state: mrtr::StateKey,
 }
 
 /// Cancelled when the client of an HTTP request went away before its response

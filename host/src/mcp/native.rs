@@ -57,7 +57,7 @@ pub(super) async fn greet(
     });
     shared
         .audit
-        .record(AuditEvent::ToolCall(record))
+        .record(AuditEvent::ToolCall(Box::new(record)))
         .await
         .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
     let result: CallToolResult =

@@ -1,14 +1,13 @@
 //! `prompts/list`, `prompts/get` and `completion/complete`.
 
-use rmcp::service::RequestContext;
-use rmcp::{ErrorData, RoleServer};
-use serde_json::{Value, json};
-use tracing::Instrument;
-
 use rmcp::model::{
     CompleteRequestParams, CompleteResult, GetPromptRequestParams, GetPromptResponse,
     GetPromptResult, ListPromptsResult, PaginatedRequestParams, Reference,
 };
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer};
+use serde_json::{Value, json};
+use tracing::Instrument;
 
 use super::era::Era;
 use super::results::{Target, call_record};
@@ -90,6 +89,7 @@ impl StockadeMcp {
                         },
                         &context,
                         log,
+                        None,
                     )
                     .instrument(span)
                     .await;

@@ -1,16 +1,15 @@
 //! `resources/list`, `resources/templates/list`, `resources/read`, and the
 //! legacy (2025-11-25) `resources/subscribe` and `resources/unsubscribe`.
 
-use rmcp::service::RequestContext;
-use rmcp::{ErrorData, RoleServer};
-use serde_json::{Value, json};
-use tracing::Instrument;
-
 use rmcp::model::{
     ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams,
     ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, SubscribeRequestParams,
     UnsubscribeRequestParams,
 };
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer};
+use serde_json::{Value, json};
+use tracing::Instrument;
 
 use super::era::{Cache, Era};
 use super::results::{Target, call_record, metered_resource};
@@ -113,7 +112,7 @@ impl StockadeMcp {
                 let log = self.log_level_for(&era, &context)?;
                 let span = tracing::info_span!("resource_read", %uri, plugin = %plugin.name);
                 let report = self
-                    .run(&plugin, None, Op::ReadResource { uri }, &context, log)
+                    .run(&plugin, None, Op::ReadResource { uri }, &context, log, None)
                     .instrument(span)
                     .await;
                 let record = call_record(

@@ -1,16 +1,19 @@
 //! `tools/list` and `tools/call`.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities,
+    InputRequiredResult, ListToolsResult, PaginatedRequestParams,
+};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer};
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ListToolsResult,
-    PaginatedRequestParams,
-};
-
 use super::era::Era;
+use super::mrtr;
 use super::results::{Target, call_record, tool_result};
 use super::{
     StockadeMcp, conform, convert, invalid_params, list_cache, permitted, principal, timed,
@@ -99,6 +102,26 @@ impl StockadeMcp {
                 let sent = request.arguments.is_some();
                 let args = Value::Object(request.arguments.take().unwrap_or_default());
                 let arguments = serde_json::to_string(&args).unwrap_or_else(|_| "{}".into());
+                // A 2026-07-28 call's questions end it with `input_required`;
+                // its retry brings the answers (mcp/mrtr.rs).
+                let binding = mrtr::Binding::new(
+                    "tools/call",
+                    name,
+                    &arguments,
+                    who.as_ref().map(|p| p.subject.as_str()),
+                    who.as_ref().and_then(|p| p.client_id.as_deref()),
+                );
+                let round = if era.modern {
+                    Some(Arc::new(mrtr::Round::begin(
+                        &self.shared.request_state,
+                        &binding,
+                        declared_questions(&context),
+                        request.input_responses.as_ref(),
+                        request.request_state.as_deref(),
+                    )?))
+                } else {
+                    None
+                };
                 // Checked before any plugin code runs; a refusal is audited and
                 // answered like the plugin's own `invalid-arguments`.
                 let report = match conform::argument_refusal(schema, name, &args) {
@@ -116,12 +139,19 @@ impl StockadeMcp {
                             arguments: &arguments,
                             caller: &caller,
                         };
-                        self.run(&plugin, Some(name), op, &context, log)
+                        self.run(&plugin, Some(name), op, &context, log, round.clone())
                             .instrument(span)
                             .await
                     }
                 };
-                let mut json = tool_result(name, &plugin, &report.outcome);
+                let asking = round.as_ref().filter(|r| r.is_suspended()).map(|r| {
+                    r.input_required(&self.shared.request_state, &binding)
+                        .map(|v| (v, r.asked_key().unwrap_or_default()))
+                });
+                let mut json = match &asking {
+                    Some(Err(why)) => convert::error_result(&format!("tool `{name}`: {why}")),
+                    _ => tool_result(name, &plugin, &report.outcome),
+                };
                 let mismatch = conform::enforce_output(schema, name, &plugin.name, &mut json);
                 let mut record = call_record(
                     &era,
@@ -138,8 +168,32 @@ impl StockadeMcp {
                     record.outcome = "invalid_result";
                     record.error = Some(why.chars().take(300).collect());
                 }
+                if let Some(Ok((_, key))) = &asking {
+                    record.outcome = "input_required";
+                    record.error = Some(format!("asked the client `{key}`"));
+                }
+                // A question the request could not take (it did not declare
+                // the capability) and a call that then failed: the client
+                // is told what it lacks (-32021), not the plugin's error.
+                let missing = round
+                    .as_ref()
+                    .and_then(|r| r.missing_capabilities())
+                    .filter(|_| asking.is_none() && json["isError"] == true);
+                if missing.is_some() {
+                    record.outcome = "missing_client_capability";
+                }
                 self.record(record, report.denied, None, || format!("tool `{name}`"))
                     .await?;
+                if let Some(caps) = missing {
+                    let caps: ClientCapabilities = serde_json::from_value(caps)
+                        .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+                    return Err(ErrorData::missing_required_client_capability(caps));
+                }
+                if let Some(Ok((asked, _))) = asking {
+                    let result: InputRequiredResult = serde_json::from_value(asked)
+                        .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+                    return Ok(CallToolResponse::InputRequired(result));
+                }
                 convert::add_host_refusals(&mut json, &report.denials);
                 era.stamp(&mut json, None);
                 let result: CallToolResult = convert::to_rmcp(json)?;
@@ -149,4 +203,17 @@ impl StockadeMcp {
         )
         .await
     }
+}
+
+/// The questions a 2026-07-28 request's client said it can take.
+fn declared_questions(cx: &RequestContext<RoleServer>) -> BTreeSet<&'static str> {
+    let caps = cx.client_capabilities().unwrap_or_default();
+    let mut declared = BTreeSet::new();
+    if caps.sampling.is_some() {
+        declared.insert("sampling");
+    }
+    if caps.elicitation.is_some() {
+        declared.insert("elicitation");
+    }
+    declared
 }

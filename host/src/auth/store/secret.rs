@@ -31,6 +31,8 @@ const SEALED_PREFIX: &str = "sealed-v1:";
 pub struct StoreSecret {
     seal: LessSafeKey,
     mac: ring::hmac::Key,
+    /// The key of MCP request states (`mcp::mrtr`), the same on every host.
+    request_state: [u8; 32],
 }
 
 impl std::fmt::Debug for StoreSecret {
@@ -85,12 +87,20 @@ impl StoreSecret {
         let prk = salt.extract(secret);
         let seal = derive(&prk, b"signing-key sealing");
         let mac = derive(&prk, b"event authentication");
+        let request_state = derive(&prk, b"mcp request state");
         StoreSecret {
             seal: LessSafeKey::new(
                 UnboundKey::new(&CHACHA20_POLY1305, &seal).expect("a 32-byte ChaCha20 key"),
             ),
             mac: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &mac),
+            request_state,
         }
+    }
+
+    /// The key that seals MCP request states, so a client's retry may reach
+    /// any host of the store.
+    pub fn request_state_key(&self) -> [u8; 32] {
+        self.request_state
     }
 
     /// Whether `stored` is a sealed value (not a plaintext one from before
