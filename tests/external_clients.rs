@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{HostBuilder, bundled, repo};
+use common::{HostBuilder, bundled, repo, test_plugin};
 use oauth::{assert_audited, audit_text};
 use serde_json::Value;
 
@@ -154,6 +154,8 @@ async fn python_sdk_client_logs_in_calls_and_refreshes() {
     let python = python();
     let mut host = HostBuilder::new()
         .plugin(&bundled("template"), "template")
+        .plugin(&test_plugin("conformance"), "conformance")
+        .config("[plugins.conformance.grants]\nclient = [\"sampling\", \"elicitation\"]\n")
         .password(PASSWORD)
         .start();
     let mut cmd = Command::new(python);
@@ -177,8 +179,32 @@ async fn python_sdk_client_logs_in_calls_and_refreshes() {
             .contains("Hello, modern"),
         "{result}"
     );
+    // Issue 19: tools that ask the client, answered by the SDK's sampling and
+    // elicitation callbacks over MCP 2026-07-28's input_required round trips.
+    let q = &result["questions"];
+    assert_eq!(q["protocol_version"], "2026-07-28", "{result}");
+    assert_eq!(q["sampling"], "LLM response: Paris", "{result}");
+    assert!(
+        q["elicitation"].as_str().unwrap().contains("\"username\":\"ada\""),
+        "{result}"
+    );
     let client = result["registered_client"].as_str().unwrap();
     let data = host.data_dir();
+    let rounds: Vec<(String, String)> = common::read_audit(&host)
+        .iter()
+        .filter(|e| e["event"] == "tool_call" && e["plugin"] == "conformance")
+        .map(|e| (e["target"].as_str().unwrap().to_owned(), e["outcome"].as_str().unwrap().to_owned()))
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("test_sampling", "input_required"),
+        ("test_sampling", "ok"),
+        ("test_elicitation", "input_required"),
+        ("test_elicitation", "ok"),
+    ]
+    .iter()
+    .map(|(t, o)| (t.to_string(), o.to_string()))
+    .collect();
+    assert_eq!(rounds, expected);
     assert_audited(
         &data,
         "client_registered",

@@ -4,7 +4,9 @@ instead of a browser), the code exchange, a tool call, a refresh through the
 SDK's own refresh path, and a second tool call; then the SDK's high-level
 `Client` in its default mode (it probes `server/discover` and speaks MCP
 2026-07-28 when the server does) lists the tools and calls one with the
-same tokens.
+same tokens; and with its sampling and elicitation callbacks it calls tools
+that ask the client something (MCP 2026-07-28 answers `input_required`; the
+SDK runs the callback and retries with the answer).
 
 Usage: python flow.py MCP_URL PASSWORD
 Prints one JSON object on stdout; exits non-zero on any failure.
@@ -18,7 +20,7 @@ import time
 from urllib.parse import parse_qs, urlparse
 
 import httpx2
-from mcp import Client
+from mcp import Client, types
 from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider, TokenStorage
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -113,6 +115,39 @@ async def modern_greet(url: str, provider: OAuthClientProvider, name: str) -> di
             }
 
 
+async def modern_questions(url: str, provider: OAuthClientProvider) -> dict:
+    """Tools that ask their client: the SDK's callbacks answer, round trips and all."""
+    asked: list[str] = []
+
+    async def sample(context, params: types.CreateMessageRequestParams):
+        asked.append("sampling: " + params.messages[0].content.text)
+        return types.CreateMessageResult(
+            role="assistant",
+            content=types.TextContent(type="text", text="Paris"),
+            model="flow-test-model",
+            stop_reason="endTurn",
+        )
+
+    async def elicit(context, params: types.ElicitRequestParams):
+        asked.append("elicitation: " + params.message)
+        return types.ElicitResult(action="accept", content={"username": "ada", "email": "ada@example.org"})
+
+    async with create_mcp_http_client(auth=provider) as http:
+        async with Client(
+            streamable_http_client(url, http_client=http),
+            sampling_callback=sample,
+            elicitation_callback=elicit,
+        ) as client:
+            sampled = await client.call_tool("test_sampling", {"prompt": "Capital of France?"})
+            elicited = await client.call_tool("test_elicitation", {"message": "Who are you?"})
+            return {
+                "protocol_version": client.session.protocol_version,
+                "sampling": text(sampled),
+                "elicitation": text(elicited),
+                "asked": asked,
+            }
+
+
 async def main(url: str, password: str) -> dict:
     storage = MemoryStorage()
     browser = Browser(password)
@@ -147,6 +182,9 @@ async def main(url: str, password: str) -> dict:
 
     # 3. The high-level Client in its default mode: MCP 2026-07-28, no session.
     out["modern"] = await modern_greet(url, provider, "modern")
+
+    # 4. Tools that ask the client (sampling, elicitation) through the callbacks.
+    out["questions"] = await modern_questions(url, provider)
     out["ok"] = (
         out["refreshed"]
         and "Hello, Python" in out["greet"]
@@ -155,6 +193,9 @@ async def main(url: str, password: str) -> dict:
         and out["modern"]["protocol_version"] == "2026-07-28"
         and "Hello, modern" in out["modern"]["greet"]
         and out["modern"]["tools"] == out["tools"]
+        and out["questions"]["sampling"] == "LLM response: Paris"
+        and "action=accept" in out["questions"]["elicitation"]
+        and out["questions"]["asked"] == ["sampling: Capital of France?", "elicitation: Who are you?"]
     )
     return out
 
