@@ -19,7 +19,7 @@ use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// A client whose model answers sampling requests, and which, once asked,
 /// points the balancer at host B: its reply goes to the other host than the
@@ -242,6 +242,47 @@ async fn call_greet<S: rmcp::Service<rmcp::RoleClient>>(
         .await
         .map_err(|e| e.to_string())?;
     Ok(common::result_text(&r))
+}
+
+/// A 2026-07-28 `tools/call` of `tool` on `host` (sampling and elicitation
+/// declared), with the answers and state of an earlier round if given; the
+/// JSON-RPC answer.
+async fn modern_call(
+    host: &Host,
+    token: &str,
+    tool: &str,
+    args: &Value,
+    retry: Option<(Value, String)>,
+) -> Value {
+    let mut params = json!({"name": tool, "arguments": args, "_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {"sampling": {}, "elicitation": {}},
+    }});
+    if let Some((responses, state)) = retry {
+        params["inputResponses"] = responses;
+        params["requestState"] = state.into();
+    }
+    let body = reqwest::Client::new()
+        .post(host.mcp_url())
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", tool)
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let json = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .find(|d| d.contains("\"id\""))
+        .unwrap_or(body.trim());
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON-RPC ({e}): {body}"))
 }
 
 async fn greet(url: &str, token: &str) -> String {
@@ -532,6 +573,40 @@ async fn two_hosts_on_one_postgresql_serve_any_request() {
         .filter(|l| l["reason"] == "client reply to no pending server request")
         .count();
     assert_eq!(refused, 5, "each unsolicited reply is audited");
+
+    // 6b. Issue 19: a 2026-07-28 call that asks its client a question ends
+    //     with `input_required` on one host; the retry with the answer goes
+    //     to the other host, which opens the state (its key comes from the
+    //     shared store secret) and completes the call.
+    for (first, second, tool, args, answer, expect) in [
+        (
+            &c.a,
+            &c.b,
+            "test_sampling",
+            json!({"prompt": "Capital of France?"}),
+            json!({"role": "assistant", "content": {"type": "text", "text": "Paris"}, "model": "m"}),
+            "LLM response: Paris",
+        ),
+        (
+            &c.b,
+            &c.a,
+            "test_elicitation",
+            json!({"message": "Who?"}),
+            json!({"action": "accept", "content": {"username": "ada", "email": "a@x.org"}}),
+            "User response: action=accept",
+        ),
+    ] {
+        let asked = modern_call(first, &rotated.access, tool, &args, None).await;
+        let result = &asked["result"];
+        assert_eq!(result["resultType"], "input_required", "{asked}");
+        let key = result["inputRequests"].as_object().unwrap().keys().next().unwrap().clone();
+        let state = result["requestState"].as_str().unwrap().to_owned();
+        let answered = json!({ key: answer });
+        let done =
+            modern_call(second, &rotated.access, tool, &args, Some((answered, state))).await;
+        let text = done["result"]["content"][0]["text"].as_str().unwrap_or_default();
+        assert!(text.starts_with(expect), "{tool} on the other host: {done}");
+    }
 
     // 7. A session opened through the balancer on A; A dies; the same client
     //    carries on through B without logging in or initializing again.
