@@ -1882,3 +1882,157 @@ async fn modern_calls_ask_their_client_between_rounds() {
         "{outcomes:?}"
     );
 }
+
+/// The JSON-RPC messages of an SSE response as they arrive.
+struct SseReader {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl SseReader {
+    /// The next message, or `None` when nothing more came within `wait`.
+    async fn next(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let event: String = self.buf.drain(..end + 2).collect();
+                let data: String = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim)
+                    .collect();
+                if data.is_empty() {
+                    continue; // a keep-alive comment or an empty event
+                }
+                return Some(serde_json::from_str(&data).unwrap());
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.resp.chunk())
+                .await
+                .ok()?;
+            self.buf
+                .push_str(&String::from_utf8_lossy(&chunk.unwrap()?));
+        }
+    }
+}
+
+/// Issue 19: `subscriptions/listen` (2026-07-28). The stream is acknowledged
+/// with the filter honoured; a plugin dropped into the directory is heard as
+/// `tools/list_changed`, and a subscribed resource a plugin says changed as
+/// `resources/updated`, each tagged with the subscription's id; what was not
+/// asked for (prompts) is not sent. A legacy session is served meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_streams_hear_reloads_and_resource_updates() {
+    let host = HostBuilder::new()
+        .plugin(&test_plugin("kitchen-sink"), "kitchen")
+        .start();
+    let url = host.mcp_url();
+    let filter = json!({"notifications": {
+        "toolsListChanged": true,
+        "resourceSubscriptions": ["kitchen://readme"],
+    }});
+    let resp = modern(&url, 77, "subscriptions/listen", &filter, json!({})).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut stream = SseReader {
+        resp,
+        buf: String::new(),
+    };
+    let ack = stream
+        .next(Duration::from_secs(5))
+        .await
+        .expect("an acknowledgement");
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 77,
+        "{ack}"
+    );
+    assert_eq!(
+        ack["params"]["notifications"]["toolsListChanged"], true,
+        "{ack}"
+    );
+    assert_eq!(
+        ack["params"]["notifications"]["resourceSubscriptions"],
+        json!(["kitchen://readme"]),
+        "{ack}"
+    );
+
+    // A legacy session works beside the stream.
+    let legacy = host.client().await;
+    let r = legacy
+        .call_tool(call("echo", json!({"text": "both"})))
+        .await
+        .unwrap();
+    assert_eq!(text(&r), "both");
+
+    // A plugin dropped into the directory.
+    std::fs::copy(
+        bundled("template"),
+        host.dir.path().join("plugins/template.wasm"),
+    )
+    .unwrap();
+    let heard = stream
+        .next(Duration::from_secs(15))
+        .await
+        .expect("list_changed");
+    assert_eq!(
+        heard["method"], "notifications/tools/list_changed",
+        "{heard}"
+    );
+    assert_eq!(
+        heard["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 77,
+        "{heard}"
+    );
+
+    // A subscribed resource the plugin says changed.
+    let touched = rpc_answer(
+        modern(
+            &url,
+            78,
+            "tools/call",
+            &json!({"name": "touch", "arguments": {"uri": "kitchen://readme"}}),
+            json!({}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(touched["result"]["content"][0]["text"], "true", "{touched}");
+    let updated = stream
+        .next(Duration::from_secs(5))
+        .await
+        .expect("resources/updated");
+    assert_eq!(
+        updated["method"], "notifications/resources/updated",
+        "{updated}"
+    );
+    assert_eq!(updated["params"]["uri"], "kitchen://readme", "{updated}");
+    assert_eq!(
+        updated["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        77
+    );
+
+    // Nothing else: prompts and resource lists were not asked for.
+    if let Some(extra) = stream.next(Duration::from_millis(1500)).await {
+        panic!("unrequested notification: {extra}");
+    }
+
+    // Shutting down ends the stream with its result at once (it does not hold
+    // the drain for its whole grace period).
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &host.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let last = stream
+        .next(Duration::from_secs(5))
+        .await
+        .expect("the stream's result");
+    assert_eq!(last["id"], 77, "{last}");
+    assert_eq!(last["result"]["resultType"], "complete", "{last}");
+    assert_eq!(
+        last["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 77,
+        "{last}"
+    );
+}

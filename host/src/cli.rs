@@ -496,6 +496,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         shared_store: Default::default(),
         request_state,
+        listeners: Default::default(),
+        draining: CancellationToken::new(),
     });
     let last_reload = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut reloads = None;
@@ -550,7 +552,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics.share(figures);
     }
     let shutdown = CancellationToken::new();
-    let draining = CancellationToken::new();
+    // Shutting down ends `subscriptions/listen` streams too.
+    let draining = shared.draining.clone();
     let in_flight = crate::http::drain::InFlight::default();
     let app = router(
         shared,

@@ -14,6 +14,7 @@ pub mod convert;
 mod era;
 mod invoke;
 mod link;
+mod listen;
 pub mod mrtr;
 mod prompts;
 mod resources;
@@ -29,10 +30,10 @@ use rmcp::model::{
     DiscoverResult, GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
     ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
-    SetLevelRequestMethod, SetLevelRequestParams, SubscribeRequestParams, Tool,
+    SetLevelRequestMethod, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
     UnsubscribeRequestParams,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
 use crate::audit::Audit;
@@ -65,6 +66,10 @@ pub struct Shared {
     /// Seals the `requestState` of calls that ask their 2026-07-28 client
     /// something ([`mrtr`]).
     pub request_state: mrtr::StateKey,
+    /// The open `subscriptions/listen` streams.
+    pub listeners: listen::Listeners,
+    /// Cancelled when the host starts shutting down: listen streams end.
+    pub draining: tokio_util::sync::CancellationToken,
 }
 
 /// Cancelled when the client of an HTTP request went away before its response
@@ -177,7 +182,9 @@ impl ServerHandler for StockadeMcp {
             .enable_tool_list_changed()
             .enable_resources()
             .enable_resources_subscribe()
+            .enable_resources_list_changed()
             .enable_prompts()
+            .enable_prompts_list_changed()
             .enable_completions()
             .enable_logging()
             .build();
@@ -196,6 +203,19 @@ impl ServerHandler for StockadeMcp {
         let (plugin, index) = snapshot.tools.get(name)?;
         let schema = plugin.schemas.get(*index)?;
         Some(Tool::new(name.to_owned(), "", schema.declared_input()))
+    }
+
+    /// `subscriptions/listen` (2026-07-28): the part of the filter honoured.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(listen::accepted(requested))
+    }
+
+    /// One `subscriptions/listen` stream, until the client closes it.
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        self.listen_stream(context).await
     }
 
     /// `server/discover`: the same for every caller, so cacheable by anyone.

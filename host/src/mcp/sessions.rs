@@ -64,10 +64,41 @@ struct Session {
     subscriptions: Subscriptions,
 }
 
-/// Initialized sessions. Closed sessions are dropped on the next broadcast.
-#[derive(Default)]
+/// What changed, as `subscriptions/listen` streams hear it.
+#[derive(Clone)]
+pub enum Change {
+    /// The tool, prompt and resource lists changed (a reload here or on
+    /// another host of the store).
+    Lists,
+    /// A plugin said this resource changed.
+    Resource(String),
+    /// A reload replaced the plugins: a resource whose serving plugin version
+    /// changed (or went away) changed.
+    Reloaded {
+        /// What was served before.
+        old: Arc<Snapshot>,
+        /// What is served now.
+        new: Arc<Snapshot>,
+    },
+}
+
+/// Changes a listen stream may fall behind by before it is told to re-list.
+const CHANGE_BACKLOG: usize = 256;
+
+/// Initialized sessions (closed ones are dropped on the next broadcast), and
+/// the changes broadcast to `subscriptions/listen` streams.
 pub struct Sessions {
     sessions: Mutex<Vec<Session>>,
+    changes: tokio::sync::broadcast::Sender<Change>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            sessions: Mutex::default(),
+            changes: tokio::sync::broadcast::channel(CHANGE_BACKLOG).0,
+        }
+    }
 }
 
 impl Sessions {
@@ -127,8 +158,15 @@ impl Sessions {
             .fold((0, 0), |(n, b), (n2, b2)| (n + n2, b + b2))
     }
 
-    /// Tells every session that the tool, resource and prompt lists changed.
+    /// The changes from now on, for a listen stream.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    /// Tells every session and listen stream that the tool, resource and
+    /// prompt lists changed.
     pub async fn announce_list_changed(&self) {
+        let _ = self.changes.send(Change::Lists);
         let mut sent = 0;
         for (peer, _) in self.open_sessions() {
             if peer.notify_tool_list_changed().await.is_ok() {
@@ -140,8 +178,10 @@ impl Sessions {
         tracing::info!(sessions = sent, "announced list_changed");
     }
 
-    /// Tells the sessions subscribed to `uri` that it changed.
+    /// Tells the sessions and listen streams subscribed to `uri` that it
+    /// changed.
     pub async fn announce_resource_updated(&self, uri: &str) {
+        let _ = self.changes.send(Change::Resource(uri.to_owned()));
         for (peer, subs) in self.open_sessions() {
             let subscribed = subs.lock().unwrap_or_else(|e| e.into_inner()).contains(uri);
             if subscribed {
@@ -154,7 +194,11 @@ impl Sessions {
 
     /// After a reload from `old` to `new`: tells each session about every URI it
     /// subscribed to whose serving plugin version changed (or went away).
-    pub async fn announce_reloaded_resources(&self, old: &Snapshot, new: &Snapshot) {
+    pub async fn announce_reloaded_resources(&self, old: &Arc<Snapshot>, new: &Arc<Snapshot>) {
+        let _ = self.changes.send(Change::Reloaded {
+            old: old.clone(),
+            new: new.clone(),
+        });
         for (peer, subs) in self.open_sessions() {
             let uris: Vec<String> = subs
                 .lock()
