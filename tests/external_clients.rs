@@ -185,7 +185,10 @@ async fn python_sdk_client_logs_in_calls_and_refreshes() {
     assert_eq!(q["protocol_version"], "2026-07-28", "{result}");
     assert_eq!(q["sampling"], "LLM response: Paris", "{result}");
     assert!(
-        q["elicitation"].as_str().unwrap().contains("\"username\":\"ada\""),
+        q["elicitation"]
+            .as_str()
+            .unwrap()
+            .contains("\"username\":\"ada\""),
         "{result}"
     );
     let client = result["registered_client"].as_str().unwrap();
@@ -193,7 +196,12 @@ async fn python_sdk_client_logs_in_calls_and_refreshes() {
     let rounds: Vec<(String, String)> = common::read_audit(&host)
         .iter()
         .filter(|e| e["event"] == "tool_call" && e["plugin"] == "conformance")
-        .map(|e| (e["target"].as_str().unwrap().to_owned(), e["outcome"].as_str().unwrap().to_owned()))
+        .map(|e| {
+            (
+                e["target"].as_str().unwrap().to_owned(),
+                e["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     let expected: Vec<(String, String)> = [
         ("test_sampling", "input_required"),

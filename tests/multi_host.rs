@@ -599,12 +599,26 @@ async fn two_hosts_on_one_postgresql_serve_any_request() {
         let asked = modern_call(first, &rotated.access, tool, &args, None).await;
         let result = &asked["result"];
         assert_eq!(result["resultType"], "input_required", "{asked}");
-        let key = result["inputRequests"].as_object().unwrap().keys().next().unwrap().clone();
+        let key = result["inputRequests"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .next()
+            .unwrap()
+            .clone();
         let state = result["requestState"].as_str().unwrap().to_owned();
         let answered = json!({ key: answer });
-        let done =
-            modern_call(second, &rotated.access, tool, &args, Some((answered, state))).await;
-        let text = done["result"]["content"][0]["text"].as_str().unwrap_or_default();
+        let done = modern_call(
+            second,
+            &rotated.access,
+            tool,
+            &args,
+            Some((answered, state)),
+        )
+        .await;
+        let text = done["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default();
         assert!(text.starts_with(expect), "{tool} on the other host: {done}");
     }
 
