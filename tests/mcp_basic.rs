@@ -2036,3 +2036,36 @@ async fn listen_streams_hear_reloads_and_resource_updates() {
         "{last}"
     );
 }
+
+/// Issue 19 (MRTR beyond tools): a prompt that asks the user while it renders
+/// answers `input_required` to a 2026-07-28 `prompts/get`, and renders with the
+/// answer on the retry.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prompt_asks_its_client_between_rounds() {
+    let host = HostBuilder::new()
+        .plugin(&test_plugin("conformance"), "conformance")
+        .config("[plugins.conformance.grants]\nclient = [\"elicitation\"]\n")
+        .start();
+    let url = host.mcp_url();
+    let caps = json!({"io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}});
+    let get = json!({"name": "test_input_required_result_prompt"});
+    let first = rpc_answer(modern(&url, 1, "prompts/get", &get, caps.clone()).await).await;
+    assert_eq!(first["result"]["resultType"], "input_required", "{first}");
+    let ask = &first["result"]["inputRequests"]["elicitation-1"];
+    assert_eq!(ask["method"], "elicitation/create", "{first}");
+    assert_eq!(
+        ask["params"]["requestedSchema"]["required"],
+        json!(["context"]),
+        "{first}"
+    );
+    let mut retry = get.clone();
+    retry["inputResponses"] =
+        json!({"elicitation-1": {"action": "accept", "content": {"context": "release notes"}}});
+    retry["requestState"] = first["result"]["requestState"].clone();
+    let done = rpc_answer(modern(&url, 2, "prompts/get", &retry, caps).await).await;
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    assert_eq!(
+        done["result"]["messages"][0]["content"]["text"], "Prompt with context: release notes",
+        "{done}"
+    );
+}

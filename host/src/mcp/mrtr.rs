@@ -26,14 +26,15 @@
 //! again for each answer, so ask before doing anything with effects (or make
 //! the effects safe to repeat), and ask the same questions in the same order.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
-use rmcp::ErrorData;
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -270,7 +271,7 @@ impl Round {
         key: &StateKey,
         binding: &Binding,
         declared: BTreeSet<&'static str>,
-        responses: Option<&std::collections::BTreeMap<String, Value>>,
+        responses: Option<&BTreeMap<String, Value>>,
         request_state: Option<&str>,
     ) -> Result<Round, ErrorData> {
         let refused = |why: &str| {
@@ -431,6 +432,95 @@ impl Round {
             "inputRequests": { k: { "method": kind.method(), "params": params } },
             "requestState": key.seal(&binding.digest, &plain),
         }))
+    }
+}
+
+/// The MRTR side of one modern request: its round and what its state is
+/// bound to.
+pub struct Exchange {
+    round: Arc<Round>,
+    binding: Binding,
+}
+
+/// What a run that asked ends with.
+pub struct InputRequired {
+    /// The `input_required` result.
+    pub result: Value,
+    /// The key of the question (for the audit log).
+    pub key: String,
+}
+
+impl Exchange {
+    /// The exchange of `method` on `target` with `arguments` (as sent) for the
+    /// request `cx`, from the answers and state it carries; `None` for a
+    /// legacy request (its questions go to the session's client).
+    #[allow(clippy::too_many_arguments)]
+    pub fn begin(
+        key: &StateKey,
+        modern: bool,
+        cx: &RequestContext<RoleServer>,
+        method: &str,
+        target: &str,
+        arguments: &str,
+        responses: Option<&BTreeMap<String, Value>>,
+        request_state: Option<&str>,
+    ) -> Result<Option<Exchange>, ErrorData> {
+        if !modern {
+            return Ok(None);
+        }
+        let who = cx
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.extensions.get::<crate::auth::Principal>());
+        let binding = Binding::new(
+            method,
+            target,
+            arguments,
+            who.map(|p| p.subject.as_str()),
+            who.and_then(|p| p.client_id.as_deref()),
+        );
+        let caps = cx.client_capabilities().unwrap_or_default();
+        let mut declared = BTreeSet::new();
+        if caps.sampling.is_some() {
+            declared.insert("sampling");
+        }
+        if caps.elicitation.is_some() {
+            declared.insert("elicitation");
+        }
+        let round = Round::begin(key, &binding, declared, responses, request_state)?;
+        Ok(Some(Exchange {
+            round: Arc::new(round),
+            binding,
+        }))
+    }
+
+    /// The round, for the call's link.
+    pub fn round(&self) -> Arc<Round> {
+        self.round.clone()
+    }
+
+    /// When the run stopped to ask: the `input_required` result, or why it
+    /// cannot be sent (what to tell the model instead).
+    pub fn asked(&self, key: &StateKey) -> Option<Result<InputRequired, String>> {
+        if !self.round.is_suspended() {
+            return None;
+        }
+        Some(
+            self.round
+                .input_required(key, &self.binding)
+                .map(|result| InputRequired {
+                    result,
+                    key: self.round.asked_key().unwrap_or_default(),
+                }),
+        )
+    }
+
+    /// The capabilities the run's questions needed and the request did not
+    /// declare (`{"sampling": {}}`), as rmcp's type, if any.
+    pub fn missing(&self) -> Option<rmcp::model::ClientCapabilities> {
+        self.round
+            .missing_capabilities()
+            .and_then(|v| serde_json::from_value(v).ok())
     }
 }
 

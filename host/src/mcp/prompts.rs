@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 
 use super::era::Era;
+use super::mrtr;
 use super::results::{Target, call_record};
 use super::{StockadeMcp, convert, invalid_params, list_cache, permitted, principal, timed};
 use crate::audit::redact_object;
@@ -78,6 +79,21 @@ impl StockadeMcp {
                     .collect();
                 let era = Era::of(&context);
                 let log = self.log_level_for(&era, &context)?;
+                let args_json = request
+                    .arguments
+                    .as_ref()
+                    .map(|a| serde_json::to_string(a).unwrap_or_default())
+                    .unwrap_or_else(|| "{}".into());
+                let exchange = mrtr::Exchange::begin(
+                    &self.shared.request_state,
+                    era.modern,
+                    &context,
+                    "prompts/get",
+                    name,
+                    &args_json,
+                    request.input_responses.as_ref(),
+                    request.request_state.as_deref(),
+                )?;
                 let span = tracing::info_span!("prompt_get", prompt = %name, plugin = %plugin.name);
                 let report = self
                     .run(
@@ -89,16 +105,14 @@ impl StockadeMcp {
                         },
                         &context,
                         log,
-                        None,
+                        exchange.as_ref().map(mrtr::Exchange::round),
                     )
                     .instrument(span)
                     .await;
-                let args_json = request
-                    .arguments
+                let asking = exchange
                     .as_ref()
-                    .map(|a| serde_json::to_string(a).unwrap_or_default())
-                    .unwrap_or_else(|| "{}".into());
-                let record = call_record(
+                    .and_then(|x| x.asked(&self.shared.request_state));
+                let mut record = call_record(
                     &era,
                     Target::Prompt(name),
                     &plugin,
@@ -107,8 +121,41 @@ impl StockadeMcp {
                     request.arguments.as_ref().map(|a| redact_object(a, 2048)),
                     &report,
                 );
+                let missing = exchange
+                    .as_ref()
+                    .and_then(mrtr::Exchange::missing)
+                    .filter(|_| {
+                        asking.is_none()
+                            && (report.outcome.is_err()
+                                || matches!(report.outcome, Ok(OpOutput::Prompt(Err(_)))))
+                    });
+                match &asking {
+                    Some(Ok(asked)) => {
+                        record.outcome = "input_required";
+                        record.error = Some(format!("asked the client `{}`", asked.key));
+                    }
+                    _ if missing.is_some() => record.outcome = "missing_client_capability",
+                    _ => {}
+                }
                 self.record(record, report.denied, None, || format!("prompt `{name}`"))
                     .await?;
+                match asking {
+                    Some(Ok(asked)) => {
+                        return Ok(GetPromptResponse::InputRequired(
+                            super::tools::input_required(asked)?,
+                        ));
+                    }
+                    Some(Err(why)) => {
+                        return Err(ErrorData::internal_error(
+                            format!("prompt `{name}`: {why}"),
+                            None,
+                        ));
+                    }
+                    None => {}
+                }
+                if let Some(caps) = missing {
+                    return Err(ErrorData::missing_required_client_capability(caps));
+                }
                 match report.outcome {
                     Ok(OpOutput::Prompt(Ok(p))) => {
                         let mut rendered = convert::prompt_result(&p);

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 
 use super::era::{Cache, Era};
+use super::mrtr;
 use super::results::{Target, call_record, metered_resource};
 use super::{
     StockadeMcp, convert, invalid_params, list_cache, permitted, principal, sessions, timed,
@@ -110,12 +111,33 @@ impl StockadeMcp {
                 };
                 let era = Era::of(&context);
                 let log = self.log_level_for(&era, &context)?;
+                let exchange = mrtr::Exchange::begin(
+                    &self.shared.request_state,
+                    era.modern,
+                    &context,
+                    "resources/read",
+                    uri,
+                    "",
+                    request.input_responses.as_ref(),
+                    request.request_state.as_deref(),
+                )?;
+                let round = exchange.as_ref().map(mrtr::Exchange::round);
                 let span = tracing::info_span!("resource_read", %uri, plugin = %plugin.name);
                 let report = self
-                    .run(&plugin, None, Op::ReadResource { uri }, &context, log, None)
+                    .run(
+                        &plugin,
+                        None,
+                        Op::ReadResource { uri },
+                        &context,
+                        log,
+                        round,
+                    )
                     .instrument(span)
                     .await;
-                let record = call_record(
+                let asking = exchange
+                    .as_ref()
+                    .and_then(|x| x.asked(&self.shared.request_state));
+                let mut record = call_record(
                     &era,
                     Target::Resource(uri),
                     &plugin,
@@ -124,11 +146,44 @@ impl StockadeMcp {
                     None,
                     &report,
                 );
+                let missing = exchange
+                    .as_ref()
+                    .and_then(mrtr::Exchange::missing)
+                    .filter(|_| {
+                        asking.is_none()
+                            && (report.outcome.is_err()
+                                || matches!(report.outcome, Ok(OpOutput::Resource(Err(_)))))
+                    });
+                match &asking {
+                    Some(Ok(asked)) => {
+                        record.outcome = "input_required";
+                        record.error = Some(format!("asked the client `{}`", asked.key));
+                    }
+                    _ if missing.is_some() => record.outcome = "missing_client_capability",
+                    _ => {}
+                }
                 let metered = metered_resource(&plugin, uri);
                 self.record(record, report.denied, Some(&metered), || {
                     format!("resource `{uri}`")
                 })
                 .await?;
+                match asking {
+                    Some(Ok(asked)) => {
+                        return Ok(ReadResourceResponse::InputRequired(
+                            super::tools::input_required(asked)?,
+                        ));
+                    }
+                    Some(Err(why)) => {
+                        return Err(ErrorData::internal_error(
+                            format!("reading `{uri}`: {why}"),
+                            None,
+                        ));
+                    }
+                    None => {}
+                }
+                if let Some(caps) = missing {
+                    return Err(ErrorData::missing_required_client_capability(caps));
+                }
                 match report.outcome {
                     Ok(OpOutput::Resource(Ok(contents))) => {
                         let contents: Vec<Value> =

@@ -1,11 +1,8 @@
 //! `tools/list` and `tools/call`.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
-
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities,
-    InputRequiredResult, ListToolsResult, PaginatedRequestParams,
+    CallToolRequestParams, CallToolResponse, CallToolResult, InputRequiredResult, ListToolsResult,
+    PaginatedRequestParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer};
@@ -104,24 +101,16 @@ impl StockadeMcp {
                 let arguments = serde_json::to_string(&args).unwrap_or_else(|_| "{}".into());
                 // A 2026-07-28 call's questions end it with `input_required`;
                 // its retry brings the answers (mcp/mrtr.rs).
-                let binding = mrtr::Binding::new(
+                let exchange = mrtr::Exchange::begin(
+                    &self.shared.request_state,
+                    era.modern,
+                    &context,
                     "tools/call",
                     name,
                     &arguments,
-                    who.as_ref().map(|p| p.subject.as_str()),
-                    who.as_ref().and_then(|p| p.client_id.as_deref()),
-                );
-                let round = if era.modern {
-                    Some(Arc::new(mrtr::Round::begin(
-                        &self.shared.request_state,
-                        &binding,
-                        declared_questions(&context),
-                        request.input_responses.as_ref(),
-                        request.request_state.as_deref(),
-                    )?))
-                } else {
-                    None
-                };
+                    request.input_responses.as_ref(),
+                    request.request_state.as_deref(),
+                )?;
                 // Checked before any plugin code runs; a refusal is audited and
                 // answered like the plugin's own `invalid-arguments`.
                 let report = match conform::argument_refusal(schema, name, &args) {
@@ -139,15 +128,15 @@ impl StockadeMcp {
                             arguments: &arguments,
                             caller: &caller,
                         };
-                        self.run(&plugin, Some(name), op, &context, log, round.clone())
+                        let round = exchange.as_ref().map(mrtr::Exchange::round);
+                        self.run(&plugin, Some(name), op, &context, log, round)
                             .instrument(span)
                             .await
                     }
                 };
-                let asking = round.as_ref().filter(|r| r.is_suspended()).map(|r| {
-                    r.input_required(&self.shared.request_state, &binding)
-                        .map(|v| (v, r.asked_key().unwrap_or_default()))
-                });
+                let asking = exchange
+                    .as_ref()
+                    .and_then(|x| x.asked(&self.shared.request_state));
                 let mut json = match &asking {
                     Some(Err(why)) => convert::error_result(&format!("tool `{name}`: {why}")),
                     _ => tool_result(name, &plugin, &report.outcome),
@@ -168,16 +157,16 @@ impl StockadeMcp {
                     record.outcome = "invalid_result";
                     record.error = Some(why.chars().take(300).collect());
                 }
-                if let Some(Ok((_, key))) = &asking {
+                if let Some(Ok(asked)) = &asking {
                     record.outcome = "input_required";
-                    record.error = Some(format!("asked the client `{key}`"));
+                    record.error = Some(format!("asked the client `{}`", asked.key));
                 }
                 // A question the request could not take (it did not declare
                 // the capability) and a call that then failed: the client
                 // is told what it lacks (-32021), not the plugin's error.
-                let missing = round
+                let missing = exchange
                     .as_ref()
-                    .and_then(|r| r.missing_capabilities())
+                    .and_then(mrtr::Exchange::missing)
                     .filter(|_| asking.is_none() && json["isError"] == true);
                 if missing.is_some() {
                     record.outcome = "missing_client_capability";
@@ -185,14 +174,10 @@ impl StockadeMcp {
                 self.record(record, report.denied, None, || format!("tool `{name}`"))
                     .await?;
                 if let Some(caps) = missing {
-                    let caps: ClientCapabilities = serde_json::from_value(caps)
-                        .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
                     return Err(ErrorData::missing_required_client_capability(caps));
                 }
-                if let Some(Ok((asked, _))) = asking {
-                    let result: InputRequiredResult = serde_json::from_value(asked)
-                        .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
-                    return Ok(CallToolResponse::InputRequired(result));
+                if let Some(Ok(asked)) = asking {
+                    return Ok(CallToolResponse::InputRequired(input_required(asked)?));
                 }
                 convert::add_host_refusals(&mut json, &report.denials);
                 era.stamp(&mut json, None);
@@ -205,15 +190,7 @@ impl StockadeMcp {
     }
 }
 
-/// The questions a 2026-07-28 request's client said it can take.
-fn declared_questions(cx: &RequestContext<RoleServer>) -> BTreeSet<&'static str> {
-    let caps = cx.client_capabilities().unwrap_or_default();
-    let mut declared = BTreeSet::new();
-    if caps.sampling.is_some() {
-        declared.insert("sampling");
-    }
-    if caps.elicitation.is_some() {
-        declared.insert("elicitation");
-    }
-    declared
+/// The rmcp form of an `input_required` result.
+pub(super) fn input_required(asked: mrtr::InputRequired) -> Result<InputRequiredResult, ErrorData> {
+    serde_json::from_value(asked.result).map_err(|e| ErrorData::internal_error(e.to_string(), None))
 }

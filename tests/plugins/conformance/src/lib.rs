@@ -386,6 +386,22 @@ stockade_sdk::plugin! {
                     PromptMessage::user("Please process the embedded resource above."),
                 ])
             }),
+        Prompt::new(
+            "test_input_required_result_prompt",
+            "Asks the user for context before rendering (MRTR on prompts/get)",
+        )
+        .render(|_| {
+            let schema = json!({
+                "type": "object",
+                "properties": {"context": {"type": "string", "description": "What you are working on"}},
+                "required": ["context"],
+            });
+            let context = match client::elicit("What context should the prompt use?", &schema)? {
+                Elicitation::Accept(content) => content["context"].as_str().unwrap_or("").to_owned(),
+                Elicitation::Decline | Elicitation::Cancel => "(none given)".to_owned(),
+            };
+            Ok(vec![PromptMessage::user(format!("Prompt with context: {context}"))])
+        }),
         Prompt::new("test_prompt_with_image", "A prompt with an image")
             .render(|_| {
                 Ok(vec![
