@@ -20,6 +20,9 @@ const SECRET_KEYS: &[&str] = &[
 /// The most bytes of one string value kept.
 const MAX_STRING: usize = 256;
 
+/// The most bytes of one object key kept (a client may send any key).
+const MAX_KEY: usize = 128;
+
 /// The mask written in place of a secret.
 pub const MASK: &str = "[redacted]";
 
@@ -80,6 +83,18 @@ fn redact(v: &Value, left: &mut usize) -> Value {
     }
 }
 
+/// `s` cut to `max` bytes (at a character boundary), saying how long it was.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &s[..end], s.len())
+}
+
 fn redact_map(m: &Map<String, Value>, left: &mut usize) -> Value {
     let mut out = Map::new();
     for (k, v) in m {
@@ -87,25 +102,76 @@ fn redact_map(m: &Map<String, Value>, left: &mut usize) -> Value {
             out.insert("…".into(), Value::from("truncated"));
             break;
         }
-        *left = left.saturating_sub(k.len() + 4);
-        let value = if is_secret(k) && !v.is_object() && !v.is_array() {
-            Value::from(MASK)
-        } else if is_secret(k) {
-            mask_all(v)
+        let key = cut(k, MAX_KEY);
+        *left = left.saturating_sub(key.len() + 4);
+        let value = if is_secret(k) {
+            mask_all(v, left)
         } else {
             redact(v, left)
         };
-        out.insert(k.clone(), value);
+        out.insert(key, value);
     }
     Value::Object(out)
 }
 
-fn mask_all(v: &Value) -> Value {
+/// `v` with every leaf masked, within the same budget as the rest.
+fn mask_all(v: &Value, left: &mut usize) -> Value {
     match v {
         Value::Object(m) => {
-            Value::Object(m.iter().map(|(k, v)| (k.clone(), mask_all(v))).collect())
+            let mut out = Map::new();
+            for (k, v) in m {
+                if *left == 0 {
+                    out.insert("…".into(), Value::from("truncated"));
+                    break;
+                }
+                let key = cut(k, MAX_KEY);
+                *left = left.saturating_sub(key.len() + 4);
+                out.insert(key, mask_all(v, left));
+            }
+            Value::Object(out)
         }
-        Value::Array(a) => Value::Array(a.iter().map(mask_all).collect()),
-        _ => Value::from(MASK),
+        Value::Array(a) => {
+            let mut out = Vec::new();
+            for item in a {
+                if *left == 0 {
+                    out.push(Value::from(format!("… {} more", a.len() - out.len())));
+                    break;
+                }
+                out.push(mask_all(item, left));
+            }
+            Value::Array(out)
+        }
+        _ => {
+            *left = left.saturating_sub(MASK.len() + 2);
+            Value::from(MASK)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A client's keys and a secret's nested contents count against the
+    /// budget like everything else: no argument makes an unbounded audit line.
+    #[test]
+    fn keys_and_masked_secrets_are_bounded() {
+        let huge_key = "k".repeat(1 << 20);
+        let mut secret = Map::new();
+        for i in 0..100_000 {
+            secret.insert(format!("field-{i}-{}", "x".repeat(100)), json!([1, 2, 3]));
+        }
+        let args = json!({ huge_key.clone(): "v", "token": secret, "api_key": "s3cret" });
+        let out = redact_object(args.as_object().unwrap(), 2048);
+        let text = out.to_string();
+        assert!(text.len() < 16 << 10, "{} bytes", text.len());
+        assert!(!text.contains("s3cret"));
+        assert!(
+            text.contains(&format!("… ({} bytes)", huge_key.len())),
+            "the key says it was cut"
+        );
+        assert!(text.contains("truncated"), "the secret object is cut short");
+        assert!(!text.contains("\"1\""), "no leaf of a secret is kept");
     }
 }
