@@ -11,7 +11,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use common::{HostBuilder, bundled};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use oauth::{Oauth, REDIRECT, assert_audited, audit_text, initialize, tokens};
+use oauth::{
+    Oauth, REDIRECT, assert_audited, audit_mark, audit_text, audited_since, initialize, tokens,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -41,40 +43,6 @@ fn claims(base: &str, fam: &str) -> Value {
         "iss": base, "sub": "operator", "aud": format!("{base}/mcp"),
         "exp": now() + 600, "iat": now(), "jti": "x", "client_id": client, "scope": "mcp", "fam": fam,
     })
-}
-
-/// How many audit lines the host has written so far: a mark for
-/// [`audited_since`].
-fn audit_mark(data: &Path) -> usize {
-    oauth::audit(data).len()
-}
-
-/// The audit line with `event` and every `(key, substring)` among the lines
-/// written after `mark`, so a check finds the line of its own request (every
-/// refusal is audited before it is answered), never an earlier request's
-/// line with the same reason; panics with those lines when there is none.
-fn audited_since(data: &Path, mark: usize, event: &str, fields: &[(&str, &str)]) -> Value {
-    let lines = oauth::audit(data);
-    let new = &lines[mark.min(lines.len())..];
-    new.iter()
-        .find(|l| {
-            l["event"] == event
-                && fields.iter().all(|(k, sub)| match &l[*k] {
-                    Value::String(s) => s.contains(sub),
-                    Value::Null => false,
-                    other => other.to_string().contains(sub),
-                })
-        })
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!(
-                "no new audit line {event} with {fields:?}; the new lines:\n{}",
-                new.iter()
-                    .map(|l| l.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )
-        })
 }
 
 fn assert_invalid_token(r: &oauth::Resp, base: &str) {

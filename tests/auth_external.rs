@@ -16,7 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use common::{Host, HostBuilder};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use oauth::{Oauth, assert_audited, initialize};
+use oauth::{Oauth, assert_audited, audited_since, initialize};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use p256::pkcs8::{EncodePrivateKey, LineEnding};
 use reqwest::StatusCode;
@@ -266,31 +266,6 @@ async fn timed(base: &str, token: &str) -> (StatusCode, Duration) {
     (r.status, start.elapsed())
 }
 
-/// Asserts an audit line with `event` and every `(key, substring)` among the
-/// lines written after `mark` (the count of lines before the request), so a
-/// check finds its own request's line, never an earlier one with the same
-/// reason.
-fn audited_since(data: &std::path::Path, mark: usize, event: &str, fields: &[(&str, &str)]) {
-    let lines = oauth::audit(data);
-    let new = &lines[mark.min(lines.len())..];
-    let found = new.iter().any(|l| {
-        l["event"] == event
-            && fields.iter().all(|(k, sub)| match &l[*k] {
-                Value::String(s) => s.contains(sub),
-                Value::Null => false,
-                other => other.to_string().contains(sub),
-            })
-    });
-    assert!(
-        found,
-        "no new audit line {event} with {fields:?}; the new lines:\n{}",
-        new.iter()
-            .map(|l| l.to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-}
-
 fn wait_fetch_log(host: &Host, needle: &str) {
     assert!(
         host.wait_log(needle, Duration::from_secs(30)),
@@ -413,7 +388,7 @@ async fn external_idp_tokens_are_validated_with_its_jwks() {
     ] {
         // Some tokens share a reason: each check reads only the lines its
         // own request wrote (issue 23), never an earlier token's.
-        let mark = oauth::audit(&data).len();
+        let mark = oauth::audit_mark(&data);
         let r = o.mcp(Some(&token), &initialize()).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{reason}");
         assert!(
@@ -703,7 +678,7 @@ async fn external_idp_scope_claims_meet_plugin_scopes() {
         ),
         (with("", Value::Null), "admin", "no scope claim"),
     ] {
-        let mark = oauth::audit(&data).len();
+        let mark = oauth::audit_mark(&data);
         let r = o.mcp(Some(&token), &oauth::tools_call("greet")).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{what}: {}", r.body);
         assert_eq!(r.json()["error"], "insufficient_scope", "{what}");

@@ -6,7 +6,9 @@ mod common;
 mod oauth;
 
 use common::{HostBuilder, bundled};
-use oauth::{Oauth, REDIRECT, assert_audited, audit_text, initialize, tokens};
+use oauth::{
+    Oauth, REDIRECT, assert_audited, audit_mark, audit_text, audited_since, initialize, tokens,
+};
 use reqwest::StatusCode;
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, ContentBlock};
@@ -1003,44 +1005,6 @@ fn jwt_claims(token: &str) -> serde_json::Value {
         .decode(part)
         .unwrap();
     serde_json::from_slice(&bytes).unwrap()
-}
-
-/// How many audit lines the host has written so far: a mark for
-/// [`audited_since`].
-fn audit_mark(data: &std::path::Path) -> usize {
-    oauth::audit(data).len()
-}
-
-/// The audit line with `event` and every `(key, substring)` among the lines
-/// written after `mark` (so a check finds its own request's line, not an
-/// earlier one with the same reason); panics with those lines when none.
-fn audited_since(
-    data: &std::path::Path,
-    mark: usize,
-    event: &str,
-    fields: &[(&str, &str)],
-) -> serde_json::Value {
-    let lines = oauth::audit(data);
-    let new = &lines[mark.min(lines.len())..];
-    new.iter()
-        .find(|l| {
-            l["event"] == event
-                && fields.iter().all(|(k, sub)| match &l[*k] {
-                    serde_json::Value::String(s) => s.contains(sub),
-                    serde_json::Value::Null => false,
-                    other => other.to_string().contains(sub),
-                })
-        })
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!(
-                "no new audit line {event} with {fields:?}; the new lines:\n{}",
-                new.iter()
-                    .map(|l| l.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )
-        })
 }
 
 /// How a test request presents a confidential client's secret.

@@ -452,24 +452,28 @@ pub fn audit_text(data_dir: &Path) -> String {
     std::fs::read_to_string(data_dir.join("audit/audit.log")).unwrap_or_default()
 }
 
-/// Asserts an audit line with `event` whose fields contain every `(key, substring)`.
-pub fn assert_audited(data_dir: &Path, event: &str, fields: &[(&str, &str)]) -> Value {
-    let lines = audit(data_dir);
+/// Whether the audit line `l` is an `event` whose fields contain every
+/// `(key, substring)`.
+fn audit_matches(l: &Value, event: &str, fields: &[(&str, &str)]) -> bool {
+    l["event"] == event
+        && fields.iter().all(|(k, sub)| match &l[*k] {
+            Value::String(s) => s.contains(sub),
+            Value::Null => false,
+            other => other.to_string().contains(sub),
+        })
+}
+
+/// The last line of `lines` matching (see [`audit_matches`]); panics naming
+/// `what` and listing the lines when there is none.
+fn find_audited(lines: &[Value], what: &str, event: &str, fields: &[(&str, &str)]) -> Value {
     lines
         .iter()
         .rev()
-        .find(|l| {
-            l["event"] == event
-                && fields.iter().all(|(k, sub)| match &l[*k] {
-                    Value::String(s) => s.contains(sub),
-                    Value::Null => false,
-                    other => other.to_string().contains(sub),
-                })
-        })
+        .find(|l| audit_matches(l, event, fields))
         .cloned()
         .unwrap_or_else(|| {
             panic!(
-                "no audit line {event} with {fields:?}; the log has:\n{}",
+                "no {what}audit line {event} with {fields:?}; the lines:\n{}",
                 lines
                     .iter()
                     .map(|l| l.to_string())
@@ -477,4 +481,24 @@ pub fn assert_audited(data_dir: &Path, event: &str, fields: &[(&str, &str)]) -> 
                     .join("\n")
             )
         })
+}
+
+/// Asserts an audit line with `event` whose fields contain every `(key, substring)`.
+pub fn assert_audited(data_dir: &Path, event: &str, fields: &[(&str, &str)]) -> Value {
+    find_audited(&audit(data_dir), "", event, fields)
+}
+
+/// How many audit lines the host has written so far: a mark for
+/// [`audited_since`].
+pub fn audit_mark(data_dir: &Path) -> usize {
+    audit(data_dir).len()
+}
+
+/// The audit line with `event` and every `(key, substring)` among the lines
+/// written after `mark`, so a check finds the line of its own request (every
+/// refusal is audited before it is answered), never an earlier request's line
+/// with the same reason; panics with those lines when there is none.
+pub fn audited_since(data_dir: &Path, mark: usize, event: &str, fields: &[(&str, &str)]) -> Value {
+    let lines = audit(data_dir);
+    find_audited(&lines[mark.min(lines.len())..], "new ", event, fields)
 }

@@ -165,6 +165,39 @@ fn permitted(who: Option<&Principal>, plugin: &Plugin) -> bool {
     }
 }
 
+impl StockadeMcp {
+    /// A list result (`tools/list`, `prompts/list`, …) of `method`: under
+    /// `key`, what `items` gives for each plugin the caller may use, in the
+    /// catalog's order; caching hints and `serverInfo` for a modern request.
+    async fn list<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &'static str,
+        key: &str,
+        context: &RequestContext<RoleServer>,
+        items: impl Fn(&Plugin) -> Vec<serde_json::Value>,
+    ) -> Result<T, ErrorData> {
+        timed(
+            method,
+            None,
+            async {
+                let snapshot = self.shared.catalog.snapshot();
+                let who = principal(context);
+                let all: Vec<serde_json::Value> = snapshot
+                    .plugins
+                    .values()
+                    .filter(|p| permitted(who.as_ref(), p))
+                    .flat_map(|p| items(p))
+                    .collect();
+                let mut list = serde_json::json!({ key: all });
+                era::Era::of(context).stamp(&mut list, Some(list_cache(&snapshot)));
+                convert::to_rmcp(list)
+            },
+            |_| false,
+        )
+        .await
+    }
+}
+
 /// The caching hints of a list from `snapshot`: public when every caller sees
 /// the same list (no plugin being served needs a scope), else private.
 fn list_cache(snapshot: &crate::plugins::Snapshot) -> era::Cache {

@@ -442,12 +442,26 @@ pub struct Exchange {
     binding: Binding,
 }
 
+/// How a run of a modern request ends, as far as MRTR is concerned.
+pub enum Settled {
+    /// It asked: answer `input_required`.
+    Asked(rmcp::model::InputRequiredResult),
+    /// It asked, but the question cannot be sent (past the bounds): the
+    /// call fails with this reason.
+    CannotAsk(String),
+    /// A question needed a capability the request did not declare, and the
+    /// run then failed: answer `-32021`.
+    Missing(rmcp::model::ClientCapabilities),
+    /// Nothing to do with MRTR: answer as usual.
+    Done,
+}
+
 /// What a run that asked ends with.
-pub struct InputRequired {
+struct InputRequired {
     /// The `input_required` result.
-    pub result: Value,
+    result: Value,
     /// The key of the question (for the audit log).
-    pub key: String,
+    key: String,
 }
 
 impl Exchange {
@@ -501,7 +515,7 @@ impl Exchange {
 
     /// When the run stopped to ask: the `input_required` result, or why it
     /// cannot be sent (what to tell the model instead).
-    pub fn asked(&self, key: &StateKey) -> Option<Result<InputRequired, String>> {
+    fn asked(&self, key: &StateKey) -> Option<Result<InputRequired, String>> {
         if !self.round.is_suspended() {
             return None;
         }
@@ -517,10 +531,49 @@ impl Exchange {
 
     /// The capabilities the run's questions needed and the request did not
     /// declare (`{"sampling": {}}`), as rmcp's type, if any.
-    pub fn missing(&self) -> Option<rmcp::model::ClientCapabilities> {
+    fn missing(&self) -> Option<rmcp::model::ClientCapabilities> {
         self.round
             .missing_capabilities()
             .and_then(|v| serde_json::from_value(v).ok())
+    }
+
+    /// How the run of `exchange` (none for a legacy request) ends, given
+    /// whether the operation `failed`; its audit `record` says so.
+    pub fn settle(
+        exchange: Option<&Exchange>,
+        key: &StateKey,
+        failed: bool,
+        record: &mut crate::audit::ToolCallRecord,
+    ) -> Settled {
+        let Some(x) = exchange else {
+            return Settled::Done;
+        };
+        match x.asked(key) {
+            Some(Ok(asked)) => match serde_json::from_value(asked.result) {
+                Ok(result) => {
+                    record.outcome = "input_required";
+                    record.error = Some(format!("asked the client `{}`", asked.key));
+                    Settled::Asked(result)
+                }
+                Err(e) => {
+                    record.outcome = "failed";
+                    record.error = Some(format!("internal error: {e}"));
+                    Settled::CannotAsk(format!("internal error: {e}"))
+                }
+            },
+            Some(Err(why)) => {
+                record.outcome = "failed";
+                record.error = Some(why.chars().take(300).collect());
+                Settled::CannotAsk(why)
+            }
+            None => match x.missing().filter(|_| failed) {
+                Some(caps) => {
+                    record.outcome = "missing_client_capability";
+                    Settled::Missing(caps)
+                }
+                None => Settled::Done,
+            },
+        }
     }
 }
 

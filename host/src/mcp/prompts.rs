@@ -6,13 +6,13 @@ use rmcp::model::{
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tracing::Instrument;
 
 use super::era::Era;
 use super::mrtr;
 use super::results::{Target, call_record};
-use super::{StockadeMcp, convert, invalid_params, list_cache, permitted, principal, timed};
+use super::{StockadeMcp, convert, invalid_params, permitted, principal, timed};
 use crate::audit::redact_object;
 use crate::bindings::guest_prompts;
 use crate::runtime::{Op, OpOutput};
@@ -23,24 +23,9 @@ impl StockadeMcp {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        timed(
-            "prompts/list",
-            None,
-            async {
-                let snapshot = self.shared.catalog.snapshot();
-                let who = principal(&context);
-                let prompts: Vec<Value> = snapshot
-                    .plugins
-                    .values()
-                    .filter(|p| permitted(who.as_ref(), p))
-                    .flat_map(|p| p.code.prompts.iter().map(convert::prompt))
-                    .collect();
-                let mut list = json!({ "prompts": prompts });
-                Era::of(&context).stamp(&mut list, Some(list_cache(&snapshot)));
-                convert::to_rmcp(list)
-            },
-            |_| false,
-        )
+        self.list("prompts/list", "prompts", &context, |p| {
+            p.code.prompts.iter().map(convert::prompt).collect()
+        })
         .await
     }
 
@@ -109,9 +94,6 @@ impl StockadeMcp {
                     )
                     .instrument(span)
                     .await;
-                let asking = exchange
-                    .as_ref()
-                    .and_then(|x| x.asked(&self.shared.request_state));
                 let mut record = call_record(
                     &era,
                     Target::Prompt(name),
@@ -121,40 +103,29 @@ impl StockadeMcp {
                     request.arguments.as_ref().map(|a| redact_object(a, 2048)),
                     &report,
                 );
-                let missing = exchange
-                    .as_ref()
-                    .and_then(mrtr::Exchange::missing)
-                    .filter(|_| {
-                        asking.is_none()
-                            && (report.outcome.is_err()
-                                || matches!(report.outcome, Ok(OpOutput::Prompt(Err(_)))))
-                    });
-                match &asking {
-                    Some(Ok(asked)) => {
-                        record.outcome = "input_required";
-                        record.error = Some(format!("asked the client `{}`", asked.key));
-                    }
-                    _ if missing.is_some() => record.outcome = "missing_client_capability",
-                    _ => {}
-                }
+                let settled = mrtr::Exchange::settle(
+                    exchange.as_ref(),
+                    &self.shared.request_state,
+                    report.outcome.is_err()
+                        || matches!(report.outcome, Ok(OpOutput::Prompt(Err(_)))),
+                    &mut record,
+                );
                 self.record(record, report.denied, None, || format!("prompt `{name}`"))
                     .await?;
-                match asking {
-                    Some(Ok(asked)) => {
-                        return Ok(GetPromptResponse::InputRequired(
-                            super::tools::input_required(asked)?,
-                        ));
+                match settled {
+                    mrtr::Settled::Asked(asked) => {
+                        return Ok(GetPromptResponse::InputRequired(asked));
                     }
-                    Some(Err(why)) => {
+                    mrtr::Settled::Missing(caps) => {
+                        return Err(ErrorData::missing_required_client_capability(caps));
+                    }
+                    mrtr::Settled::CannotAsk(why) => {
                         return Err(ErrorData::internal_error(
                             format!("prompt `{name}`: {why}"),
                             None,
                         ));
                     }
-                    None => {}
-                }
-                if let Some(caps) = missing {
-                    return Err(ErrorData::missing_required_client_capability(caps));
+                    mrtr::Settled::Done => {}
                 }
                 match report.outcome {
                     Ok(OpOutput::Prompt(Ok(p))) => {

@@ -14,9 +14,7 @@ use tracing::Instrument;
 use super::era::{Cache, Era};
 use super::mrtr;
 use super::results::{Target, call_record, metered_resource};
-use super::{
-    StockadeMcp, convert, invalid_params, list_cache, permitted, principal, sessions, timed,
-};
+use super::{StockadeMcp, convert, invalid_params, permitted, principal, sessions, timed};
 use crate::bindings::guest_resources;
 use crate::runtime::{Op, OpOutput};
 
@@ -26,24 +24,9 @@ impl StockadeMcp {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        timed(
-            "resources/list",
-            None,
-            async {
-                let snapshot = self.shared.catalog.snapshot();
-                let who = principal(&context);
-                let resources: Vec<Value> = snapshot
-                    .plugins
-                    .values()
-                    .filter(|p| permitted(who.as_ref(), p))
-                    .flat_map(|p| p.code.resources.iter().map(convert::resource))
-                    .collect();
-                let mut list = json!({ "resources": resources });
-                Era::of(&context).stamp(&mut list, Some(list_cache(&snapshot)));
-                convert::to_rmcp(list)
-            },
-            |_| false,
-        )
+        self.list("resources/list", "resources", &context, |p| {
+            p.code.resources.iter().map(convert::resource).collect()
+        })
         .await
     }
 
@@ -52,28 +35,17 @@ impl StockadeMcp {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        timed(
+        self.list(
             "resources/templates/list",
-            None,
-            async {
-                let snapshot = self.shared.catalog.snapshot();
-                let who = principal(&context);
-                let templates: Vec<Value> = snapshot
-                    .plugins
-                    .values()
-                    .filter(|p| permitted(who.as_ref(), p))
-                    .flat_map(|p| {
-                        p.code
-                            .resource_templates
-                            .iter()
-                            .map(convert::resource_template)
-                    })
-                    .collect();
-                let mut list = json!({ "resourceTemplates": templates });
-                Era::of(&context).stamp(&mut list, Some(list_cache(&snapshot)));
-                convert::to_rmcp(list)
+            "resourceTemplates",
+            &context,
+            |p| {
+                p.code
+                    .resource_templates
+                    .iter()
+                    .map(convert::resource_template)
+                    .collect()
             },
-            |_| false,
         )
         .await
     }
@@ -134,9 +106,6 @@ impl StockadeMcp {
                     )
                     .instrument(span)
                     .await;
-                let asking = exchange
-                    .as_ref()
-                    .and_then(|x| x.asked(&self.shared.request_state));
                 let mut record = call_record(
                     &era,
                     Target::Resource(uri),
@@ -146,43 +115,32 @@ impl StockadeMcp {
                     None,
                     &report,
                 );
-                let missing = exchange
-                    .as_ref()
-                    .and_then(mrtr::Exchange::missing)
-                    .filter(|_| {
-                        asking.is_none()
-                            && (report.outcome.is_err()
-                                || matches!(report.outcome, Ok(OpOutput::Resource(Err(_)))))
-                    });
-                match &asking {
-                    Some(Ok(asked)) => {
-                        record.outcome = "input_required";
-                        record.error = Some(format!("asked the client `{}`", asked.key));
-                    }
-                    _ if missing.is_some() => record.outcome = "missing_client_capability",
-                    _ => {}
-                }
+                let settled = mrtr::Exchange::settle(
+                    exchange.as_ref(),
+                    &self.shared.request_state,
+                    report.outcome.is_err()
+                        || matches!(report.outcome, Ok(OpOutput::Resource(Err(_)))),
+                    &mut record,
+                );
                 let metered = metered_resource(&plugin, uri);
                 self.record(record, report.denied, Some(&metered), || {
                     format!("resource `{uri}`")
                 })
                 .await?;
-                match asking {
-                    Some(Ok(asked)) => {
-                        return Ok(ReadResourceResponse::InputRequired(
-                            super::tools::input_required(asked)?,
-                        ));
+                match settled {
+                    mrtr::Settled::Asked(asked) => {
+                        return Ok(ReadResourceResponse::InputRequired(asked));
                     }
-                    Some(Err(why)) => {
+                    mrtr::Settled::Missing(caps) => {
+                        return Err(ErrorData::missing_required_client_capability(caps));
+                    }
+                    mrtr::Settled::CannotAsk(why) => {
                         return Err(ErrorData::internal_error(
                             format!("reading `{uri}`: {why}"),
                             None,
                         ));
                     }
-                    None => {}
-                }
-                if let Some(caps) = missing {
-                    return Err(ErrorData::missing_required_client_capability(caps));
+                    mrtr::Settled::Done => {}
                 }
                 match report.outcome {
                     Ok(OpOutput::Resource(Ok(contents))) => {

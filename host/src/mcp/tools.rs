@@ -1,20 +1,18 @@
 //! `tools/list` and `tools/call`.
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, InputRequiredResult, ListToolsResult,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ListToolsResult,
     PaginatedRequestParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tracing::Instrument;
 
 use super::era::Era;
 use super::mrtr;
 use super::results::{Target, call_record, tool_result};
-use super::{
-    StockadeMcp, conform, convert, invalid_params, list_cache, permitted, principal, timed,
-};
+use super::{StockadeMcp, conform, convert, invalid_params, permitted, principal, timed};
 use crate::audit::redact_object;
 use crate::bindings::guest_tools;
 use crate::runtime::Op;
@@ -25,23 +23,9 @@ impl StockadeMcp {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        timed(
-            "tools/list",
-            None,
-            async {
-                let snapshot = self.shared.catalog.snapshot();
-                let who = principal(&context);
-                let tools: Vec<Value> = snapshot
-                    .all_tools()
-                    .filter(|(p, _)| permitted(who.as_ref(), p))
-                    .map(|(_, t)| convert::tool(t))
-                    .collect();
-                let mut list = json!({ "tools": tools });
-                Era::of(&context).stamp(&mut list, Some(list_cache(&snapshot)));
-                convert::to_rmcp(list)
-            },
-            |_| false,
-        )
+        self.list("tools/list", "tools", &context, |p| {
+            p.code.tools.iter().map(convert::tool).collect()
+        })
         .await
     }
 
@@ -134,13 +118,7 @@ impl StockadeMcp {
                             .await
                     }
                 };
-                let asking = exchange
-                    .as_ref()
-                    .and_then(|x| x.asked(&self.shared.request_state));
-                let mut json = match &asking {
-                    Some(Err(why)) => convert::error_result(&format!("tool `{name}`: {why}")),
-                    _ => tool_result(name, &plugin, &report.outcome),
-                };
+                let mut json = tool_result(name, &plugin, &report.outcome);
                 let mismatch = conform::enforce_output(schema, name, &plugin.name, &mut json);
                 let mut record = call_record(
                     &era,
@@ -157,27 +135,28 @@ impl StockadeMcp {
                     record.outcome = "invalid_result";
                     record.error = Some(why.chars().take(300).collect());
                 }
-                if let Some(Ok(asked)) = &asking {
-                    record.outcome = "input_required";
-                    record.error = Some(format!("asked the client `{}`", asked.key));
-                }
-                // A question the request could not take (it did not declare
-                // the capability) and a call that then failed: the client
-                // is told what it lacks (-32021), not the plugin's error.
-                let missing = exchange
-                    .as_ref()
-                    .and_then(mrtr::Exchange::missing)
-                    .filter(|_| asking.is_none() && json["isError"] == true);
-                if missing.is_some() {
-                    record.outcome = "missing_client_capability";
-                }
+                // A question asked (MRTR), or one the request could not take
+                // (it did not declare the capability) in a call that then
+                // failed: the client is told what it lacks (-32021).
+                let settled = mrtr::Exchange::settle(
+                    exchange.as_ref(),
+                    &self.shared.request_state,
+                    json["isError"] == true,
+                    &mut record,
+                );
                 self.record(record, report.denied, None, || format!("tool `{name}`"))
                     .await?;
-                if let Some(caps) = missing {
-                    return Err(ErrorData::missing_required_client_capability(caps));
-                }
-                if let Some(Ok(asked)) = asking {
-                    return Ok(CallToolResponse::InputRequired(input_required(asked)?));
+                match settled {
+                    mrtr::Settled::Asked(asked) => {
+                        return Ok(CallToolResponse::InputRequired(asked));
+                    }
+                    mrtr::Settled::Missing(caps) => {
+                        return Err(ErrorData::missing_required_client_capability(caps));
+                    }
+                    mrtr::Settled::CannotAsk(why) => {
+                        json = convert::error_result(&format!("tool `{name}`: {why}"));
+                    }
+                    mrtr::Settled::Done => {}
                 }
                 convert::add_host_refusals(&mut json, &report.denials);
                 era.stamp(&mut json, None);
@@ -188,9 +167,4 @@ impl StockadeMcp {
         )
         .await
     }
-}
-
-/// The rmcp form of an `input_required` result.
-pub(super) fn input_required(asked: mrtr::InputRequired) -> Result<InputRequiredResult, ErrorData> {
-    serde_json::from_value(asked.result).map_err(|e| ErrorData::internal_error(e.to_string(), None))
 }
