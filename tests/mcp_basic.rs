@@ -1883,38 +1883,6 @@ async fn modern_calls_ask_their_client_between_rounds() {
     );
 }
 
-/// The JSON-RPC messages of an SSE response as they arrive.
-struct SseReader {
-    resp: reqwest::Response,
-    buf: String,
-}
-
-impl SseReader {
-    /// The next message, or `None` when nothing more came within `wait`.
-    async fn next(&mut self, wait: Duration) -> Option<Value> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            if let Some(end) = self.buf.find("\n\n") {
-                let event: String = self.buf.drain(..end + 2).collect();
-                let data: String = event
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data:"))
-                    .map(str::trim)
-                    .collect();
-                if data.is_empty() {
-                    continue; // a keep-alive comment or an empty event
-                }
-                return Some(serde_json::from_str(&data).unwrap());
-            }
-            let chunk = tokio::time::timeout_at(deadline, self.resp.chunk())
-                .await
-                .ok()?;
-            self.buf
-                .push_str(&String::from_utf8_lossy(&chunk.unwrap()?));
-        }
-    }
-}
-
 /// Issue 19: `subscriptions/listen` (2026-07-28). The stream is acknowledged
 /// with the filter honoured; a plugin dropped into the directory is heard as
 /// `tools/list_changed`, and a subscribed resource a plugin says changed as
@@ -1933,10 +1901,7 @@ async fn listen_streams_hear_reloads_and_resource_updates() {
     let resp = modern(&url, 77, "subscriptions/listen", &filter, json!({})).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    let mut stream = SseReader {
-        resp,
-        buf: String::new(),
-    };
+    let mut stream = common::SseReader::new(resp);
     let ack = stream
         .next(Duration::from_secs(5))
         .await

@@ -622,6 +622,56 @@ async fn two_hosts_on_one_postgresql_serve_any_request() {
         assert!(text.starts_with(expect), "{tool} on the other host: {done}");
     }
 
+    // 6c. A `subscriptions/listen` stream on B hears a resource update that a
+    //     plugin on A announces (relayed through the store).
+    let listen = reqwest::Client::new()
+        .post(c.b.mcp_url())
+        .bearer_auth(&rotated.access)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "subscriptions/listen")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 5, "method": "subscriptions/listen", "params": {
+                "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {},
+                },
+                "notifications": {"toolsListChanged": true,
+                    "resourceSubscriptions": ["test://watched-resource"]},
+            }}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut stream = common::SseReader::new(listen);
+    let ack = stream
+        .next(Duration::from_secs(5))
+        .await
+        .expect("an acknowledgement");
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    let touched = modern_call(
+        &c.a,
+        &rotated.access,
+        "test_touch_watched_resource",
+        &json!({}),
+        None,
+    )
+    .await;
+    assert_eq!(touched["result"]["content"][0]["text"], "true", "{touched}");
+    let heard = stream
+        .next(Duration::from_secs(10))
+        .await
+        .expect("resources/updated from A");
+    assert_eq!(
+        heard["method"], "notifications/resources/updated",
+        "{heard}"
+    );
+    assert_eq!(heard["params"]["uri"], "test://watched-resource", "{heard}");
+    drop(stream);
+
     // 7. A session opened through the balancer on A; A dies; the same client
     //    carries on through B without logging in or initializing again.
     c.lb.send_to(0);

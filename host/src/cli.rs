@@ -537,6 +537,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(mode = ?auth.mode, issuer = %auth.issuer(), resource = %auth.resource, "authentication ready");
     if let Some(store) = &auth.shared {
         let _ = shared.shared_store.set((store.clone(), config.host_id()));
+        shared.sessions.relay_to(store.clone(), config.host_id());
         relay_reloads(
             store.clone(),
             config.host_id(),
@@ -842,6 +843,11 @@ fn relay_reloads(
                 Ok((from, what)) if from != me && what == "tools" => {
                     tracing::debug!(%from, "another host reloaded its plugins");
                     sessions.announce_list_changed().await;
+                }
+                Ok((from, what)) if from != me => {
+                    if let Some(uri) = what.strip_prefix(crate::mcp::RESOURCE_EVENT) {
+                        sessions.announce_resource_updated(uri).await;
+                    }
                 }
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,

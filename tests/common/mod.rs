@@ -587,3 +587,43 @@ impl RawSession {
         rq.send().await.expect("the POST reaches the host")
     }
 }
+
+/// The JSON-RPC messages of an SSE response as they arrive.
+pub struct SseReader {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl SseReader {
+    /// Reads `resp` (an SSE response) message by message.
+    pub fn new(resp: reqwest::Response) -> SseReader {
+        SseReader {
+            resp,
+            buf: String::new(),
+        }
+    }
+
+    /// The next message, or `None` when nothing more came within `wait`.
+    pub async fn next(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let event: String = self.buf.drain(..end + 2).collect();
+                let data: String = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim)
+                    .collect();
+                if data.is_empty() {
+                    continue; // a keep-alive comment or an empty event
+                }
+                return Some(serde_json::from_str(&data).unwrap());
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.resp.chunk())
+                .await
+                .ok()?;
+            self.buf
+                .push_str(&String::from_utf8_lossy(&chunk.unwrap()?));
+        }
+    }
+}

@@ -275,7 +275,7 @@ impl ClientLink for McpLink {
             return false;
         }
         let sessions = self.sessions.clone();
-        tokio::spawn(async move { sessions.announce_resource_updated(&uri).await });
+        tokio::spawn(async move { sessions.resource_changed(&uri).await });
         true
     }
 

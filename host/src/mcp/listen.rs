@@ -9,7 +9,8 @@
 //!   the plugin directory or the configuration, on this host or on another
 //!   host of a shared store (the reload relay);
 //! - `resources/updated` for a subscribed URI its caller may read, when the
-//!   plugin serving it says so or a reload replaces that plugin.
+//!   plugin serving it says so (on this host or another of the store) or a
+//!   reload replaces that plugin.
 //!
 //! Bounds: [`MAX_STREAMS_PER_SUBJECT`] open streams per subject on a host, and
 //! the URI limits of legacy subscriptions for each stream. A stream ends (with

@@ -45,7 +45,7 @@ pub use link::{McpLink, ReplyRoute};
 
 #[cfg(feature = "bench-native")]
 mod native;
-pub use sessions::Sessions;
+pub use sessions::{RESOURCE_EVENT, Sessions};
 
 /// State shared by every MCP session.
 pub struct Shared {

@@ -90,6 +90,9 @@ const CHANGE_BACKLOG: usize = 256;
 pub struct Sessions {
     sessions: Mutex<Vec<Session>>,
     changes: tokio::sync::broadcast::Sender<Change>,
+    /// With a shared store: where a plugin's resource update is published
+    /// for the other hosts' clients, and this host's id.
+    relay: std::sync::OnceLock<(Arc<dyn crate::auth::store::SharedState>, String)>,
 }
 
 impl Default for Sessions {
@@ -97,9 +100,17 @@ impl Default for Sessions {
         Sessions {
             sessions: Mutex::default(),
             changes: tokio::sync::broadcast::channel(CHANGE_BACKLOG).0,
+            relay: std::sync::OnceLock::new(),
         }
     }
 }
+
+/// What a resource update published to the other hosts starts with.
+pub const RESOURCE_EVENT: &str = "res ";
+
+/// The longest URI published to the other hosts (a `NOTIFY` payload holds
+/// under 8000 bytes): a longer one is announced on this host only.
+pub const MAX_RELAYED_URI: usize = 4096;
 
 impl Sessions {
     /// Remembers a session's peer and its subscriptions.
@@ -156,6 +167,30 @@ impl Sessions {
                 (subs.owner.as_deref() == Some(subject)).then(|| subs.load())
             })
             .fold((0, 0), |(n, b), (n2, b2)| (n + n2, b + b2))
+    }
+
+    /// Publishes this host's plugins' resource updates to the other hosts of
+    /// `store` (set once, when a shared store is open).
+    pub fn relay_to(&self, store: Arc<dyn crate::auth::store::SharedState>, host: String) {
+        let _ = self.relay.set((store, host));
+    }
+
+    /// A plugin of this host says `uri` changed: this host's sessions and
+    /// listen streams hear it, and so do the other hosts' (through the store).
+    pub async fn resource_changed(&self, uri: &str) {
+        self.announce_resource_updated(uri).await;
+        if let Some((store, host)) = self.relay.get() {
+            if uri.len() > MAX_RELAYED_URI {
+                tracing::debug!(
+                    len = uri.len(),
+                    "resource update too long to relay to other hosts"
+                );
+                return;
+            }
+            if let Err(e) = store.publish(host, &format!("{RESOURCE_EVENT}{uri}")).await {
+                tracing::warn!("other hosts were not told of a resource update: {e}");
+            }
+        }
     }
 
     /// The changes from now on, for a listen stream.

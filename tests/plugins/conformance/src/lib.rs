@@ -295,6 +295,10 @@ impl JsonSchema for HeaderParamArgs {
     }
 }
 
+fn touch_watched(_: NoArgs, _: &Call) -> Result<String, ToolError> {
+    Ok(stockade_sdk::events::resource_updated("test://watched-resource").to_string())
+}
+
 fn header_param(args: HeaderParamArgs, _: &Call) -> Result<String, ToolError> {
     Ok(format!("region: {}", args.region))
 }
@@ -332,6 +336,11 @@ stockade_sdk::plugin! {
             "json_schema_2020_12_tool",
             "Tool with JSON Schema 2020-12 features",
             json_schema_2020_12,
+        ),
+        Tool::new(
+            "test_touch_watched_resource",
+            "Says test://watched-resource changed (subscribers hear resources/updated)",
+            touch_watched,
         ),
         Tool::new(
             "test_header_param",
