@@ -119,10 +119,12 @@ proptest! {
         prop_assert_eq!(single_statement(&head), Some(head.as_str()));
         let two = format!("{head};{trailer}{second}");
         prop_assert_eq!(single_statement(&two), None, "in {:?}", two);
+        // The statement as comments: on one line after `--`, and inside `/* */`
+        // without any `*` (removing `*/` alone can make a new one: `**//`).
         let comments = format!(
             "{trailer}--{}\n/*{}*/",
             head.replace('\n', " "),
-            head.replace("*/", "")
+            head.replace('*', "")
         );
         prop_assert_eq!(single_statement(&comments), Some(""), "in {:?}", comments);
     }
