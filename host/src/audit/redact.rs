@@ -39,19 +39,21 @@ fn is_secret(key: &str) -> bool {
 /// [`redact_arguments`] for an arguments object, without copying it first.
 pub fn redact_object(args: &Map<String, Value>, budget: usize) -> Value {
     let mut left = budget;
-    redact_map(args, &mut left)
+    redact_map(args, &mut left, false)
 }
 
 /// A copy of `args` with secret-looking values masked and long strings and arrays
 /// truncated so the whole stays near `budget` bytes.
 pub fn redact_arguments(args: &Value, budget: usize) -> Value {
     let mut left = budget;
-    redact(args, &mut left)
+    redact(args, &mut left, false)
 }
 
-fn redact(v: &Value, left: &mut usize) -> Value {
+/// `v` within the budget `left`; `masked` (under a secret-looking key): every
+/// leaf is [`MASK`], within the same budget as the rest.
+fn redact(v: &Value, left: &mut usize, masked: bool) -> Value {
     match v {
-        Value::Object(m) => redact_map(m, left),
+        Value::Object(m) => redact_map(m, left, masked),
         Value::Array(a) => {
             let mut out = Vec::new();
             for item in a {
@@ -59,22 +61,18 @@ fn redact(v: &Value, left: &mut usize) -> Value {
                     out.push(Value::from(format!("… {} more", a.len() - out.len())));
                     break;
                 }
-                out.push(redact(item, left));
+                out.push(redact(item, left, masked));
             }
             Value::Array(out)
+        }
+        _ if masked => {
+            *left = left.saturating_sub(MASK.len() + 2);
+            Value::from(MASK)
         }
         Value::String(s) => {
             let keep = (*left).min(s.len()).min(MAX_STRING);
             *left -= keep;
-            if keep < s.len() {
-                let mut cut = keep;
-                while !s.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                Value::from(format!("{}… ({} bytes)", &s[..cut], s.len()))
-            } else {
-                v.clone()
-            }
+            Value::from(cut(s, keep))
         }
         other => {
             *left = left.saturating_sub(8);
@@ -95,7 +93,7 @@ fn cut(s: &str, max: usize) -> String {
     format!("{}… ({} bytes)", &s[..end], s.len())
 }
 
-fn redact_map(m: &Map<String, Value>, left: &mut usize) -> Value {
+fn redact_map(m: &Map<String, Value>, left: &mut usize, masked: bool) -> Value {
     let mut out = Map::new();
     for (k, v) in m {
         if *left == 0 {
@@ -104,48 +102,9 @@ fn redact_map(m: &Map<String, Value>, left: &mut usize) -> Value {
         }
         let key = cut(k, MAX_KEY);
         *left = left.saturating_sub(key.len() + 4);
-        let value = if is_secret(k) {
-            mask_all(v, left)
-        } else {
-            redact(v, left)
-        };
-        out.insert(key, value);
+        out.insert(key, redact(v, left, masked || is_secret(k)));
     }
     Value::Object(out)
-}
-
-/// `v` with every leaf masked, within the same budget as the rest.
-fn mask_all(v: &Value, left: &mut usize) -> Value {
-    match v {
-        Value::Object(m) => {
-            let mut out = Map::new();
-            for (k, v) in m {
-                if *left == 0 {
-                    out.insert("…".into(), Value::from("truncated"));
-                    break;
-                }
-                let key = cut(k, MAX_KEY);
-                *left = left.saturating_sub(key.len() + 4);
-                out.insert(key, mask_all(v, left));
-            }
-            Value::Object(out)
-        }
-        Value::Array(a) => {
-            let mut out = Vec::new();
-            for item in a {
-                if *left == 0 {
-                    out.push(Value::from(format!("… {} more", a.len() - out.len())));
-                    break;
-                }
-                out.push(mask_all(item, left));
-            }
-            Value::Array(out)
-        }
-        _ => {
-            *left = left.saturating_sub(MASK.len() + 2);
-            Value::from(MASK)
-        }
-    }
 }
 
 #[cfg(test)]

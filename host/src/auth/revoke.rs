@@ -82,12 +82,7 @@ pub async fn revoke(State(s): State<Arc<AuthState>>, req: Request) -> Response {
         Ok(Some(f)) => Some(f),
         Ok(None) => None,
         Err(e) => {
-            tracing::error!("revoke: {e}");
-            return oauth_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "try again",
-            );
+            return store_unavailable(e);
         }
     };
     let target = match family {
@@ -108,12 +103,7 @@ pub async fn revoke(State(s): State<Arc<AuthState>>, req: Request) -> Response {
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::error!("revoke: {e}");
-                return oauth_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    "try again",
-                );
+                return store_unavailable(e);
             }
         }
     }
@@ -163,6 +153,16 @@ pub async fn revoke(State(s): State<Arc<AuthState>>, req: Request) -> Response {
 
 /// Audits a failed client authentication and answers 401 `invalid_client`,
 /// with a Basic challenge when the client tried HTTP Basic.
+/// The answer when the store cannot be read: try again.
+fn store_unavailable(e: impl std::fmt::Display) -> Response {
+    tracing::error!("revoke: {e}");
+    oauth_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        "try again",
+    )
+}
+
 async fn client_refused(s: &AuthState, why: &str, basic: bool, ip: &str) -> Response {
     s.deny(
         StatusCode::UNAUTHORIZED,

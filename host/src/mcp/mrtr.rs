@@ -482,16 +482,13 @@ impl Exchange {
         if !modern {
             return Ok(None);
         }
-        let who = cx
-            .extensions
-            .get::<axum::http::request::Parts>()
-            .and_then(|p| p.extensions.get::<crate::auth::Principal>());
+        let who = super::principal(cx);
         let binding = Binding::new(
             method,
             target,
             arguments,
-            who.map(|p| p.subject.as_str()),
-            who.and_then(|p| p.client_id.as_deref()),
+            who.as_ref().map(|p| p.subject.as_str()),
+            who.as_ref().and_then(|p| p.client_id.as_deref()),
         );
         let caps = cx.client_capabilities().unwrap_or_default();
         let mut declared = BTreeSet::new();
