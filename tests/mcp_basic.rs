@@ -988,7 +988,7 @@ async fn ready_answers_503_while_draining() {
         .expect("/health answers during the drain");
     assert_eq!(health.status(), 200);
     // The call in flight finishes, answered in full.
-    let r = rpc_answer(answer).await;
+    let r = common::rpc_answer(answer).await;
     assert_eq!(r["result"]["isError"], false, "{r}");
     assert!(r.to_string().contains("woke up"), "{r}");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -1258,75 +1258,6 @@ async fn prometheus_metrics_move_with_calls() {
     assert!(right.text().await.unwrap().contains(ok_calls));
 }
 
-/// The JSON-RPC response in a Streamable HTTP answer (plain JSON or one SSE
-/// event carrying it).
-async fn rpc_answer(r: reqwest::Response) -> Value {
-    let body = r.text().await.unwrap();
-    let json = body
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(str::trim)
-        .find(|d| d.contains("\"id\""))
-        .unwrap_or(body.trim());
-    serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON-RPC ({e}): {body}"))
-}
-
-/// Every JSON-RPC message of a Streamable HTTP answer, in order (one JSON
-/// body, or the events of an SSE stream).
-async fn rpc_messages(r: reqwest::Response) -> Vec<Value> {
-    let body = r.text().await.unwrap();
-    let events: Vec<Value> = body
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-        .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("not JSON ({e}): {d}")))
-        .collect();
-    if events.is_empty() {
-        vec![serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))]
-    } else {
-        events
-    }
-}
-
-/// A 2026-07-28 request (no session; `_meta` says who the client is, and
-/// `extra` adds to it), with the standard headers.
-async fn modern(
-    url: &str,
-    id: u64,
-    method: &str,
-    params: &Value,
-    extra: Value,
-) -> reqwest::Response {
-    let mut params = params.clone();
-    let mut meta = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {},
-        "io.modelcontextprotocol/clientInfo": {"name": "raw-client", "version": "1.2"},
-    });
-    for (k, v) in extra.as_object().into_iter().flatten() {
-        meta[k] = v.clone();
-    }
-    params["_meta"] = meta;
-    let mut rq = reqwest::Client::new()
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", method);
-    if let Some(name) = params
-        .get("name")
-        .or(params.get("uri"))
-        .and_then(Value::as_str)
-    {
-        rq = rq.header("mcp-name", name);
-    }
-    rq.json(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
-        .send()
-        .await
-        .unwrap()
-}
-
 /// Issue 19: each era gets its results' shape. MCP 2026-07-28 requires
 /// `resultType` on every result (the official Python SDK rejects a
 /// `tools/list` without it), names the server in every result's `_meta`, and
@@ -1367,8 +1298,16 @@ async fn each_era_gets_its_result_shape() {
         ),
     ];
     for (i, (method, params, cache)) in requests.iter().enumerate() {
-        let r = modern(&host.mcp_url(), i as u64 + 1, method, params, json!({})).await;
-        let answer = rpc_answer(r).await;
+        let r = common::modern(
+            None,
+            &host.mcp_url(),
+            i as u64 + 1,
+            method,
+            params,
+            json!({}),
+        )
+        .await;
+        let answer = common::rpc_answer(r).await;
         let result = &answer["result"];
         assert_eq!(
             result["resultType"], "complete",
@@ -1389,8 +1328,9 @@ async fn each_era_gets_its_result_shape() {
             None => assert!(result.get("ttlMs").is_none(), "{method}: {answer}"),
         }
     }
-    let discover = rpc_answer(
-        modern(
+    let discover = common::rpc_answer(
+        common::modern(
+            None,
             &host.mcp_url(),
             50,
             "server/discover",
@@ -1410,7 +1350,7 @@ async fn each_era_gets_its_result_shape() {
     );
     let legacy = common::RawSession::open(&host.mcp_url()).await;
     for (i, (method, params, _)) in requests.iter().enumerate() {
-        let answer = rpc_answer(
+        let answer = common::rpc_answer(
             legacy
                 .post(json!({"jsonrpc": "2.0", "id": i + 10, "method": method, "params": params}))
                 .await,
@@ -1470,7 +1410,9 @@ async fn modern_requests_get_the_log_messages_they_ask_for() {
             json!({}),
             |l| json!({"io.modelcontextprotocol/logLevel": l}),
         );
-        let messages = rpc_messages(modern(&url, 1, "tools/call", &call, extra).await).await;
+        let messages =
+            common::rpc_messages(common::modern(None, &url, 1, "tools/call", &call, extra).await)
+                .await;
         assert_eq!(logs(&messages), expected, "level {level:?}: {messages:?}");
         let last = messages.last().unwrap();
         assert_eq!(
@@ -1478,7 +1420,8 @@ async fn modern_requests_get_the_log_messages_they_ask_for() {
             "{last}"
         );
     }
-    let r = modern(
+    let r = common::modern(
+        None,
         &url,
         2,
         "tools/call",
@@ -1486,7 +1429,7 @@ async fn modern_requests_get_the_log_messages_they_ask_for() {
         json!({"io.modelcontextprotocol/logLevel": "loud"}),
     )
     .await;
-    let e = rpc_answer(r).await;
+    let e = common::rpc_answer(r).await;
     assert_eq!(e["error"]["code"], -32602, "{e}");
     assert_eq!(e["id"], 2, "{e}");
     assert!(
@@ -1496,7 +1439,8 @@ async fn modern_requests_get_the_log_messages_they_ask_for() {
             .contains("not a log level"),
         "{e}"
     );
-    let r = modern(
+    let r = common::modern(
+        None,
         &url,
         3,
         "logging/setLevel",
@@ -1505,14 +1449,14 @@ async fn modern_requests_get_the_log_messages_they_ask_for() {
     )
     .await;
     assert_eq!(r.status(), 404);
-    assert_eq!(rpc_answer(r).await["error"]["code"], -32601);
+    assert_eq!(common::rpc_answer(r).await["error"]["code"], -32601);
 
     let legacy = common::RawSession::open(&url).await;
     let set = legacy
         .post(json!({"jsonrpc": "2.0", "id": 4, "method": "logging/setLevel", "params": {"level": "warning"}}))
         .await;
-    assert!(rpc_answer(set).await["result"].is_object());
-    let messages = rpc_messages(
+    assert!(common::rpc_answer(set).await["result"].is_object());
+    let messages = common::rpc_messages(
         legacy
             .post(json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": call}))
             .await,
@@ -1705,7 +1649,7 @@ async fn subscriptions_are_bounded_per_session_and_per_subject() {
         .start();
     let uri = |s: usize, i: usize| format!("kitchen://echo/{s}-{i}-{}", "a".repeat(62_000));
     let subscribe = async |session: &common::RawSession, uri: String, id: usize| -> Value {
-        rpc_answer(
+        common::rpc_answer(
             session
                 .post(
                     json!({"jsonrpc": "2.0", "id": id, "method": "resources/subscribe",
@@ -1747,7 +1691,7 @@ async fn subscriptions_are_bounded_per_session_and_per_subject() {
     // Short URIs still fit, and an unsubscribe makes room again.
     let a = subscribe(&sessions[4], "kitchen://readme".into(), 202).await;
     assert!(a["result"].is_object(), "{a}");
-    let a = rpc_answer(
+    let a = common::rpc_answer(
         sessions[0]
             .post(
                 json!({"jsonrpc": "2.0", "id": 203, "method": "resources/unsubscribe",
@@ -1793,13 +1737,13 @@ async fn param_headers_must_match_the_body() {
     let ok = send(Some("us-west1")).await.unwrap();
     assert_eq!(ok.status(), 200);
     assert_eq!(
-        rpc_answer(ok).await["result"]["content"][0]["text"],
+        common::rpc_answer(ok).await["result"]["content"][0]["text"],
         "region: us-west1"
     );
     for region in [None, Some("eu-central1")] {
         let r = send(region).await.unwrap();
         assert_eq!(r.status(), 400, "{region:?}");
-        let e = rpc_answer(r).await;
+        let e = common::rpc_answer(r).await;
         assert_eq!(e["error"]["code"], -32020, "{region:?}: {e}");
         assert_eq!(e["id"], 9, "{e}");
     }
@@ -1822,7 +1766,10 @@ async fn modern_calls_ask_their_client_between_rounds() {
     let sampling = json!({"io.modelcontextprotocol/clientCapabilities": {"sampling": {}}});
     let call = json!({"name": "test_sampling", "arguments": {"prompt": "Capital of France?"}});
 
-    let first = rpc_answer(modern(&url, 1, "tools/call", &call, sampling.clone()).await).await;
+    let first = common::rpc_answer(
+        common::modern(None, &url, 1, "tools/call", &call, sampling.clone()).await,
+    )
+    .await;
     let result = &first["result"];
     assert_eq!(result["resultType"], "input_required", "{first}");
     let ask = &result["inputRequests"]["sampling-1"];
@@ -1842,7 +1789,10 @@ async fn modern_calls_ask_their_client_between_rounds() {
         "role": "assistant", "content": {"type": "text", "text": "Paris"}, "model": "m",
         "stopReason": "endTurn"}});
     retry["requestState"] = state.clone().into();
-    let done = rpc_answer(modern(&url, 2, "tools/call", &retry, sampling.clone()).await).await;
+    let done = common::rpc_answer(
+        common::modern(None, &url, 2, "tools/call", &retry, sampling.clone()).await,
+    )
+    .await;
     assert_eq!(done["result"]["resultType"], "complete", "{done}");
     assert_eq!(
         done["result"]["content"][0]["text"], "LLM response: Paris",
@@ -1852,18 +1802,22 @@ async fn modern_calls_ask_their_client_between_rounds() {
     // A state changed by the client, or used for other arguments: refused.
     let mut tampered = retry.clone();
     tampered["requestState"] = format!("{state}x").into();
-    let e = rpc_answer(modern(&url, 3, "tools/call", &tampered, sampling.clone()).await).await;
+    let e = common::rpc_answer(
+        common::modern(None, &url, 3, "tools/call", &tampered, sampling.clone()).await,
+    )
+    .await;
     assert_eq!(e["error"]["code"], -32602, "{e}");
     let mut other = retry.clone();
     other["arguments"]["prompt"] = "Capital of Spain?".into();
-    let e = rpc_answer(modern(&url, 4, "tools/call", &other, sampling).await).await;
+    let e = common::rpc_answer(common::modern(None, &url, 4, "tools/call", &other, sampling).await)
+        .await;
     assert_eq!(e["error"]["code"], -32602, "{e}");
 
     // No sampling declared: the plugin cannot ask, fails, and the client is
     // told what it lacks.
-    let r = modern(&url, 5, "tools/call", &call, json!({})).await;
+    let r = common::modern(None, &url, 5, "tools/call", &call, json!({})).await;
     assert_eq!(r.status(), 400);
-    let e = rpc_answer(r).await;
+    let e = common::rpc_answer(r).await;
     assert_eq!(e["error"]["code"], -32021, "{e}");
     assert_eq!(
         e["error"]["data"]["requiredCapabilities"],
@@ -1898,7 +1852,7 @@ async fn listen_streams_hear_reloads_and_resource_updates() {
         "toolsListChanged": true,
         "resourceSubscriptions": ["kitchen://readme"],
     }});
-    let resp = modern(&url, 77, "subscriptions/listen", &filter, json!({})).await;
+    let resp = common::modern(None, &url, 77, "subscriptions/listen", &filter, json!({})).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let mut stream = common::SseReader::new(resp);
@@ -1952,8 +1906,9 @@ async fn listen_streams_hear_reloads_and_resource_updates() {
     );
 
     // A subscribed resource the plugin says changed.
-    let touched = rpc_answer(
-        modern(
+    let touched = common::rpc_answer(
+        common::modern(
+            None,
             &url,
             78,
             "tools/call",
@@ -2014,7 +1969,9 @@ async fn a_prompt_asks_its_client_between_rounds() {
     let url = host.mcp_url();
     let caps = json!({"io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}});
     let get = json!({"name": "test_input_required_result_prompt"});
-    let first = rpc_answer(modern(&url, 1, "prompts/get", &get, caps.clone()).await).await;
+    let first =
+        common::rpc_answer(common::modern(None, &url, 1, "prompts/get", &get, caps.clone()).await)
+            .await;
     assert_eq!(first["result"]["resultType"], "input_required", "{first}");
     let ask = &first["result"]["inputRequests"]["elicitation-1"];
     assert_eq!(ask["method"], "elicitation/create", "{first}");
@@ -2027,7 +1984,8 @@ async fn a_prompt_asks_its_client_between_rounds() {
     retry["inputResponses"] =
         json!({"elicitation-1": {"action": "accept", "content": {"context": "release notes"}}});
     retry["requestState"] = first["result"]["requestState"].clone();
-    let done = rpc_answer(modern(&url, 2, "prompts/get", &retry, caps).await).await;
+    let done =
+        common::rpc_answer(common::modern(None, &url, 2, "prompts/get", &retry, caps).await).await;
     assert_eq!(done["result"]["resultType"], "complete", "{done}");
     assert_eq!(
         done["result"]["messages"][0]["content"]["text"], "Prompt with context: release notes",

@@ -254,35 +254,15 @@ async fn modern_call(
     args: &Value,
     retry: Option<(Value, String)>,
 ) -> Value {
-    let mut params = json!({"name": tool, "arguments": args, "_meta": {
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {"sampling": {}, "elicitation": {}},
-    }});
+    let mut params = json!({"name": tool, "arguments": args});
     if let Some((responses, state)) = retry {
         params["inputResponses"] = responses;
         params["requestState"] = state.into();
     }
-    let body = reqwest::Client::new()
-        .post(host.mcp_url())
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", tool)
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let json = body
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(str::trim)
-        .find(|d| d.contains("\"id\""))
-        .unwrap_or(body.trim());
-    serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON-RPC ({e}): {body}"))
+    let caps =
+        json!({"io.modelcontextprotocol/clientCapabilities": {"sampling": {}, "elicitation": {}}});
+    let r = common::modern(Some(token), &host.mcp_url(), 1, "tools/call", &params, caps).await;
+    common::rpc_answer(r).await
 }
 
 async fn greet(url: &str, token: &str) -> String {
@@ -624,25 +604,17 @@ async fn two_hosts_on_one_postgresql_serve_any_request() {
 
     // 6c. A `subscriptions/listen` stream on B hears a resource update that a
     //     plugin on A announces (relayed through the store).
-    let listen = reqwest::Client::new()
-        .post(c.b.mcp_url())
-        .bearer_auth(&rotated.access)
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "subscriptions/listen")
-        .json(
-            &json!({"jsonrpc": "2.0", "id": 5, "method": "subscriptions/listen", "params": {
-                "_meta": {
-                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                    "io.modelcontextprotocol/clientCapabilities": {},
-                },
-                "notifications": {"toolsListChanged": true,
-                    "resourceSubscriptions": ["test://watched-resource"]},
-            }}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let filter = json!({"notifications": {"toolsListChanged": true,
+        "resourceSubscriptions": ["test://watched-resource"]}});
+    let listen = common::modern(
+        Some(&rotated.access),
+        &c.b.mcp_url(),
+        5,
+        "subscriptions/listen",
+        &filter,
+        json!({}),
+    )
+    .await;
     let mut stream = common::SseReader::new(listen);
     let ack = stream
         .next(Duration::from_secs(5))

@@ -627,3 +627,77 @@ impl SseReader {
         }
     }
 }
+
+/// A 2026-07-28 request to `url` (no session; `_meta` names the revision, no
+/// client capabilities and the client `raw-client/1.2`, and `extra` adds to or
+/// replaces those keys), with the standard headers and `token` as bearer.
+pub async fn modern(
+    token: Option<&str>,
+    url: &str,
+    id: u64,
+    method: &str,
+    params: &Value,
+    extra: Value,
+) -> reqwest::Response {
+    let mut params = params.clone();
+    let mut meta = serde_json::json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw-client", "version": "1.2"},
+    });
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        meta[k] = v.clone();
+    }
+    params["_meta"] = meta;
+    let mut rq = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", method);
+    if let Some(name) = params
+        .get("name")
+        .or(params.get("uri"))
+        .and_then(Value::as_str)
+    {
+        rq = rq.header("mcp-name", name);
+    }
+    if let Some(t) = token {
+        rq = rq.bearer_auth(t);
+    }
+    rq.json(&serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The JSON-RPC response in a Streamable HTTP answer (plain JSON or the SSE
+/// event carrying it).
+pub async fn rpc_answer(r: reqwest::Response) -> Value {
+    let body = r.text().await.unwrap();
+    let json = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .find(|d| d.contains("\"id\""))
+        .unwrap_or(body.trim());
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON-RPC ({e}): {body}"))
+}
+
+/// Every JSON-RPC message of a Streamable HTTP answer, in order (one JSON
+/// body, or the events of an SSE stream).
+pub async fn rpc_messages(r: reqwest::Response) -> Vec<Value> {
+    let body = r.text().await.unwrap();
+    let events: Vec<Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("not JSON ({e}): {d}")))
+        .collect();
+    if events.is_empty() {
+        vec![serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))]
+    } else {
+        events
+    }
+}
